@@ -1,0 +1,5 @@
+"""`python -m hsidenoise` runs the command-line interface."""
+
+from hsidenoise.cli import app
+
+app()
