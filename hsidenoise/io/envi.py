@@ -1,0 +1,449 @@
+"""ENVI: a ``.hdr`` text header next to a raw data file (BSQ, BIL or BIP).
+
+Headers are parsed and written with SPy (``spectral.io.envi.read_envi_header`` /
+``write_envi_header``): keys are case-insensitive, values are strings. The pixels are read
+through our own ``numpy.memmap`` honouring ``header offset``, ``interleave`` and ``byte
+order``, because SPy's ``load()`` converts the dtype and applies the scale factor.
+
+Supported ``data type`` codes: 1 uint8, 2 int16, 3 int32, 4 float32, 5 float64, 12 uint16,
+13 uint32, 14 int64, 15 uint64 (complex 6 and 9 are refused). A missing ``byte order`` is
+taken as 0 (little endian) and a missing ``interleave`` as BSQ, with a warning, as GDAL does.
+
+Writing: the output path may name the header (``out.hdr`` → data file ``out.img``) or the
+data file (``out.bil`` → header ``out.hdr``); a ``.bil`` / ``.bip`` / ``.bsq`` data suffix
+chooses the interleave, anything else writes BSQ. Files are written in native byte order.
+``map info`` is kept verbatim when the metadata has one; otherwise it is built from the
+transform and CRS (UTM / WGS-84 geographic by name, anything else as ``Arbitrary`` with the
+WKT in ``coordinate system string``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from spectral.io import envi as spy_envi
+
+from hsidenoise.cube import CubeMeta
+from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HeaderError
+from hsidenoise.io.base import (
+    CUBE_AXES,
+    ArrayCubeReader,
+    CubeWriter,
+    PathLike,
+    check_dtype,
+    check_output,
+    check_readable,
+)
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
+INTERLEAVE_AXES = {"bsq": "bhw", "bil": "hbw", "bip": "hwb"}
+"""Order of the data file's axes for each interleave, in the letters of `base.CUBE_AXES`."""
+
+REQUIRED_KEYS = ("samples", "lines", "bands", "data type")
+STRUCTURE_KEYS = frozenset(REQUIRED_KEYS + ("header offset", "file type", "interleave", "byte order"))
+META_KEYS = frozenset(
+    (
+        "description",
+        "wavelength",
+        "wavelength units",
+        "fwhm",
+        "bbl",
+        "band names",
+        "data ignore value",
+        "reflectance scale factor",
+        "map info",
+        "coordinate system string",
+    )
+)
+
+
+ENVI_DATA_TYPES: dict[int, np.dtype] = {
+    int(code): np.dtype(char) for code, char in spy_envi.envi_to_dtype.items() if np.dtype(char).kind != "c"
+}
+"""``data type`` code → numpy dtype (SPy's table without the complex types)."""
+
+
+# ------------------------------------------------------------------------------------ numbers
+
+
+def _number(value: float) -> str:
+    """Shortest text that reads back as the same float (integers without a trailing ``.0``)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else str(value)
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _per_band(header: dict, key: str, bands: int, hdr_path: Path) -> list[str] | None:
+    if key not in header:
+        return None
+    values = _as_list(header[key])
+    if len(values) != bands:
+        logger.warning("%s: '%s' has %d entries for %d bands; ignored", hdr_path, key, len(values), bands)
+        return None
+    return values
+
+
+def _floats(values: list[str], key: str, hdr_path: Path) -> np.ndarray:
+    try:
+        return np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError as error:
+        raise HeaderError(f"{hdr_path}: '{key}' must hold numbers; got {values[:3]}...; fix the header") from error
+
+
+def _integer(header: dict, key: str, hdr_path: Path, default: int | None = None) -> int:
+    if key not in header:
+        if default is None:
+            raise HeaderError(
+                f"ENVI header {hdr_path} has no '{key}'; a header needs samples, lines, bands and data type; "
+                "add the missing line"
+            )
+        return default
+    text = header[key]
+    try:
+        return int(text)
+    except (TypeError, ValueError) as error:
+        raise HeaderError(f"ENVI header {hdr_path}: '{key}' must be an integer; got {text!r}") from error
+
+
+# ------------------------------------------------------------------------------ georeferencing
+
+
+def transform_from_map_info(map_info: list[str]) -> tuple[float, float, float, float, float, float] | None:
+    """Affine transform (rasterio order) from ENVI ``map info``; None for rotated or unreadable entries.
+
+    ``map info = {name, ref x, ref y, easting, northing, size x, size y, ...}`` where the
+    reference pixel is 1-based and (1, 1) is the outer corner of the upper-left pixel.
+    """
+    try:
+        ref_x, ref_y, easting, northing, size_x, size_y = (float(v) for v in map_info[1:7])
+    except (ValueError, IndexError):
+        return None
+    for entry in map_info[7:]:
+        key, _, value = entry.partition("=")
+        if key.strip().lower() == "rotation" and float(value or 0) != 0.0:
+            logger.warning("map info has rotation=%s; the transform is not derived (map info is kept)", value)
+            return None
+    return (size_x, 0.0, easting - (ref_x - 1.0) * size_x, 0.0, -size_y, northing + (ref_y - 1.0) * size_y)
+
+
+def crs_from_map_info(map_info: list[str]) -> str | None:
+    """WKT for the common ENVI projections (UTM and geographic lat/lon on WGS-84); None otherwise."""
+    from rasterio.crs import CRS
+
+    name = map_info[0].strip().lower() if map_info else ""
+    extras = [entry.strip().lower() for entry in map_info[7:] if "=" not in entry]
+    if name == "utm" and len(extras) >= 2:
+        try:
+            zone = int(float(extras[0]))
+        except ValueError:
+            return None
+        datum = extras[2] if len(extras) > 2 else "wgs-84"
+        if datum.replace("-", "") != "wgs84":
+            return None
+        return CRS.from_epsg((32600 if extras[1].startswith("n") else 32700) + zone).to_wkt()
+    if name.startswith("geographic") and (not extras or extras[0].replace("-", "") == "wgs84"):
+        return CRS.from_epsg(4326).to_wkt()
+    return None
+
+
+def map_info_from_geo(
+    transform: tuple[float, float, float, float, float, float], crs_wkt: str | None
+) -> list[str] | None:
+    """ENVI ``map info`` for a north-up transform; None when the transform is rotated."""
+    size_x, skew_x, west, skew_y, size_y, north = transform
+    if skew_x or skew_y:
+        logger.warning("the transform is rotated; ENVI map info is not written")
+        return None
+    base = ["1", "1", _number(west), _number(north), _number(size_x), _number(-size_y)]
+    epsg = None
+    if crs_wkt:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            epsg = CRS.from_wkt(crs_wkt).to_epsg()
+        except CRSError:
+            epsg = None
+    if epsg is not None and 32601 <= epsg <= 32660:
+        return ["UTM", *base, str(epsg - 32600), "North", "WGS-84", "units=Meters"]
+    if epsg is not None and 32701 <= epsg <= 32760:
+        return ["UTM", *base, str(epsg - 32700), "South", "WGS-84", "units=Meters"]
+    if epsg == 4326:
+        return ["Geographic Lat/Lon", *base, "WGS-84", "units=Degrees"]
+    return ["Arbitrary", *base]
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+def header_and_data_paths(path: PathLike) -> tuple[Path, Path]:
+    """Find the header and data file of an ENVI cube given either of them.
+
+    Raises:
+        CubeReadError: the other file is missing (the message names the places searched).
+    """
+    path = check_readable(path)
+    if path.suffix.lower() == ".hdr":
+        stem = path.with_suffix("")
+        suffixes = ("",) + DATA_SUFFIXES + tuple(suffix.upper() for suffix in DATA_SUFFIXES)
+        candidates = [stem.with_name(stem.name + suffix) for suffix in suffixes]
+        for candidate in candidates:
+            if candidate.is_file() and candidate != path:
+                return path, candidate
+        raise CubeReadError(
+            f"no data file for ENVI header {path}: looked for {stem.name} with no suffix or "
+            f"{', '.join(DATA_SUFFIXES)}; pass the data file's path instead"
+        )
+    candidates = [path.with_suffix(".hdr"), path.with_name(path.name + ".hdr"), path.with_suffix(".HDR")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate, path
+    raise CubeReadError(
+        f"no ENVI header for {path}: expected {candidates[0].name} or {candidates[1].name} next to it"
+    )
+
+
+def read_header(hdr_path: Path) -> dict[str, str | list[str]]:
+    """Parse an ENVI header with SPy; keys lower-cased, values strings or lists of strings.
+
+    Raises:
+        HeaderError: the file does not start with ``ENVI`` or cannot be parsed.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Parameters with non-lowercase names")
+            header = spy_envi.read_envi_header(str(hdr_path))
+    except spy_envi.FileNotAnEnviHeader as error:
+        raise HeaderError(f"{hdr_path} is not an ENVI header (its first line must be 'ENVI')") from error
+    except spy_envi.EnviHeaderParsingError as error:
+        raise HeaderError(f"cannot parse ENVI header {hdr_path} (an unclosed '{{'?); fix the header") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise CubeReadError(f"cannot read ENVI header {hdr_path}: {error}") from error
+    return {key.lower(): value for key, value in header.items()}
+
+
+def meta_from_header(header: dict, bands: int, hdr_path: Path) -> CubeMeta:
+    """Everything `CubeMeta` holds, taken from a parsed header (per-band lists must have `bands` entries)."""
+    meta = CubeMeta()
+    if (values := _per_band(header, "wavelength", bands, hdr_path)) is not None:
+        meta.wavelengths = _floats(values, "wavelength", hdr_path)
+    if (values := _per_band(header, "fwhm", bands, hdr_path)) is not None:
+        meta.fwhm = _floats(values, "fwhm", hdr_path)
+    if (values := _per_band(header, "bbl", bands, hdr_path)) is not None:
+        meta.bbl = _floats(values, "bbl", hdr_path).astype(np.uint8)
+    if (values := _per_band(header, "band names", bands, hdr_path)) is not None:
+        meta.band_names = values
+    if "wavelength units" in header:
+        meta.wavelength_units = str(header["wavelength units"])
+    if "description" in header:
+        meta.description = str(header["description"])
+    for key, attribute in (("data ignore value", "nodata"), ("reflectance scale factor", "scale_factor")):
+        if key in header:
+            setattr(meta, attribute, float(_floats(_as_list(header[key])[:1], key, hdr_path)[0]))
+    if "coordinate system string" in header:
+        # SPy splits every braced value at commas; WKT has commas of its own.
+        meta.crs_wkt = ",".join(_as_list(header["coordinate system string"]))
+    if "map info" in header:
+        meta.map_info = _as_list(header["map info"])
+        meta.transform = transform_from_map_info(meta.map_info)
+        if meta.crs_wkt is None:
+            meta.crs_wkt = crs_from_map_info(meta.map_info)
+    for key, value in header.items():
+        if key not in STRUCTURE_KEYS and key not in META_KEYS:
+            meta.extra[key] = value if isinstance(value, str) else "{" + ", ".join(value) + "}"
+    return meta
+
+
+def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = None) -> ArrayCubeReader:
+    """Open an ENVI cube lazily (numpy memmap over the data file).
+
+    Args:
+        path: the header or the data file.
+        var, axes: not used by ENVI (the header says everything); must be None.
+
+    Raises:
+        HeaderError: a required key is missing or a value is invalid.
+        CubeReadError: a file is missing, unreadable or shorter than the header says.
+    """
+    if var is not None or axes is not None:
+        raise ConfigError("var and axes apply to MAT and HDF5 files only; an ENVI header gives the layout")
+    hdr_path, data_path = header_and_data_paths(path)
+    header = read_header(hdr_path)
+    samples, lines, bands = (_integer(header, key, hdr_path) for key in ("samples", "lines", "bands"))
+    code = _integer(header, "data type", hdr_path)
+    offset = _integer(header, "header offset", hdr_path, default=0)
+    if min(samples, lines, bands) < 1 or offset < 0:
+        raise HeaderError(
+            f"ENVI header {hdr_path}: samples, lines and bands must be >= 1 and header offset >= 0; "
+            f"got {samples}, {lines}, {bands}, {offset}"
+        )
+    if code not in ENVI_DATA_TYPES:
+        raise HeaderError(
+            f"ENVI header {hdr_path}: data type {code} is not supported; use one of "
+            + ", ".join(f"{c} ({t.name})" for c, t in ENVI_DATA_TYPES.items())
+        )
+    if "byte order" not in header:
+        logger.warning("%s has no 'byte order'; assuming 0 (little endian)", hdr_path)
+    byte_order = _integer(header, "byte order", hdr_path, default=0)
+    if byte_order not in (0, 1):
+        raise HeaderError(f"ENVI header {hdr_path}: byte order must be 0 or 1; got {byte_order}")
+    interleave = str(header.get("interleave", "bsq")).strip().lower()
+    if "interleave" not in header:
+        logger.warning("%s has no 'interleave'; assuming bsq", hdr_path)
+    if interleave not in INTERLEAVE_AXES:
+        raise HeaderError(f"ENVI header {hdr_path}: interleave must be bsq, bil or bip; got {interleave!r}")
+
+    dtype = ENVI_DATA_TYPES[code].newbyteorder("<" if byte_order == 0 else ">")
+    axes_order = INTERLEAVE_AXES[interleave]
+    size_by_axis = {"b": bands, "h": lines, "w": samples}
+    layout = tuple(size_by_axis[axis] for axis in axes_order)
+    expected = offset + bands * lines * samples * dtype.itemsize
+    actual = data_path.stat().st_size
+    if actual < expected:
+        raise CubeReadError(
+            f"{data_path} is truncated: {hdr_path.name} describes {bands} bands x {lines} lines x {samples} "
+            f"samples of {dtype.name} ({expected} bytes with the offset) but the file has {actual} bytes; "
+            "re-copy the file or fix the header"
+        )
+    if actual > expected:
+        logger.warning("%s has %d bytes more than its header describes; they are ignored", data_path, actual - expected)
+
+    meta = meta_from_header(header, bands, hdr_path)
+    meta.dtype = dtype.newbyteorder("=")
+    meta.interleave = interleave
+    meta.source_format = "envi"
+    try:
+        array = np.memmap(data_path, dtype=dtype, mode="r", offset=offset, shape=layout)
+    except (OSError, ValueError) as error:
+        raise CubeReadError(f"cannot map {data_path}: {error}") from error
+    return ArrayCubeReader(path, array, axes_order, meta, files=[hdr_path, data_path])
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def output_paths(path: PathLike) -> tuple[Path, Path, str]:
+    """(header, data file, interleave) for an output path naming either the header or the data file."""
+    path = Path(path)
+    if path.suffix.lower() == ".hdr":
+        return path, path.with_suffix(".img"), "bsq"
+    interleave = path.suffix.lower().lstrip(".")
+    return path.with_suffix(".hdr"), path, interleave if interleave in INTERLEAVE_AXES else "bsq"
+
+
+def header_from_meta(
+    meta: CubeMeta, shape: tuple[int, int, int], dtype: np.dtype, interleave: str
+) -> dict[str, str | list[str]]:
+    """The header dict (as `spectral.io.envi.write_envi_header` takes it) for a native-order data file."""
+    bands, lines, samples = shape
+    codes = {dtype_: code for code, dtype_ in ENVI_DATA_TYPES.items()}
+    header: dict[str, str | list[str]] = {
+        "samples": str(samples),
+        "lines": str(lines),
+        "bands": str(bands),
+        "header offset": "0",
+        "file type": "ENVI Standard",
+        "data type": str(codes[np.dtype(dtype).newbyteorder("=")]),
+        "interleave": interleave,
+        "byte order": "0" if sys.byteorder == "little" else "1",
+    }
+    if meta.description:
+        header["description"] = meta.description
+    if meta.wavelength_units:
+        header["wavelength units"] = meta.wavelength_units
+    for key, values in (("wavelength", meta.wavelengths), ("fwhm", meta.fwhm)):
+        if values is not None:
+            header[key] = [_number(v) for v in np.asarray(values, dtype=np.float64)]
+    if meta.bbl is not None:
+        header["bbl"] = [str(int(v)) for v in np.asarray(meta.bbl)]
+    if meta.band_names is not None:
+        header["band names"] = [str(name) for name in meta.band_names]
+    if meta.nodata is not None:
+        header["data ignore value"] = _number(meta.nodata)
+    if meta.scale_factor is not None:
+        header["reflectance scale factor"] = _number(meta.scale_factor)
+    map_info = meta.map_info
+    if map_info is None and meta.transform is not None:
+        map_info = map_info_from_geo(meta.transform, meta.crs_wkt)
+    if map_info is not None:
+        header["map info"] = list(map_info)
+    if meta.crs_wkt:
+        header["coordinate system string"] = "{" + meta.crs_wkt + "}"  # a string: SPy writes it verbatim
+    for key, value in meta.extra.items():
+        key = key.strip().lower()
+        if key in header or key in STRUCTURE_KEYS or "=" in key or "\n" in key or not key:
+            logger.debug("extra key %r not written to the ENVI header", key)
+            continue
+        header[key] = value if value.startswith("{") else value.replace("\n", " ")
+    return header
+
+
+class EnviWriter(CubeWriter):
+    """Streams blocks into a native-order memmap of the data file; the header is written on commit."""
+
+    def __init__(
+        self,
+        path: Path,
+        shape: tuple[int, int, int],
+        dtype: np.dtype,
+        meta: CubeMeta,
+        *,
+        header_path: Path,
+        data_path: Path,
+        interleave: str,
+    ) -> None:
+        self._memmap: np.memmap | None = None
+        super().__init__(path, shape, dtype, meta, finals=[data_path, header_path])
+        self._header_path = header_path
+        self._interleave = interleave
+        self._axes = INTERLEAVE_AXES[interleave]
+        layout = tuple(self.shape[CUBE_AXES.index(axis)] for axis in self._axes)
+        try:
+            self._memmap = np.memmap(self.temp_path(data_path), dtype=self.dtype, mode="w+", shape=layout)
+        except (OSError, ValueError) as error:
+            self.abort()
+            raise CubeWriteError(f"cannot create {data_path}: {error}") from error
+
+    def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:
+        by_axis = {"b": slice(None), "h": rows, "w": cols}
+        index = tuple(by_axis[axis] for axis in self._axes)
+        self._memmap[index] = np.transpose(block, [CUBE_AXES.index(axis) for axis in self._axes])
+
+    def _finish(self) -> None:
+        self._close()
+        header = header_from_meta(self.meta, self.shape, self.dtype, self._interleave)
+        spy_envi.write_envi_header(str(self.temp_path(self._header_path)), header)
+
+    def _close(self) -> None:
+        if self._memmap is not None:
+            self._memmap.flush()
+            self._memmap = None  # the last reference: the mapping is released here
+
+
+def create_writer(
+    path: PathLike,
+    shape: tuple[int, int, int],
+    *,
+    meta: CubeMeta,
+    dtype: np.dtype,
+    overwrite: bool = False,
+    inputs: Iterable[PathLike] = (),
+) -> EnviWriter:
+    """Start writing an ENVI cube (header + data file, see the module docstring for names and interleave)."""
+    check_dtype(dtype, ENVI_DATA_TYPES.values(), "ENVI")
+    header_path, data_path, interleave = output_paths(path)
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    check_output([data_path, header_path], overwrite=overwrite, inputs=inputs, nbytes=nbytes)
+    return EnviWriter(
+        Path(path), shape, dtype, meta, header_path=header_path, data_path=data_path, interleave=interleave
+    )
