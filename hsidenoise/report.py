@@ -1,0 +1,422 @@
+"""Reports as files: metrics JSON/CSV, per-band plots, row-mean profiles, false-colour quick-looks.
+
+Every function takes arrays, writes one or more files and returns their paths. Files are written
+atomically (a temporary name in the target directory, then ``os.replace``), so an interrupted run never
+leaves half a report. matplotlib is imported only inside the plotting functions and drives an Agg canvas
+directly (no pyplot, no global backend switch), so it works headless and leaves a caller's backend alone.
+
+Numbers: JSON has no inf/NaN, so :func:`write_json` writes every non-finite number as null; the CSV keeps
+them as ``inf`` / ``nan``, which spreadsheet and pandas readers parse as numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
+from hsidenoise.metrics import MetricsReport, estimate_noise_mad
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+RGB_TARGETS_NM = (650.0, 550.0, 450.0)
+"""Band centres (nm) picked for the red, green and blue channels of a quick-look when wavelengths are known."""
+
+STRETCH_PERCENTILES = (2.0, 98.0)
+"""Robust contrast stretch of the quick-looks."""
+
+PNG_DPI = 110
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write through ``write`` into a temporary file next to ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise CubeWriteError(
+            f"cannot write the report file {path}: {error.strerror or error}; choose a writable directory"
+        ) from error
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise CubeWriteError(
+                f"cannot write the report file {path}: {error.strerror or error}; check space and permissions"
+            ) from error
+        raise
+    return path
+
+
+def _json_safe(value: Any) -> Any:
+    """Numpy scalars/arrays -> Python, paths -> str, non-finite floats -> None, recursively."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(payload: Mapping[str, Any], path: Path | str) -> Path:
+    """Write ``payload`` as indented JSON (numpy values converted, inf/NaN as null); returns the path."""
+    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
+    return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
+
+
+def _save_figure(figure: Figure, path: Path) -> Path:
+    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, format="png", dpi=PNG_DPI))
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A Figure bound to an Agg canvas (no pyplot state, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _band_axis(band_count: int, wavelengths: np.ndarray | Sequence[float] | None) -> tuple[np.ndarray, str]:
+    """x values and label for per-band plots: wavelengths when given, else band indices."""
+    if wavelengths is None:
+        return np.arange(band_count), "band"
+    values = np.asarray(wavelengths, dtype=np.float64)
+    if values.shape != (band_count,):
+        raise CubeShapeError(
+            f"expected {band_count} wavelengths (one per band), got {values.size}; pass the cube's own wavelengths"
+        )
+    return values, "wavelength"
+
+
+def _band_label(band: int, wavelengths: np.ndarray | Sequence[float] | None) -> str:
+    if wavelengths is None:
+        return f"band {band}"
+    return f"band {band} ({float(np.asarray(wavelengths)[band]):g})"
+
+
+def _check_pair(noisy: np.ndarray, denoised: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    noisy, denoised = np.asarray(noisy), np.asarray(denoised)
+    if noisy.ndim != 3 or noisy.shape != denoised.shape:
+        raise CubeShapeError(
+            "expected a noisy and a denoised (bands, rows, cols) cube of one shape, "
+            f"got {noisy.shape} and {denoised.shape}"
+        )
+    return noisy, denoised
+
+
+def _check_bands(bands: Sequence[int], band_count: int) -> list[int]:
+    chosen = [int(band) for band in bands]
+    if not chosen or any(not 0 <= band < band_count for band in chosen):
+        raise ConfigError(
+            f"profile bands must be indices in [0, {band_count - 1}], got {list(bands)}; pick bands the cube has"
+        )
+    return chosen
+
+
+def write_metrics_report(
+    report: MetricsReport,
+    out_dir: Path | str,
+    *,
+    noisy_report: MetricsReport | None = None,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+) -> dict[str, Path]:
+    """Write ``metrics.json``, ``metrics.csv`` (one row per band) and ``per_band.png`` into ``out_dir``.
+
+    Args:
+        report: metrics of the denoised cube against the reference.
+        out_dir: created if missing.
+        noisy_report: metrics of the noisy input against the same reference, shown alongside.
+        wavelengths: (B,) band centres for the plot's x axis and the CSV; band indices when None.
+
+    Returns:
+        ``{"json": path, "csv": path, "plot": path}``.
+    """
+    out_dir = Path(out_dir)
+    band_count = report.band_count
+    if noisy_report is not None and noisy_report.band_count != band_count:
+        raise CubeShapeError(
+            f"the noisy report has {noisy_report.band_count} bands, the denoised one {band_count}; "
+            "evaluate the same cube"
+        )
+    x_values, x_label = _band_axis(band_count, wavelengths)
+
+    payload: dict[str, Any] = {"denoised": report.to_dict()}
+    if noisy_report is not None:
+        payload["noisy"] = noisy_report.to_dict()
+    if wavelengths is not None:
+        payload["wavelengths"] = x_values
+    paths = {"json": write_json(payload, out_dir / "metrics.json")}
+
+    columns = ["band"] + (["wavelength"] if wavelengths is not None else []) + ["psnr", "ssim", "rmse"]
+    if noisy_report is not None:
+        columns += ["noisy_psnr", "noisy_ssim", "noisy_rmse"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for band in range(band_count):
+        row: list[Any] = [band] + ([f"{x_values[band]:g}"] if wavelengths is not None else [])
+        for source in (report, noisy_report):
+            if source is not None:
+                row += [f"{source.psnr[band]:.6g}", f"{source.ssim[band]:.6g}", f"{source.rmse[band]:.6g}"]
+        writer.writerow(row)
+    text = buffer.getvalue()
+    paths["csv"] = _write_atomically(out_dir / "metrics.csv", lambda stream: stream.write(text.encode("utf-8")))
+
+    figure = _new_figure(8.0, 6.0)
+    psnr_axes, ssim_axes = figure.subplots(2, 1, sharex=True)
+    for source, name, style in ((report, "denoised", "-"), (noisy_report, "noisy", "--")):
+        if source is None:
+            continue
+        psnr = np.where(np.isfinite(source.psnr), source.psnr, np.nan)  # inf (identical) is not drawable
+        psnr_axes.plot(x_values, psnr, style, marker=".", label=f"{name} (MPSNR {source.mpsnr:.2f} dB)")
+        ssim_axes.plot(x_values, source.ssim, style, marker=".", label=f"{name} (MSSIM {source.mssim:.4f})")
+    psnr_axes.set_ylabel("PSNR (dB)")
+    ssim_axes.set_ylabel(f"SSIM ({report.ssim_mode})")
+    ssim_axes.set_xlabel(x_label)
+    for axes in (psnr_axes, ssim_axes):
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    figure.suptitle(f"Per-band quality (SAM {report.sam:.4f} rad, ERGAS {report.ergas:.3g})")
+    paths["plot"] = _save_figure(figure, out_dir / "per_band.png")
+    return paths
+
+
+def plot_row_mean_profiles(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    bands: Sequence[int],
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    clean: np.ndarray | None = None,
+) -> Path:
+    """The DECSC paper's row-mean profile figure: for each chosen band, the mean of each row over the columns.
+
+    Residual noise shows as a jagged curve, a band-wide offset as a shifted one. Non-finite pixels are
+    left out of a row's mean.
+
+    Args:
+        noisy, denoised: (B, H, W) of one shape. bands: indices of the bands to draw, one panel each.
+        path: the PNG to write. wavelengths: (B,) for the panel titles. clean: (B, H, W) reference, drawn too.
+
+    Returns:
+        ``path``.
+    """
+    noisy, denoised = _check_pair(noisy, denoised)
+    if clean is not None:
+        _check_pair(noisy, clean)
+    chosen = _check_bands(bands, noisy.shape[0])
+    rows = np.arange(noisy.shape[1])
+    figure = _new_figure(8.0, 2.6 * len(chosen) + 0.4)
+    panels = np.atleast_1d(figure.subplots(len(chosen), 1, sharex=True))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a gap in the curve, as it should be
+        for axes, band in zip(panels, chosen):
+            series = [("noisy", noisy, "0.6"), ("denoised", denoised, "C3")]
+            if clean is not None:
+                series.insert(0, ("clean", clean, "k"))
+            for name, cube, colour in series:
+                row_mean = np.nanmean(np.asarray(cube[band], dtype=np.float64), axis=1)
+                axes.plot(rows, row_mean, color=colour, lw=1.0, label=name)
+            axes.set_title(_band_label(band, wavelengths), fontsize="medium")
+            axes.set_ylabel("row mean")
+            axes.grid(alpha=0.3)
+            axes.legend(loc="best", fontsize="small")
+    panels[-1].set_xlabel("row")
+    return _save_figure(figure, Path(path))
+
+
+def pick_rgb_bands(band_count: int, wavelengths: np.ndarray | Sequence[float] | None = None) -> tuple[int, int, int]:
+    """Bands for a false-colour (red, green, blue) composite.
+
+    With wavelengths: the bands nearest to 650, 550 and 450 nm (values below 100 are taken as micrometres),
+    which falls back gracefully to the nearest edge bands for a sensor that misses the visible range.
+    Without: three bands spread over the spectrum, at 3/4, 1/2 and 1/4 of it.
+    """
+    if band_count < 1:
+        raise CubeShapeError("a quick-look needs at least one band, got 0")
+    if wavelengths is not None:
+        centres, _ = _band_axis(band_count, wavelengths)
+        if np.isfinite(centres).any():
+            nanometres = centres * 1000.0 if np.nanmax(centres) < 100 else centres
+            distance = np.abs(nanometres[None, :] - np.asarray(RGB_TARGETS_NM)[:, None])
+            distance[:, ~np.isfinite(nanometres)] = np.inf
+            red, green, blue = (int(i) for i in distance.argmin(axis=1))
+            return red, green, blue
+    last = band_count - 1
+    return round(0.75 * last), round(0.5 * last), round(0.25 * last)
+
+
+def _stretch(rgb: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    """(3, H, W) -> (H, W, 3) in [0, 1]; non-finite pixels black."""
+    span = np.where(highs > lows, highs - lows, 1.0)
+    scaled = (rgb - lows[:, None, None]) / span[:, None, None]
+    scaled = np.where(np.isfinite(scaled), np.clip(scaled, 0.0, 1.0), 0.0)
+    return np.moveaxis(scaled, 0, -1)
+
+
+def write_quicklook(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    path: Path | str,
+    rgb_bands: Sequence[int] | None = None,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+) -> Path:
+    """False-colour before / after, side by side, with one robust 2-98 % stretch per channel.
+
+    The stretch is taken from the denoised cube and applied to both halves, so brightness is comparable and
+    noise in the "before" half shows as it is (outliers saturate) instead of being stretched away.
+
+    Args:
+        noisy, denoised: (B, H, W) of one shape. path: the PNG to write.
+        rgb_bands: (red, green, blue) band indices; default :func:`pick_rgb_bands`.
+        wavelengths: (B,) band centres in nm (or micrometres) for the default pick and the caption.
+
+    Returns:
+        ``path``.
+    """
+    noisy, denoised = _check_pair(noisy, denoised)
+    band_count, height, width = noisy.shape
+    chosen = _check_bands(rgb_bands if rgb_bands is not None else pick_rgb_bands(band_count, wavelengths), band_count)
+    if len(chosen) != 3:
+        raise ConfigError(f"rgb_bands needs exactly three band indices (red, green, blue), got {len(chosen)}")
+    after = np.asarray(denoised[chosen], dtype=np.float64)
+    before = np.asarray(noisy[chosen], dtype=np.float64)
+    lows, highs = np.empty(3), np.empty(3)
+    for channel in range(3):
+        values = after[channel][np.isfinite(after[channel])]
+        lows[channel], highs[channel] = np.percentile(values, STRETCH_PERCENTILES) if values.size else (0.0, 1.0)
+
+    panel_width = 5.0
+    panel_height = float(np.clip(panel_width * height / max(width, 1), 1.0, 12.0))
+    figure = _new_figure(2 * panel_width, panel_height + 0.8)
+    for axes, cube, name in zip(figure.subplots(1, 2), (before, after), ("before", "after")):
+        axes.imshow(_stretch(cube, lows, highs), interpolation="nearest")
+        axes.set_title(name)
+        axes.set_axis_off()
+    caption = ", ".join(_band_label(band, wavelengths) for band in chosen)
+    figure.suptitle(f"R, G, B = {caption}", fontsize="medium")
+    return _save_figure(figure, Path(path))
+
+
+def plot_noise_before_after(
+    sigma_before: np.ndarray,
+    sigma_after: np.ndarray,
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+) -> Path:
+    """Per-band noise estimate (e.g. :func:`hsidenoise.metrics.estimate_noise_mad`) before and after denoising.
+
+    Args:
+        sigma_before, sigma_after: (B,) standard deviations in one unit. path: the PNG to write.
+        wavelengths: (B,) for the x axis; band indices when None.
+
+    Returns:
+        ``path``.
+    """
+    before = np.asarray(sigma_before, dtype=np.float64)
+    after = np.asarray(sigma_after, dtype=np.float64)
+    if before.ndim != 1 or before.shape != after.shape:
+        raise CubeShapeError(f"expected two (bands,) noise vectors of one length, got {before.shape} and {after.shape}")
+    x_values, x_label = _band_axis(before.size, wavelengths)
+    positive = np.concatenate([before, after])
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    figure = _new_figure(8.0, 3.8)
+    axes = figure.subplots()
+    axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before")
+    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="after")
+    if positive.size and positive.max() > 20 * positive.min():
+        axes.set_yscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("noise std (robust estimate)")
+    axes.set_title("Per-band noise before and after denoising", fontsize="medium")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(loc="best", fontsize="small")
+    return _save_figure(figure, Path(path))
+
+
+def default_profile_bands(sigma: np.ndarray, count: int = 3) -> list[int]:
+    """Bands for the row-mean profile plot: the noisiest one, plus bands spread over the spectrum.
+
+    Args:
+        sigma: (B,) noise estimate of the input. count: how many bands at most.
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    finite = np.isfinite(sigma)
+    chosen = [int(np.argmax(np.where(finite, sigma, -np.inf)))] if finite.any() else []
+    for band in np.linspace(0, sigma.size - 1, count + 1).round().astype(int)[1:-1] if sigma.size else []:
+        if len(chosen) < count and int(band) not in chosen:
+            chosen.append(int(band))
+    return sorted(chosen)
+
+
+def write_run_report(
+    out_dir: Path | str,
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    *,
+    summary: Mapping[str, Any],
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    profile_bands: Sequence[int] | None = None,
+    rgb_bands: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs.
+
+    ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured)
+    and the per-band noise estimate before and after. For scenes too large for memory pass a decimated
+    preview of both cubes (e.g. every k-th row and column): the estimates and plots only need a sample.
+
+    Args:
+        out_dir: created if missing.
+        noisy, denoised: (B, H, W) input and output, same units. summary: JSON-able facts about the run.
+        wavelengths: (B,) band centres. profile_bands: default :func:`default_profile_bands`.
+        rgb_bands: default :func:`pick_rgb_bands`.
+
+    Returns:
+        ``{"json", "profiles", "quicklook", "noise"}`` -> path.
+    """
+    noisy, denoised = _check_pair(noisy, denoised)
+    out_dir = Path(out_dir)
+    sigma_before, sigma_after = estimate_noise_mad(noisy), estimate_noise_mad(denoised)
+    bands = list(profile_bands) if profile_bands is not None else default_profile_bands(sigma_before)
+    payload = {
+        **summary,
+        "noise_estimate": {
+            "method": "Immerkaer residual + MAD (hsidenoise.metrics.estimate_noise_mad), data units",
+            "before": sigma_before,
+            "after": sigma_after,
+        },
+        "profile_bands": bands,
+    }
+    return {
+        "json": write_json(payload, out_dir / "report.json"),
+        "profiles": plot_row_mean_profiles(noisy, denoised, bands, out_dir / "row_mean_profiles.png", wavelengths),
+        "quicklook": write_quicklook(noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths),
+        "noise": plot_noise_before_after(sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths),
+    }

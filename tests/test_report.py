@@ -1,0 +1,180 @@
+"""Report files: they exist, parse, hold what they claim, and PNGs are real images with content."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
+from hsidenoise.metrics import evaluate
+from hsidenoise.report import (
+    _write_atomically,
+    default_profile_bands,
+    pick_rgb_bands,
+    plot_noise_before_after,
+    plot_row_mean_profiles,
+    write_json,
+    write_metrics_report,
+    write_quicklook,
+    write_run_report,
+)
+
+
+def _strict_json(path: Path) -> object:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _assert_real_image(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    colours = np.unique(image[..., :3].reshape(-1, 3), axis=0)
+    assert len(colours) > 20 and image[..., :3].std() > 0.02
+    return image
+
+
+def _cubes(shape: tuple[int, int, int] = (9, 31, 37), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 1, shape[1])[:, None]
+    cols = np.linspace(0, 1, shape[2])[None, :]
+    clean = np.stack([0.5 + 0.3 * np.sin(4 * rows + b) * np.cos(3 * cols) for b in range(shape[0])])
+    noisy = clean + 0.1 * rng.standard_normal(shape)
+    denoised = clean + 0.01 * rng.standard_normal(shape)
+    return clean, noisy, denoised
+
+
+def _only_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_metrics_report_writes_json_csv_and_plot(tmp_path: Path) -> None:
+    clean, noisy, denoised = _cubes()
+    wavelengths = np.linspace(450.0, 900.0, 9)
+    paths = write_metrics_report(
+        evaluate(denoised, clean), tmp_path / "out", noisy_report=evaluate(noisy, clean), wavelengths=wavelengths
+    )
+    assert set(paths) == {"json", "csv", "plot"}
+    assert _only_files(tmp_path / "out") == ["metrics.csv", "metrics.json", "per_band.png"]
+
+    data = _strict_json(paths["json"])
+    assert data["denoised"]["mpsnr"] > data["noisy"]["mpsnr"]
+    assert data["wavelengths"] == pytest.approx(wavelengths.tolist())
+    assert len(data["denoised"]["per_band"]["ssim"]) == 9
+
+    with paths["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 9
+    assert float(rows[4]["wavelength"]) == pytest.approx(675.0)
+    expected = 10 * math.log10(1.0 / np.mean((denoised[4] - clean[4]) ** 2))
+    assert float(rows[4]["psnr"]) == pytest.approx(expected, rel=1e-5)
+    assert float(rows[4]["noisy_psnr"]) < float(rows[4]["psnr"])
+    _assert_real_image(paths["plot"])
+
+
+def test_metrics_report_of_identical_cubes_writes_null_not_infinity(tmp_path: Path) -> None:
+    clean, _, _ = _cubes((3, 12, 14))
+    paths = write_metrics_report(evaluate(clean, clean), tmp_path)
+    data = _strict_json(paths["json"])
+    assert data["denoised"]["mpsnr"] is None and data["denoised"]["identical_bands"] == [0, 1, 2]
+    with paths["csv"].open() as stream:
+        assert [row["psnr"] for row in csv.DictReader(stream)] == ["inf"] * 3
+
+
+def test_metrics_report_refuses_wavelengths_of_the_wrong_length(tmp_path: Path) -> None:
+    clean, _, denoised = _cubes((3, 12, 14))
+    with pytest.raises(CubeShapeError, match="3 wavelengths"):
+        write_metrics_report(evaluate(denoised, clean), tmp_path, wavelengths=[500.0, 600.0])
+
+
+def test_row_mean_profiles_plot(tmp_path: Path) -> None:
+    clean, noisy, denoised = _cubes()
+    noisy[2, :, 5] = np.nan  # a NaN column must not blank the curve
+    path = plot_row_mean_profiles(noisy, denoised, [0, 2, 8], tmp_path / "profiles.png", clean=clean)
+    assert path == tmp_path / "profiles.png"
+    image = _assert_real_image(path)
+    assert image.shape[0] > image.shape[1]  # one panel per band, stacked
+    with pytest.raises(ConfigError, match=r"\[0, 8\]"):
+        plot_row_mean_profiles(noisy, denoised, [9], tmp_path / "bad.png")
+    with pytest.raises(CubeShapeError):
+        plot_row_mean_profiles(noisy, denoised[:3], [0], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_rgb_bands_come_from_wavelengths_or_are_spread() -> None:
+    nanometres = [445.0, 470.0, 548.0, 600.0, 652.0, 700.0]
+    assert pick_rgb_bands(6, nanometres) == (4, 2, 0)
+    assert pick_rgb_bands(6, [w / 1000 for w in nanometres]) == (4, 2, 0)  # micrometres
+    assert pick_rgb_bands(37) == (27, 18, 9)
+    assert pick_rgb_bands(1) == (0, 0, 0)
+
+
+def test_quicklook_shows_noisy_and_denoised_side_by_side(tmp_path: Path) -> None:
+    _, noisy, denoised = _cubes((9, 40, 50))
+    path = write_quicklook(noisy, denoised, tmp_path / "quicklook.png", wavelengths=np.linspace(400, 800, 9))
+    image = _assert_real_image(path)
+    assert image.shape[1] > image.shape[0]
+    half = image.shape[1] // 2
+    left, right = image[:, :half, :3], image[:, half : 2 * half, :3]
+    assert np.abs(left - right).mean() > 0.01  # the noise is visible before, not after
+    with pytest.raises(ConfigError, match="three"):
+        write_quicklook(noisy, denoised, tmp_path / "bad.png", rgb_bands=[0, 1])
+
+
+def test_noise_before_after_plot(tmp_path: Path) -> None:
+    before = np.linspace(0.01, 0.2, 12)
+    path = plot_noise_before_after(before, before / 10, tmp_path / "noise.png", wavelengths=np.arange(12) * 10 + 400.0)
+    _assert_real_image(path)
+    with pytest.raises(CubeShapeError):
+        plot_noise_before_after(before, before[:5], tmp_path / "bad.png")
+
+
+def test_run_report_bundle(tmp_path: Path) -> None:
+    _, noisy, denoised = _cubes((9, 33, 35))
+    summary = {"timings_s": {"total": 1.5}, "tile_plan": {"tiles": 4}, "untouched_bands": [3]}
+    paths = write_run_report(tmp_path / "report", noisy, denoised, summary=summary)
+    expected = ["noise_before_after.png", "quicklook.png", "report.json", "row_mean_profiles.png"]
+    assert _only_files(tmp_path / "report") == expected
+    data = _strict_json(paths["json"])
+    assert data["tile_plan"] == {"tiles": 4} and data["untouched_bands"] == [3]
+    before, after = np.array(data["noise_estimate"]["before"]), np.array(data["noise_estimate"]["after"])
+    assert before.shape == (9,) and (after < before).all()
+    assert len(data["profile_bands"]) == 3
+    for key in ("profiles", "quicklook", "noise"):
+        _assert_real_image(paths[key])
+
+
+def test_default_profile_bands_include_the_noisiest() -> None:
+    sigma = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1])
+    bands = default_profile_bands(sigma)
+    assert 7 in bands and len(bands) == 3 and bands == sorted(bands)
+
+
+def test_write_json_converts_numpy_and_non_finite_values(tmp_path: Path) -> None:
+    payload = {"a": np.arange(3), "b": np.float32(np.nan), "c": [np.inf, 1.5], "d": np.bool_(True)}
+    path = write_json(payload, tmp_path / "x.json")
+    assert _strict_json(path) == {"a": [0, 1, 2], "b": None, "c": [None, 1.5], "d": True}
+
+
+def test_failed_write_leaves_neither_file_nor_temporary(tmp_path: Path) -> None:
+    def fail(stream: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        _write_atomically(tmp_path / "metrics.json", fail)
+    assert _only_files(tmp_path) == []
+
+
+def test_unwritable_directory_gives_a_write_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CubeWriteError, match="cannot write"):
+        write_json({"a": 1}, blocker / "out" / "x.json")
