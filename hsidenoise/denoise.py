@@ -1,0 +1,476 @@
+"""The tool: read -> statistics -> tile -> method -> stitch -> write, streaming so memory does not grow with the scene.
+
+:func:`denoise` runs one cube from a file (or an open reader) into an output file; :func:`denoise_array` runs an
+in-memory cube through the same code. The flow:
+
+1. the memory the run needs is checked, and the output is created (a staged temporary file): an output that is
+   an input, exists without ``overwrite``, or does not fit on disk is refused before any work;
+2. one streaming pass computes the :class:`~hsidenoise.statistics.CubeStatistics`, and ``method.prepare`` gets them;
+3. tile by tile (with overlap), the valid bands are read, missing pixels are filled with the band mean, and the
+   method denoises the tile (several tiles per call when it has ``denoise_tiles``; on out-of-memory the batch is
+   halved and retried);
+4. the :class:`~hsidenoise.tiling.Stitcher` blends the tiles and hands back each block once it is final; the
+   block's dead and NaN bands and its missing pixels are copied from the input unchanged, and the block is
+   written;
+5. the output is committed (renamed into place). Any exception aborts it, so no partial output is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from hsidenoise.cube import CubeMeta
+from hsidenoise.errors import ConfigError, CubeShapeError, ResourceError
+from hsidenoise.methods import Denoiser, TileResult
+from hsidenoise.statistics import CHUNK_BYTES, CubeStatistics, compute_statistics, invalid_mask
+from hsidenoise.tiling import StitchedBlock, Stitcher, Tile, TileConfig, plan_axis, plan_tiles
+
+if TYPE_CHECKING:
+    from hsidenoise.io import CubeReader
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called after each tile with (tiles done, tiles in total)."""
+
+SAMPLE_PIXELS = 65536
+"""Pixel spectra sampled by the statistics pass (for the Gram matrix and the low-rank front end)."""
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What happened to one tile.
+
+    Attributes:
+        tile: the tile (overlap included).
+        seconds: the method's time for this tile (its share of the batch it was in).
+        info: what the method reported for this tile (e.g. solver iterations); empty when nothing.
+    """
+
+    tile: Tile
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one :func:`denoise` run, for the CLI and the report.
+
+    Attributes:
+        output_path: the written cube (None for :func:`denoise_array`).
+        method: the method's name.
+        shape: (B, H, W) of the cube.
+        config: the tiling used.
+        tiles: the spatial tile plan, in processing order.
+        statistics: the whole-cube statistics the method was prepared with.
+        tile_records: one per tile, in processing order.
+        timings: seconds per stage: ``statistics``, ``prepare``, ``read``, ``method``, ``write`` and ``total``.
+        batch_size: tiles per method call at the end of the run (lower than asked after an out-of-memory).
+    """
+
+    output_path: Path | None
+    method: str
+    shape: tuple[int, int, int]
+    config: TileConfig
+    tiles: list[Tile]
+    statistics: CubeStatistics
+    tile_records: list[TileRecord]
+    timings: dict[str, float]
+    batch_size: int
+
+    @property
+    def dead_bands(self) -> list[int]:
+        """Constant bands, written unchanged."""
+        return self.statistics.dead_bands.tolist()
+
+    @property
+    def nan_bands(self) -> list[int]:
+        """Bands without a valid value, written unchanged."""
+        return self.statistics.nan_bands.tolist()
+
+    @property
+    def untouched_bands(self) -> list[int]:
+        """Every band the method did not see (dead and NaN), sorted."""
+        return self.statistics.untouched_bands.tolist()
+
+
+class _BlockWriter(Protocol):
+    def write(self, block: np.ndarray, rows: slice, cols: slice) -> None: ...
+
+
+def denoise(
+    source: CubeReader | str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    method: Denoiser,
+    config: TileConfig | None = None,
+    *,
+    dtype: str | np.dtype = "float32",
+    overwrite: bool = False,
+    nodata: float | None = None,
+    batch_size: int = 1,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Denoise a cube file (or an open reader) into ``output_path``, streaming tile by tile.
+
+    Args:
+        source: a path any :func:`hsidenoise.io.open_cube` reads, or an open ``CubeReader`` (left open).
+        output_path: the cube to write; its suffix picks the format.
+        method: the denoiser.
+        config: tiling; the default :class:`TileConfig` when None.
+        dtype: output data type: ``"float32"``, ``"same"`` (the input's) or a numpy dtype.
+        overwrite: replace an existing output (never an input).
+        nodata: value that marks missing pixels; None takes the input's own (e.g. ENVI ``data ignore value``).
+        batch_size: tiles per method call (used when the method has ``denoise_tiles``).
+        progress: called after every tile with (done, total).
+
+    Returns:
+        What was done: tile plan, untouched bands, per-tile info and timings.
+
+    Raises:
+        CubeWriteError: the output is an input, exists without ``overwrite``, or cannot be written.
+        ResourceError: not enough disk space or memory; the message gives the numbers.
+    """
+    from hsidenoise.io import create_cube, open_cube
+
+    config = config if config is not None else TileConfig()
+    output_path = Path(output_path)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        reader = source if hasattr(source, "read") else stack.enter_context(open_cube(source))
+        check_memory(reader.shape, reader.dtype, config, batch_size=batch_size)
+        inputs = [reader.path] if getattr(reader, "path", None) is not None else []
+        meta = reader.meta if nodata is None else replace(reader.meta, nodata=nodata)
+        writer = stack.enter_context(
+            create_cube(output_path, reader.shape, meta=meta, dtype=dtype, overwrite=overwrite, inputs=inputs)
+        )
+        result = _run(reader, writer, method, config, nodata=nodata, batch_size=batch_size, progress=progress)
+    result.output_path = output_path
+    result.timings["total"] = time.perf_counter() - started
+    logger.info("denoised %s into %s in %.1f s", getattr(reader, "path", source), output_path, result.timings["total"])
+    return result
+
+
+def denoise_array(
+    cube: np.ndarray,
+    method: Denoiser,
+    config: TileConfig | None = None,
+    *,
+    nodata: float | None = None,
+    batch_size: int = 1,
+) -> np.ndarray:
+    """Denoise an in-memory cube through the same pipeline as :func:`denoise`.
+
+    Args:
+        cube: (B, H, W) array, any real dtype.
+        method, config, nodata, batch_size: as for :func:`denoise`.
+
+    Returns:
+        (B, H, W) float32 (float64 for float64 or 32/64-bit integer input); dead and NaN bands and missing
+        pixels hold the input values.
+    """
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise CubeShapeError(f"a cube must be 3-D (bands, rows, cols); got an array of shape {tuple(cube.shape)}")
+    reader = _ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
+    writer = _ArrayWriter(cube.shape, _working_dtype(cube.dtype))
+    _run(reader, writer, method, config if config is not None else TileConfig(), nodata=nodata,
+         batch_size=batch_size, progress=None)
+    return writer.data
+
+
+def estimate_memory(
+    shape: tuple[int, int, int],
+    dtype: np.dtype | str,
+    config: TileConfig,
+    *,
+    batch_size: int = 1,
+    sample_pixels: int = SAMPLE_PIXELS,
+) -> int:
+    """Bytes the pipeline itself holds at its peak, not counting the method's own working memory.
+
+    That is the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in flight +
+    stitching buffers for one row of overlaps + one block being written). It does not grow with the number
+    of rows.
+
+    Args:
+        shape: (B, H, W) of the cube. dtype: its data type. config: the tiling. batch_size: tiles per call.
+        sample_pixels: pixel spectra kept by the statistics pass.
+    """
+    bands, height, width = shape
+    itemsize = np.dtype(dtype).itemsize
+    tile_height, tile_width = min(config.tile, height), min(config.tile, width)
+    tile_values = bands * tile_height * tile_width
+    sample = min(sample_pixels, height * width) * bands * 4
+    strip = max(CHUNK_BYTES // itemsize, bands * width) * (itemsize + 8 + 1)  # as read, as float, valid mask
+    in_flight = tile_values * itemsize + batch_size * tile_values * 2 * 4  # one raw tile; inputs and outputs
+    row_overlap, col_overlap = (
+        max((before.stop - after.start for before, after in zip(plan, plan[1:])), default=0)
+        for plan in (plan_axis(height, config.tile, config.stride), plan_axis(width, config.tile, config.stride))
+    )
+    stitching = bands * (row_overlap * width + col_overlap * tile_height) * 4 * 2 + tile_values * 4
+    block = tile_values * (itemsize + 2 * 8)  # restored input, output block, its cast in the writer
+    return sample + max(strip, in_flight + stitching + block)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still get (MemAvailable, capped by a cgroup limit), None if unknown."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return available
+    if limit.isdigit() and available is not None:
+        available = min(available, int(limit) - current)
+    return available
+
+
+def check_memory(
+    shape: tuple[int, int, int], dtype: np.dtype | str, config: TileConfig, *, batch_size: int = 1
+) -> None:
+    """Raise ResourceError when :func:`estimate_memory` exceeds the memory available now."""
+    _check_batch_size(batch_size)
+    needed = estimate_memory(shape, dtype, config, batch_size=batch_size)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ResourceError(
+            f"denoising a {shape[0]} x {shape[1]} x {shape[2]} cube needs about {needed / 2**20:.0f} MiB of memory "
+            f"but {available / 2**20:.0f} MiB are available; lower --tile or --batch-size, or free memory"
+        )
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 unless the input needs more (float64, 32/64-bit integers): then float64."""
+    return np.promote_types(np.dtype(dtype), np.float32)
+
+
+@dataclass(frozen=True)
+class _BandRoles:
+    """Which bands go to the method and which values are copied from the input when a block is written.
+
+    Attributes:
+        valid: bands handed to the method (B_valid,).
+        untouched: dead and NaN bands, copied whole.
+        partial: positions in ``valid`` of the bands with missing pixels (filled for the method, restored after).
+        fill: (B_valid,) float32 band means used to fill missing pixels.
+        nodata: the nodata value, or None.
+    """
+
+    valid: np.ndarray
+    untouched: np.ndarray
+    partial: np.ndarray
+    fill: np.ndarray
+    nodata: float | None
+
+    @classmethod
+    def from_statistics(cls, stats: CubeStatistics) -> _BandRoles:
+        valid = stats.valid_bands
+        return cls(
+            valid=valid,
+            untouched=stats.untouched_bands,
+            partial=np.flatnonzero(np.isin(valid, stats.partial_invalid)),
+            fill=stats.mean[valid].astype(np.float32),
+            nodata=stats.nodata,
+        )
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1; got {batch_size!r}")
+
+
+def _run(
+    reader: CubeReader,
+    writer: _BlockWriter,
+    method: Denoiser,
+    config: TileConfig,
+    *,
+    nodata: float | None,
+    batch_size: int,
+    progress: ProgressCallback | None,
+) -> RunResult:
+    """Statistics, preparation and the tile loop; the caller owns the reader and the writer."""
+    _check_batch_size(batch_size)
+    timings = dict.fromkeys(("statistics", "prepare", "read", "method", "write"), 0.0)
+    started = time.perf_counter()
+    stats = compute_statistics(reader, nodata=nodata, max_sample_pixels=SAMPLE_PIXELS)
+    timings["statistics"] = time.perf_counter() - started
+    bands, height, width = reader.shape
+    tiles = plan_tiles(height, width, config)
+    roles = _BandRoles.from_statistics(stats)
+    logger.info(
+        "%s: %d tiles; %d of %d bands to the method, untouched: %s",
+        method.name, len(tiles), roles.valid.size, bands, roles.untouched.tolist(),
+    )
+    records: list[TileRecord] = []
+    if roles.valid.size == 0:
+        logger.warning("no band of the cube is valid (all dead or NaN); the output is a copy of the input")
+        started = time.perf_counter()
+        for tile in tiles:
+            block = StitchedBlock(tile.rows, tile.cols, np.empty((0, *tile.shape), dtype=np.float32))
+            _write_block(reader, writer, block, roles)
+            records.append(TileRecord(tile, 0.0))
+            if progress is not None:
+                progress(len(records), len(tiles))
+        timings["write"] = time.perf_counter() - started
+    else:
+        started = time.perf_counter()
+        method.prepare(stats)
+        timings["prepare"] = time.perf_counter() - started
+        stitcher = Stitcher(roles.valid.size, (height, width), tiles)
+        position = 0
+        while position < len(tiles):
+            batch = tiles[position : position + batch_size]
+            started = time.perf_counter()
+            inputs = [_method_input(reader, tile, roles) for tile in batch]
+            timings["read"] += time.perf_counter() - started
+            started = time.perf_counter()
+            results, batch_size = _denoise_batch(method, inputs, batch_size)
+            elapsed = time.perf_counter() - started
+            timings["method"] += elapsed
+            started = time.perf_counter()
+            for tile, tile_input, result in zip(batch, inputs, results, strict=True):
+                denoised = np.asarray(result.denoised)
+                if denoised.shape != tile_input.shape:
+                    raise CubeShapeError(
+                        f"method {method.name!r} must return a tile of the shape it was given {tile_input.shape}; "
+                        f"got {denoised.shape}"
+                    )
+                for block in stitcher.add(tile, denoised.astype(np.float32, copy=False)):
+                    _write_block(reader, writer, block, roles)
+                records.append(TileRecord(tile, elapsed / len(batch), dict(result.info)))
+                if progress is not None:
+                    progress(len(records), len(tiles))
+            timings["write"] += time.perf_counter() - started
+            position += len(batch)
+    return RunResult(
+        output_path=None,
+        method=method.name,
+        shape=(bands, height, width),
+        config=config,
+        tiles=tiles,
+        statistics=stats,
+        tile_records=records,
+        timings=timings,
+        batch_size=batch_size,
+    )
+
+
+def _method_input(reader: CubeReader, tile: Tile, roles: _BandRoles) -> np.ndarray:
+    """The valid bands of one tile as a new float32 (B_valid, h, w), missing pixels replaced by the band mean."""
+    raw = reader.read(tile.rows, tile.cols, roles.valid)
+    values = raw.astype(np.float32)  # always a copy: the method may work in place
+    for position in roles.partial:
+        values[position][invalid_mask(raw[position], roles.nodata)] = roles.fill[position]
+    return values
+
+
+def _denoise_batch(
+    method: Denoiser, inputs: list[np.ndarray], batch_size: int
+) -> tuple[list[TileResult], int]:
+    """Run the method on ``inputs``, ``batch_size`` tiles per call, halving the batch on out-of-memory.
+
+    Returns:
+        One result per input, and the batch size that worked.
+    """
+    batch_call = getattr(method, "denoise_tiles", None)
+    results: list[TileResult] = []
+    while len(results) < len(inputs):
+        chunk = inputs[len(results) : len(results) + batch_size]
+        try:
+            if batch_call is not None:
+                chunk_results = list(batch_call(chunk))
+            else:
+                chunk_results = [TileResult(method.denoise_tile(tile)) for tile in chunk]
+        except Exception as error:
+            if not _is_out_of_memory(error):
+                raise
+            if batch_size == 1:
+                raise ResourceError(
+                    f"method {method.name!r} ran out of memory on a single tile of shape {chunk[0].shape}; "
+                    "lower --tile (or use --device cpu)"
+                ) from error
+            batch_size //= 2
+            logger.warning("%s ran out of memory; retrying with %d tiles per call", method.name, batch_size)
+            continue
+        if len(chunk_results) != len(chunk):
+            raise CubeShapeError(
+                f"method {method.name!r} returned {len(chunk_results)} results for {len(chunk)} tiles"
+            )
+        results.extend(chunk_results)
+    return results, batch_size
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, or an accelerator's out-of-memory error (torch's ``OutOfMemoryError``), without importing torch."""
+    return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
+
+
+def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock, roles: _BandRoles) -> None:
+    """Write a finished block: the method's values where it had valid input, the input's own values elsewhere.
+
+    Dead and NaN bands, and the missing pixels of the other bands, are read again from the input and copied
+    bit for bit; when there are none, the block is written as it is.
+    """
+    partial_bands = roles.valid[roles.partial]
+    restore = np.union1d(roles.untouched, partial_bands)
+    if restore.size == 0:
+        writer.write(block.data, block.rows, block.cols)
+        return
+    bands = roles.valid.size + roles.untouched.size
+    output = np.empty((bands, *block.data.shape[1:]), dtype=_working_dtype(reader.dtype))
+    output[roles.valid] = block.data
+    source = reader.read(block.rows, block.cols, restore)
+    for values, band in zip(source, restore, strict=True):
+        if band in partial_bands:
+            np.copyto(output[band], values, where=invalid_mask(values, roles.nodata))
+        else:
+            output[band] = values
+    writer.write(output, block.rows, block.cols)
+
+
+class _ArrayReader:
+    """A ``CubeReader`` over an in-memory (B, H, W) array, for :func:`denoise_array`."""
+
+    def __init__(self, data: np.ndarray, meta: CubeMeta) -> None:
+        self.data = data
+        self.shape = tuple(int(n) for n in data.shape)
+        self.dtype = data.dtype
+        self.meta = meta
+        self.path = None
+
+    def read(
+        self, rows: slice = slice(None), cols: slice = slice(None), bands: slice | np.ndarray | None = None
+    ) -> np.ndarray:
+        block = self.data[:, rows, cols]
+        return block if bands is None else block[bands]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _ArrayWriter:
+    """A ``CubeWriter`` that fills an in-memory array, for :func:`denoise_array`."""
+
+    def __init__(self, shape: Sequence[int], dtype: np.dtype) -> None:
+        self.data = np.empty(tuple(shape), dtype=dtype)
+
+    def write(self, block: np.ndarray, rows: slice, cols: slice) -> None:
+        self.data[:, rows, cols] = block

@@ -1,0 +1,213 @@
+"""Whole-cube statistics gathered in one streaming pass over row strips.
+
+Every tile of a scene is normalised with the same per-band-window range and its missing pixels are filled
+with the same band means, so that tiles agree and no seams appear; this module computes those numbers without
+holding the cube in memory. It also finds the bands that must not reach a denoiser (dead: constant, including
+all-zero; NaN: no valid value at all) and keeps a uniform random sample of pixel spectra for the low-rank
+front end.
+
+A value is *valid* when it is finite and not the nodata value.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hsidenoise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hsidenoise.io import CubeReader
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 8 << 20
+"""Target size of one row strip, as read, when ``rows_per_chunk`` is not given."""
+
+GRAM_ROWS = 4096
+"""Sample spectra per float64 product when accumulating the Gram matrix."""
+
+
+def invalid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where ``values`` are not valid: NaN, infinite, or equal to ``nodata``.
+
+    Args:
+        values: any-shape array of any numeric dtype.
+        nodata: the value that marks missing pixels, or None. For float data it is compared in the
+            data's own precision (a float32 file stores nodata rounded to float32).
+
+    Returns:
+        bool array of the shape of ``values``.
+    """
+    mask = ~np.isfinite(values)
+    if nodata is not None and np.isfinite(nodata):
+        target = values.dtype.type(nodata) if np.issubdtype(values.dtype, np.floating) else nodata
+        mask |= values == target
+    return mask
+
+
+@dataclass(frozen=True, eq=False)
+class CubeStatistics:
+    """Per-band statistics of a whole cube and a sample of its pixel spectra.
+
+    Attributes:
+        shape: (B, H, W) of the cube.
+        nodata: the nodata value that was applied, or None.
+        minimum: (B,) smallest valid value of each band (NaN for a band without one).
+        maximum: (B,) largest valid value of each band (NaN for a band without one).
+        mean: (B,) mean of the valid values of each band (NaN for a band without one).
+        valid_counts: (B,) number of valid values of each band.
+        sample_spectra: (n, B) float32 spectra of a uniform random sample of the pixels that are valid in
+            every band except ``nan_bands`` (whose columns hold 0); all such pixels when the scene has at
+            most ``max_sample_pixels`` pixels.
+        gram: (B, B) float64 mean outer product ``x x^T`` over ``sample_spectra``.
+        pixel_count: n, the number of spectra behind ``gram``.
+        dead_bands: indices of bands whose valid values are all equal (including all-zero bands).
+        nan_bands: indices of bands without any valid value (all NaN or all nodata).
+        partial_invalid: indices of bands with some, but not only, invalid values.
+    """
+
+    shape: tuple[int, int, int]
+    nodata: float | None
+    minimum: np.ndarray
+    maximum: np.ndarray
+    mean: np.ndarray
+    valid_counts: np.ndarray
+    sample_spectra: np.ndarray
+    gram: np.ndarray
+    pixel_count: int
+    dead_bands: np.ndarray
+    nan_bands: np.ndarray
+    partial_invalid: np.ndarray
+
+    @property
+    def untouched_bands(self) -> np.ndarray:
+        """Indices of the bands no denoiser sees (dead and NaN bands), sorted."""
+        return np.union1d(self.dead_bands, self.nan_bands).astype(np.int64)
+
+    @property
+    def valid_bands(self) -> np.ndarray:
+        """Indices of the bands handed to a denoiser, sorted: every band that is neither dead nor NaN."""
+        return np.setdiff1d(np.arange(self.shape[0]), self.untouched_bands).astype(np.int64)
+
+    @property
+    def valid_sample_spectra(self) -> np.ndarray:
+        """(n, B_valid) float32: ``sample_spectra`` in the bands a denoiser sees (``valid_bands``, in order)."""
+        return self.sample_spectra[:, self.valid_bands]
+
+    def band_window_range(self, bands: slice | np.ndarray | list[int]) -> tuple[float, float]:
+        """The (lo, hi) that maps a band window to [0, 1]: the whole-cube range of its valid bands.
+
+        One range per window (not per band) keeps the spectral shape a model sees, and taking it over the
+        whole cube gives every tile of the scene the same mapping. Dead and NaN bands in ``bands`` are ignored.
+
+        Args:
+            bands: the window as indices (or a slice) of the cube's bands.
+
+        Returns:
+            (lo, hi) with hi > lo.
+        """
+        indices = np.arange(self.shape[0])[bands]
+        usable = np.intersect1d(indices, self.valid_bands)
+        if usable.size == 0:
+            raise ConfigError(
+                f"band window {indices.tolist()} holds only dead or NaN bands; hand a denoiser valid bands only"
+            )
+        return float(self.minimum[usable].min()), float(self.maximum[usable].max())
+
+
+def compute_statistics(
+    reader: CubeReader,
+    *,
+    nodata: float | None = None,
+    max_sample_pixels: int = 65536,
+    rows_per_chunk: int | None = None,
+    seed: int = 0,
+) -> CubeStatistics:
+    """Read the cube once, strip by strip, and gather its :class:`CubeStatistics`.
+
+    Memory is one strip of ``rows_per_chunk`` rows (twice, for integer data) plus the pixel sample
+    (n x B float32).
+
+    Args:
+        reader: an open cube; ``reader.read(rows)`` gives (B, r, W).
+        nodata: value that marks missing pixels; None takes ``reader.meta.nodata``.
+        max_sample_pixels: size of the uniform spatial sample behind ``gram`` and ``sample_spectra``.
+        rows_per_chunk: rows per strip; None picks about ``CHUNK_BYTES`` per strip.
+        seed: seed of the pixel sample.
+
+    Returns:
+        The statistics of the whole cube.
+    """
+    bands, height, width = reader.shape
+    if nodata is None:
+        nodata = reader.meta.nodata
+    if max_sample_pixels < 1:
+        raise ConfigError(f"max_sample_pixels must be at least 1; got {max_sample_pixels}")
+    if rows_per_chunk is None:
+        rows_per_chunk = max(1, CHUNK_BYTES // (bands * width * np.dtype(reader.dtype).itemsize))
+    if rows_per_chunk < 1:
+        raise ConfigError(f"rows_per_chunk must be at least 1; got {rows_per_chunk}")
+
+    pixels = height * width
+    if pixels <= max_sample_pixels:
+        sample_index = np.arange(pixels, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(seed)
+        sample_index = np.sort(rng.choice(pixels, size=max_sample_pixels, replace=False))
+    sample = np.empty((sample_index.size, bands), dtype=np.float32)  # invalid values become NaN
+
+    counts = np.zeros(bands, dtype=np.int64)
+    sums = np.zeros(bands, dtype=np.float64)
+    minimum = np.full(bands, np.inf)
+    maximum = np.full(bands, -np.inf)
+    for row_start in range(0, height, rows_per_chunk):
+        row_stop = min(row_start + rows_per_chunk, height)
+        raw = reader.read(slice(row_start, row_stop))
+        valid = ~invalid_mask(raw, nodata)
+        values = raw if raw.dtype.kind == "f" else raw.astype(np.promote_types(raw.dtype, np.float32))
+        counts += np.count_nonzero(valid, axis=(1, 2))
+        sums += np.sum(values, axis=(1, 2), where=valid, dtype=np.float64)
+        minimum = np.minimum(minimum, np.min(values, axis=(1, 2), where=valid, initial=np.inf))
+        maximum = np.maximum(maximum, np.max(values, axis=(1, 2), where=valid, initial=-np.inf))
+
+        first, last = np.searchsorted(sample_index, [row_start * width, row_stop * width])
+        rows, cols = np.divmod(sample_index[first:last] - row_start * width, width)
+        sample[first:last] = np.where(valid[:, rows, cols], values[:, rows, cols], np.nan).T
+        logger.debug("statistics: rows %d-%d of %d", row_start, row_stop, height)
+
+    has_values = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(has_values, sums / counts, np.nan)
+    minimum = np.where(has_values, minimum, np.nan)
+    maximum = np.where(has_values, maximum, np.nan)
+    nan_bands = np.flatnonzero(~has_values)
+    dead_bands = np.flatnonzero(has_values & (minimum == maximum))
+    partial_invalid = np.flatnonzero(has_values & (counts < pixels))
+
+    kept = np.isfinite(sample)[:, has_values].all(axis=1)
+    sample_spectra = sample[kept]
+    del sample
+    sample_spectra[:, nan_bands] = 0.0
+    gram = np.zeros((bands, bands))
+    for first in range(0, len(sample_spectra), GRAM_ROWS):
+        rows64 = sample_spectra[first : first + GRAM_ROWS].astype(np.float64)
+        gram += rows64.T @ rows64
+    gram /= max(len(sample_spectra), 1)
+    return CubeStatistics(
+        shape=(bands, height, width),
+        nodata=nodata,
+        minimum=minimum,
+        maximum=maximum,
+        mean=mean,
+        valid_counts=counts,
+        sample_spectra=sample_spectra,
+        gram=gram,
+        pixel_count=int(len(sample_spectra)),
+        dead_bands=dead_bands,
+        nan_bands=nan_bands,
+        partial_invalid=partial_invalid,
+    )
