@@ -1,0 +1,264 @@
+"""Denoising quality of hsidenoise next to the classical baselines, on real cubes that training never sees.
+
+For every cube (default: one CAVE, one HYDICE and one AVIRIS scene from ``../shared/data``), min-max
+normalised to [0, 1] as a whole, the script adds two noises with fixed seeds (non-i.i.d. Gaussian with
+sigma_b ~ U(0, 95) / 255 per band, and the mixture recipe: that noise plus impulse, stripes and dead lines on
+thirds of the bands; both from :mod:`hsidenoise.noise`), runs every method on the same noisy cube and
+prints MPSNR (dB, per band with peak 1, averaged), SSIM (Wang, scikit-image convention), SAM (radians) and
+wall-clock seconds side by side. Outputs are not clipped to [0, 1] before scoring.
+
+Methods:
+
+* ``noisy``: the noisy input itself.
+* ``bm4d``: ``bm4d.bm4d`` (``baselines`` extra) with an oracle sigma. BM4D takes one white-noise sigma
+  (or a stationary PSD), not one per band, so it gets the root mean square of the true per-band sigmas.
+* ``fasthyde``: hyde-images' ``FastHyDe`` in its i.i.d. mode with the library's default subspace size 10
+  (its non-i.i.d. mode returns garbage; ``shared/reference/cpu-probes.md``).
+* ``lowrank-bm3d`` and ``lowrank-dct``: ``hsidenoise run --method lowrank`` through the same tiled
+  pipeline (``hsidenoise.denoise.denoise_array``), with BM3D or with the numpy-only DCT fallback.
+* ``decsc``: the shipped DECSC weights in ``weights/``; skipped with a note while there are none.
+
+Usage::
+
+    .venv/bin/python bench/quality.py                         # the three default cubes, full size
+    .venv/bin/python bench/quality.py --quick                 # 64 x 64 centre crops: a smoke run in minutes
+    .venv/bin/python bench/quality.py --cubes cave_256/chart_and_stuffed_toy_ms_256.mat --json out.json
+    .venv/bin/python bench/quality.py --methods noisy lowrank-dct
+
+A cube path is absolute or relative to ``../shared/data``. Unavailable methods (a baseline package not
+installed, no weights) are reported as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hsidenoise.metrics import evaluate  # noqa: E402
+from hsidenoise.noise import NoiseSpec, NoisyResult, add_noise, normalise_cube  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+WEIGHTS = REPO / "weights"
+DEFAULT_CUBES = (
+    "cave_256/real_and_fake_apples_ms_256.mat",
+    "hydice_urban_crop/hydice.mat",
+    "aviris_san_diego/sandiego_plane.mat",
+)
+NOISES = {"noniid": NoiseSpec("noniid", sigma_max=95.0), "mixture": NoiseSpec("mixture", sigma_max=95.0)}
+SEED = 2026
+"""Noise seed of cube i and noise j: SEED + 100 * i + j."""
+QUICK_CROP = 64
+FASTHYDE_SUBSPACE = 10
+
+logger = logging.getLogger("bench.quality")
+
+
+class Skipped(Exception):
+    """A method that cannot run here; the message says why."""
+
+
+Method = Callable[[np.ndarray, NoisyResult], np.ndarray]
+"""(noisy (B, H, W) float32, the noise that was added) -> denoised (B, H, W)."""
+
+
+def run_bm4d(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+    try:
+        import bm4d
+    except ImportError as error:
+        raise Skipped(f"bm4d is not installed ({error}); pip install 'hsidenoise[baselines]'") from None
+    sigma = float(np.sqrt(np.mean(truth.sigma**2)))
+    return np.asarray(bm4d.bm4d(noisy.transpose(1, 2, 0), sigma), dtype=np.float32).transpose(2, 0, 1)
+
+
+def run_fasthyde(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pytorch_wavelets' pkg_resources, torch.jit deprecations
+            import hyde
+        import torch
+    except ImportError as error:
+        raise Skipped(f"hyde-images is not installed ({error}); pip install 'hsidenoise[baselines]'") from None
+    image = torch.from_numpy(np.ascontiguousarray(noisy.transpose(1, 2, 0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        subspace = min(FASTHYDE_SUBSPACE, noisy.shape[0])
+        result = hyde.FastHyDe()(image, noise_type="additive", iid=True, k_subspace=subspace)
+    return result.numpy().astype(np.float32).transpose(2, 0, 1)
+
+
+def lowrank_method(spatial: str) -> Method:
+    def run(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+        from hsidenoise.denoise import denoise_array
+        from hsidenoise.errors import ConfigError
+        from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+
+        try:
+            denoiser = LowRankDenoiser(LowRankConfig(spatial=spatial))
+        except ConfigError as error:
+            raise Skipped(str(error)) from None
+        return denoise_array(noisy, denoiser)
+
+    return run
+
+
+def run_decsc(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+    shipped = sorted(WEIGHTS.glob("*.safetensors")) if WEIGHTS.is_dir() else []
+    if not shipped:
+        raise Skipped(f"no shipped DECSC weights in {WEIGHTS} yet")
+    # The model's inference entry point is wired here once the weights ship.
+    names = ", ".join(path.name for path in shipped)
+    raise Skipped(f"weights found ({names}) but bench/quality.py does not call the model yet")
+
+
+METHODS: dict[str, Method] = {
+    "noisy": lambda noisy, truth: noisy,
+    "bm4d": run_bm4d,
+    "fasthyde": run_fasthyde,
+    "lowrank-bm3d": lowrank_method("bm3d"),
+    "lowrank-dct": lowrank_method("dct"),
+    "decsc": run_decsc,
+}
+
+
+@dataclass
+class Row:
+    cube: str
+    shape: tuple[int, int, int]
+    noise: str
+    method: str
+    mpsnr: float | None = None
+    mssim: float | None = None
+    sam: float | None = None
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_clean(path: str, quick: bool) -> np.ndarray:
+    """(B, H, W) float32 in [0, 1]: the cube min-max normalised as a whole (a centre crop with ``quick``)."""
+    from hsidenoise.io import read_cube
+
+    resolved = Path(path) if Path(path).is_absolute() else DATA / path
+    if not resolved.exists():
+        raise SystemExit(f"cube {resolved} not found; pass paths relative to {DATA} or absolute paths")
+    data = np.asarray(read_cube(resolved).data, dtype=np.float64)
+    if quick:
+        _, height, width = data.shape
+        top, left = max(0, (height - QUICK_CROP) // 2), max(0, (width - QUICK_CROP) // 2)
+        data = data[:, top : top + QUICK_CROP, left : left + QUICK_CROP]
+    return normalise_cube(data)[0]
+
+
+def run_bench(cubes: list[str], methods: list[str], quick: bool) -> Bench:
+    bench = Bench()
+    skipped: dict[str, str] = {}
+    for cube_index, path in enumerate(cubes):
+        clean = load_clean(path, quick)
+        for noise_index, (noise_name, spec) in enumerate(NOISES.items()):
+            truth = add_noise(clean, spec, np.random.default_rng(SEED + 100 * cube_index + noise_index))
+            for name in methods:
+                row = Row(cube=path, shape=tuple(int(v) for v in clean.shape), noise=noise_name, method=name)
+                bench.rows.append(row)
+                if name in skipped:
+                    row.note = skipped[name]
+                    continue
+                started = time.perf_counter()
+                try:
+                    estimate = METHODS[name](truth.noisy, truth)
+                except Skipped as reason:
+                    skipped[name] = row.note = str(reason)
+                    print(f"  {name}: skipped ({reason})", flush=True)
+                    continue
+                row.seconds = 0.0 if name == "noisy" else time.perf_counter() - started
+                report = evaluate(np.asarray(estimate, dtype=np.float64), clean)
+                row.mpsnr, row.mssim, row.sam = report.mpsnr, report.mssim, report.sam
+                print(f"  {Path(path).stem:28s} {noise_name:8s} {name:13s} {row.mpsnr:6.2f} dB  SSIM {row.mssim:.4f}  "
+                      f"SAM {row.sam:.4f}  {row.seconds:6.1f} s", flush=True)
+    bench.notes = [f"{name}: {reason}" for name, reason in skipped.items()]
+    return bench
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(bench: Bench, methods: list[str]) -> str:
+    lines = [
+        "| cube (B×H×W) | noise | method | MPSNR (dB) | SSIM | SAM (rad) | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in bench.rows:
+        shape = "×".join(str(v) for v in row.shape)
+        lines.append(
+            f"| {Path(row.cube).stem} ({shape}) | {row.noise} | {row.method} | {_cell(row.mpsnr, 2)} | "
+            f"{_cell(row.mssim, 4)} | {_cell(row.sam, 4)} | {_cell(row.seconds, 1)} |"
+        )
+    lines += ["", "MPSNR (dB) side by side:", ""]
+    lines += ["| cube | noise | " + " | ".join(methods) + " |", "| --- | --- |" + " --- |" * len(methods)]
+    cases = dict.fromkeys((row.cube, row.noise) for row in bench.rows)
+    for cube, noise in cases:
+        cells = {row.method: _cell(row.mpsnr, 2) for row in bench.rows if (row.cube, row.noise) == (cube, noise)}
+        lines.append(f"| {Path(cube).stem} | {noise} | " + " | ".join(cells.get(m, "—") for m in methods) + " |")
+    lines += [""] + [f"- skipped {note}" for note in bench.notes]
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "seed": SEED,
+        "noises": {name: {"recipe": spec.recipe, "sigma_max": spec.sigma_max} for name, spec in NOISES.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cubes", nargs="+", default=list(DEFAULT_CUBES), help="cube files (absolute, or relative to ../shared/data)"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to run, in this order"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_CROP} x {QUICK_CROP} centre crops, all bands")
+    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    bench = run_bench(args.cubes, args.methods, args.quick)
+    table = markdown(bench, args.methods)
+    print()
+    print(table)
+    if args.json is not None:
+        rows = [vars(row) for row in bench.rows]
+        payload = {"environment": environment(), "quick": args.quick, "rows": rows, "notes": bench.notes}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The classical pipeline (hsidenoise.lowrank) on tiny synthetic cubes whose truth is known by construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hsidenoise import lowrank
+from hsidenoise.errors import ConfigError, CubeShapeError, HsiDenoiseError
+from hsidenoise.lowrank import (
+    LowRankConfig,
+    LowRankDenoiser,
+    dct_denoise,
+    estimate_band_noise,
+    fit_lowrank,
+    fit_subspace,
+    lowrank_denoise,
+    project,
+    remove_outliers,
+)
+
+FAST = LowRankConfig(spatial="dct")
+
+
+def smooth_maps(rank: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(rank, h, w) smooth, linearly independent abundance-like maps in [0, 1]."""
+    rows, cols = np.mgrid[0:height, 0:width] / max(height, width)
+    maps = []
+    for _ in range(rank):
+        fy, fx, phase = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
+        maps.append(0.5 + 0.5 * np.sin(2 * np.pi * (fy * rows + fx * cols) + phase))
+    return np.stack(maps)
+
+
+def low_rank_cube(bands: int, height: int, width: int, rank: int, seed: int = 0) -> np.ndarray:
+    """(B, h, w) float64 cube = spectra (B, rank) @ smooth maps (rank, h*w): rank exactly ``rank``."""
+    rng = np.random.default_rng(seed)
+    spectra = rng.uniform(0.1, 1.0, (bands, rank)) / rank
+    maps = smooth_maps(rank, height, width, rng)
+    return (spectra @ maps.reshape(rank, -1)).reshape(bands, height, width)
+
+
+def add_band_noise(cube: np.ndarray, sigma: np.ndarray, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cube + sigma[:, None, None] * rng.standard_normal(cube.shape)
+
+
+def mpsnr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    mse = ((reference - estimate) ** 2).reshape(reference.shape[0], -1).mean(axis=1)
+    return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+def spectra_of(cube: np.ndarray) -> np.ndarray:
+    return cube.reshape(cube.shape[0], -1).T
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def test_noise_estimate_recovers_band_sigmas() -> None:
+    cube = low_rank_cube(37, 60, 70, rank=4)
+    sigma = np.random.default_rng(3).uniform(0.005, 0.05, 37)
+    estimate = estimate_band_noise(spectra_of(add_band_noise(cube, sigma)), FAST)
+    np.testing.assert_allclose(estimate, sigma, rtol=0.10)
+
+
+def test_noise_estimate_ignores_impulses_on_some_bands() -> None:
+    cube = low_rank_cube(37, 60, 70, rank=4)
+    sigma = np.random.default_rng(3).uniform(0.005, 0.05, 37)
+    noisy = add_band_noise(cube, sigma)
+    rng = np.random.default_rng(4)
+    for band, density in zip((2, 11, 30), (0.1, 0.2, 0.3)):
+        hit = rng.random(noisy.shape[1:]) < density
+        noisy[band][hit] = rng.integers(0, 2, hit.sum()).astype(float)  # salt (1) or pepper (0)
+    estimate = estimate_band_noise(spectra_of(noisy), FAST)
+    np.testing.assert_allclose(estimate, sigma, rtol=0.10)
+
+
+def test_noise_estimate_survives_duplicate_bands() -> None:
+    cube = low_rank_cube(12, 30, 31, rank=3)
+    cube = np.concatenate([cube, cube[:3]])  # three exact duplicates: a singular Gram matrix without ridge
+    sigma = np.full(cube.shape[0], 0.02)
+    estimate = estimate_band_noise(spectra_of(add_band_noise(cube, sigma)), FAST)
+    assert np.isfinite(estimate).all() and (estimate > 0).all()
+    # a band and its duplicate cannot be told apart: both must still carry a noise of the right order
+    assert np.all((estimate > 0.5 * sigma) & (estimate < 2.0 * sigma))
+
+
+@pytest.mark.parametrize("rank", [1, 3, 5])
+def test_rank_equals_true_rank(rank: int) -> None:
+    cube = low_rank_cube(37, 50, 53, rank=rank)
+    sigma = np.random.default_rng(5).uniform(0.002, 0.02, 37)
+    subspace = fit_lowrank(spectra_of(add_band_noise(cube, sigma)), FAST)
+    assert subspace.rank == rank
+
+
+def test_projection_of_noise_free_low_rank_cube_is_exact() -> None:
+    cube = low_rank_cube(23, 17, 19, rank=3)
+    sigma = np.linspace(0.01, 0.03, 23)
+    subspace = fit_subspace(spectra_of(cube), sigma, FAST)
+    assert subspace.rank == 3
+    np.testing.assert_array_almost_equal(np.linalg.svd(subspace.basis, compute_uv=False), np.ones(3))
+    eigen_images, projection = project(cube, subspace, FAST)
+    assert eigen_images.shape == (3, 17, 19)
+    np.testing.assert_allclose(projection, cube, atol=1e-10)
+
+
+def test_dct_fallback_reduces_error_of_noisy_smooth_image() -> None:
+    clean = smooth_maps(1, 45, 51, np.random.default_rng(6))[0]
+    noisy = clean + 0.1 * np.random.default_rng(7).standard_normal(clean.shape)
+    denoised = dct_denoise(noisy, 0.1, FAST)
+    assert denoised.shape == clean.shape
+    assert np.mean((denoised - clean) ** 2) < 0.2 * np.mean((noisy - clean) ** 2)
+
+
+def test_dct_fallback_handles_images_smaller_than_a_block() -> None:
+    image = np.arange(15, dtype=float).reshape(3, 5)
+    denoised = dct_denoise(image, 1e-6, FAST)
+    np.testing.assert_allclose(denoised, image, atol=1e-6)
+
+
+@pytest.mark.parametrize("spatial", ["dct", "none"])
+def test_lowrank_denoise_beats_noisy_input_with_band_varying_noise(spatial: str) -> None:
+    cube = low_rank_cube(37, 48, 55, rank=4)
+    sigma = np.random.default_rng(8).uniform(0.0, 0.3, 37)
+    noisy = add_band_noise(cube, sigma).astype(np.float32)
+    denoised, info = lowrank_denoise(noisy, LowRankConfig(spatial=spatial))
+    assert denoised.dtype == np.float32 and denoised.shape == cube.shape
+    assert info.spatial == spatial and info.rank == 4
+    assert mpsnr(cube, denoised) > mpsnr(cube, noisy) + 10.0
+
+
+def test_stripes_and_dead_lines_are_removed() -> None:
+    cube = low_rank_cube(20, 40, 45, rank=3)
+    sigma = np.full(20, 0.01)
+    gaussian = add_band_noise(cube, sigma)
+    corrupted = gaussian.copy()
+    rng = np.random.default_rng(9)
+    stripe_columns = rng.choice(45, 6, replace=False)
+    corrupted[4][:, stripe_columns] += rng.uniform(0.05, 0.2, 6) * rng.choice([-1, 1], 6)
+    corrupted[13][:, [7, 30]] = 0.0  # dead lines
+    subspace = fit_lowrank(spectra_of(corrupted), FAST)
+    cleaned, missing = remove_outliers(corrupted, subspace, FAST)
+    assert missing[13][:, [7, 30]].all()
+    for band in (4, 13):
+        before = np.sqrt(np.mean((corrupted[band] - gaussian[band]) ** 2))
+        after = np.sqrt(np.mean((cleaned[band] - gaussian[band]) ** 2))
+        assert after < 0.15 * before
+    # bands without corruption are left within their noise level
+    untouched = [b for b in range(20) if b not in (4, 13)]
+    assert np.abs(cleaned[untouched] - corrupted[untouched]).max() < 6 * 0.01 * 2
+
+
+def test_dense_salt_and_pepper_band_is_recovered_from_the_others() -> None:
+    cube = low_rank_cube(31, 48, 50, rank=3)
+    noisy = add_band_noise(cube, np.full(31, 0.02))
+    rng = np.random.default_rng(10)
+    hit = rng.random(noisy.shape[1:]) < 0.7
+    noisy[5][hit] = rng.integers(0, 2, hit.sum()).astype(float)
+    robust, _ = lowrank_denoise(noisy, FAST)
+    plain, _ = lowrank_denoise(noisy, dataclasses.replace(FAST, loading_iterations=0))
+    error_robust = np.sqrt(np.mean((robust[5] - cube[5]) ** 2))
+    error_plain = np.sqrt(np.mean((plain[5] - cube[5]) ** 2))
+    assert error_robust < 0.02 < error_plain
+
+
+def test_denoiser_protocol_with_few_bands_and_odd_tiles() -> None:
+    cube = low_rank_cube(5, 37, 41, rank=2)  # 5 bands: fewer than any DECSC window or DCT block
+    sigma = np.array([0.01, 0.05, 0.02, 0.08, 0.03])
+    noisy = add_band_noise(cube, sigma).astype(np.float32)
+    denoiser = LowRankDenoiser(FAST)
+    assert denoiser.name == "lowrank"
+    denoiser.prepare(SimpleNamespace(sample_spectra=spectra_of(noisy), mean=noisy.mean(axis=(1, 2))))
+    info = denoiser.info()
+    assert info["spatial"] == "dct" and info["rank"] == 2 and len(info["sigma"]) == 5
+    for top, bottom, left, right in [(0, 7, 0, 13), (3, 4, 2, 11), (10, 37, 5, 6), (0, 37, 0, 41)]:
+        tile = noisy[:, top:bottom, left:right]
+        out = denoiser.denoise_tile(tile)
+        assert out.shape == tile.shape and out.dtype == np.float32 and np.isfinite(out).all()
+        np.testing.assert_array_equal(out, denoiser.denoise_tile(tile.copy()))  # deterministic
+    whole = denoiser.denoise_tile(noisy)
+    assert mpsnr(cube, whole) > mpsnr(cube, noisy) + 6.0
+
+
+def test_denoiser_refuses_misuse() -> None:
+    denoiser = LowRankDenoiser(FAST)
+    with pytest.raises(ConfigError):
+        denoiser.denoise_tile(np.zeros((5, 8, 8), np.float32))
+    cube = low_rank_cube(6, 20, 21, rank=2)
+    denoiser.prepare(SimpleNamespace(sample_spectra=spectra_of(add_band_noise(cube, np.full(6, 0.01)))))
+    with pytest.raises(CubeShapeError):
+        denoiser.denoise_tile(np.zeros((5, 8, 8), np.float32))
+    nan_tile = cube[:, :8, :8].astype(np.float32)
+    nan_tile[0, 0, 0] = np.nan
+    with pytest.raises(HsiDenoiseError):
+        denoiser.denoise_tile(nan_tile)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError):
+        LowRankConfig(spatial="wavelet")
+    with pytest.raises(ConfigError):
+        LowRankConfig(edge_margin=0.0)
+    with pytest.raises(ConfigError):
+        LowRankConfig(robust_passes=-1)
+
+
+def test_spatial_auto_follows_bm3d_availability(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def pretend(installed: bool):  # find_spec as if bm3d were (not) installed
+        return lambda name, *args: (object() if installed else None) if name == "bm3d" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(lowrank.importlib.util, "find_spec", pretend(False))
+    assert lowrank.resolve_spatial("auto") == "dct"
+    with pytest.raises(ConfigError):
+        LowRankDenoiser(LowRankConfig(spatial="bm3d"))
+    monkeypatch.setattr(lowrank.importlib.util, "find_spec", pretend(True))
+    assert lowrank.resolve_spatial("auto") == "bm3d"
+
+
+def test_denoiser_in_the_tiled_pipeline_skips_dead_bands() -> None:
+    from hsidenoise.denoise import denoise_array
+    from hsidenoise.tiling import TileConfig
+
+    cube = low_rank_cube(9, 40, 45, rank=2)
+    sigma = np.linspace(0.01, 0.1, 9)
+    noisy = add_band_noise(cube, sigma).astype(np.float32)
+    noisy[4] = 0.0  # a dead band: the pipeline hands the method the 8 others only
+    out = denoise_array(noisy, LowRankDenoiser(FAST), TileConfig(tile=24, overlap=6))
+    np.testing.assert_array_equal(out[4], noisy[4])
+    live = [b for b in range(9) if b != 4]
+    assert mpsnr(cube[live], out[live]) > mpsnr(cube[live], noisy[live]) + 6.0
+
+
+def test_single_band_is_refused_and_constant_data_pass_through() -> None:
+    with pytest.raises(CubeShapeError):
+        fit_lowrank(np.random.default_rng(0).random((100, 1)), FAST)
+    constant = np.full((5, 10, 11), 3.0, np.float32)
+    denoised, _ = lowrank_denoise(constant, FAST)
+    np.testing.assert_allclose(denoised, constant, rtol=1e-6)
