@@ -330,3 +330,438 @@ def evaluate_command(
         for name, rep in rows + [("denoised", report)]:
             table.add_row(name, f"{rep.mpsnr:.2f}", f"{rep.mssim:.4f}", f"{rep.sam:.4f}", f"{rep.ergas:.2f}")
         Console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# info / convert
+# ---------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def info(
+    cube: Annotated[Path, typer.Argument(help="Cube file (ENVI .hdr, GeoTIFF, MAT, HDF5).")],
+    *,
+    fmt: FormatOpt = None,
+    var: VarOpt = None,
+    axes: AxesOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Shape, data type, layout, wavelengths, dead / NaN / nodata bands, per-band noise, memory needed."""
+    with _errors_as_one_line():
+        from hsidenoise.describe import describe_cube
+
+        facts = describe_cube(cube, fmt=fmt, var=var, axes=axes)
+        if json_output:
+            _print_json(facts)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        shape = facts["shape"]
+        table = Table(title=str(cube), show_header=False)
+        table.add_row("format", f"{facts['format']} ({facts['interleave'] or 'n/a'} interleave)")
+        table.add_row("shape", f"{shape['bands']} bands x {shape['rows']} rows x {shape['cols']} cols")
+        table.add_row("data type", f"{facts['dtype']} ({facts['size_bytes'] / 2**20:.1f} MiB)")
+        wl = facts["wavelength_range"]
+        table.add_row("wavelengths", "none" if wl is None else f"{wl[0]:g} - {wl[1]:g} {facts['wavelength_units'] or ''}")
+        table.add_row("nodata / scale", f"{facts['nodata']} / {facts['scale_factor']}")
+        table.add_row("dead bands", _band_list(facts["dead_bands"]))
+        table.add_row("NaN / nodata bands", _band_list(facts["nan_or_nodata_bands"]))
+        table.add_row("bad-band list (bbl=0)", _band_list(facts["bad_band_list_zeros"]))
+        noise_facts = facts["noise_sigma"]
+        if noise_facts["relative_to_range_median"] is not None:
+            table.add_row(
+                "noise sigma",
+                f"median {100 * noise_facts['relative_to_range_median']:.2f} % of band range; "
+                f"noisiest bands {noise_facts['noisiest_bands']}",
+            )
+        else:
+            table.add_row("noise sigma", noise_facts["method"])
+        table.add_row("memory for run", f"{facts['memory_needed_bytes']['run_pipeline'] / 2**20:.0f} MiB (+ the model)")
+        Console().print(table)
+
+
+def _band_list(bands: list[int]) -> str:
+    if not bands:
+        return "none"
+    shown = ", ".join(map(str, bands[:20]))
+    return f"{len(bands)}: {shown}{' ...' if len(bands) > 20 else ''}"
+
+
+@app.command()
+def convert(
+    cube: Annotated[Path, typer.Argument(help="Input cube (any supported format).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output cube; its suffix picks the format.")],
+    *,
+    fmt: FormatOpt = None,
+    var: VarOpt = None,
+    axes: AxesOpt = None,
+    dtype: DtypeOpt = OutputDtype.same,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Convert between ENVI, GeoTIFF, MAT and HDF5, block by block, keeping the metadata."""
+    with _errors_as_one_line():
+        from hsidenoise.io import convert_cube
+
+        with _Progress(not (quiet or json_output)) as bars:
+            written = convert_cube(
+                cube,
+                output,
+                fmt=fmt,
+                var=var,
+                axes=axes,
+                dtype=dtype.value,
+                overwrite=overwrite,
+                progress=bars.callback("converting"),
+            )
+        if json_output:
+            _print_json({"input": str(cube), "output": str(written), "dtype": dtype.value})
+        elif not quiet:
+            _stderr().print(f"wrote {written}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------------------
+
+
+class MethodChoice(str, Enum):
+    decsc = "decsc"
+    lowrank = "lowrank"
+    identity = "identity"
+
+
+@app.command()
+def run(
+    inputs: Annotated[list[str], typer.Argument(help="Cube files or quoted globs ('scenes/*.hdr').")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output cube, or a directory when there are several inputs.")
+    ],
+    *,
+    method: Annotated[
+        MethodChoice, typer.Option("--method", help="decsc (the network) or lowrank (weight-free, fast).")
+    ] = MethodChoice.decsc,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="DECSC weights (.safetensors) or a preset name; default: the shipped lite weights."),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option("--device", help="auto picks CUDA when present.")] = DeviceChoice.auto,
+    tile: Annotated[int, typer.Option("--tile", min=8, help="Spatial tile side in pixels.")] = 256,
+    overlap: Annotated[int, typer.Option("--overlap", min=0, help="Overlap between tiles, pixels.")] = 32,
+    band_window: Annotated[int, typer.Option("--band-window", min=1, help="Bands per model window.")] = 31,
+    band_stride: Annotated[int, typer.Option("--band-stride", min=1, help="Bands between windows.")] = 16,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Tiles per model call (halved on out-of-memory).")
+    ] = 4,
+    max_iter: Annotated[
+        int | None, typer.Option("--max-iter", min=1, help="Solver evaluations per window (default: the model's).")
+    ] = None,
+    tol: Annotated[float | None, typer.Option("--tol", min=0, help="Solver tolerance (default: the model's).")] = None,
+    dtype: DtypeOpt = OutputDtype.float32,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write report.json and PNG plots here (one folder per input).")
+    ] = None,
+    fmt: FormatOpt = None,
+    var: VarOpt = None,
+    axes: AxesOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Denoise cubes: read, tile, denoise, blend and write, streaming tile by tile."""
+    with _errors_as_one_line():
+        from hsidenoise.batch import expand_inputs, plan_jobs, run_summary, write_report
+        from hsidenoise.denoise import denoise
+        from hsidenoise.methods import build_method
+        from hsidenoise.tiling import TileConfig
+
+        config = TileConfig(tile=tile, overlap=overlap, band_window=band_window, band_stride=band_stride)
+        jobs = plan_jobs(expand_inputs(inputs), output, overwrite=overwrite)
+        solver = {k: v for k, v in {"max_iter": max_iter, "tol": tol}.items() if v is not None}
+        denoiser = build_method(method.value, model=model, device=device.value, config=config, solver=solver)
+        if not (quiet or json_output) and method.value == "decsc":
+            facts = denoiser.info()
+            _stderr().print(f"DECSC ({facts.get('preset')}) on {facts.get('device')}")
+        open_options = {"fmt": fmt, "var": var, "axes": axes}
+        documents = []
+        with _Progress(not (quiet or json_output)) as bars:
+            for job in jobs:
+                if job.skip:
+                    documents.append({"input": str(job.source), "output": str(job.output), "skipped": "output exists"})
+                    continue
+                from hsidenoise.io import open_cube
+
+                with open_cube(job.source, **open_options) as reader:
+                    result = denoise(
+                        reader,
+                        job.output,
+                        denoiser,
+                        config,
+                        dtype=dtype.value,
+                        overwrite=overwrite,
+                        batch_size=batch_size,
+                        progress=bars.callback(job.source.name),
+                    )
+                method_info = denoiser.info() if hasattr(denoiser, "info") else {}
+                summary = run_summary(result, job, method_info=method_info)
+                if report is not None:
+                    folder = report if len(jobs) == 1 else report / job.source.stem
+                    files = write_report(folder, job, summary, open_options=open_options)
+                    summary["report"] = {k: str(v) for k, v in files.items()}
+                summary.pop("tiles")
+                documents.append(summary)
+                if not (quiet or json_output):
+                    _stderr().print(
+                        f"wrote {job.output} ({result.timings.get('total', 0.0):.1f} s, {len(result.tiles)} tiles)"
+                    )
+        if json_output:
+            _print_json(documents[0] if len(documents) == 1 and len(jobs) == 1 else {"runs": documents})
+        elif not quiet:
+            skipped = sum(job.skip for job in jobs)
+            if skipped:
+                _stderr().print(f"skipped {skipped} input(s) whose output exists (use --overwrite to redo them)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# train / finetune / models
+# ---------------------------------------------------------------------------------------------------------
+
+DataOpt = Annotated[
+    list[Path], typer.Option("--data", help="Cube files or directories of cubes (any format); repeat for more.")
+]
+OutDirOpt = Annotated[Path, typer.Option("--out", help="Directory for checkpoint.pt, the weights and the card.")]
+NoiseMixOpt = Annotated[
+    str,
+    typer.Option(
+        "--noise", help="Noise recipes and weights drawn per cube, e.g. noniid or noniid:0.5,mixture:0.5."
+    ),
+]
+
+
+def _train_config(
+    *,
+    model: str,
+    data: list[Path],
+    validation: list[Path],
+    out: Path,
+    noise: str,
+    sigma_max: float | None,
+    patch_size: int,
+    patches_per_cube: int,
+    front_end: str,
+    batch_size: int,
+    lr: float | None,
+    lr_step_epochs: int,
+    epochs: int | None,
+    time_budget: float | None,
+    steps_per_epoch: int,
+    seed: int,
+    checkpoint_every: float,
+    loss: str,
+):
+    from hsidenoise.data import SamplerConfig, parse_noise_mix
+    from hsidenoise.lowrank import LowRankConfig
+    from hsidenoise.train import TrainConfig
+
+    sampler = SamplerConfig(
+        noise=parse_noise_mix(noise, sigma_max=sigma_max),
+        patch_size=patch_size,
+        patches_per_cube=patches_per_cube,
+        front_end=LowRankConfig(spatial=front_end),
+    )
+    return TrainConfig(
+        model=model,
+        data=tuple(data),
+        validation=tuple(validation),
+        out_dir=out,
+        sampler=sampler,
+        batch_size=batch_size,
+        lr=lr,
+        lr_step_epochs=lr_step_epochs,
+        epochs=None if time_budget is not None and epochs is None else (epochs if epochs is not None else 30),
+        time_budget_s=time_budget,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        checkpoint_every_s=checkpoint_every,
+        loss=loss,
+    )
+
+
+def _train_progress(bars: _Progress, quiet: bool):
+    update = bars.callback("training")
+    stderr = _stderr()
+
+    def on_event(event) -> None:
+        total = event.total_steps or 0
+        loss = "" if event.loss is None else f"loss {event.loss:.4g}"
+        speed = "" if event.steps_per_s is None else f"{event.steps_per_s:.2f} step/s"
+        update(event.step, total or event.step + 1, f"epoch {event.epoch} {loss} {speed} lr {event.lr:.2g}")
+        if event.event == "epoch" and event.validation is not None and not quiet:
+            v = event.validation
+            stderr.print(
+                f"epoch {event.epoch}: validation MPSNR {v.mpsnr:.2f} dB "
+                f"(front end {v.init_mpsnr:.2f}, noisy {v.noisy_mpsnr:.2f})"
+            )
+
+    return on_event
+
+
+def _train_document(result) -> dict[str, Any]:
+    v = result.validation
+    return {
+        "weights": None if result.weights is None else str(result.weights),
+        "checkpoint": str(result.checkpoint),
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "validation": None
+        if v is None
+        else {"mpsnr": v.mpsnr, "front_end_mpsnr": v.init_mpsnr, "noisy_mpsnr": v.noisy_mpsnr, "per_case": v.per_case},
+    }
+
+
+class FrontEnd(str, Enum):
+    dct = "dct"
+    bm3d = "bm3d"
+    auto = "auto"
+    none = "none"
+
+
+def _training_command(finetuning: bool):
+    def command(
+        data: DataOpt,
+        out: OutDirOpt,
+        *,
+        validation: Annotated[
+            list[Path] | None, typer.Option("--validation", help="Cubes scored each epoch, never trained on.")
+        ] = None,
+        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): lite or paper.")] = "lite",
+        from_weights: Annotated[
+            Path | None, typer.Option("--from", help="Weights to start from (finetune; default: the shipped ones).")
+        ] = None,
+        noise: NoiseMixOpt = "noniid",
+        sigma_max: Annotated[
+            float | None, typer.Option("--sigma-max", min=0, help="Gaussian level, 0-255 scale (default 95).")
+        ] = None,
+        patch_size: Annotated[int, typer.Option("--patch-size", min=8, help="Training crop side.")] = 64,
+        patches_per_cube: Annotated[
+            int, typer.Option("--patches-per-cube", min=1, help="Crops per cube per noise draw.")
+        ] = 256,
+        front_end: Annotated[
+            FrontEnd, typer.Option("--front-end", help="Spatial denoiser of the low-rank front end.")
+        ] = FrontEnd.dct,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+        lr: Annotated[
+            float | None, typer.Option("--lr", help="Adam learning rate (default 1e-4 train, 2e-5 finetune).")
+        ] = None,
+        lr_step_epochs: Annotated[int, typer.Option("--lr-step-epochs", min=1, help="Halve the rate every N.")] = 10,
+        epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
+        time_budget: Annotated[
+            float | None, typer.Option("--time-budget", min=1, help="Stop after this many seconds of training.")
+        ] = None,
+        steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", min=1)] = 250,
+        seed: Annotated[int, typer.Option("--seed")] = 0,
+        checkpoint_every: Annotated[
+            float, typer.Option("--checkpoint-every", min=0, help="Seconds between checkpoints.")
+        ] = 300.0,
+        loss: Annotated[str, typer.Option("--loss", help="mse or logmse (mean -PSNR per example).")] = "mse",
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+        quiet: QuietOpt = False,
+        json_output: JsonOpt = False,
+    ) -> None:
+        with _errors_as_one_line():
+            from hsidenoise import train as training
+
+            cfg = _train_config(
+                model=preset,
+                data=data,
+                validation=validation or [],
+                out=out,
+                noise=noise,
+                sigma_max=sigma_max,
+                patch_size=patch_size,
+                patches_per_cube=patches_per_cube,
+                front_end=front_end.value,
+                batch_size=batch_size,
+                lr=lr,
+                lr_step_epochs=lr_step_epochs,
+                epochs=epochs,
+                time_budget=time_budget,
+                steps_per_epoch=steps_per_epoch,
+                seed=seed,
+                checkpoint_every=checkpoint_every,
+                loss=loss,
+            )
+            with _Progress(not (quiet or json_output)) as bars:
+                progress = _train_progress(bars, quiet or json_output)
+                if finetuning:
+                    source = from_weights
+                    if source is None:
+                        from hsidenoise.model import find_default_weights
+
+                        source = find_default_weights()
+                        if source is None:
+                            raise ConfigError("no shipped weights in weights/ to finetune; pass --from WEIGHTS")
+                    result = training.finetune(cfg, source, progress=progress, resume=resume)
+                else:
+                    result = training.fit(cfg, progress=progress, resume=resume)
+            document = _train_document(result)
+            if json_output:
+                _print_json(document)
+            elif not quiet:
+                _stderr().print(f"wrote {document['weights']} ({result.steps} steps, {result.wall_time_s:.0f} s)")
+
+    return command
+
+
+train = app.command(
+    "train", help="Train DECSC on your cubes with synthetic noise; checkpoints, --resume, torchrun-ready."
+)(_training_command(finetuning=False))
+finetune = app.command(
+    "finetune", help="Continue training existing weights (default: the shipped ones) on your own sensor's cubes."
+)(_training_command(finetuning=True))
+
+
+@app.command()
+def models(json_output: JsonOpt = False) -> None:
+    """List the DECSC presets, their parameter counts and the weights found in weights/."""
+    with _errors_as_one_line():
+        from hsidenoise.model import list_presets, weights_dir
+
+        presets = list_presets()
+        found = []
+        for path in sorted(weights_dir().glob("*.safetensors")) if weights_dir().is_dir() else []:
+            card_path = path.with_suffix(".json")
+            card: dict[str, Any] = {}
+            if card_path.is_file():
+                try:
+                    card = json.loads(card_path.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    card = {}
+            found.append({"path": str(path), "card": card})
+        document = {"presets": presets, "weights": found}
+        if json_output:
+            _print_json(document)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="DECSC presets")
+        for column in ("preset", "parameters", "noise-aware", "prior", "shipped weights"):
+            table.add_column(column)
+        for item in presets:
+            table.add_row(
+                item["name"], f"{item['parameters']:,}", str(item["noise_aware"]), item["prior"], item["weights"] or "-"
+            )
+        Console().print(table)
+        if not found:
+            Console().print("no weights in weights/")
+        for item in found:
+            card = item["card"]
+            score = (card.get("validation") or {}).get("mpsnr")
+            Console().print(
+                f"weights: {item['path']} (preset {card.get('preset', '?')}, {card.get('steps', '?')} steps, "
+                f"noise {card.get('noise', '?')}, validation MPSNR {score if score is None else round(score, 2)})"
+            )

@@ -165,3 +165,85 @@ class BandWindowDenoiser:
                 total[window] += weights
             outputs.append(blended / total[:, None, None])
         return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The registry behind ``hsidenoise run --method``
+# ---------------------------------------------------------------------------------------------------------
+
+METHODS: dict[str, str] = {
+    "decsc": "the DECSC network (shipped lite weights by default, or --model PRESET|PATH)",
+    "lowrank": "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)",
+    "identity": "returns the input unchanged (measures the pipeline alone)",
+}
+"""Method name -> one-line description, as ``hsidenoise run --help`` and ``hsidenoise models`` show them."""
+
+
+def build_method(
+    name: str,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    config: TileConfig | None = None,
+    window_batch: int = 16,
+    solver: dict[str, float | int] | None = None,
+) -> Denoiser:
+    """The denoiser behind ``--method name``.
+
+    Args:
+        name: a key of :data:`METHODS`.
+        model: ``decsc`` only: a preset name (an untrained network; for tests and timing) or a weights
+            path; None takes the shipped weights (:func:`hsidenoise.model.find_default_weights`).
+        device: ``auto``, ``cpu`` or ``cuda`` (:func:`hsidenoise.device.select_device`).
+        config: the tiling (its band window must match the model's, its stride is used).
+        window_batch: band windows per model call.
+        solver: overrides of the model's :class:`hsidenoise.solver.SolverConfig` fields (e.g. ``max_iter``).
+
+    Raises:
+        ConfigError: an unknown method or preset, a band window that is not the model's, or no weights.
+        CheckpointError: a weights file that is missing, corrupt or mismatched.
+    """
+    config = config if config is not None else TileConfig()
+    if name == "identity":
+        return IdentityDenoiser()
+    if name == "lowrank":
+        from hsidenoise.lowrank import LowRankDenoiser
+
+        return LowRankDenoiser()
+    if name != "decsc":
+        raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
+    from dataclasses import replace
+
+    from hsidenoise.device import select_device
+    from hsidenoise.lowrank import LowRankConfig
+    from hsidenoise.model import PRESETS, build_model, find_default_weights, load_weights
+    from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+
+    torch_device = select_device(device)
+    front_end = None
+    if model is not None and model in PRESETS:
+        network = build_model(model).fold_for_inference()
+    else:
+        path = model if model is not None else find_default_weights()
+        if path is None:
+            raise ConfigError(
+                "no DECSC weights found in weights/ (decsc-lite.safetensors + .json); pass --model PATH, "
+                "train some with hsidenoise train, or use --method lowrank"
+            )
+        network, _, card = load_weights(path, device=torch_device)
+        if card.get("front_end"):
+            front_end = LowRankConfig(**card["front_end"])
+    if solver:
+        network.deq.config = replace(network.deq.config, **solver)
+    if config.band_window != network.config.bands:
+        raise ConfigError(
+            f"--band-window {config.band_window} does not match the model's {network.config.bands}-band window; "
+            f"leave it at {network.config.bands} for DECSC"
+        )
+    return DECSCDenoiser(
+        network,
+        front_end=front_end,
+        device=torch_device,
+        config=InferenceConfig(window_batch=window_batch),
+        band_stride=config.band_stride,
+    )

@@ -40,6 +40,9 @@ class SolverConfig:
         beta: Anderson's mixing parameter (eq. 15); 1 uses only the f-values.
         phantom_steps: L damped steps z <- (1 - damping) z + damping f(z) that carry the gradient (eq. 19).
         phantom_damping: the damping lambda of those steps.
+        per_sample: freeze each sample as soon as it converges (True); False keeps iterating every sample
+            until all of them have converged, the batch-wide stopping of the authors' code (slower, kept for
+            the naive path of ``bench/speed.py`` and for the test that both agree).
     """
 
     max_iter: int = 20
@@ -49,6 +52,7 @@ class SolverConfig:
     beta: float = 1.0
     phantom_steps: int = 5
     phantom_damping: float = 0.9
+    per_sample: bool = True
 
     def __post_init__(self) -> None:
         if self.max_iter < 1 or self.memory < 1 or self.phantom_steps < 0:
@@ -125,6 +129,7 @@ class _Tracker:
     def __init__(self, z0: Tensor, config: SolverConfig) -> None:
         n = z0.shape[0]
         self.tol = config.tol
+        self.per_sample = config.per_sample
         self.best = z0.clone()
         self.best_residual = torch.full((n,), float("inf"), dtype=z0.dtype, device=z0.device)
         self.evaluations = torch.zeros(n, dtype=torch.int64, device=z0.device)
@@ -146,6 +151,8 @@ class _Tracker:
         self.best[index[improved]] = x[improved]
         self.best_residual[index] = torch.where(improved, residual, self.best_residual[index])
         self.keep = ~(residual < self.tol)
+        if not self.per_sample and bool(self.keep.any()):
+            self.keep = torch.ones_like(self.keep)
         self.active = index[self.keep]
         return fx
 
