@@ -604,7 +604,15 @@ def _loop(
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                 scheduler.step()
             if cases:
-                position.history.append(validate(model, cases, device=device))
+                score = validate(model, cases, device=device)
+                best = max((s.mpsnr for s in position.history), default=-np.inf)
+                position.history.append(score)
+                if processes.is_main and score.mpsnr > best:  # keep the best epoch's weights too
+                    card = _model_card(
+                        cfg, training, position, clock.elapsed_s(), from_weights, lr, processes, front_end is not None
+                    )
+                    _write_weights(model, out_dir, from_weights, {**card, "best_of_run": True}, suffix="-best")
+                    model.train()
             report("epoch")
 
     wall_time_s = clock.elapsed_s()
@@ -819,8 +827,14 @@ def _model_card(
     }
 
 
-def _write_weights(model: DECSC, out_dir: Path, from_weights: Path | None, card: dict[str, Any]) -> Path:
-    """Save the weights and card as ``out_dir/decsc-<preset>`` (or ``<source>-finetuned``); returns the .safetensors."""
+def _write_weights(
+    model: DECSC, out_dir: Path, from_weights: Path | None, card: dict[str, Any], *, suffix: str = ""
+) -> Path:
+    """Save the weights and card as ``out_dir/decsc-<preset><suffix>`` (or ``<source>-finetuned<suffix>``).
+
+    Returns:
+        The .safetensors path. ``suffix="-best"`` is the best validation epoch so far, written as it happens.
+    """
     from hsidenoise.model import preset_name, save_weights
 
     if from_weights is not None:
@@ -828,4 +842,4 @@ def _write_weights(model: DECSC, out_dir: Path, from_weights: Path | None, card:
         name = f"{source.stem if source.suffix in ('.safetensors', '.json') else source.name}-finetuned"
     else:
         name = f"decsc-{preset_name(model.config) or 'custom'}"
-    return save_weights(model, model.config, out_dir / name, card)
+    return save_weights(model, model.config, out_dir / f"{name}{suffix}", card)

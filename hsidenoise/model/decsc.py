@@ -156,8 +156,8 @@ PRESETS: dict[str, DECSCConfig] = {
         prior_depth=1,
         prior_width=32,
         noise_aware=True,
-        threshold_init=1.0,
-        synthesis_init=0.1,
+        threshold_init=2.5,  # in whitened units the noise has std 1: start by passing only > 2.5 sigma structure
+        synthesis_init=0.05,  # start near the front end's estimate (a near-zero correction)
         solver=SolverConfig(max_iter=6, phantom_steps=2),
     ),
 }
