@@ -3,7 +3,8 @@
 Every command parses its options, builds the config dataclasses, calls one library function and prints a
 summary. Heavy modules (torch, rasterio, h5py, matplotlib) are imported inside the commands, so
 `hsidenoise --help` stays fast. Library errors (`HsiDenoiseError`) become one red line on stderr and exit 1;
-usage errors exit 2 (Typer's convention).
+usage errors exit 2: Typer's own (an unknown option, a value out of range) and option values the library
+rejects (`ConfigError`: tile smaller than the overlap, an unknown preset, ...), the latter as one line too.
 """
 
 from __future__ import annotations
@@ -53,9 +54,23 @@ class SsimMode(str, Enum):
     matlab = "matlab"
 
 
+class FormatChoice(str, Enum):
+    """The format names of `hsidenoise.io.FORMATS` (spelled out so that --help imports no I/O code)."""
+
+    envi = "envi"
+    geotiff = "geotiff"
+    mat = "mat"
+    mat73 = "mat73"
+    hdf5 = "hdf5"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
 FormatOpt = Annotated[
-    str | None,
-    typer.Option("--format", help="Input format when the suffix does not tell: envi, geotiff, mat, hdf5."),
+    FormatChoice | None,
+    typer.Option("--format", help="Input format when the suffix does not tell."),
 ]
 VarOpt = Annotated[
     str | None,
@@ -63,9 +78,7 @@ VarOpt = Annotated[
 ]
 AxesOpt = Annotated[
     str | None,
-    typer.Option(
-        "--axes", help="Axis order of a MAT/HDF5 array, e.g. hwb (rows, cols, bands; the default) or bhw."
-    ),
+    typer.Option("--axes", help="Axis order of a MAT/HDF5 array, e.g. hwb (rows, cols, bands; the default) or bhw."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
@@ -87,31 +100,47 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
+def _say(message: str) -> None:
+    """One plain line on stderr (no rich markup is read in `message`: paths may hold brackets)."""
+    from rich.markup import escape
+
+    _stderr().print(escape(message), soft_wrap=True)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 @contextlib.contextmanager
 def _errors_as_one_line() -> Iterator[None]:
-    """Turn library errors into one line on stderr and exit code 1 (no traceback)."""
+    """Turn library errors into one line on stderr (no traceback): exit 2 for an option value the library
+    rejects (`ConfigError`), 1 for bad data or a failed run."""
+    from rich.markup import escape
+
+    def fail(label: str, message: str, code: int) -> typer.Exit:
+        _stderr().print(f"[bold red]{label}:[/] {escape(_one_line(message))}", soft_wrap=True)
+        return typer.Exit(code=code)
+
     try:
         yield
     except typer.Exit:
         raise
+    except ConfigError as error:
+        raise fail("error", str(error), 2) from None
     except HsiDenoiseError as error:
-        _stderr().print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        raise fail("error", str(error), 1) from None
     except (OSError, MemoryError) as error:
-        _stderr().print(f"[bold red]error:[/] {type(error).__name__}: {error}", soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        raise fail("error", f"{type(error).__name__}: {error}", 1) from None
     except KeyboardInterrupt:
-        _stderr().print("[bold red]interrupted[/]: no output was left half-written.")
-        raise typer.Exit(code=130) from None
+        raise fail("interrupted", "no output was left half-written", 130) from None
     except Exception as error:  # a bug: still one line, the traceback on request
         if os.environ.get("HSIDENOISE_DEBUG"):
             raise
-        _stderr().print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {error} "
-            "(set HSIDENOISE_DEBUG=1 to see the traceback, and please report it)",
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=1) from None
+        raise fail(
+            "internal error",
+            f"{type(error).__name__}: {error} (set HSIDENOISE_DEBUG=1 to see the traceback, and please report it)",
+            1,
+        ) from None
 
 
 def _print_json(document: Any) -> None:
@@ -210,9 +239,7 @@ def noise(
     *,
     recipe: Annotated[
         str,
-        typer.Option(
-            "--recipe", help="gauss, noniid, corr, stripe, deadline, impulse or mixture (DECSC paper cases)."
-        ),
+        typer.Option("--recipe", help="gauss, noniid, corr, stripe, deadline, impulse or mixture (DECSC paper cases)."),
     ],
     sigma_max: Annotated[
         float | None,
@@ -231,31 +258,41 @@ def noise(
     var: VarOpt = None,
     axes: AxesOpt = None,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Add synthetic noise to a cube normalised to [0, 1] (reproducible per --seed)."""
     with _errors_as_one_line():
         import numpy as np
 
-        from hsidenoise.io import read_cube, write_cube
+        from hsidenoise.batch import cube_files
+        from hsidenoise.io import create_cube, read_cube
         from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube
 
         options: dict[str, Any] = {"recipe": recipe, "disjoint": disjoint}
         if sigma_max is not None:
             options["corr_beta" if recipe == "corr" else "sigma_max"] = sigma_max
         spec = NoiseSpec(**options)
-        source = read_cube(cube, fmt=fmt, var=var, axes=axes)
+        outputs = [output] + ([write_clean] if write_clean is not None else [])
+        if write_clean is not None and {p.resolve() for p in cube_files(output, existing=False)} & {
+            p.resolve() for p in cube_files(write_clean, existing=False)
+        }:
+            raise ConfigError(f"-o {output} and --write-clean {write_clean} name the same cube; give two paths")
+        protected = cube_files(cube, existing=True)  # an ENVI input is two files; neither may be written
+        source = read_cube(cube, fmt=_value(fmt), var=var, axes=axes)
         clean, low, high = normalise_cube(source.data.astype(np.float32))
         result = add_noise(clean, spec, np.random.default_rng(seed))
         meta = source.meta
         meta.scale_factor = None
         meta.description = f"hsidenoise noise --recipe {recipe} --seed {seed} on {cube.name} (normalised to [0, 1])"
-        outputs = [output] + ([write_clean] if write_clean is not None else [])
-        from hsidenoise.cube import Cube
-
-        write_cube(output, Cube(result.noisy, meta), overwrite=overwrite, inputs=[cube])
-        if write_clean is not None:
-            write_cube(write_clean, Cube(clean, meta), overwrite=overwrite, inputs=[cube])
+        # Both cubes are staged before either is committed, so a refused second output leaves no first one.
+        with contextlib.ExitStack() as stack:
+            writers = [
+                stack.enter_context(create_cube(path, clean.shape, meta=meta, overwrite=overwrite, inputs=protected))
+                for path in outputs
+            ]
+            for writer, data in zip(writers, (result.noisy, clean), strict=False):
+                writer.write(data, slice(0, clean.shape[1]), slice(0, clean.shape[2]))
         summary = {
             "input": str(cube),
             "outputs": [str(p) for p in outputs],
@@ -268,8 +305,8 @@ def noise(
         }
         if json_output:
             _print_json(summary)
-        else:
-            _stderr().print(f"wrote {output} ({recipe}, seed {seed}, bands {source.bands})")
+        elif not quiet:
+            _say(f"wrote {', '.join(map(str, outputs))} ({recipe}, seed {seed}, bands {source.bands})")
 
 
 @app.command("eval")
@@ -321,9 +358,10 @@ def evaluate_command(
             _print_json(document)
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=f"{denoised.name} vs {ref.name}")
+        table = Table(title=escape(f"{denoised.name} vs {ref.name}"))
         for column in ("cube", "MPSNR (dB)", "SSIM", "SAM (rad)", "ERGAS"):
             table.add_column(column)
         rows = [("noisy", noisy_report)] if noisy_report is not None else []
@@ -350,20 +388,23 @@ def info(
     with _errors_as_one_line():
         from hsidenoise.describe import describe_cube
 
-        facts = describe_cube(cube, fmt=fmt, var=var, axes=axes)
+        facts = describe_cube(cube, fmt=_value(fmt), var=var, axes=axes)
         if json_output:
             _print_json(facts)
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         shape = facts["shape"]
-        table = Table(title=str(cube), show_header=False)
+        table = Table(title=escape(str(cube)), show_header=False)
         table.add_row("format", f"{facts['format']} ({facts['interleave'] or 'n/a'} interleave)")
         table.add_row("shape", f"{shape['bands']} bands x {shape['rows']} rows x {shape['cols']} cols")
         table.add_row("data type", f"{facts['dtype']} ({facts['size_bytes'] / 2**20:.1f} MiB)")
         wl = facts["wavelength_range"]
-        table.add_row("wavelengths", "none" if wl is None else f"{wl[0]:g} - {wl[1]:g} {facts['wavelength_units'] or ''}")
+        table.add_row(
+            "wavelengths", "none" if wl is None else f"{wl[0]:g} - {wl[1]:g} {facts['wavelength_units'] or ''}"
+        )
         table.add_row("nodata / scale", f"{facts['nodata']} / {facts['scale_factor']}")
         table.add_row("dead bands", _band_list(facts["dead_bands"]))
         table.add_row("NaN / nodata bands", _band_list(facts["nan_or_nodata_bands"]))
@@ -376,7 +417,7 @@ def info(
                 f"noisiest bands {noise_facts['noisiest_bands']}",
             )
         else:
-            table.add_row("noise sigma", noise_facts["method"])
+            table.add_row("noise sigma", escape(noise_facts["method"]))
         table.add_row("memory for run", f"{facts['memory_needed_bytes']['run_pipeline'] / 2**20:.0f} MiB (+ the model)")
         Console().print(table)
 
@@ -394,6 +435,12 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output cube; its suffix picks the format.")],
     *,
     fmt: FormatOpt = None,
+    to: Annotated[
+        FormatChoice | None,
+        typer.Option(
+            "--to", help="Output format when the suffix does not tell, or mat73 to force MAT v7.3 (HDF5-based)."
+        ),
+    ] = None,
     var: VarOpt = None,
     axes: AxesOpt = None,
     dtype: DtypeOpt = OutputDtype.same,
@@ -409,7 +456,8 @@ def convert(
             written = convert_cube(
                 cube,
                 output,
-                fmt=fmt,
+                source_fmt=_value(fmt),
+                fmt=_value(to),
                 var=var,
                 axes=axes,
                 dtype=dtype.value,
@@ -419,7 +467,7 @@ def convert(
         if json_output:
             _print_json({"input": str(cube), "output": str(written), "dtype": dtype.value})
         elif not quiet:
-            _stderr().print(f"wrote {written}")
+            _say(f"wrote {written}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -445,7 +493,9 @@ def run(
     ] = MethodChoice.decsc,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="DECSC weights (.safetensors) or a preset name; default: the shipped lite weights."),
+        typer.Option(
+            "--model", help="DECSC weights (.safetensors) or a preset name; default: the shipped lite weights."
+        ),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option("--device", help="auto picks CUDA when present.")] = DeviceChoice.auto,
     tile: Annotated[int, typer.Option("--tile", min=8, help="Spatial tile side in pixels.")] = 256,
@@ -472,56 +522,62 @@ def run(
 ) -> None:
     """Denoise cubes: read, tile, denoise, blend and write, streaming tile by tile."""
     with _errors_as_one_line():
-        from hsidenoise.batch import expand_inputs, plan_jobs, run_summary, write_report
-        from hsidenoise.denoise import denoise
+        from hsidenoise.batch import expand_inputs, plan_jobs, run_jobs
         from hsidenoise.methods import build_method
         from hsidenoise.tiling import TileConfig
 
         config = TileConfig(tile=tile, overlap=overlap, band_window=band_window, band_stride=band_stride)
         jobs = plan_jobs(expand_inputs(inputs), output, overwrite=overwrite)
         solver = {k: v for k, v in {"max_iter": max_iter, "tol": tol}.items() if v is not None}
-        denoiser = build_method(method.value, model=model, device=device.value, config=config, solver=solver)
-        if not (quiet or json_output) and method.value == "decsc":
-            facts = denoiser.info()
-            _stderr().print(f"DECSC ({facts.get('preset')}) on {facts.get('device')}")
-        open_options = {"fmt": fmt, "var": var, "axes": axes}
-        documents = []
-        with _Progress(not (quiet or json_output)) as bars:
-            for job in jobs:
-                if job.skip:
-                    documents.append({"input": str(job.source), "output": str(job.output), "skipped": "output exists"})
-                    continue
-                from hsidenoise.io import open_cube
+        talk = not (quiet or json_output)
 
-                with open_cube(job.source, **open_options) as reader:
-                    result = denoise(
-                        reader,
-                        job.output,
-                        denoiser,
-                        config,
-                        dtype=dtype.value,
-                        overwrite=overwrite,
-                        batch_size=batch_size,
-                        progress=bars.callback(job.source.name),
-                    )
-                method_info = denoiser.info() if hasattr(denoiser, "info") else {}
-                summary = run_summary(result, job, method_info=method_info)
-                if report is not None:
-                    folder = report if len(jobs) == 1 else report / job.source.stem
-                    files = write_report(folder, job, summary, open_options=open_options)
-                    summary["report"] = {k: str(v) for k, v in files.items()}
-                summary.pop("tiles")
-                documents.append(summary)
-                if not (quiet or json_output):
-                    _stderr().print(
-                        f"wrote {job.output} ({result.timings.get('total', 0.0):.1f} s, {len(result.tiles)} tiles)"
-                    )
+        def make_method():
+            if method.value == "decsc" and model is not None:
+                _check_model_name(model)
+            denoiser = build_method(method.value, model=model, device=device.value, config=config, solver=solver)
+            if talk and method.value == "decsc":
+                facts = denoiser.info()
+                _say(f"{method.value} ({facts.get('preset', '-')}) on {facts.get('device', 'cpu')}")
+            return denoiser
+
+        def done(job, summary) -> None:
+            if talk:
+                seconds = summary["timings_s"].get("total", 0.0)
+                _say(f"wrote {job.output} ({seconds:.1f} s, {summary['tiling']['tiles']} tiles)")
+
+        with _Progress(talk) as bars:
+            documents = run_jobs(
+                jobs,
+                make_method,  # built before the first input is read, and not at all when every output exists
+                config,
+                dtype=dtype.value,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                report=report,
+                open_options={"fmt": _value(fmt), "var": var, "axes": axes},
+                progress=bars.callback,
+                on_done=done,
+            )
         if json_output:
-            _print_json(documents[0] if len(documents) == 1 and len(jobs) == 1 else {"runs": documents})
+            _print_json(documents[0] if len(jobs) == 1 else {"runs": documents})
         elif not quiet:
             skipped = sum(job.skip for job in jobs)
             if skipped:
-                _stderr().print(f"skipped {skipped} input(s) whose output exists (use --overwrite to redo them)")
+                _say(f"skipped {skipped} input(s) whose output exists (use --overwrite to redo them)")
+
+
+def _check_model_name(model: str) -> None:
+    """A bare ``--model`` name (no suffix, no folder) that is no preset and no file is a usage error."""
+    path = Path(model)
+    if path.suffix or len(path.parts) > 1 or path.exists() or path.with_suffix(".safetensors").exists():
+        return  # a path: the weights loader says what is wrong with it
+    from hsidenoise.model import PRESETS
+
+    if model not in PRESETS:
+        raise ConfigError(
+            f"--model {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a weights file; "
+            "pass a preset name or the path of a .safetensors file"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -534,9 +590,7 @@ DataOpt = Annotated[
 OutDirOpt = Annotated[Path, typer.Option("--out", help="Directory for checkpoint.pt, the weights and the card.")]
 NoiseMixOpt = Annotated[
     str,
-    typer.Option(
-        "--noise", help="Noise recipes and weights drawn per cube, e.g. noniid or noniid:0.5,mixture:0.5."
-    ),
+    typer.Option("--noise", help="Noise recipes and weights drawn per cube, e.g. noniid or noniid:0.5,mixture:0.5."),
 ]
 
 
@@ -711,7 +765,7 @@ def _training_command(finetuning: bool):
             if json_output:
                 _print_json(document)
             elif not quiet:
-                _stderr().print(f"wrote {document['weights']} ({result.steps} steps, {result.wall_time_s:.0f} s)")
+                _say(f"wrote {document['weights']} ({result.steps} steps, {result.wall_time_s:.0f} s)")
 
     return command
 
@@ -746,6 +800,7 @@ def models(json_output: JsonOpt = False) -> None:
             _print_json(document)
             return
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title="DECSC presets")
@@ -761,7 +816,8 @@ def models(json_output: JsonOpt = False) -> None:
         for item in found:
             card = item["card"]
             score = (card.get("validation") or {}).get("mpsnr")
-            Console().print(
+            line = (
                 f"weights: {item['path']} (preset {card.get('preset', '?')}, {card.get('steps', '?')} steps, "
                 f"noise {card.get('noise', '?')}, validation MPSNR {score if score is None else round(score, 2)})"
             )
+            Console().print(escape(line), soft_wrap=True)

@@ -90,14 +90,13 @@ def _band_noise(stats: Any) -> dict[str, Any]:
     span = stats.maximum - stats.minimum
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(span > 0, sigma / span, np.nan)
-    finite = relative[np.isfinite(relative)]
+    estimated = np.flatnonzero(np.isfinite(relative))
+    noisiest = estimated[np.argsort(-relative[estimated], kind="stable")][:5]
     return {
         "method": note,
         "per_band": _finite_list(sigma),
-        "relative_to_range_median": float(np.median(finite)) if finite.size else None,
-        "noisiest_bands": np.argsort(np.where(np.isfinite(relative), -relative, np.inf))[:5].tolist()
-        if finite.size
-        else [],
+        "relative_to_range_median": float(np.median(relative[estimated])) if estimated.size else None,
+        "noisiest_bands": noisiest.tolist(),
     }
 
 
