@@ -344,7 +344,7 @@ def run_jobs(
             continue
         if denoiser is None:
             denoiser = method()
-        created = _make_parent(job.output) if len(jobs) > 1 else None
+        created = _make_parent(job.output)
         try:
             with open_cube(job.source, **open_options) as reader:
                 result = denoise(
@@ -374,7 +374,7 @@ def run_jobs(
 
 
 def _make_parent(path: Path) -> Path | None:
-    """Create the batch output directory; return it when this call created it (to remove it if the run fails)."""
+    """Create the output's directory (`-o out/clean.hdr` or a batch folder); return it when this call created it (to remove it if the run fails)."""
     directory = path.parent
     if directory.is_dir():
         return None

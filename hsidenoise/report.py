@@ -368,11 +368,14 @@ def default_profile_bands(sigma: np.ndarray, count: int = 3) -> list[int]:
         sigma: (B,) noise estimate of the input. count: how many bands at most.
     """
     sigma = np.asarray(sigma, dtype=np.float64)
-    finite = np.isfinite(sigma)
-    chosen = [int(np.argmax(np.where(finite, sigma, -np.inf)))] if finite.any() else []
-    for band in np.linspace(0, sigma.size - 1, count + 1).round().astype(int)[1:-1] if sigma.size else []:
-        if len(chosen) < count and int(band) not in chosen:
-            chosen.append(int(band))
+    usable = np.flatnonzero(np.isfinite(sigma) & (sigma > 0))  # NaN and constant (dead) bands have no profile
+    if usable.size == 0:
+        return []
+    chosen = [int(usable[np.argmax(sigma[usable])])]
+    for position in np.linspace(0, usable.size - 1, count + 1).round().astype(int)[1:-1]:
+        band = int(usable[position])
+        if len(chosen) < count and band not in chosen:
+            chosen.append(band)
     return sorted(chosen)
 
 

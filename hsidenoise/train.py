@@ -510,12 +510,16 @@ def _loop(
     band_window = _band_window(model)
     out_dir = Path(cfg.out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
-    if processes.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
+    if not resume and checkpoint_path.exists():
+        raise ConfigError(
+            f"{out_dir} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it, or choose "
+            "another --out (delete the folder to start over)"
+        )
     training = load_training_set(
         cfg.data, band_window=band_window, patch_size=cfg.sampler.patch_size, exclude=cfg.validation
     )
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     front_end: FrontEnd | None = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
     cases = (
         prepare_validation(

@@ -299,7 +299,7 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
     path = check_readable(path)
     try:
         major, _ = matfile_version(str(path))
-    except (MatReadError, ValueError, OSError) as error:
+    except (MatReadError, ValueError, OSError, IndexError) as error:  # scipy: IndexError on tiny junk
         raise CubeReadError(f"{path} is not a MAT file ({error}); check the file or pass another fmt=") from error
     if major == 2:
         return _open_v73(path, var, axes)
