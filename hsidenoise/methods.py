@@ -187,6 +187,7 @@ def build_method(
     config: TileConfig | None = None,
     window_batch: int = 16,
     solver: dict[str, float | int] | None = None,
+    spatial: str = "auto",
 ) -> Denoiser:
     """The denoiser behind ``--method name``.
 
@@ -198,6 +199,8 @@ def build_method(
         config: the tiling (its band window must match the model's, its stride is used).
         window_batch: band windows per model call.
         solver: overrides of the model's :class:`hsidenoise.solver.SolverConfig` fields (e.g. ``max_iter``).
+        spatial: ``lowrank`` only: the eigen-image denoiser (``auto``, ``bm3d``, ``dct``, ``none``). DECSC's
+            front end always uses the one its weights were trained with.
 
     Raises:
         ConfigError: an unknown method or preset, a band window that is not the model's, or no weights.
@@ -207,9 +210,9 @@ def build_method(
     if name == "identity":
         return IdentityDenoiser()
     if name == "lowrank":
-        from hsidenoise.lowrank import LowRankDenoiser
+        from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
 
-        return LowRankDenoiser()
+        return LowRankDenoiser(LowRankConfig(spatial=spatial))
     if name != "decsc":
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
     from dataclasses import replace
