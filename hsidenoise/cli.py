@@ -822,7 +822,8 @@ def models(json_output: JsonOpt = False) -> None:
         if not found:
             Console().print("no weights in weights/")
         for item in found:
-            card = item["card"]
+            meta = item["card"]
+            card = {**meta, **meta.get("card", {})}  # the training card sits under "card"
             score = (card.get("validation") or {}).get("mpsnr")
             line = (
                 f"weights: {item['path']} (preset {card.get('preset', '?')}, {card.get('steps', '?')} steps, "

@@ -49,6 +49,9 @@ def _write_atomically(target: Path, write: Any) -> None:
     os.close(handle)
     try:
         write(Path(temp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes the file private; weights are meant to be shared
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
