@@ -16,7 +16,9 @@ Methods:
   (its non-i.i.d. mode returns garbage; ``shared/reference/cpu-probes.md``).
 * ``lowrank-bm3d`` and ``lowrank-dct``: ``hsidenoise run --method lowrank`` through the same tiled
   pipeline (``hsidenoise.denoise.denoise_array``), with BM3D or with the numpy-only DCT fallback.
-* ``decsc``: the shipped DECSC weights in ``weights/``; skipped with a note while there are none.
+* ``decsc``: the shipped DECSC weights (``weights/decsc-lite.safetensors``, or ``--weights PATH``: weights, a
+  preset name, or a training checkpoint ``.pt``) through the same tiled pipeline; skipped with a note while
+  there are none.
 
 Usage::
 
@@ -24,6 +26,7 @@ Usage::
     .venv/bin/python bench/quality.py --quick                 # 64 x 64 centre crops: a smoke run in minutes
     .venv/bin/python bench/quality.py --cubes cave_256/chart_and_stuffed_toy_ms_256.mat --json out.json
     .venv/bin/python bench/quality.py --methods noisy lowrank-dct
+    .venv/bin/python bench/quality.py --methods noisy lowrank-dct decsc --weights runs/lite/checkpoint.pt
 
 A cube path is absolute or relative to ``../shared/data``. Unavailable methods (a baseline package not
 installed, no weights) are reported as skipped, never silently dropped.
@@ -115,13 +118,91 @@ def lowrank_method(spatial: str) -> Method:
     return run
 
 
+DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4}
+"""What ``run_decsc`` uses (set by ``--weights``, ``--device``, ``--batch-size``): weights None means the shipped
+``weights/decsc-lite.safetensors``."""
+
+
+def default_weights() -> Path | None:
+    """The shipped lite weights (``weights/decsc-lite.safetensors`` with its JSON), or None while there are none."""
+    from hsidenoise.model import find_default_weights
+
+    return find_default_weights()
+
+
+def describe_weights(weights: str | Path | None) -> str:
+    """One line naming what ``build_decsc`` will load for ``weights`` (None: the shipped weights)."""
+    from hsidenoise.model import PRESETS
+
+    if weights is None:
+        shipped = default_weights()
+        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-lite.safetensors yet)"
+    if str(weights) in PRESETS:
+        return f"untrained {weights} preset (random initialisation: timing only, not quality)"
+    path = Path(weights)
+    kind = "training checkpoint" if path.suffix == ".pt" else "weights"
+    return f"{kind} {path}"
+
+
+def build_decsc(
+    weights: str | Path,
+    *,
+    device: str = "cpu",
+    window_batch: int = 16,
+    solver: dict[str, float | int] | None = None,
+    preset: str = "lite",
+):
+    """A DECSC denoiser (:class:`hsidenoise.model.denoiser.DECSCDenoiser`) for the benches.
+
+    Args:
+        weights: a ``.safetensors`` file (with its ``.json``), a preset name (an untrained network), or a
+            training checkpoint ``checkpoint.pt`` of ``hsidenoise train`` (its network must be ``preset``;
+            the front end is the training default, the DCT low-rank pipeline).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        window_batch: band windows per model call.
+        solver: overrides of the solver config (e.g. ``{"max_iter": 4}``).
+        preset: the network of a ``.pt`` checkpoint.
+    """
+    from hsidenoise.methods import build_method
+
+    path = Path(weights)
+    if path.suffix != ".pt":
+        return build_method("decsc", model=str(weights), device=device, window_batch=window_batch, solver=solver)
+    from dataclasses import replace
+
+    import torch
+
+    from hsidenoise.device import select_device
+    from hsidenoise.errors import CheckpointError
+    from hsidenoise.model import build_model
+    from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network = build_model(preset)
+        network.load_state_dict(state["model"])
+    except (OSError, RuntimeError, KeyError, EOFError) as error:
+        raise CheckpointError(f"cannot load {path} as a {preset} training checkpoint: {error}") from None
+    if solver:
+        network.deq.config = replace(network.deq.config, **solver)
+    return DECSCDenoiser(network, device=select_device(device), config=InferenceConfig(window_batch=window_batch))
+
+
 def run_decsc(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
-    shipped = sorted(WEIGHTS.glob("*.safetensors")) if WEIGHTS.is_dir() else []
-    if not shipped:
-        raise Skipped(f"no shipped DECSC weights in {WEIGHTS} yet")
-    # The model's inference entry point is wired here once the weights ship.
-    names = ", ".join(path.name for path in shipped)
-    raise Skipped(f"weights found ({names}) but bench/quality.py does not call the model yet")
+    from hsidenoise.denoise import denoise_array
+    from hsidenoise.errors import HsiDenoiseError
+
+    weights = DECSC_SETTINGS["weights"] or default_weights()
+    if weights is None:
+        raise Skipped(
+            f"no DECSC weights at {WEIGHTS / 'decsc-lite.safetensors'} yet (training writes them); "
+            "pass --weights PATH (.safetensors, or a training checkpoint .pt)"
+        )
+    try:
+        method = build_decsc(weights, device=str(DECSC_SETTINGS["device"]))
+    except HsiDenoiseError as error:
+        raise Skipped(f"DECSC weights {weights} cannot be used: {error}") from None
+    return denoise_array(noisy, method, batch_size=int(DECSC_SETTINGS["batch_size"]))
 
 
 METHODS: dict[str, Method] = {
@@ -229,6 +310,7 @@ def environment() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "seed": SEED,
+        "decsc_weights": describe_weights(DECSC_SETTINGS["weights"]),
         "noises": {name: {"recipe": spec.recipe, "sigma_max": spec.sigma_max} for name, spec in NOISES.items()},
     }
 
@@ -245,8 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_CROP} x {QUICK_CROP} centre crops, all bands")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    parser.add_argument(
+        "--weights", help="decsc: weights file, preset name or training checkpoint .pt (default: the shipped weights)"
+    )
+    parser.add_argument("--device", default="cpu", help="decsc: cpu, cuda or auto (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=4, help="decsc: tiles per model call (default 4)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    DECSC_SETTINGS.update(weights=args.weights, device=args.device, batch_size=args.batch_size)
+    if "decsc" in args.methods:
+        print(f"decsc weights: {describe_weights(args.weights)}", flush=True)
 
     bench = run_bench(args.cubes, args.methods, args.quick)
     table = markdown(bench, args.methods)

@@ -7,18 +7,28 @@ Data flow for one scene (DESIGN.md, "Inference"):
    sigma (B_valid,) and the whitened signal subspace from the whole-cube pixel sample; the valid bands are cut
    into windows of ``config.bands`` (31) bands, each with its whole-cube (lo, hi) range.
 2. ``denoise_tiles`` (per batch of spatial tiles): the front end gives each tile's initial point
-   (B_valid, h, w); every window of every tile is mapped to [0, 1] with its (lo, hi) (sigma too), all
-   windows go through the model in chunks of ``window_batch`` windows, are mapped back and blended along the
-   spectrum with :func:`hsidenoise.tiling.blend_weights`.
+   (B_valid, h, w); the windows of all tiles of one shape are cut, mapped to [0, 1] with their (lo, hi)
+   (sigma too) and sent through the model ``window_batch`` windows per call, a chunk at a time (so memory
+   holds one chunk of windows, not all of them), mapped back and blended along the spectrum with
+   :func:`hsidenoise.tiling.blend_weights`.
 
 A cube with fewer valid bands than the model's window is mirrored along the spectrum up to the window and
 cut back afterwards. The ``paper`` preset (not noise-aware) gets no front end: it sees the noisy window only.
+
+Inference speed (``bench/speed.py`` measures each item against :attr:`InferenceConfig.naive`): windows of
+several tiles share one model call; each window stops once it converges (the solver's per-sample freezing);
+the difference convolutions run as one cached 3x3x3 kernel (``DECSC.fold_for_inference``); the model runs under
+``torch.inference_mode``; on CUDA under bf16 autocast with pinned-memory transfers, and a chunk that runs out of
+GPU memory is retried with half the windows. ``torch.compile`` is not used: on two CPU cores compiling the
+priors took 73 s and made the steady state 16 % slower, and compiling the whole forward took over 2 minutes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,21 +44,44 @@ if TYPE_CHECKING:
     from hsidenoise.lowrank import LowRankConfig
     from hsidenoise.model.decsc import DECSC
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How the model is run.
+    """How the model is run; every optimisation is a field, so ``bench/speed.py`` can time each one alone.
 
     Attributes:
-        window_batch: band windows per model call (the CUDA path halves it on out-of-memory).
+        window_batch: band windows per model call (halved for the rest of the run on out-of-memory).
         bf16: bfloat16 autocast on CUDA (ignored on CPU, where it is slower).
         per_window_convergence: freeze each window once it converges (the solver's per-sample stopping);
-            False stops only when the whole batch has converged (the naive path of ``bench/speed.py``).
+            False stops only when the whole batch has converged.
+        fold: run each difference convolution as its cached folded 3x3x3 kernel; False runs its definition,
+            five convolutions (``DifferenceConv3d.forward_unfolded``).
+        inference_mode: run under ``torch.inference_mode``; False under ``torch.no_grad``.
+        naive: the deliberately plain reference path of ``bench/speed.py`` and the tests: one window per model
+            call, batch-wide convergence, fp32, no folding, ``torch.no_grad``. Overrides the fields above
+            (:meth:`resolved`); same output as the optimised path to float rounding on CPU.
     """
 
     window_batch: int = 16
     bf16: bool = True
     per_window_convergence: bool = True
+    fold: bool = True
+    inference_mode: bool = True
+    naive: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window_batch, bool) or not isinstance(self.window_batch, int) or self.window_batch < 1:
+            raise ConfigError(f"window_batch must be a whole number >= 1; got {self.window_batch!r}")
+
+    def resolved(self) -> InferenceConfig:
+        """The settings in effect: ``naive`` spelled out as the other fields, else self."""
+        if not self.naive:
+            return self
+        return InferenceConfig(
+            window_batch=1, bf16=False, per_window_convergence=False, fold=False, inference_mode=False
+        )
 
 
 def mirror_bands(x: np.ndarray, size: int) -> np.ndarray:
@@ -66,11 +99,12 @@ class DECSCDenoiser:
     """Runs a (trained) DECSC over the tiles of a cube.
 
     Args:
-        model: the network, in eval mode (``load_weights`` gives it folded).
+        model: the network; it is put in eval mode with its difference convolutions folded.
         front_end: the low-rank settings for the initial point and sigma (noise-aware models); None uses the
             DCT spatial denoiser, the training default.
         device: where the model runs.
-        config: inference settings.
+        config: inference settings; read at every call, so ``denoiser.config`` may be replaced between runs
+            (``bench/speed.py`` times the naive and optimised paths of one network this way).
         band_stride: spectral stride between windows (tile config's ``band_stride``).
     """
 
@@ -102,13 +136,17 @@ class DECSCDenoiser:
         self._ranges: list[tuple[float, float]] = []
         self._bands = 0
         self._sigma = np.zeros(0)
+        self._window_batch: int | None = None  # lowered after an out-of-memory error, for the rest of the run
+        self._tiles = 0
+        self._evaluations = 0.0
         self.model.to(self.device)
-        self.model.deq.config = replace(self.model.deq.config, per_sample=self.config.per_window_convergence)
+        self.model.fold_for_inference()
 
     def prepare(self, stats: CubeStatistics) -> None:
         """Fit the front end on the whole-cube sample and plan the band windows over the valid bands."""
         valid = stats.valid_bands
         self._bands = int(valid.size)
+        self._tiles, self._evaluations = 0, 0.0
         if self._bands == 0:
             self._windows = []
             return
@@ -128,8 +166,9 @@ class DECSCDenoiser:
     def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
         """Denoise tiles, each (B_valid, h, w) float32; tiles of equal shape share model calls.
 
-        The result's ``info`` holds the solver's work per tile: ``evaluations`` (mean over its windows),
-        ``max_residual`` and ``converged`` (fraction of windows below the tolerance).
+        The result's ``info`` holds the solver's work per tile: ``evaluations`` (evaluations of the layer per
+        window, solve + initial point + phantom steps, mean over the tile's windows), ``max_residual`` and
+        ``converged`` (fraction of windows below the tolerance).
         """
         if self._windows is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
@@ -142,19 +181,26 @@ class DECSCDenoiser:
         if self._bands == 0:
             return [TileResult(np.array(tile, dtype=np.float32)) for tile in tiles]
         results: dict[int, TileResult] = {}
-        for shape in dict.fromkeys(tile.shape for tile in tiles):
-            members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
-            for index, result in zip(members, self._same_shape([tiles[i] for i in members]), strict=True):
-                results[index] = result
+        with self._inference():
+            for shape in dict.fromkeys(tile.shape for tile in tiles):
+                members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
+                for index, result in zip(members, self._same_shape([tiles[i] for i in members]), strict=True):
+                    results[index] = result
+        for result in results.values():
+            self._tiles += 1
+            self._evaluations += float(result.info["evaluations"])
         return [results[index] for index in range(len(tiles))]
 
     def info(self) -> dict[str, Any]:
-        """What the method used, for the run report."""
+        """What the method used, for the run report; ``evaluations_per_tile`` is the mean over this cube's tiles."""
         facts: dict[str, Any] = {
             "preset": _preset(self.model),
             "band_window": self.band_window,
             "band_stride": self.band_stride,
             "device": str(self.device),
+            "inference": asdict(self.config.resolved()),
+            "tiles": self._tiles,
+            "evaluations_per_tile": self._evaluations / self._tiles if self._tiles else None,
         }
         if self.front_end is not None:
             facts["front_end"] = self.front_end.info()
@@ -162,9 +208,36 @@ class DECSCDenoiser:
 
     # -----------------------------------------------------------------------------------------------------
 
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """The model's state and torch's modes for one call: optimised, or the naive reference path."""
+        import torch
+
+        from hsidenoise.model.diffconv import DifferenceConv3d
+
+        config = self.config.resolved()
+        deq = self.model.deq
+        saved = deq.config
+        unfolded: list[tuple[DifferenceConv3d, Any]] = []
+        with ExitStack() as stack:
+            deq.config = replace(saved, per_sample=config.per_window_convergence)
+            stack.callback(setattr, deq, "config", saved)
+            if not config.fold:
+                for module in self.model.modules():
+                    if isinstance(module, DifferenceConv3d):
+                        unfolded.append((module, module.folded))
+                        module.folded = None
+                        module.forward = module.forward_unfolded  # the five-convolution definition
+                stack.callback(_refold, unfolded)
+            stack.enter_context(torch.inference_mode() if config.inference_mode else torch.no_grad())
+            if self.device.type == "cuda" and config.bf16:
+                stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+            yield
+
     def _same_shape(self, tiles: list[np.ndarray]) -> list[TileResult]:
+        windows = self._windows or []
         padded = max(self._bands, self.band_window)
-        noisy_windows, init_windows, sigma_windows = [], [], []
+        sources = []
         for tile in tiles:
             tile = np.asarray(tile, dtype=np.float32)
             init = (
@@ -172,65 +245,101 @@ class DECSCDenoiser:
                 if self.front_end is not None
                 else tile
             )
-            noisy_p, init_p = mirror_bands(tile, padded), mirror_bands(init, padded)
-            sigma_p = mirror_bands(self._sigma, padded) if self.front_end is not None else np.zeros(padded)
-            for window, (lo, hi) in zip(self._windows or [], self._ranges, strict=True):
+            sources.append((mirror_bands(tile, padded), mirror_bands(init, padded)))
+        sigma = mirror_bands(self._sigma, padded) if self.front_end is not None else np.zeros(padded)
+        blended = [np.zeros((padded, *tile.shape[1:]), dtype=np.float32) for tile in tiles]
+        total = np.zeros(padded, dtype=np.float32)
+        for window, weights in zip(windows, self._weights, strict=True):
+            total[window] += weights
+        jobs = [(t, k) for t in range(len(tiles)) for k in range(len(windows))]
+        evaluations = np.zeros(len(jobs))
+        residual = np.zeros(len(jobs))
+        tol = float(self.model.deq.config.tol)
+        start = 0
+        while start < len(jobs):
+            chunk = jobs[start : start + self._chunk_size()]
+            noisy, init, sigmas = [], [], []
+            for t, k in chunk:
+                lo, hi = self._ranges[k]
                 scale = np.float32(hi - lo)
-                noisy_windows.append((noisy_p[window] - np.float32(lo)) / scale)
-                init_windows.append((init_p[window] - np.float32(lo)) / scale)
-                sigma_windows.append(sigma_p[window] / float(scale))
-        clean, evaluations, residual, tol = self._run_model(
-            np.stack(noisy_windows), np.stack(init_windows), np.stack(sigma_windows)
-        )
-        per_tile = len(self._windows or [])
+                noisy.append((sources[t][0][windows[k]] - np.float32(lo)) / scale)
+                init.append((sources[t][1][windows[k]] - np.float32(lo)) / scale)
+                sigmas.append(sigma[windows[k]] / float(scale))
+            try:
+                clean, chunk_evaluations, chunk_residual = self._run_model(noisy, init, sigmas)
+            except Exception as error:
+                if not _is_out_of_memory(error) or len(chunk) == 1:
+                    raise
+                self._window_batch = max(1, len(chunk) // 2)
+                logger.warning(
+                    "decsc ran out of memory on %d windows; retrying with %d", len(chunk), self._window_batch
+                )
+                _empty_cache(self.device)
+                continue
+            for (t, k), values in zip(chunk, clean, strict=True):
+                lo, hi = self._ranges[k]
+                restored = values * np.float32(hi - lo) + np.float32(lo)
+                blended[t][windows[k]] += self._weights[k][:, None, None] * restored
+            evaluations[start : start + len(chunk)] = chunk_evaluations
+            residual[start : start + len(chunk)] = chunk_residual
+            start += len(chunk)
+        per_tile = len(windows)
         results = []
-        for t, tile in enumerate(tiles):
-            blended = np.zeros((padded, *tile.shape[1:]), dtype=np.float32)
-            total = np.zeros(padded, dtype=np.float32)
-            for k, (window, weights, (lo, hi)) in enumerate(
-                zip(self._windows or [], self._weights, self._ranges, strict=True)
-            ):
-                restored = clean[t * per_tile + k] * np.float32(hi - lo) + np.float32(lo)
-                blended[window] += weights[:, None, None] * restored
-                total[window] += weights
-            blended /= total[:, None, None]
-            chunk = slice(t * per_tile, (t + 1) * per_tile)
+        for t, values in enumerate(blended):
+            values /= total[:, None, None]
+            part = slice(t * per_tile, (t + 1) * per_tile)
             results.append(
                 TileResult(
-                    blended[: self._bands],
+                    values[: self._bands],
                     {
-                        "evaluations": float(np.mean(evaluations[chunk])),
-                        "max_residual": float(np.max(residual[chunk])),
-                        "converged": float(np.mean(residual[chunk] < tol)),
+                        "evaluations": float(np.mean(evaluations[part])),
+                        "max_residual": float(np.max(residual[part])),
+                        "converged": float(np.mean(residual[part] < tol)),
                     },
                 )
             )
         return results
 
+    def _chunk_size(self) -> int:
+        asked = self.config.resolved().window_batch
+        return min(asked, self._window_batch or asked)
+
     def _run_model(
-        self, noisy: np.ndarray, init: np.ndarray, sigma: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(N, b, h, w) windows -> clean (N, b, h, w) float32, evaluations (N,), residual (N,), tolerance."""
+        self, noisy: list[np.ndarray], init: list[np.ndarray], sigma: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Windows, each (b, h, w) (sigma (b,)), -> clean (N, b, h, w) float32, evaluations (N,), residual (N,)."""
         import torch
 
-        outputs, evaluations, residuals = [], [], []
-        batch = max(1, self.config.window_batch)
-        cuda = self.device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.config.bf16)
-        tol = float(self.model.config.solver.tol)
-        with torch.inference_mode(), autocast:
-            for start in range(0, noisy.shape[0], batch):
-                part = slice(start, start + batch)
+        pinned = self.device.type == "cuda" and not self.config.naive  # the naive path copies plainly
 
-                def tensor(array: np.ndarray) -> torch.Tensor:
-                    value = torch.from_numpy(np.ascontiguousarray(array[part], dtype=np.float32))
-                    return value.pin_memory().to(self.device, non_blocking=True) if cuda else value
+        def tensor(arrays: list[np.ndarray]) -> torch.Tensor:
+            value = torch.from_numpy(np.stack(arrays).astype(np.float32, copy=False))
+            if pinned:
+                return value.pin_memory().to(self.device, non_blocking=True)
+            return value.to(self.device)
 
-                clean, stats = self.model(tensor(noisy), init=tensor(init), sigma=tensor(sigma))
-                outputs.append(clean.float().cpu().numpy())
-                evaluations.append((stats.evaluations + stats.extra_evaluations).cpu().numpy())
-                residuals.append(stats.residual.float().cpu().numpy())
-        return np.concatenate(outputs), np.concatenate(evaluations), np.concatenate(residuals), tol
+        clean, stats = self.model(tensor(noisy), init=tensor(init), sigma=tensor(sigma))
+        evaluations = (stats.evaluations + stats.extra_evaluations).cpu().numpy()
+        return clean.float().cpu().numpy(), evaluations, stats.residual.float().cpu().numpy()
+
+
+def _refold(unfolded: list[tuple[Any, Any]]) -> None:
+    """Undo the naive path's unfolding: drop the instance ``forward`` and restore the cached kernels."""
+    for module, folded in unfolded:
+        module.__dict__.pop("forward", None)
+        module.folded = folded
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """torch's ``OutOfMemoryError`` (CUDA) or a ``MemoryError``."""
+    return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def _preset(model: DECSC) -> str:
