@@ -545,6 +545,10 @@ def run(
         talk = not (quiet or json_output)
 
         def make_method():
+            if method.value == "decsc":
+                from hsidenoise.device import configure_threads
+
+                configure_threads()  # one torch thread per core this process may use
             if method.value == "decsc" and model is not None:
                 _check_model_name(model)
             denoiser = build_method(
