@@ -1,22 +1,27 @@
-"""Peak memory of streaming `convert` and `run` on generated ENVI scenes of growing size.
+"""Peak memory of streaming `run` and `convert` on generated ENVI scenes of growing size.
 
-For each size S it writes an S x S x BANDS float32 BSQ scene with numpy.memmap (never held in memory), then runs,
-each in a fresh Python process,
+For each size S it writes an S x S x BANDS float32 BSQ ENVI scene (strip by strip, never held in memory) into a
+temporary directory, then runs each job in a fresh Python process and reads that process's peak resident memory
+(`peak_rss_mib`: ``VmHWM``, the ``ru_maxrss`` of the program alone; every resident page, the process's own
+memory and mapped files alike):
 
-* ``import``: importing hsidenoise and numpy only (the floor every run pays),
-* ``convert``: a streaming copy, ``open_cube`` -> ``create_cube`` strip by strip,
-* ``run``: ``hsidenoise.denoise.denoise`` with the identity denoiser (the pipeline alone, no model),
+* ``import``: importing hsidenoise's pipeline and I/O (the floor every job pays);
+* ``run``: :func:`hsidenoise.denoise.denoise` with the identity stand-in denoiser (statistics pass, tiling,
+  stitching and writing an ENVI output: the pipeline alone, no model);
+* ``convert-envi``: :func:`hsidenoise.io.convert_cube` ENVI -> ENVI;
+* ``convert-tif``: :func:`hsidenoise.io.convert_cube` ENVI -> GeoTIFF (deflate, tiled);
+* ``run-decsc`` (``--real-model``): ``run`` with the untrained ``lite`` DECSC
+  (``build_method("decsc", model="lite")``) on one scene of ``--real-model-size`` (memory only: the output is
+  meaningless without weights).
 
-and records the wall time and the child's peak resident memory: ``VmHWM`` (all resident pages, including
-file pages mapped from the input and output) and the peak of ``RssAnon`` (the process's own heap, sampled every
-10 ms). Memory that does not grow with the scene shows as equal peaks across sizes.
+Memory that does not grow with the scene shows as ratios near 1 against the smallest scene (the issue's target:
+4096² within 1.2x of 512²). Scenes and outputs are deleted after each size.
 
 Usage::
 
-    python bench/memory.py                       # 512 and 1024, 64 bands
-    python bench/memory.py --sizes 1024 2048 4096 --json bench/memory.json
-
-The 4096 case writes 4 GiB of input and 4 GiB of output into ``--workdir`` (default: a temporary directory).
+    .venv/bin/python bench/memory.py                                 # 512, 1024, 2048, 4096 (needs ~9 GiB free)
+    .venv/bin/python bench/memory.py --sizes 512 1024 --json /tmp/memory.json
+    .venv/bin/python bench/memory.py --sizes 512 --real-model --real-model-size 1024
 """
 
 from __future__ import annotations
@@ -25,178 +30,201 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+JOBS = ("import", "run", "convert-envi", "convert-tif")
 STRIP_BYTES = 16 << 20
-"""Bytes per strip when generating scenes and when converting."""
+"""Bytes per strip when generating a scene."""
 
 
 def write_scene(path: Path, size: int, bands: int, seed: int = 0) -> Path:
-    """Write a size x size x bands float32 BSQ ENVI scene strip by strip; returns the header path."""
-    from spectral.io import envi
+    """Write a size x size x bands float32 BSQ ENVI scene strip by strip; returns the header path.
 
-    data_path = path.with_suffix(".img")
-    scene = np.memmap(data_path, dtype="<f4", mode="w+", shape=(bands, size, size))
+    Each band is a horizontal ramp scaled per band plus Gaussian noise (sigma 0.02), so compressed outputs
+    compress about as badly as real noisy data.
+    """
+    from hsidenoise.io import CubeMeta, create_cube
+
     rng = np.random.default_rng(seed)
-    rows_per_strip = max(1, STRIP_BYTES // (size * 4))
-    ramp = np.linspace(0.2, 0.8, size, dtype=np.float32)
-    for band in range(bands):
-        for start in range(0, size, rows_per_strip):
-            stop = min(start + rows_per_strip, size)
-            noise = rng.standard_normal((stop - start, size), dtype=np.float32)
-            scene[band, start:stop] = ramp[None, :] * (1 + band / bands) + 0.02 * noise
-        scene.flush()
-    del scene
-    header = {
-        "samples": size, "lines": size, "bands": bands, "header offset": 0, "data type": 4,
-        "interleave": "bsq", "byte order": 0, "description": "bench/memory.py synthetic scene",
-    }
     header_path = path.with_suffix(".hdr")
-    envi.write_envi_header(str(header_path), header)
+    ramp = np.linspace(0.2, 0.8, size, dtype=np.float32)
+    scale = (1 + np.arange(bands, dtype=np.float32) / bands)[:, None, None]
+    rows_per_strip = max(1, STRIP_BYTES // (bands * size * 4))
+    meta = CubeMeta(
+        description="bench/memory.py synthetic scene",
+        wavelengths=np.linspace(400.0, 2500.0, bands),
+        wavelength_units="Nanometers",
+    )
+    with create_cube(header_path, (bands, size, size), meta=meta, dtype="float32") as writer:
+        for start in range(0, size, rows_per_strip):
+            rows = slice(start, min(start + rows_per_strip, size))
+            strip = rng.standard_normal((bands, rows.stop - rows.start, size), dtype=np.float32)
+            strip *= 0.02
+            strip += ramp[None, None, :] * scale
+            writer.write(strip, rows, slice(0, size))
     return header_path
 
 
 # ------------------------------------------------------------------------------------------ child side
 
 
-class PeakSampler:
-    """Samples RssAnon of this process from /proc/self/status in a background thread."""
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
 
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval = interval
-        self.peak_anon_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def status() -> dict[str, int]:
-        values = {}
+    On Linux ``VmHWM`` of /proc/self/status: the high-water mark of this program's own address space.
+    ``ru_maxrss`` is the same figure except that Linux carries the parent's high-water mark across fork and
+    exec into it, so a child would never report less than the bench's own size; it is used where there is no
+    /proc (KiB on Linux, bytes on macOS).
+    """
+    try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                key, _, rest = line.partition(":")
-                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                    values[key] = int(rest.split()[0])
-        return values
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak_anon_kib = max(self.peak_anon_kib, self.status().get("RssAnon", 0))
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_anon_kib = max(self.peak_anon_kib, self.status().get("RssAnon", 0))
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def child(job: str, source: str, target: str, tile: int, overlap: int) -> None:
+def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
     """Run one job in this process and print one JSON line with its time and peak memory."""
-    with PeakSampler() as sampler:
-        started = time.perf_counter()
-        import hsidenoise  # noqa: F401  (the import floor is part of every job)
+    started = time.perf_counter()
+    from hsidenoise.denoise import denoise
+    from hsidenoise.io import convert_cube
+    from hsidenoise.methods import IdentityDenoiser, build_method
+    from hsidenoise.tiling import TileConfig
 
-        if job == "convert":
-            from hsidenoise.io import create_cube, open_cube
-
-            with open_cube(source) as reader:
-                bands, height, width = reader.shape
-                rows = max(1, STRIP_BYTES // (bands * width * 4))
-                with create_cube(target, reader.shape, meta=reader.meta, dtype="float32") as writer:
-                    for start in range(0, height, rows):
-                        window = slice(start, min(start + rows, height))
-                        writer.write(reader.read(window), window, slice(0, width))
-        elif job == "run":
-            from hsidenoise.denoise import denoise
-            from hsidenoise.methods import IdentityDenoiser
-            from hsidenoise.tiling import TileConfig
-
-            denoise(source, target, IdentityDenoiser(), TileConfig(tile=tile, overlap=overlap))
-        seconds = time.perf_counter() - started
-    status = PeakSampler.status()
-    print(json.dumps({
-        "seconds": seconds,
-        "peak_rss_mib": status["VmHWM"] / 1024,
-        "peak_anon_mib": sampler.peak_anon_kib / 1024,
-    }))
+    config = TileConfig(tile=args.tile, overlap=args.overlap)
+    info: dict = {}
+    if job == "run":
+        denoise(source, target, IdentityDenoiser(), config)
+    elif job == "run-decsc":
+        solver = {"max_iter": args.real_model_max_iter} if args.real_model_max_iter else None
+        method = build_method("decsc", model="lite", device="cpu", config=config, solver=solver)
+        result = denoise(source, target, method, config)
+        info = {"tiles": len(result.tiles), "method_seconds": result.timings["method"]}
+    elif job.startswith("convert"):
+        convert_cube(source, target)
+    elif job != "import":
+        raise SystemExit(f"unknown job {job!r}")
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), **info}))
 
 
 # ----------------------------------------------------------------------------------------- parent side
 
 
-def run_child(job: str, source: Path, target: Path, args: argparse.Namespace) -> dict:
+def run_child(job: str, source: Path, target: Path, args: argparse.Namespace, threads: int = 1) -> dict:
+    """Run `job` in a fresh interpreter; its result line, or SystemExit with its stderr."""
     command = [sys.executable, __file__, "--child", job, str(source), str(target),
                "--tile", str(args.tile), "--overlap", str(args.overlap)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if args.real_model_max_iter:
+        command += ["--real-model-max-iter", str(args.real_model_max_iter)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if completed.returncode != 0:
         raise SystemExit(f"{job} on {source} failed:\n{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def measure_size(size: int, jobs: tuple[str, ...], workdir: Path, args: argparse.Namespace) -> list[dict]:
+    """Generate one scene, run `jobs` on it, delete everything; one row per job."""
+    scene_bytes = size * size * args.bands * 4
+    free = shutil.disk_usage(workdir).free
+    if free < 2.2 * scene_bytes:
+        raise SystemExit(f"{size}² needs {2.2 * scene_bytes / 2**30:.1f} GiB free in {workdir}; "
+                         f"{free / 2**30:.1f} GiB are free (pass --workdir)")
+    started = time.perf_counter()
+    source = write_scene(workdir / f"scene{size}", size, args.bands)
+    print(f"generated {size} x {size} x {args.bands} ({scene_bytes / 2**30:.2f} GiB) in "
+          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    rows = []
+    try:
+        for job in jobs:
+            target = workdir / (f"out{size}-{job}" + (".tif" if job == "convert-tif" else ".hdr"))
+            threads = args.model_threads if job == "run-decsc" else 1
+            measured = run_child(job, source, target, args, threads=threads)
+            rows.append({"size": size, "bands": args.bands, "gib": scene_bytes / 2**30, "job": job, **measured})
+            print(f"{job:12s} {size:5d}²: {measured['seconds']:8.1f} s, peak RSS {measured['peak_rss_mib']:8.1f} MiB",
+                  file=sys.stderr)
+            for leftover in workdir.glob(f"out{size}-*"):
+                leftover.unlink()
+    finally:
+        for leftover in workdir.glob(f"*{size}*"):
+            leftover.unlink()
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """A Markdown table; each job's peak also as a ratio to the same job on the smallest scene."""
+    smallest: dict[str, dict] = {}
+    for row in rows:
+        if row["job"] not in smallest or row["size"] < smallest[row["job"]]["size"]:
+            smallest[row["job"]] = row
+    lines = ["| scene | job | seconds | peak RSS MiB | x smallest scene |", "|---|---|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: (JOBS + ("run-decsc",)).index(r["job"]) * 10**6 + r["size"]):
+        base = smallest[row["job"]]
+        ratio = row["peak_rss_mib"] / base["peak_rss_mib"]
+        lines.append(f"| {row['size']}² x {row['bands']} ({row['gib']:.2f} GiB) | {row['job']} | "
+                     f"{row['seconds']:.1f} | {row['peak_rss_mib']:.0f} | {ratio:.2f} (vs {base['size']}²) |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="scene sides in pixels")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096], help="scene sides")
     parser.add_argument("--bands", type=int, default=64)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
-    parser.add_argument("--workdir", type=Path, default=None, help="where scenes go (default: a temp dir)")
+    parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS), help="jobs to measure per size")
+    parser.add_argument("--real-model", action="store_true", help="also run the untrained lite DECSC once")
+    parser.add_argument("--real-model-size", type=int, default=1024, help="scene side for --real-model")
+    parser.add_argument("--real-model-max-iter", type=int, default=0,
+                        help="solver iterations for --real-model (0: the preset's); fewer is faster")
+    parser.add_argument("--model-threads", type=int, default=max(1, (os.cpu_count() or 1)),
+                        help="torch/OpenMP threads for --real-model (the other jobs use 1)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where scenes go (default: the system temp dir)")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("memory.json"))
     parser.add_argument("--child", nargs=3, metavar=("JOB", "SOURCE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, tile=args.tile, overlap=args.overlap)
+        child(*args.child, args)
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="hsidenoise-memory-", dir=args.workdir))
-    rows = []
+    rows: list[dict] = []
+    started = time.perf_counter()
     try:
         for size in args.sizes:
-            scene_bytes = size * size * args.bands * 4
-            free = shutil.disk_usage(workdir).free
-            if free < 2.2 * scene_bytes:
-                raise SystemExit(f"{size}^2 needs {2.2 * scene_bytes / 2**30:.1f} GiB free in {workdir}; "
-                                 f"{free / 2**30:.1f} GiB are free")
-            started = time.perf_counter()
-            source = write_scene(workdir / f"scene{size}", size, args.bands)
-            print(f"generated {size} x {size} x {args.bands} ({scene_bytes / 2**30:.2f} GiB) in "
-                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
-            for job in ("import", "convert", "run"):
-                target = workdir / f"out{size}-{job}.hdr"
-                measured = run_child(job, source, target, args)
-                rows.append({"size": size, "bands": args.bands, "gib": scene_bytes / 2**30, "job": job, **measured})
-                print(f"{job:8s} {size:5d}^2: {measured['seconds']:7.1f} s, peak RSS "
-                      f"{measured['peak_rss_mib']:7.1f} MiB, peak anon {measured['peak_anon_mib']:7.1f} MiB",
-                      file=sys.stderr)
-                for leftover in workdir.glob(f"out{size}-*"):
-                    leftover.unlink()
-            for leftover in workdir.glob(f"scene{size}.*"):
-                leftover.unlink()
+            jobs = tuple(args.jobs)
+            if args.real_model and size == args.real_model_size:
+                jobs += ("run-decsc",)
+            rows += measure_size(size, jobs, workdir, args)
+        if args.real_model and args.real_model_size not in args.sizes:
+            rows += measure_size(args.real_model_size, ("run-decsc",), workdir, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    smallest = {row["job"]: row for row in rows if row["size"] == min(args.sizes)}
-    print("| scene | job | seconds | peak RSS MiB | x smallest | peak anon MiB | x smallest |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        base = smallest[row["job"]]
-        print(f"| {row['size']}² x {row['bands']} ({row['gib']:.2f} GiB) | {row['job']} | {row['seconds']:.1f} | "
-              f"{row['peak_rss_mib']:.0f} | {row['peak_rss_mib'] / base['peak_rss_mib']:.2f} | "
-              f"{row['peak_anon_mib']:.0f} | {row['peak_anon_mib'] / base['peak_anon_mib']:.2f} |")
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    args.json.write_text(json.dumps({"machine": machine, "tile": args.tile, "overlap": args.overlap,
-                                     "results": rows}, indent=2) + "\n")
+    print(table(rows))
+    import rasterio
+
+    machine = {
+        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "gdal": rasterio.__gdal_version__, "cpus": os.cpu_count(),
+        "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
+    }
+    document = {"machine": machine, "tile": args.tile, "overlap": args.overlap, "bands": args.bands,
+                "seconds": time.perf_counter() - started, "results": rows}
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {args.json}", file=sys.stderr)
 
 

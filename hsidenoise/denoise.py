@@ -9,9 +9,9 @@ in-memory cube through the same code. The flow:
 3. tile by tile (with overlap), the valid bands are read, missing pixels are filled with the band mean, and the
    method denoises the tile (several tiles per call when it has ``denoise_tiles``; on out-of-memory the batch is
    halved and retried);
-4. the :class:`~hsidenoise.tiling.Stitcher` blends the tiles and hands back each block once it is final; the
-   block's dead and NaN bands and its missing pixels are copied from the input unchanged, and the block is
-   written;
+4. the :class:`~hsidenoise.tiling.Stitcher` blends the tiles (in place, into the arrays the method returned,
+   which the pipeline owns from then on) and hands back each block once it is final; the block's dead and NaN
+   bands and its missing pixels are copied from the input unchanged, and the block is written;
 5. the output is committed (renamed into place). Any exception aborts it, so no partial output is left.
 """
 
@@ -139,20 +139,28 @@ def denoise(
         CubeWriteError: the output is an input, exists without ``overwrite``, or cannot be written.
         ResourceError: not enough disk space or memory; the message gives the numbers.
     """
-    from hsidenoise.io import create_cube, open_cube
+    from hsidenoise.io import create_cube, format_for, open_cube
+    from hsidenoise.io.convert import gdal_cache_limit
 
     config = config if config is not None else TileConfig()
     output_path = Path(output_path)
     started = time.perf_counter()
+    is_reader = hasattr(source, "read")
+    source_format = getattr(source.meta, "source_format", None) if is_reader else format_for(source).name
     with ExitStack() as stack:
-        reader = source if hasattr(source, "read") else stack.enter_context(open_cube(source))
+        # GDAL would otherwise cache up to 5 % of the machine's memory of GeoTIFF blocks, growing with the scene.
+        stack.enter_context(gdal_cache_limit(source_format or "", format_for(output_path).name))
+        reader = source if is_reader else stack.enter_context(open_cube(source))
         check_memory(reader.shape, reader.dtype, config, batch_size=batch_size)
         inputs = [reader.path] if getattr(reader, "path", None) is not None else []
         meta = reader.meta if nodata is None else replace(reader.meta, nodata=nodata)
         writer = stack.enter_context(
             create_cube(output_path, reader.shape, meta=meta, dtype=dtype, overwrite=overwrite, inputs=inputs)
         )
-        result = _run(reader, writer, method, config, nodata=nodata, batch_size=batch_size, progress=progress)
+        result = _run(
+            reader, writer, method, config, nodata=nodata, batch_size=batch_size, progress=progress,
+            spill_dir=output_path.resolve().parent,
+        )
     result.output_path = output_path
     result.timings["total"] = time.perf_counter() - started
     logger.info("denoised %s into %s in %.1f s", getattr(reader, "path", source), output_path, result.timings["total"])
@@ -305,8 +313,13 @@ def _run(
     nodata: float | None,
     batch_size: int,
     progress: ProgressCallback | None,
+    spill_dir: Path | None = None,
 ) -> RunResult:
-    """Statistics, preparation and the tile loop; the caller owns the reader and the writer."""
+    """Statistics, preparation and the tile loop; the caller owns the reader and the writer.
+
+    ``spill_dir``: where the :class:`Stitcher` parks the overlaps waiting for the next row of tiles (None: in
+    memory), so that memory does not grow with the width of the scene.
+    """
     _check_batch_size(batch_size)
     timings = dict.fromkeys(("statistics", "prepare", "read", "method", "write"), 0.0)
     started = time.perf_counter()
@@ -334,32 +347,34 @@ def _run(
         started = time.perf_counter()
         method.prepare(stats)
         timings["prepare"] = time.perf_counter() - started
-        stitcher = Stitcher(roles.valid.size, (height, width), tiles)
-        position = 0
-        while position < len(tiles):
-            batch = tiles[position : position + batch_size]
-            started = time.perf_counter()
-            inputs = [_method_input(reader, tile, roles) for tile in batch]
-            timings["read"] += time.perf_counter() - started
-            started = time.perf_counter()
-            results, batch_size = _denoise_batch(method, inputs, batch_size)
-            elapsed = time.perf_counter() - started
-            timings["method"] += elapsed
-            started = time.perf_counter()
-            for tile, tile_input, result in zip(batch, inputs, results, strict=True):
-                denoised = np.asarray(result.denoised)
-                if denoised.shape != tile_input.shape:
-                    raise CubeShapeError(
-                        f"method {method.name!r} must return a tile of the shape it was given {tile_input.shape}; "
-                        f"got {denoised.shape}"
-                    )
-                for block in stitcher.add(tile, denoised.astype(np.float32, copy=False)):
-                    _write_block(reader, writer, block, roles)
-                records.append(TileRecord(tile, elapsed / len(batch), dict(result.info)))
-                if progress is not None:
-                    progress(len(records), len(tiles))
-            timings["write"] += time.perf_counter() - started
-            position += len(batch)
+        stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
+        from hsidenoise.io.base import CubeReader as FileReader
+
+        owned = isinstance(reader, FileReader)  # their blocks are new memory (the CubeReader contract)
+        try:
+            position = 0
+            while position < len(tiles):
+                batch = tiles[position : position + batch_size]
+                started = time.perf_counter()
+                inputs = [_method_input(reader, tile, roles, owned=owned) for tile in batch]
+                timings["read"] += time.perf_counter() - started
+                started = time.perf_counter()
+                results, batch_size = _denoise_batch(method, inputs, batch_size)
+                elapsed = time.perf_counter() - started
+                timings["method"] += elapsed
+                del inputs  # the method is done with them: free them before the next tiles are read
+                started = time.perf_counter()
+                for tile in batch:
+                    result = results.pop(0)
+                    _stitch_and_write(reader, writer, stitcher, tile, result, roles, method.name)
+                    records.append(TileRecord(tile, elapsed / len(batch), dict(result.info)))
+                    del result
+                    if progress is not None:
+                        progress(len(records), len(tiles))
+                timings["write"] += time.perf_counter() - started
+                position += len(batch)
+        finally:
+            stitcher.close()
     return RunResult(
         output_path=None,
         method=method.name,
@@ -373,10 +388,36 @@ def _run(
     )
 
 
-def _method_input(reader: CubeReader, tile: Tile, roles: _BandRoles) -> np.ndarray:
-    """The valid bands of one tile as a new float32 (B_valid, h, w), missing pixels replaced by the band mean."""
+def _stitch_and_write(
+    reader: CubeReader,
+    writer: _BlockWriter,
+    stitcher: Stitcher,
+    tile: Tile,
+    result: TileResult,
+    roles: _BandRoles,
+    name: str,
+) -> None:
+    """Blend one denoised tile and write the blocks it finishes (in place: the pipeline owns the method's output)."""
+    denoised = np.asarray(result.denoised)
+    expected = (roles.valid.size, *tile.shape)
+    if denoised.shape != expected:
+        raise CubeShapeError(
+            f"method {name!r} must return a tile of the shape it was given {expected}; got {denoised.shape}"
+        )
+    for block in stitcher.add(tile, denoised.astype(np.float32, copy=False), in_place=True):
+        _write_block(reader, writer, block, roles)
+
+
+def _method_input(reader: CubeReader, tile: Tile, roles: _BandRoles, *, owned: bool = False) -> np.ndarray:
+    """The valid bands of one tile as a new float32 (B_valid, h, w), missing pixels replaced by the band mean.
+
+    ``owned``: the reader hands out new memory nobody else holds, so a float32 block is used as it is.
+    """
     raw = reader.read(tile.rows, tile.cols, roles.valid)
-    values = raw.astype(np.float32)  # always a copy: the method may work in place
+    if raw.dtype == np.float32 and raw.flags.writeable and (owned or raw.base is None):
+        values = raw  # new memory of our own: the method may change it, nobody else sees it
+    else:
+        values = raw.astype(np.float32)  # a copy: the method may work in place
     for position in roles.partial:
         values[position][invalid_mask(raw[position], roles.nodata)] = roles.fill[position]
     return values

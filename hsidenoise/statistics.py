@@ -177,6 +177,7 @@ def compute_statistics(
         first, last = np.searchsorted(sample_index, [row_start * width, row_stop * width])
         rows, cols = np.divmod(sample_index[first:last] - row_start * width, width)
         sample[first:last] = np.where(valid[:, rows, cols], values[:, rows, cols], np.nan).T
+        del raw, valid, values  # before the next strip is read: one strip in memory at a time
         logger.debug("statistics: rows %d-%d of %d", row_start, row_stop, height)
 
     has_values = counts > 0
@@ -188,8 +189,8 @@ def compute_statistics(
     dead_bands = np.flatnonzero(has_values & (minimum == maximum))
     partial_invalid = np.flatnonzero(has_values & (counts < pixels))
 
-    kept = np.isfinite(sample)[:, has_values].all(axis=1)
-    sample_spectra = sample[kept]
+    kept = np.isfinite(sample[:, has_values] if not has_values.all() else sample).all(axis=1)
+    sample_spectra = sample if kept.all() else sample[kept]  # no second copy of the sample when nothing is dropped
     del sample
     sample_spectra[:, nan_bands] = 0.0
     gram = np.zeros((bands, bands))

@@ -14,18 +14,22 @@ where three pieces meet.
 
 The :class:`Stitcher` keeps only the parts of the output that still wait for a tile: a cell of the cube is handed
 back as soon as every tile that covers it has been added, so for tiles added in plan order (row by row) its
-memory is about ``overlap x W x B`` plus one tile, whatever the height of the scene.
+memory is about ``overlap x W x B`` plus one tile, whatever the height of the scene. With ``spill_dir`` it keeps
+in memory only what the next tile of the plan adds to and parks the rest of that strip in an unlinked temporary
+file (the kernel's page cache holds it, not the process), so its memory does not grow with the width either.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError, CubeShapeError
+from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,11 @@ def blend_weights(windows: Sequence[slice]) -> list[np.ndarray]:
     ]
 
 
+def _accumulator_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes of one accumulator: values of `shape` (B, r, c) and weights (r, c)."""
+    return (int(np.prod(shape)) + int(np.prod(shape[1:]))) * np.dtype(dtype).itemsize
+
+
 class StitchedBlock(NamedTuple):
     """A finished part of the output: ``data`` (B, r, c) belongs at ``[:, rows, cols]`` of the cube."""
 
@@ -197,9 +206,19 @@ class Stitcher:
         shape: (H, W) of the cube.
         tiles: the plan of :func:`plan_tiles` (each tile is added exactly once, in any order; plan order keeps
             memory low).
+        spill_dir: a directory for a temporary file that holds the accumulated overlaps the next tile (in plan
+            order) does not add to, until a tile needs them again; None keeps everything in memory. The file
+            is unlinked from the start and closed when the last tile is added (or by :meth:`close`).
     """
 
-    def __init__(self, bands: int, shape: tuple[int, int], tiles: Sequence[Tile]) -> None:
+    def __init__(
+        self,
+        bands: int,
+        shape: tuple[int, int],
+        tiles: Sequence[Tile],
+        *,
+        spill_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.bands = bands
         self.shape = shape
         height, width = shape
@@ -219,6 +238,15 @@ class Stitcher:
         if (self._remaining == 0).any():
             raise ConfigError(f"the tiles leave parts of the {height} x {width} cube uncovered")
         self._accumulators: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._plan = list(tiles)
+        self._index = {tile: position for position, tile in enumerate(self._plan)}
+        self._spill_dir = spill_dir
+        self._spill: IO[bytes] | None = None
+        # cell -> (offset in the spill file, shape of its values, dtype) of the accumulators parked there
+        self._spilled: dict[tuple[int, int], tuple[int, tuple[int, ...], np.dtype]] = {}
+        # size in bytes -> offsets of spill-file slots that were read back and can be reused
+        self._free_slots: dict[int, list[int]] = {}
+        self._spill_end = 0
 
     @property
     def done(self) -> bool:
@@ -227,20 +255,91 @@ class Stitcher:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held in accumulators for cells that still wait for a tile."""
+        """Bytes held in memory in accumulators for cells that still wait for a tile."""
         return sum(values.nbytes + weights.nbytes for values, weights in self._accumulators.values())
+
+    @property
+    def spilled_bytes(self) -> int:
+        """Bytes of accumulators parked in the spill file."""
+        return sum(_accumulator_bytes(shape, dtype) for _, shape, dtype in self._spilled.values())
+
+    def close(self) -> None:
+        """Close the spill file, if any (called by the last :meth:`add`; idempotent)."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self._spilled.clear()
+        self._free_slots.clear()
+
+    def _has_accumulator(self, cell: tuple[int, int]) -> bool:
+        return cell in self._accumulators or cell in self._spilled
+
+    def _accumulator(self, cell: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The accumulator of `cell` in memory (read back from the spill file if it was parked), or None."""
+        if cell in self._spilled:
+            offset, shape, dtype = self._spilled.pop(cell)
+            values = np.empty(shape, dtype=dtype)
+            weights = np.empty(shape[1:], dtype=dtype)
+            self._spill.seek(offset)
+            for array in (values, weights):
+                if self._spill.readinto(memoryview(array.reshape(-1).view(np.uint8))) != array.nbytes:
+                    raise CubeWriteError(
+                        f"the temporary file of overlaps in {self._spill_dir} ended early; run again"
+                    )
+            self._free_slots.setdefault(_accumulator_bytes(shape, dtype), []).append(offset)
+            self._accumulators[cell] = (values, weights)
+        return self._accumulators.get(cell)
+
+    def _park(self, keep: Tile | None) -> None:
+        """Move to the spill file every accumulator `keep` (the next tile) does not add to."""
+        if self._spill_dir is None:
+            return
+        if keep is not None:
+            rows, cols = self._cell_ranges(keep)
+        for cell in list(self._accumulators):
+            if keep is not None and rows.start <= cell[0] < rows.stop and cols.start <= cell[1] < cols.stop:
+                continue
+            values, weights = self._accumulators.pop(cell)
+            size = values.nbytes + weights.nbytes
+            slots = self._free_slots.get(size)
+            if slots:
+                offset = slots.pop()
+            else:
+                offset, self._spill_end = self._spill_end, self._spill_end + size
+            try:
+                if self._spill is None:
+                    self._spill = tempfile.TemporaryFile(dir=self._spill_dir)  # closed in close()
+                self._spill.seek(offset)
+                self._spill.write(np.ascontiguousarray(values).data)
+                self._spill.write(np.ascontiguousarray(weights).data)
+            except OSError as error:
+                raise CubeWriteError(
+                    f"cannot keep overlaps in a temporary file in {self._spill_dir}: {error}; free disk space there"
+                ) from error
+            self._spilled[cell] = (offset, values.shape, values.dtype)
+
+    def _next_pending(self, after: Tile) -> Tile | None:
+        """The first tile after `after` in the plan that has not been added yet (None at the end)."""
+        for candidate in self._plan[self._index[after] + 1 :]:
+            if candidate in self._pending:
+                return candidate
+        return None
 
     def _cell_ranges(self, tile: Tile) -> tuple[slice, slice]:
         row_first, row_end = np.searchsorted(self._row_cuts, [tile.row_start, tile.row_stop])
         col_first, col_end = np.searchsorted(self._col_cuts, [tile.col_start, tile.col_stop])
         return slice(int(row_first), int(row_end)), slice(int(col_first), int(col_end))
 
-    def add(self, tile: Tile, block: np.ndarray) -> list[StitchedBlock]:
+    def add(self, tile: Tile, block: np.ndarray, *, in_place: bool = False) -> list[StitchedBlock]:
         """Add one denoised tile; returns the blocks of the cube that became final.
 
         Args:
             tile: where the block belongs.
             block: (B, h, w) values of the tile, float.
+            in_place: blend the finished overlaps into ``block`` itself and hand back views of it rather than
+                new arrays (one tile less memory, one copy less). ``block`` is then changed: pass only an array
+                nobody reads again before the returned blocks are used. Ignored for a read-only or non-float32
+                ``block``.
 
         Returns:
             Finished blocks, each (B, r, c), in no particular order.
@@ -253,6 +352,7 @@ class Stitcher:
         if tile not in self._pending:
             raise ConfigError(f"{tile} was added twice or is not part of the plan")
         self._pending.remove(tile)
+        in_place = in_place and block.flags.writeable and block.dtype == np.float32
         cell_rows, cell_cols = self._cell_ranges(tile)
         weights = None
         finished: dict[tuple[int, int], np.ndarray] = {}
@@ -264,7 +364,7 @@ class Stitcher:
                 )
                 self._remaining[i, j] -= 1
                 part = block[:, local_rows, local_cols]
-                if self._remaining[i, j] == 0 and (i, j) not in self._accumulators:
+                if self._remaining[i, j] == 0 and not self._has_accumulator((i, j)):
                     finished[i, j] = part
                     continue
                 if weights is None:
@@ -273,22 +373,33 @@ class Stitcher:
                         self._col_weights[tile.col_start, tile.col_stop],
                     )
                 part_weights = weights[local_rows, local_cols]
-                if (i, j) not in self._accumulators:
+                accumulator = self._accumulator((i, j))
+                if accumulator is None:
                     dtype = np.result_type(block.dtype, np.float32)
-                    self._accumulators[i, j] = (
+                    accumulator = self._accumulators[i, j] = (
                         np.zeros(part.shape, dtype=dtype),
                         np.zeros(part_weights.shape, dtype=dtype),
                     )
-                values, total_weights = self._accumulators[i, j]
+                values, total_weights = accumulator
                 values += part * part_weights
                 total_weights += part_weights
                 if self._remaining[i, j] == 0:
                     del self._accumulators[i, j]
-                    finished[i, j] = values / total_weights
-        return self._merge(finished)
+                    finished[i, j] = np.divide(values, total_weights, out=part if in_place else None)
+        if self.done:
+            self.close()
+        else:
+            self._park(self._next_pending(tile))
+        return self._merge(finished, (tile, block) if in_place else None)
 
-    def _merge(self, cells: dict[tuple[int, int], np.ndarray]) -> list[StitchedBlock]:
-        """One block for the finished cells when they form a rectangle, else one block per cell."""
+    def _merge(
+        self, cells: dict[tuple[int, int], np.ndarray], source: tuple[Tile, np.ndarray] | None = None
+    ) -> list[StitchedBlock]:
+        """One block for the finished cells when they form a rectangle, else one block per cell.
+
+        With ``source`` (the tile and its block, every cell already a view of that block), the rectangle is
+        handed back as a view of the block instead of a copy.
+        """
         if not cells:
             return []
         row_indices = [i for i, _ in cells]
@@ -299,6 +410,16 @@ class Stitcher:
         cols = slice(int(self._col_cuts[first_col]), int(self._col_cuts[last_col + 1]))
         if len(cells) == 1:
             return [StitchedBlock(rows, cols, next(iter(cells.values())))]
+        if len(cells) == (last_row - first_row + 1) * (last_col - first_col + 1) and source is not None:
+            tile, block = source
+            return [
+                StitchedBlock(
+                    rows,
+                    cols,
+                    block[:, rows.start - tile.row_start : rows.stop - tile.row_start,
+                          cols.start - tile.col_start : cols.stop - tile.col_start],
+                )
+            ]
         if len(cells) != (last_row - first_row + 1) * (last_col - first_col + 1):
             return [
                 StitchedBlock(

@@ -21,6 +21,8 @@ Example:
     ...     for top in range(0, reader.shape[1], 256):
     ...         rows = slice(top, min(top + 256, reader.shape[1]))
     ...         writer.write(reader.read(rows=rows), rows, slice(None))
+
+`convert_cube` does such a copy for any pair of formats, in blocks of bounded size.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.errors import UnsupportedFormatError
 from hsidenoise.io.base import CubeReader, CubeWriter, PathLike, resolve_dtype
+from hsidenoise.io.convert import convert_cube
 
 __all__ = [
     "FORMATS",
@@ -44,6 +47,7 @@ __all__ = [
     "CubeReader",
     "CubeWriter",
     "Format",
+    "convert_cube",
     "create_cube",
     "format_for",
     "open_cube",

@@ -232,6 +232,10 @@ class CubeReader(ABC):
         meta: everything the format knows about the cube (`meta.dtype == dtype`).
     """
 
+    fresh_windows: bool = False
+    """True for formats whose `_read_window` always returns new memory that nothing else holds (positioned
+    reads into a new array): `read` then hands out views of it as they are, instead of copying them."""
+
     def __init__(
         self, path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta: CubeMeta, files: Sequence[Path]
     ) -> None:
@@ -278,9 +282,11 @@ class CubeReader(ABC):
             block = block[:, row_pick]
         if col_pick is not None:
             block = block[:, :, col_pick]
-        block = np.ascontiguousarray(block, dtype=self.dtype)
+        block = np.ascontiguousarray(block, dtype=self.dtype)  # a view (not a copy) when nothing changes
         # Hand out memory of our own, never a view of a memmap or of an array the reader keeps.
-        return block if block.base is None and block.flags.writeable else block.copy()
+        if (block.base is None or self.fresh_windows) and block.flags.writeable:
+            return block
+        return block.copy()
 
     def _band_index(self, bands: slice | np.ndarray | Sequence[int] | None) -> np.ndarray:
         n_bands = self.shape[0]

@@ -2,8 +2,15 @@
 
 Headers are parsed and written with SPy (``spectral.io.envi.read_envi_header`` /
 ``write_envi_header``): keys are case-insensitive, values are strings. The pixels are read
-through our own ``numpy.memmap`` honouring ``header offset``, ``interleave`` and ``byte
-order``, because SPy's ``load()`` converts the dtype and applies the scale factor.
+by our own code honouring ``header offset``, ``interleave`` and ``byte order``, because
+SPy's ``load()`` converts the dtype and applies the scale factor.
+
+Pixels move with positioned reads and writes (``os.preadv`` / ``os.pwritev``, see
+`read_box` / `write_box`), not through a memory map: the kernel's page cache then never
+counts in the process's resident memory, so reading and writing a scene of any size keeps
+memory at the size of the blocks asked for. A window whose file rows are at most
+`GAP_BYTES` apart is read in calls spanning the gaps (up to `SPAN_BYTES` each); otherwise
+each row is read on its own.
 
 Supported ``data type`` codes: 1 uint8, 2 int16, 3 int32, 4 float32, 5 float64, 12 uint16,
 13 uint32, 14 int64, 15 uint64 (complex 6 and 9 are refused). A missing ``byte order`` is
@@ -20,10 +27,12 @@ WKT in ``coordinate system string``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from spectral.io import envi as spy_envi
@@ -32,7 +41,7 @@ from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HeaderError
 from hsidenoise.io.base import (
     CUBE_AXES,
-    ArrayCubeReader,
+    CubeReader,
     CubeWriter,
     PathLike,
     check_dtype,
@@ -63,6 +72,12 @@ META_KEYS = frozenset(
     )
 )
 
+
+GAP_BYTES = 64 << 10
+"""Rows of a window at most this many bytes apart in the file are read in one call, gaps included."""
+
+SPAN_BYTES = 1 << 20
+"""Largest single read over gaps; longer spans are read in several calls."""
 
 ENVI_DATA_TYPES: dict[int, np.dtype] = {
     int(code): np.dtype(char) for code, char in spy_envi.envi_to_dtype.items() if np.dtype(char).kind != "c"
@@ -183,6 +198,122 @@ def map_info_from_geo(
     return ["Arbitrary", *base]
 
 
+# ---------------------------------------------------------------------------------- raw file I/O
+
+
+def _pread_into(file: BinaryIO, array: np.ndarray, offset: int) -> None:
+    """Fill the C-contiguous `array` with the bytes of `file` at `offset`.
+
+    Raises:
+        CubeReadError: the file ends first (it shrank after it was opened).
+    """
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            count = os.preadv(file.fileno(), [view[done:]], offset + done)
+        else:  # platforms without positioned reads (Windows)
+            file.seek(offset + done)
+            count = file.readinto(view[done:])
+        if not count:
+            raise CubeReadError(
+                f"{file.name} ended at byte {offset + done} while reading; was it truncated? open it again"
+            )
+        done += count
+
+
+def _pwrite_from(file: BinaryIO, array: np.ndarray, offset: int) -> None:
+    """Write the C-contiguous `array` into `file` at `offset`."""
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        if hasattr(os, "pwritev"):
+            count = os.pwritev(file.fileno(), [view[done:]], offset + done)
+        else:  # platforms without positioned writes (Windows)
+            file.seek(offset + done)
+            count = file.write(view[done:])
+        done += count
+
+
+def read_box(
+    file: BinaryIO,
+    offset: int,
+    layout: tuple[int, int, int],
+    dtype: np.dtype,
+    outer: slice | np.ndarray,
+    middle: slice,
+    inner: slice,
+) -> np.ndarray:
+    """Read a box of a raw 3-D array stored in C order at `offset` of `file`.
+
+    Args:
+        file: the data file, opened unbuffered for reading.
+        offset: byte offset of the array (ENVI ``header offset``).
+        layout: (n0, n1, n2) of the stored array (file axes, outermost first).
+        dtype: the stored dtype, byte order included.
+        outer: unit-step slice or sorted unique indices along axis 0.
+        middle, inner: unit-step slices along axes 1 and 2 (normalised: start and stop set).
+
+    Returns:
+        (len outer, len middle, len inner) array in `dtype`.
+    """
+    n0, n1, n2 = layout
+    item = dtype.itemsize
+    indices = np.arange(n0)[outer] if isinstance(outer, slice) else np.asarray(outer)
+    m0, m_len = middle.start, middle.stop - middle.start
+    i0, i_len = inner.start, inner.stop - inner.start
+    out = np.empty((indices.size, m_len, i_len), dtype=dtype)
+    if not out.size:
+        return out
+    if i_len == n2 and m_len == n1 and indices.size == indices[-1] - indices[0] + 1:
+        _pread_into(file, out, offset + int(indices[0]) * n1 * n2 * item)  # one contiguous run
+        return out
+    gap = (n2 - i_len) * item
+    # Rows of the window that fit in SPAN_BYTES when read with the gaps between them.
+    rows_per_span = max(1, SPAN_BYTES // max(1, n2 * item)) if 0 < gap <= GAP_BYTES else 0
+    span = np.empty((min(rows_per_span, m_len) * n2,), dtype=dtype) if rows_per_span else None
+    for k, index in enumerate(indices):
+        base = offset + (int(index) * n1 + m0) * n2 * item + i0 * item
+        if i_len == n2:
+            _pread_into(file, out[k], base)
+        elif span is not None:
+            for first in range(0, m_len, rows_per_span):
+                count = min(rows_per_span, m_len - first)
+                part = span[: (count - 1) * n2 + i_len]
+                _pread_into(file, part, base + first * n2 * item)
+                out[k, first : first + count] = np.lib.stride_tricks.as_strided(
+                    part, shape=(count, i_len), strides=(n2 * item, item)
+                )
+        else:
+            for j in range(m_len):
+                _pread_into(file, out[k, j], base + j * n2 * item)
+    return out
+
+
+def write_box(
+    file: BinaryIO, layout: tuple[int, int, int], block: np.ndarray, starts: tuple[int, int, int]
+) -> None:
+    """Write the (l0, l1, l2) `block` at `starts` of a raw C-order array of `layout` in `file`.
+
+    `block` may be any view (e.g. a transpose): only the pieces that go to one contiguous run of the file are
+    copied, one at a time, when they are not contiguous in memory already.
+    """
+    n0, n1, n2 = layout
+    item = block.dtype.itemsize
+    s0, s1, s2 = starts
+    l0, l1, l2 = block.shape
+    if l2 == n2 and l1 == n1 and block.flags.c_contiguous:
+        _pwrite_from(file, block, s0 * n1 * n2 * item)
+        return
+    for k in range(l0):
+        base = ((s0 + k) * n1 + s1) * n2 * item + s2 * item
+        if l2 == n2:
+            _pwrite_from(file, np.ascontiguousarray(block[k]), base)
+        else:
+            for j in range(l1):
+                _pwrite_from(file, np.ascontiguousarray(block[k, j]), base + j * n2 * item)
+
+
 # ------------------------------------------------------------------------------------- reading
 
 
@@ -264,8 +395,76 @@ def meta_from_header(header: dict, bands: int, hdr_path: Path) -> CubeMeta:
     return meta
 
 
-def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = None) -> ArrayCubeReader:
-    """Open an ENVI cube lazily (numpy memmap over the data file).
+class EnviReader(CubeReader):
+    """Reads windows of an ENVI data file with positioned reads; the file stays open until `close`.
+
+    Args:
+        path: the path the cube was opened with. data_path: the raw data file. hdr_path: its header.
+        layout: sizes of the data file's axes, outermost first, for `axes`.
+        axes: the file's axis order (`INTERLEAVE_AXES`). file_dtype: stored dtype with its byte order.
+        offset: ``header offset`` in bytes. meta: the cube's metadata.
+    """
+
+    fresh_windows = True  # every window is read into a new array
+
+    def __init__(
+        self,
+        path: Path,
+        data_path: Path,
+        hdr_path: Path,
+        layout: tuple[int, int, int],
+        axes: str,
+        file_dtype: np.dtype,
+        offset: int,
+        meta: CubeMeta,
+    ) -> None:
+        try:
+            file = open(data_path, "rb", buffering=0)  # closed in _release
+        except OSError as error:
+            raise CubeReadError(f"cannot open {data_path}: {error}") from error
+        self._file: BinaryIO | None = file
+        shape = tuple(layout[axes.index(axis)] for axis in CUBE_AXES)
+        super().__init__(path, shape, file_dtype, meta, files=[hdr_path, data_path])
+        self._layout = layout
+        self._axes = axes
+        self._file_dtype = file_dtype
+        self._offset = offset
+
+    def _read_window(self, rows: slice, cols: slice, bands: slice | np.ndarray) -> np.ndarray:
+        n_bands = self.shape[0]
+        if isinstance(bands, slice):
+            bands = slice(*bands.indices(n_bands))
+        by_axis = {"b": bands, "h": rows, "w": cols}
+        outer, middle, inner = (by_axis[axis] for axis in self._axes)
+        picks = []
+        windows = []
+        for selection, size in ((middle, self._layout[1]), (inner, self._layout[2])):
+            if isinstance(selection, slice):
+                windows.append(slice(*selection.indices(size)))
+                picks.append(None)
+            else:  # sorted unique band indices inside the file: read their covering range
+                windows.append(slice(int(selection[0]), int(selection[-1]) + 1))
+                picks.append(selection - selection[0])
+        if isinstance(outer, slice):
+            outer = slice(*outer.indices(self._layout[0]))
+        try:
+            block = read_box(self._file, self._offset, self._layout, self._file_dtype, outer, *windows)
+        except OSError as error:
+            raise CubeReadError(f"cannot read {self._file.name}: {error}") from error
+        if picks[0] is not None:
+            block = block[:, picks[0]]
+        if picks[1] is not None:
+            block = block[:, :, picks[1]]
+        return np.transpose(block, [self._axes.index(axis) for axis in CUBE_AXES])
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = None) -> EnviReader:
+    """Open an ENVI cube for windowed reading (positioned reads of the data file).
 
     Args:
         path: the header or the data file.
@@ -322,11 +521,7 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
     meta.dtype = dtype.newbyteorder("=")
     meta.interleave = interleave
     meta.source_format = "envi"
-    try:
-        array = np.memmap(data_path, dtype=dtype, mode="r", offset=offset, shape=layout)
-    except (OSError, ValueError) as error:
-        raise CubeReadError(f"cannot map {data_path}: {error}") from error
-    return ArrayCubeReader(path, array, axes_order, meta, files=[hdr_path, data_path])
+    return EnviReader(Path(path), data_path, hdr_path, layout, axes_order, dtype, offset, meta)
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -389,7 +584,10 @@ def header_from_meta(
 
 
 class EnviWriter(CubeWriter):
-    """Streams blocks into a native-order memmap of the data file; the header is written on commit."""
+    """Streams blocks into the staged data file with positioned writes; the header is written on commit.
+
+    The data file is sized up front (sparse where the filesystem allows), so unwritten parts read as zeros.
+    """
 
     def __init__(
         self,
@@ -402,22 +600,26 @@ class EnviWriter(CubeWriter):
         data_path: Path,
         interleave: str,
     ) -> None:
-        self._memmap: np.memmap | None = None
+        self._file: BinaryIO | None = None
         super().__init__(path, shape, dtype, meta, finals=[data_path, header_path])
         self._header_path = header_path
         self._interleave = interleave
         self._axes = INTERLEAVE_AXES[interleave]
-        layout = tuple(self.shape[CUBE_AXES.index(axis)] for axis in self._axes)
+        self._layout = tuple(self.shape[CUBE_AXES.index(axis)] for axis in self._axes)
         try:
-            self._memmap = np.memmap(self.temp_path(data_path), dtype=self.dtype, mode="w+", shape=layout)
-        except (OSError, ValueError) as error:
+            self._file = open(self.temp_path(data_path), "r+b", buffering=0)  # closed in _close
+            self._file.truncate(int(np.prod(self._layout)) * self.dtype.itemsize)
+        except OSError as error:
             self.abort()
             raise CubeWriteError(f"cannot create {data_path}: {error}") from error
 
     def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:
-        by_axis = {"b": slice(None), "h": rows, "w": cols}
-        index = tuple(by_axis[axis] for axis in self._axes)
-        self._memmap[index] = np.transpose(block, [CUBE_AXES.index(axis) for axis in self._axes])
+        stored = np.transpose(block, [CUBE_AXES.index(axis) for axis in self._axes]).astype(self.dtype, copy=False)
+        starts_by_axis = {"b": 0, "h": rows.start, "w": cols.start}
+        try:
+            write_box(self._file, self._layout, stored, tuple(starts_by_axis[axis] for axis in self._axes))
+        except OSError as error:
+            raise CubeWriteError(f"cannot write {self.path}: {error}; check the free disk space") from error
 
     def _finish(self) -> None:
         self._close()
@@ -425,9 +627,9 @@ class EnviWriter(CubeWriter):
         spy_envi.write_envi_header(str(self.temp_path(self._header_path)), header)
 
     def _close(self) -> None:
-        if self._memmap is not None:
-            self._memmap.flush()
-            self._memmap = None  # the last reference: the mapping is released here
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def create_writer(
