@@ -71,18 +71,10 @@ def readme_command(*needles: str) -> list[str]:
 
 
 def test_readme_lowrank_example_denoises_the_cube(example, tmp_path, monkeypatch):
-    # The README's --method lowrank command, with out/ moved into tmp_path. BM3D (when installed) takes about a
-    # minute on this cube on a busy CPU; the numpy DCT eigen-image denoiser, what lowrank uses without bm3d,
-    # takes seconds, so the test pins it.
-    class DctLowRank(lowrank.LowRankDenoiser):
-        def __init__(self, config=None):
-            super().__init__(config or lowrank.LowRankConfig(spatial="dct"))
-
-    monkeypatch.setattr(lowrank, "LowRankDenoiser", DctLowRank)
-    args = readme_command("--method lowrank", "--report")
+    # The README's --method lowrank --spatial dct command, with out/ moved into tmp_path.
+    args = readme_command("--method lowrank", "--spatial dct", "--report")
     args = [str(REPO / a) if a.startswith("examples/") else a for a in args]
     args = [str(tmp_path / a) if a.startswith("out/") else a for a in args]
-    (tmp_path / "out").mkdir()  # the README's `mkdir -p out`
     result = CliRunner().invoke(app, [*args, "--quiet"])
     assert result.exit_code == 0, result.output
 
