@@ -13,7 +13,6 @@ summary per input (with the ``--report`` bundle when asked).
 from __future__ import annotations
 
 import glob
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError
+from hsidenoise.io.base import same_file
 
 if TYPE_CHECKING:
     from hsidenoise.denoise import RunResult
@@ -122,15 +122,6 @@ def cube_files(path: Path, *, existing: bool) -> list[Path]:
     return [header, data]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
-
-
 def plan_jobs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Job]:
     """Pair inputs with outputs, and refuse before any work the outputs that cannot be written.
 
@@ -175,7 +166,7 @@ def plan_jobs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) 
         format_for(job.output)  # an output suffix no format claims is refused before any work
         for path in cube_files(job.output, existing=False):
             for source in input_files:
-                if _same_file(path, source):
+                if same_file(path, source):
                     raise CubeWriteError(
                         f"refusing to write {path}: it is the input {source}; choose another output path"
                     )

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hsidenoise import lowrank
 from hsidenoise.cli import app
 from hsidenoise.io import read_cube
 from hsidenoise.metrics import estimate_noise_mad
