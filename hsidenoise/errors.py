@@ -2,7 +2,8 @@
 
 Each subclass also inherits the matching builtin, so callers may catch either
 (``except hsidenoise.errors.CubeReadError`` or ``except OSError``). The CLI catches
-only :class:`HsiDenoiseError`, prints its message as one line and exits 1.
+:class:`HsiDenoiseError`, prints its message as one line and exits 1 (bad data, failed run), or 2 for a
+:class:`ConfigError` (an option value that cannot work: bad usage).
 """
 
 from __future__ import annotations
