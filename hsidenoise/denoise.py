@@ -441,7 +441,7 @@ def _denoise_batch(
             else:
                 chunk_results = [TileResult(method.denoise_tile(tile)) for tile in chunk]
         except Exception as error:
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
             if batch_size == 1:
                 raise ResourceError(
@@ -459,7 +459,7 @@ def _denoise_batch(
     return results, batch_size
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
+def is_out_of_memory(error: BaseException) -> bool:
     """MemoryError, or an accelerator's out-of-memory error (torch's ``OutOfMemoryError``), without importing torch."""
     return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
 

@@ -178,3 +178,14 @@ def _statistics(cube: np.ndarray):
             return block if bands is None else block[bands]
 
     return compute_statistics(Reader())
+
+
+def test_cuda_window_batch_follows_free_memory(monkeypatch):
+    import torch
+
+    from hsidenoise.model.denoiser import BYTES_PER_WINDOW_VOXEL, MAX_CUDA_WINDOW_BATCH, cuda_window_batch
+
+    per_window = BYTES_PER_WINDOW_VOXEL * 31 * 256 * 256
+    for free, expected in ((10 * per_window, 6), (per_window // 3, 1), (10**6 * per_window, MAX_CUDA_WINDOW_BATCH)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        assert cuda_window_batch(torch.device("cuda"), 31, 256, 256) == expected

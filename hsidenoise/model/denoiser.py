@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hsidenoise.errors import ConfigError, CubeShapeError
+from hsidenoise.denoise import is_out_of_memory as _is_out_of_memory
 from hsidenoise.methods import TileResult
 from hsidenoise.statistics import CubeStatistics
 from hsidenoise.tiling import TileConfig, blend_weights, plan_band_windows
@@ -257,7 +258,7 @@ class DECSCDenoiser:
         tol = float(self.model.deq.config.tol)
         start = 0
         while start < len(jobs):
-            chunk = jobs[start : start + self._chunk_size()]
+            chunk = jobs[start : start + self._chunk_size(*tiles[0].shape[1:])]
             noisy, init, sigmas = [], [], []
             for t, k in chunk:
                 lo, hi = self._ranges[k]
@@ -300,8 +301,10 @@ class DECSCDenoiser:
             )
         return results
 
-    def _chunk_size(self) -> int:
+    def _chunk_size(self, height: int = 0, width: int = 0) -> int:
         asked = self.config.resolved().window_batch
+        if self.device.type == "cuda" and not self.config.naive and height and width:
+            asked = max(asked, cuda_window_batch(self.device, self.band_window, height, width))
         return min(asked, self._window_batch or asked)
 
     def _run_model(
@@ -323,16 +326,29 @@ class DECSCDenoiser:
         return clean.float().cpu().numpy(), evaluations, stats.residual.float().cpu().numpy()
 
 
+BYTES_PER_WINDOW_VOXEL = 160
+"""Measured order of the model's working memory per voxel of a window in one solve (codes, Anderson history of
+6 iterates and their images, activations), in bytes; used to size CUDA batches from free memory."""
+MAX_CUDA_WINDOW_BATCH = 512
+
+
+def cuda_window_batch(device: torch.device, bands: int, height: int, width: int, *, share: float = 0.6) -> int:
+    """Windows per model call that fit in ``share`` of the GPU's free memory (at least 1, at most 512).
+
+    The estimate only sets the starting point: an out-of-memory error still halves the batch and retries.
+    """
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    per_window = BYTES_PER_WINDOW_VOXEL * bands * height * width
+    return int(min(MAX_CUDA_WINDOW_BATCH, max(1, share * free // per_window)))
+
+
 def _refold(unfolded: list[tuple[Any, Any]]) -> None:
     """Undo the naive path's unfolding: drop the instance ``forward`` and restore the cached kernels."""
     for module, folded in unfolded:
         module.__dict__.pop("forward", None)
         module.folded = folded
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    """torch's ``OutOfMemoryError`` (CUDA) or a ``MemoryError``."""
-    return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
 
 
 def _empty_cache(device: torch.device) -> None:
