@@ -23,7 +23,7 @@ Methods:
   hyde-images' FastHyDe, i.i.d. mode; both through ``bench/quality.py``'s own functions.
 
 Every measurement runs in a fresh child process (``bench/speed.py --one SPEC``), so that its peak RSS
-(``ru_maxrss``: interpreter, libraries, the noisy cube and the method's working memory) is its own; the child
+(``VmHWM``: interpreter, libraries, the noisy cube and the method's working memory) is its own; the child
 writes the output cube, and this process scores it (MPSNR against the clean cube, max |lite - lite-naive|).
 Seconds are the method's call alone (for hsidenoise: statistics, front end, tiles and blending; not the model
 construction). Solver evaluations per tile count every evaluation of the equilibrium layer (initial point,
@@ -70,6 +70,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import memory  # noqa: E402  (bench/memory.py: peak resident memory of this process)
 import quality  # noqa: E402  (bench/quality.py: the baselines and the DECSC loader)
 
 DATA = REPO.parent / "shared" / "data"
@@ -179,8 +180,8 @@ def _cpu_seconds() -> float:
 
 
 def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+    """VmHWM (bench/memory.py): ru_maxrss would carry this bench's own peak into every child on Linux."""
+    return int(memory.peak_rss_mib() * 2**20)
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
