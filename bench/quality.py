@@ -148,7 +148,7 @@ def build_decsc(
     weights: str | Path,
     *,
     device: str = "cpu",
-    window_batch: int = 16,
+    window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
     preset: str = "lite",
 ):
@@ -185,7 +185,7 @@ def build_decsc(
         raise CheckpointError(f"cannot load {path} as a {preset} training checkpoint: {error}") from None
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    return DECSCDenoiser(network, device=select_device(device), config=InferenceConfig(window_batch=window_batch))
+    return DECSCDenoiser(network, device=select_device(device), config=InferenceConfig(window_batch=window_batch or 1))
 
 
 def run_decsc(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:

@@ -51,6 +51,7 @@ cores ``lite`` on 512x512x31 at least 5 x faster than BM4D and no slower than Fa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -202,17 +203,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     evaluations = None
     if method in ("lite", "lite-naive", "paper"):
         from hsidenoise.denoise import denoise_array
-        from hsidenoise.model.denoiser import InferenceConfig
         from hsidenoise.tiling import TileConfig
 
         torch.manual_seed(0)  # an untrained preset is the same network in every child
         started = time.perf_counter()
         weights = "paper" if method == "paper" else spec["weights"]
         denoiser = quality.build_decsc(weights, device=spec["device"], solver=spec.get("solver") or None)
-        inference = dict(spec.get("inference") or {})
+        inference = {k: v for k, v in (spec.get("inference") or {}).items() if v is not None}
         if method == "lite-naive":
             inference["naive"] = True
-        denoiser.config = InferenceConfig(**inference)
+        denoiser.config = dataclasses.replace(denoiser.config, **inference)  # the tool's defaults, then overrides
         result["build_seconds"] = time.perf_counter() - started
         result["device"] = str(denoiser.device)
         if denoiser.device.type == "cuda":
@@ -532,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true", help="also time the paper preset on CPU")
     parser.add_argument("--tile", type=int, default=256, help="spatial tile side (default 256, the tool's)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per call for `lite` (default 4)")
-    parser.add_argument("--window-batch", type=int, default=16, help="band windows per model call (default 16)")
+    parser.add_argument(
+        "--window-batch", type=int, default=None, help="band windows per model call (default: the tool's, 1 on CPU)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: the cores this process may use)")
     parser.add_argument(
         "--ablation-tile", type=int, help="tile side in the ablation (default: --tile; 128 with --quick, 9 tiles)"

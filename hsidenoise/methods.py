@@ -185,7 +185,7 @@ def build_method(
     model: str | None = None,
     device: str = "auto",
     config: TileConfig | None = None,
-    window_batch: int = 16,
+    window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
     spatial: str = "auto",
 ) -> Denoiser:
@@ -197,7 +197,8 @@ def build_method(
             path; None takes the shipped weights (:func:`hsidenoise.model.find_default_weights`).
         device: ``auto``, ``cpu`` or ``cuda`` (:func:`hsidenoise.device.select_device`).
         config: the tiling (its band window must match the model's, its stride is used).
-        window_batch: band windows per model call.
+        window_batch: band windows per model call; None: 1 on the CPU (measured fastest: smaller working
+            set, `bench/README.md`), 16 on CUDA as the floor of a batch sized from free GPU memory.
         solver: overrides of the model's :class:`hsidenoise.solver.SolverConfig` fields (e.g. ``max_iter``).
         spatial: ``lowrank`` only: the eigen-image denoiser (``auto``, ``bm3d``, ``dct``, ``none``). DECSC's
             front end always uses the one its weights were trained with.
@@ -247,6 +248,6 @@ def build_method(
         network,
         front_end=front_end,
         device=torch_device,
-        config=InferenceConfig(window_batch=window_batch),
+        config=InferenceConfig(window_batch=window_batch or (16 if torch_device.type == "cuda" else 1)),
         band_stride=config.band_stride,
     )
