@@ -450,7 +450,7 @@ def convert(
     ] = None,
     var: VarOpt = None,
     axes: AxesOpt = None,
-    dtype: DtypeOpt = OutputDtype.same,
+    dtype: DtypeOpt = OutputDtype.float32,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,

@@ -383,11 +383,11 @@ def test_convert_between_formats_keeps_data_and_wavelengths(runner, work, source
 
 def test_convert_dtype_same_and_float32_and_mat73(runner, work):
     original = read_cube(work / "ints.hdr")
-    invoke(runner, "convert", work / "ints.hdr", "-o", work / "ints.tif", "-q")
+    invoke(runner, "convert", work / "ints.hdr", "-o", work / "ints.tif", "--dtype", "same", "-q")
     kept = read_cube(work / "ints.tif")
     assert kept.data.dtype == np.int16
     np.testing.assert_array_equal(kept.data, original.data)
-    invoke(runner, "convert", work / "ints.tif", "-o", work / "floats.h5", "--dtype", "float32", "-q")
+    invoke(runner, "convert", work / "ints.tif", "-o", work / "floats.h5", "-q")  # float32 is the default
     assert read_cube(work / "floats.h5").data.dtype == np.float32
     invoke(runner, "convert", work / "ints.hdr", "-o", work / "v73.mat", "--to", "mat73", "-q")
     with open(work / "v73.mat", "rb") as file:
@@ -397,7 +397,7 @@ def test_convert_dtype_same_and_float32_and_mat73(runner, work):
 
 def test_convert_real_cave_cube(runner, tmp_path, shared_data):
     source = shared_data / "cave_256" / "real_and_fake_apples_ms_256.mat"
-    invoke(runner, "convert", source, "-o", tmp_path / "apples.tif", "-q")
+    invoke(runner, "convert", source, "-o", tmp_path / "apples.tif", "--dtype", "same", "-q")
     converted = read_cube(tmp_path / "apples.tif")
     assert converted.data.dtype == np.uint16
     np.testing.assert_array_equal(converted.data, read_cube(source).data)
