@@ -15,8 +15,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,26 +39,18 @@ PNG_DPI = 110
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write through ``write`` into a temporary file next to ``path``, then rename it onto ``path``."""
+    from hsidenoise.io.base import staged
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with staged(path) as temporary, open(temporary, "wb") as stream:
+            write(stream)
     except OSError as error:
         raise CubeWriteError(
-            f"cannot write the report file {path}: {error.strerror or error}; choose a writable directory"
+            f"cannot write the report file {path}: {error.strerror or error}; check the directory, space and "
+            "permissions"
         ) from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise CubeWriteError(
-                f"cannot write the report file {path}: {error.strerror or error}; check space and permissions"
-            ) from error
-        raise
     return path
 
 

@@ -13,6 +13,7 @@ pipeline that reads and writes at the same time cannot write over its source eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ import shutil
 import weakref
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -137,6 +138,20 @@ class StagedFile:
     def discard(self) -> None:
         """Delete the temporary file (no error if it is already gone)."""
         self.temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged(final: PathLike) -> Iterator[Path]:
+    """Write ``final`` atomically: yield a :class:`StagedFile`'s temporary path, rename it onto ``final`` when the
+    block ends normally, delete it when the block raises. For single files outside the cube writers (reports,
+    weights); no overwrite or input checks, the caller does those."""
+    item = StagedFile(Path(final))
+    try:
+        yield item.temp
+    except BaseException:
+        item.discard()
+        raise
+    item.commit()
 
 
 def _fsync_directory(directory: Path) -> None:

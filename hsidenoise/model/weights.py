@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +42,6 @@ def _stem(path: str | os.PathLike[str]) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def _write_atomically(target: Path, write: Any) -> None:
-    """Call ``write(temp_path)`` on a temporary file beside ``target``, then rename it into place."""
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes the file private; weights are meant to be shared
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike[str], card: dict[str, Any]) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the ``.safetensors`` path.
 
@@ -71,6 +55,8 @@ def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike
         CheckpointError: config mismatch, a card that is not JSON-serialisable, or an unwritable target.
     """
     from safetensors.torch import save_file
+
+    from hsidenoise.io.base import staged
 
     if model.config != config:
         raise CheckpointError(
@@ -96,10 +82,10 @@ def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(
-            stem.with_suffix(".safetensors"), lambda p: save_file(state, str(p), metadata={"format": WEIGHTS_FORMAT})
-        )
-        _write_atomically(stem.with_suffix(".json"), lambda p: p.write_text(text + "\n", encoding="utf-8"))
+        with staged(stem.with_suffix(".safetensors")) as temporary:
+            save_file(state, str(temporary), metadata={"format": WEIGHTS_FORMAT})
+        with staged(stem.with_suffix(".json")) as temporary:
+            temporary.write_text(text + "\n", encoding="utf-8")
     except OSError as error:
         raise CheckpointError(
             f"cannot write weights {stem}.safetensors/.json: {error.strerror or error}; choose a writable path"
