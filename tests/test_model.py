@@ -433,3 +433,17 @@ def test_default_weights_are_found_in_the_weights_directory(tmp_path, monkeypatc
     model = build_model("lite")
     save_weights(model, model.config, tmp_path / "decsc-lite", {})
     assert find_default_weights() == tmp_path / "decsc-lite.safetensors"
+
+
+def test_saved_weights_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    model = build_model("lite")
+    umask = os.umask(0o022)
+    try:
+        path = save_weights(model, model.config, tmp_path / "shared", {})
+    finally:
+        os.umask(umask)
+    for file in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file

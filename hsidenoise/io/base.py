@@ -151,6 +151,9 @@ def staged(final: PathLike) -> Iterator[Path]:
     except BaseException:
         item.discard()
         raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(item.temp, 0o666 & ~umask)  # a library may have re-created the file privately (safetensors does)
     item.commit()
 
 
