@@ -19,7 +19,7 @@ import numpy as np
 
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.statistics import CubeStatistics
-from hsidenoise.tiling import TileConfig, blend_weights, plan_band_windows
+from hsidenoise.tiling import BandWindowPlan, TileConfig
 
 WindowFunction = Callable[[np.ndarray], np.ndarray]
 """A function of band windows: (N, b, h, w) float32 in [0, 1] -> (N, b, h, w) float32 in [0, 1]."""
@@ -101,21 +101,11 @@ class BandWindowDenoiser:
         self.window_function = window_function
         self.name = name
         self.config = config if config is not None else TileConfig()
-        self._windows: list[slice] | None = None
-        self._weights: list[np.ndarray] = []
-        self._ranges: list[tuple[float, float]] = []
-        self._bands = 0
+        self._plan: BandWindowPlan | None = None
 
     def prepare(self, stats: CubeStatistics) -> None:
         """Plan the band windows over the valid bands and fix each window's normalisation range."""
-        valid = stats.valid_bands
-        self._bands = int(valid.size)
-        if self._bands == 0:
-            self._windows, self._weights, self._ranges = [], [], []
-            return
-        self._windows = plan_band_windows(self._bands, self.config.band_window, self.config.band_stride)
-        self._weights = blend_weights(self._windows)
-        self._ranges = [stats.band_window_range(valid[window]) for window in self._windows]
+        self._plan = BandWindowPlan.plan(stats, self.config.band_window, self.config.band_stride, mirror=False)
 
     def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
         """Denoise one tile (B_valid, h, w) float32 -> same shape."""
@@ -123,28 +113,27 @@ class BandWindowDenoiser:
 
     def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
         """Denoise tiles of equal shape in one call of the window function (tiles of other shapes in another)."""
-        if self._windows is None:
+        plan = self._plan
+        if plan is None:
             raise ConfigError(f"{self.name}: call prepare(stats) before denoising tiles")
         for tile in tiles:
-            if tile.ndim != 3 or tile.shape[0] != self._bands:
+            if tile.ndim != 3 or tile.shape[0] != plan.bands:
                 raise CubeShapeError(
-                    f"{self.name} was prepared for tiles of {self._bands} valid bands (B_valid, h, w); "
+                    f"{self.name} was prepared for tiles of {plan.bands} valid bands (B_valid, h, w); "
                     f"got an array of shape {tuple(tile.shape)}"
                 )
+        if plan.bands == 0:
+            return [TileResult(np.array(tile, dtype=np.float32)) for tile in tiles]
         results: dict[int, TileResult] = {}
         for shape in dict.fromkeys(tile.shape for tile in tiles):
             members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
-            denoised = self._denoise_same_shape([tiles[i] for i in members], self._windows)
+            denoised = self._denoise_same_shape([tiles[i] for i in members], plan)
             results.update((index, TileResult(values)) for index, values in zip(members, denoised, strict=True))
         return [results[index] for index in range(len(tiles))]
 
-    def _denoise_same_shape(self, tiles: list[np.ndarray], band_windows: list[slice]) -> list[np.ndarray]:
+    def _denoise_same_shape(self, tiles: list[np.ndarray], plan: BandWindowPlan) -> list[np.ndarray]:
         windows = np.stack(
-            [
-                (tile[window] - lo) / np.float32(hi - lo)
-                for tile in tiles
-                for window, (lo, hi) in zip(band_windows, self._ranges, strict=True)
-            ]
+            [plan.normalise(tile, k) for tile in tiles for k in range(len(plan.windows))]
         ).astype(np.float32, copy=False)
         denoised_windows = np.asarray(self.window_function(windows))
         if denoised_windows.shape != windows.shape:
@@ -153,17 +142,12 @@ class BandWindowDenoiser:
                 f"got {denoised_windows.shape}"
             )
         outputs = []
-        per_tile = len(band_windows)
+        per_tile = len(plan.windows)
         for tile_index, tile in enumerate(tiles):
             blended = np.zeros(tile.shape, dtype=np.float32)
-            total = np.zeros(self._bands, dtype=np.float32)
-            for k, (window, weights, (lo, hi)) in enumerate(
-                zip(band_windows, self._weights, self._ranges, strict=True)
-            ):
-                restored = denoised_windows[tile_index * per_tile + k] * np.float32(hi - lo) + np.float32(lo)
-                blended[window] += weights[:, None, None] * restored
-                total[window] += weights
-            outputs.append(blended / total[:, None, None])
+            for k in range(per_tile):
+                plan.accumulate(blended, k, denoised_windows[tile_index * per_tile + k])
+            outputs.append(plan.finish(blended))
         return outputs
 
 

@@ -25,11 +25,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
+
+if TYPE_CHECKING:
+    from hsidenoise.statistics import CubeStatistics
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,85 @@ def blend_weights(windows: Sequence[slice]) -> list[np.ndarray]:
         taper(window.stop - window.start, shared[k - 1] if k > 0 else 0, shared[k] if k < len(shared) else 0)
         for k, window in enumerate(windows)
     ]
+
+
+def mirror_bands(x: np.ndarray, size: int) -> np.ndarray:
+    """Extend (b, ...) along axis 0 to ``size`` by mirroring (b < size): 0 1 2 -> 0 1 2 1 0 1 2 ..."""
+    b = x.shape[0]
+    if b >= size:
+        return x
+    period = max(2 * b - 2, 1)
+    index = np.arange(size) % period
+    index = np.where(index < b, index, period - index)
+    return x[index]
+
+
+@dataclass(frozen=True, eq=False)
+class BandWindowPlan:
+    """The band windows of one cube, each with its whole-cube normalisation, and how to blend them back.
+
+    A tile's valid bands (B_valid, h, w) are optionally mirrored up to one window (:func:`mirror_bands`), cut
+    into ``windows``, each mapped to [0, 1] with its (lo, hi) from :meth:`CubeStatistics.band_window_range`;
+    outputs are mapped back and blended along the spectrum with :func:`blend_weights`.
+
+    Attributes:
+        bands: B_valid, the bands of a tile.
+        padded: the band count after mirroring (``bands`` when not mirrored or not shorter than a window).
+        windows: slices of the padded band axis.
+        weights: (window size,) blend weights per window.
+        ranges: (lo, hi) per window.
+        total: (padded,) summed blend weights.
+    """
+
+    bands: int
+    padded: int
+    windows: list[slice]
+    weights: list[np.ndarray]
+    ranges: list[tuple[float, float]]
+    total: np.ndarray
+
+    @classmethod
+    def plan(cls, stats: CubeStatistics, window: int, stride: int, *, mirror: bool) -> BandWindowPlan:
+        """Windows of ``window`` bands ``stride`` apart over the valid bands of ``stats``.
+
+        With ``mirror`` a cube with fewer valid bands than ``window`` is mirrored up to it (a model that needs
+        exactly ``window`` bands); without, it gets one window of all its bands.
+        """
+        valid = stats.valid_bands
+        bands = int(valid.size)
+        padded = max(bands, window) if mirror and bands else bands
+        windows = plan_band_windows(padded, window, stride) if bands else []
+        weights = blend_weights(windows)
+        source = mirror_bands(np.arange(bands), padded)
+        ranges = [stats.band_window_range(valid[np.unique(source[w])]) for w in windows]
+        total = np.zeros(padded, dtype=np.float32)
+        for w, weight in zip(windows, weights, strict=True):
+            total[w] += weight
+        return cls(bands, padded, windows, weights, ranges, total)
+
+    def pad(self, x: np.ndarray) -> np.ndarray:
+        """(B_valid, ...) -> (padded, ...) by mirroring."""
+        return mirror_bands(x, self.padded)
+
+    def scale(self, k: int) -> float:
+        """hi - lo of window ``k``: divide a noise sigma by it to bring it to the model's units."""
+        lo, hi = self.ranges[k]
+        return hi - lo
+
+    def normalise(self, padded: np.ndarray, k: int) -> np.ndarray:
+        """Window ``k`` of a padded (padded, h, w) array mapped to [0, 1]: (b, h, w) float32."""
+        lo, hi = self.ranges[k]
+        return (padded[self.windows[k]] - np.float32(lo)) / np.float32(hi - lo)
+
+    def accumulate(self, blended: np.ndarray, k: int, values: np.ndarray) -> None:
+        """Add window ``k``'s output (b, h, w) in [0, 1], mapped back and weighted, into ``blended`` (padded, h, w)."""
+        lo, hi = self.ranges[k]
+        blended[self.windows[k]] += self.weights[k][:, None, None] * (values * np.float32(hi - lo) + np.float32(lo))
+
+    def finish(self, blended: np.ndarray) -> np.ndarray:
+        """Normalise the accumulated (padded, h, w) by the summed weights; returns (B_valid, h, w)."""
+        blended /= self.total[:, None, None]
+        return blended[: self.bands]
 
 
 def _accumulator_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:

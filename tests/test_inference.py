@@ -14,7 +14,8 @@ from hsidenoise.errors import ConfigError
 from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
 from hsidenoise.methods import build_method
 from hsidenoise.model import PRESETS, build_model
-from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig, mirror_bands
+from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+from hsidenoise.tiling import mirror_bands
 from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.tiling import TileConfig
 

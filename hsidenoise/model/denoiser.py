@@ -10,7 +10,7 @@ Data flow for one scene (DESIGN.md, "Inference"):
    (B_valid, h, w); the windows of all tiles of one shape are cut, mapped to [0, 1] with their (lo, hi)
    (sigma too) and sent through the model ``window_batch`` windows per call, a chunk at a time (so memory
    holds one chunk of windows, not all of them), mapped back and blended along the spectrum with
-   :func:`hsidenoise.tiling.blend_weights`.
+   :func:`hsidenoise.tiling.blend_weights` (both through :class:`hsidenoise.tiling.BandWindowPlan`).
 
 A cube with fewer valid bands than the model's window is mirrored along the spectrum up to the window and
 cut back afterwards. The ``paper`` preset (not noise-aware) gets no front end: it sees the noisy window only.
@@ -37,7 +37,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.denoise import is_out_of_memory as _is_out_of_memory
 from hsidenoise.methods import TileResult
 from hsidenoise.statistics import CubeStatistics
-from hsidenoise.tiling import TileConfig, blend_weights, plan_band_windows
+from hsidenoise.tiling import BandWindowPlan, TileConfig
 
 if TYPE_CHECKING:
     import torch
@@ -85,17 +85,6 @@ class InferenceConfig:
         )
 
 
-def mirror_bands(x: np.ndarray, size: int) -> np.ndarray:
-    """Extend (b, ...) along axis 0 to ``size`` by mirroring (b < size): 0 1 2 -> 0 1 2 1 0 1 2 ..."""
-    b = x.shape[0]
-    if b >= size:
-        return x
-    period = max(2 * b - 2, 1)
-    index = np.arange(size) % period
-    index = np.where(index < b, index, period - index)
-    return x[index]
-
-
 class DECSCDenoiser:
     """Runs a (trained) DECSC over the tiles of a cube.
 
@@ -132,10 +121,7 @@ class DECSCDenoiser:
         self.front_end = (
             LowRankDenoiser(front_end or LowRankConfig(spatial="dct")) if model.config.noise_aware else None
         )
-        self._windows: list[slice] | None = None
-        self._weights: list[np.ndarray] = []
-        self._ranges: list[tuple[float, float]] = []
-        self._bands = 0
+        self._plan: BandWindowPlan | None = None
         self._sigma = np.zeros(0)
         self._window_batch: int | None = None  # lowered after an out-of-memory error, for the rest of the run
         self._tiles = 0
@@ -145,20 +131,11 @@ class DECSCDenoiser:
 
     def prepare(self, stats: CubeStatistics) -> None:
         """Fit the front end on the whole-cube sample and plan the band windows over the valid bands."""
-        valid = stats.valid_bands
-        self._bands = int(valid.size)
         self._tiles, self._evaluations = 0, 0.0
-        if self._bands == 0:
-            self._windows = []
-            return
-        if self.front_end is not None:
+        self._plan = BandWindowPlan.plan(stats, self.band_window, self.band_stride, mirror=True)
+        if self._plan.bands and self.front_end is not None:
             self.front_end.prepare(stats)
             self._sigma = np.asarray(self.front_end.subspace.sigma, dtype=np.float64)
-        padded = max(self._bands, self.band_window)
-        self._windows = plan_band_windows(padded, self.band_window, self.band_stride)
-        self._weights = blend_weights(self._windows)
-        source = mirror_bands(np.arange(self._bands), padded)
-        self._ranges = [stats.band_window_range(valid[np.unique(source[w])]) for w in self._windows]
 
     def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
         """Denoise one tile (B_valid, h, w) float32 -> same shape, in cube units."""
@@ -171,21 +148,22 @@ class DECSCDenoiser:
         window, solve + initial point + phantom steps, mean over the tile's windows), ``max_residual`` and
         ``converged`` (fraction of windows below the tolerance).
         """
-        if self._windows is None:
+        plan = self._plan
+        if plan is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
         for tile in tiles:
-            if tile.ndim != 3 or tile.shape[0] != self._bands:
+            if tile.ndim != 3 or tile.shape[0] != plan.bands:
                 raise CubeShapeError(
-                    f"decsc was prepared for tiles of {self._bands} valid bands (B_valid, h, w); "
+                    f"decsc was prepared for tiles of {plan.bands} valid bands (B_valid, h, w); "
                     f"got an array of shape {tuple(tile.shape)}"
                 )
-        if self._bands == 0:
+        if plan.bands == 0:
             return [TileResult(np.array(tile, dtype=np.float32)) for tile in tiles]
         results: dict[int, TileResult] = {}
         with self._inference():
             for shape in dict.fromkeys(tile.shape for tile in tiles):
                 members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
-                for index, result in zip(members, self._same_shape([tiles[i] for i in members]), strict=True):
+                for index, result in zip(members, self._same_shape([tiles[i] for i in members], plan), strict=True):
                     results[index] = result
         for result in results.values():
             self._tiles += 1
@@ -235,9 +213,7 @@ class DECSCDenoiser:
                 stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
             yield
 
-    def _same_shape(self, tiles: list[np.ndarray]) -> list[TileResult]:
-        windows = self._windows or []
-        padded = max(self._bands, self.band_window)
+    def _same_shape(self, tiles: list[np.ndarray], plan: BandWindowPlan) -> list[TileResult]:
         sources = []
         for tile in tiles:
             tile = np.asarray(tile, dtype=np.float32)
@@ -246,26 +222,20 @@ class DECSCDenoiser:
                 if self.front_end is not None
                 else tile
             )
-            sources.append((mirror_bands(tile, padded), mirror_bands(init, padded)))
-        sigma = mirror_bands(self._sigma, padded) if self.front_end is not None else np.zeros(padded)
-        blended = [np.zeros((padded, *tile.shape[1:]), dtype=np.float32) for tile in tiles]
-        total = np.zeros(padded, dtype=np.float32)
-        for window, weights in zip(windows, self._weights, strict=True):
-            total[window] += weights
-        jobs = [(t, k) for t in range(len(tiles)) for k in range(len(windows))]
+            sources.append((plan.pad(tile), plan.pad(init)))
+        sigma = plan.pad(self._sigma) if self.front_end is not None else np.zeros(plan.padded)
+        blended = [np.zeros((plan.padded, *tile.shape[1:]), dtype=np.float32) for tile in tiles]
+        per_tile = len(plan.windows)
+        jobs = [(t, k) for t in range(len(tiles)) for k in range(per_tile)]
         evaluations = np.zeros(len(jobs))
         residual = np.zeros(len(jobs))
         tol = float(self.model.deq.config.tol)
         start = 0
         while start < len(jobs):
             chunk = jobs[start : start + self._chunk_size(*tiles[0].shape[1:])]
-            noisy, init, sigmas = [], [], []
-            for t, k in chunk:
-                lo, hi = self._ranges[k]
-                scale = np.float32(hi - lo)
-                noisy.append((sources[t][0][windows[k]] - np.float32(lo)) / scale)
-                init.append((sources[t][1][windows[k]] - np.float32(lo)) / scale)
-                sigmas.append(sigma[windows[k]] / float(scale))
+            noisy = [plan.normalise(sources[t][0], k) for t, k in chunk]
+            init = [plan.normalise(sources[t][1], k) for t, k in chunk]
+            sigmas = [sigma[plan.windows[k]] / plan.scale(k) for _, k in chunk]
             try:
                 clean, chunk_evaluations, chunk_residual = self._run_model(noisy, init, sigmas)
             except Exception as error:
@@ -278,20 +248,16 @@ class DECSCDenoiser:
                 _empty_cache(self.device)
                 continue
             for (t, k), values in zip(chunk, clean, strict=True):
-                lo, hi = self._ranges[k]
-                restored = values * np.float32(hi - lo) + np.float32(lo)
-                blended[t][windows[k]] += self._weights[k][:, None, None] * restored
+                plan.accumulate(blended[t], k, values)
             evaluations[start : start + len(chunk)] = chunk_evaluations
             residual[start : start + len(chunk)] = chunk_residual
             start += len(chunk)
-        per_tile = len(windows)
         results = []
         for t, values in enumerate(blended):
-            values /= total[:, None, None]
             part = slice(t * per_tile, (t + 1) * per_tile)
             results.append(
                 TileResult(
-                    values[: self._bands],
+                    plan.finish(values),
                     {
                         "evaluations": float(np.mean(evaluations[part])),
                         "max_residual": float(np.max(residual[part])),
