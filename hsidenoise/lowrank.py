@@ -837,24 +837,38 @@ def _dct_matrix(size: int) -> np.ndarray:
 
 
 def dct_denoise(image: np.ndarray, sigma: float, config: LowRankConfig) -> np.ndarray:
-    """The numpy-only fallback: two-stage sliding-window 2-D DCT denoising.
-
-    Every overlapping :data:`DCT_BLOCK` x :data:`DCT_BLOCK` block (stride 1) is transformed. Stage 1 keeps
-    the coefficients above ``dct_threshold * sigma`` (and the DC) and averages the blocks with weights
-    1 / (kept coefficients). Stage 2 shrinks the noisy coefficients by the empirical Wiener factor
-    P^2 / (P^2 + sigma^2), P being stage 1's coefficients, with weights 1 / sum of squared factors.
+    """The numpy-only fallback: two-stage sliding-window 2-D DCT denoising of one image.
 
     Args:
         image: (h, w); sigma: noise standard deviation in the image's units.
 
     Returns:
-        (h, w) float64.
+        (h, w) float64. See :func:`dct_denoise_stack`.
+    """
+    return dct_denoise_stack(np.asarray(image)[None], sigma, config)[0]
+
+
+def dct_denoise_stack(images: np.ndarray, sigma: float, config: LowRankConfig) -> np.ndarray:
+    """Two-stage sliding-window 2-D DCT denoising of a stack of images with the same noise level, in one call.
+
+    Every overlapping :data:`DCT_BLOCK` x :data:`DCT_BLOCK` block (stride 1) is transformed. Stage 1 keeps
+    the coefficients above ``dct_threshold * sigma`` (and the DC) and averages the blocks with weights
+    1 / (kept coefficients). Stage 2 shrinks the noisy coefficients by the empirical Wiener factor
+    P^2 / (P^2 + sigma^2), P being stage 1's coefficients, with weights 1 / sum of squared factors.
+    Each image is denoised independently (the same result as one :func:`dct_denoise` call per image).
+
+    Args:
+        images: (n, h, w); sigma: noise standard deviation in the images' units.
+
+    Returns:
+        (n, h, w) float64.
     """
     import torch
     import torch.nn.functional as F
 
-    height, width = image.shape
-    padded = torch.from_numpy(_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK))[None, None]
+    count, height, width = images.shape
+    padded = np.stack([_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK) for image in images])
+    padded_t = torch.from_numpy(padded)[:, None]
     transform = torch.from_numpy(_dct_matrix(DCT_BLOCK))
     # Coefficient (u, v) of every stride-1 block is a correlation with the basis image T[u] T[v]^T, so the
     # sliding DCT is one convolution with 64 output channels and the weighted average of the inverse blocks
@@ -863,11 +877,11 @@ def dct_denoise(image: np.ndarray, sigma: float, config: LowRankConfig) -> np.nd
     ones = torch.ones(1, 1, DCT_BLOCK, DCT_BLOCK, dtype=torch.float64)
 
     def aggregate(coefficients: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted average of the overlapping inverse blocks: (1, 64, h', w'), (1, 1, h', w') -> (1, 1, h, w)."""
+        """Weighted average of the overlapping inverse blocks: (n, 64, h', w'), (n, 1, h', w') -> (n, 1, h, w)."""
         return F.conv_transpose2d(coefficients * weights, basis) / F.conv_transpose2d(weights, ones)
 
     with torch.inference_mode():
-        noisy = F.conv2d(padded, basis)  # (1, 64, h - 7, w - 7)
+        noisy = F.conv2d(padded_t, basis)  # (n, 64, h - 7, w - 7)
         keep = noisy.abs() > config.dct_threshold * sigma
         keep[:, 0] = True
         pilot = aggregate(torch.where(keep, noisy, 0.0), 1.0 / keep.sum(dim=1, keepdim=True).double())
@@ -875,7 +889,7 @@ def dct_denoise(image: np.ndarray, sigma: float, config: LowRankConfig) -> np.nd
         shrink = power / (power + sigma * sigma)
         weights = 1.0 / (shrink**2).sum(dim=1, keepdim=True).clamp_min(1e-12)
         estimate = aggregate(shrink * noisy, weights)
-    return estimate[0, 0, :height, :width].numpy().copy()
+    return estimate[:, 0, :height, :width].numpy().copy()
 
 
 def _identity(image: np.ndarray, sigma: float, config: LowRankConfig) -> np.ndarray:
@@ -904,6 +918,8 @@ def denoise_eigenimages(
     name = resolve_spatial(config.spatial)
     denoiser = SPATIAL[name]
     noise = np.ones(eigen_images.shape[0]) if noise is None else np.asarray(noise, dtype=np.float64)
+    if name == "dct" and eigen_images.shape[0] and np.all(noise == noise[0]):
+        return dct_denoise_stack(eigen_images, float(noise[0]), config), name  # one batched call
     denoised = np.empty(eigen_images.shape, dtype=np.float64)
     for index, image in enumerate(eigen_images):
         denoised[index] = denoiser(image, float(noise[index]), config)

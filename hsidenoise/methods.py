@@ -172,6 +172,7 @@ def build_method(
     window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
     spatial: str = "auto",
+    adapt_seconds: float = 0.0,
 ) -> Denoiser:
     """The denoiser behind ``--method name``.
 
@@ -184,6 +185,8 @@ def build_method(
         window_batch: band windows per model call; None: 1 on the CPU (measured fastest: smaller working
             set, `bench/README.md`), 16 on CUDA as the floor of a batch sized from free GPU memory.
         solver: overrides of the model's :class:`hsidenoise.solver.SolverConfig` fields (e.g. ``max_iter``).
+        adapt_seconds: ``decsc`` with subspace weights only: seconds of self-supervised adaptation to each cube
+            before it is denoised (``--adapt``; 0: none). Other methods refuse a positive value.
         spatial: ``lowrank`` only: the eigen-image denoiser (``auto``, ``bm3d``, ``dct``, ``none``). DECSC's
             front end always uses the one its weights were trained with.
 
@@ -192,6 +195,8 @@ def build_method(
         CheckpointError: a weights file that is missing, corrupt or mismatched.
     """
     config = config if config is not None else TileConfig()
+    if adapt_seconds > 0 and name != "decsc":
+        raise ConfigError(f"--adapt adapts the DECSC model; --method {name} has nothing to adapt; drop --adapt")
     if name == "identity":
         return IdentityDenoiser()
     if name == "lowrank":
@@ -223,6 +228,19 @@ def build_method(
             front_end = LowRankConfig(**card["front_end"])
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
+    from hsidenoise.model.subspace import SubspaceDECSC
+
+    if isinstance(network, SubspaceDECSC):  # works on the eigen-images: no band windows
+        from hsidenoise.model.subspace_denoiser import SubspaceDECSCDenoiser
+
+        from hsidenoise.adapt import AdaptConfig
+
+        adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
+        return SubspaceDECSCDenoiser(network, front_end=front_end, device=torch_device, adaptation=adaptation)
+    if adapt_seconds > 0:
+        raise ConfigError(
+            "--adapt needs subspace DECSC weights (preset subspace); the band-window model cannot adapt; drop --adapt"
+        )
     if config.band_window != network.config.bands:
         raise ConfigError(
             f"--band-window {config.band_window} does not match the model's {network.config.bands}-band window; "

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import torch
 
     from hsidenoise.data import FrontEnd, TrainingSet
+    from hsidenoise.lowrank import LowRankConfig
     from hsidenoise.model import DECSC, DECSCConfig
 
 logger = logging.getLogger(__name__)
@@ -382,8 +383,7 @@ def validate(model: DECSC, cases: Sequence[ValidationCase], *, device: torch.dev
                 )
     finally:
         model.train(was_training)
-    scores = np.array(list(per_case.values()), dtype=np.float64)
-    return ValidationScore(*(float(v) for v in scores.mean(axis=0)), per_case=per_case)
+    return _score(per_case)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -507,7 +507,15 @@ def _loop(
     from torch.nn.parallel import DistributedDataParallel
 
     device = processes.device()
-    band_window = _band_window(model)
+    subspace = _is_subspace(model)
+    from hsidenoise.subspace_data import SubspaceSamplerConfig
+
+    if isinstance(cfg.sampler, SubspaceSamplerConfig) and not subspace:
+        raise ConfigError(
+            "subspace training settings (self-supervised or eigen-domain pairs) need a subspace DECSC model; "
+            "use --preset subspace or subspace weights"
+        )
+    band_window = 2 if subspace else _band_window(model)  # the subspace model takes any band count >= 2
     out_dir = Path(cfg.out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if not resume and checkpoint_path.exists():
@@ -520,20 +528,34 @@ def _loop(
     )
     if processes.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    front_end: FrontEnd | None = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
-    cases = (
-        prepare_validation(
-            cfg.validation, cfg.sampler, band_window=band_window, crop=cfg.validation_crop, front_end=front_end
-        )
-        if processes.is_main and cfg.validation
-        else []
-    )
+    if subspace:
+        from hsidenoise.subspace_training import prepare_subspace_validation, subspace_sampler_config
 
+        subspace_sampler = subspace_sampler_config(cfg.sampler)
+        front_end: FrontEnd | None = None
+        cases: list[Any] = (
+            prepare_subspace_validation(
+                cfg.validation, subspace_sampler, crop=cfg.validation_crop, seed=VALIDATION_SEED
+            )
+            if processes.is_main and cfg.validation
+            else []
+        )
+    else:
+        front_end = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
+        cases = (
+            prepare_validation(
+                cfg.validation, cfg.sampler, band_window=band_window, crop=cfg.validation_crop, front_end=front_end
+            )
+            if processes.is_main and cfg.validation
+            else []
+        )
+
+    card_front_end = subspace_sampler.front_end if subspace else (cfg.sampler.front_end if front_end else None)
     model.to(device).train()
     network: torch.nn.Module = model
     if processes.world_size > 1:
         network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(_parameter_groups(model, lr), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=LR_DECAY)
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, processes.rank, 1]).generate_state(1)[0]))
 
@@ -559,14 +581,22 @@ def _loop(
             )
         )
 
-    sampler = PatchSampler(
-        training.cubes,
-        cfg.sampler,
-        band_window=band_window,
-        rng=make_rng(cfg.seed, processes.rank),
-        front_end=front_end,
-        on_round=lambda _: report("round"),
-    )
+    sampler: Any
+    if subspace:
+        from hsidenoise.subspace_data import SubspaceSampler
+
+        sampler = SubspaceSampler(
+            training.cubes, subspace_sampler, rng=make_rng(cfg.seed, processes.rank), on_round=lambda _: report("round")
+        )
+    else:
+        sampler = PatchSampler(
+            training.cubes,
+            cfg.sampler,
+            band_window=band_window,
+            rng=make_rng(cfg.seed, processes.rank),
+            front_end=front_end,
+            on_round=lambda _: report("round"),
+        )
     checkpoint = _Checkpoint(
         checkpoint_path, _run_identity(cfg, model.config, training, processes), processes, model, optimizer,
         scheduler, sampler,
@@ -583,8 +613,14 @@ def _loop(
         while position.step_in_epoch < cfg.steps_per_epoch:
             batch = sampler.next_batch(cfg.batch_size).to(device)
             with _autocast(device):
-                output, _ = network(batch.noisy, init=batch.init, sigma=batch.sigma)
-            loss = _loss(cfg.loss, output.float(), batch.clean)
+                if subspace:
+                    from hsidenoise.subspace_training import subspace_loss
+
+                    probe_rng = np.random.default_rng([cfg.seed, processes.rank, position.step])  # resumable
+                    loss = subspace_loss(network, batch, sampler=subspace_sampler, rng=probe_rng)
+                else:
+                    output, _ = network(batch.noisy, init=batch.init, sigma=batch.sigma)
+                    loss = _loss(cfg.loss, output.float(), batch.clean)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -608,13 +644,17 @@ def _loop(
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                 scheduler.step()
             if cases:
-                score = validate(model, cases, device=device)
+                if subspace:
+                    score = _score(_validate_subspace(model, cases, subspace_sampler, device=device))
+                else:
+                    score = validate(model, cases, device=device)
                 best = max((s.mpsnr for s in position.history), default=-np.inf)
                 position.history.append(score)
                 if processes.is_main and score.mpsnr > best:  # keep the best epoch's weights too
                     card = _model_card(
-                        cfg, training, position, clock.elapsed_s(), from_weights, lr, processes, front_end is not None
-                    )
+                        cfg, training, position, clock.elapsed_s(), from_weights, lr, processes,
+                        card_front_end,
+                    )  # fmt: skip
                     _write_weights(model, out_dir, from_weights, {**card, "best_of_run": True}, suffix="-best")
                     model.train()
             report("epoch")
@@ -622,7 +662,7 @@ def _loop(
     wall_time_s = clock.elapsed_s()
     checkpoint.save(position, wall_time_s, from_weights)
     model.eval()
-    card = _model_card(cfg, training, position, wall_time_s, from_weights, lr, processes, front_end is not None)
+    card = _model_card(cfg, training, position, wall_time_s, from_weights, lr, processes, card_front_end)
     weights = _write_weights(model, out_dir, from_weights, card) if processes.is_main else None
     report("done")
     return TrainResult(
@@ -657,6 +697,43 @@ def _autocast(device: torch.device):
 
 def _band_window(model: DECSC) -> int:
     return int(model.config.bands)
+
+
+def _is_subspace(model: Any) -> bool:
+    from hsidenoise.model.subspace import KIND
+
+    return getattr(model.config, "kind", None) == KIND
+
+
+THRESHOLD_LR_FACTOR = 10.0
+"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest."""
+
+
+def _parameter_groups(model: Any, lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups: the subspace model's thresholds get their own, larger learning rate."""
+    if not _is_subspace(model):
+        return [{"params": list(model.parameters())}]
+    thresholds = [p for name, p in model.named_parameters() if name.endswith(("rho", "snr_gain"))]
+    rest = [p for name, p in model.named_parameters() if not name.endswith(("rho", "snr_gain"))]
+    return [{"params": rest}, {"params": thresholds, "lr": lr * THRESHOLD_LR_FACTOR}]
+
+
+def _validate_subspace(model: Any, cases: Sequence[Any], sampler: Any, *, device: torch.device) -> dict[str, Any]:
+    import torch
+
+    from hsidenoise.subspace_training import validate_subspace
+
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return validate_subspace(model, cases, sampler, device=device)
+    finally:
+        model.train(was_training)
+
+
+def _score(per_case: dict[str, tuple[float, float, float]]) -> ValidationScore:
+    scores = np.array(list(per_case.values()), dtype=np.float64)
+    return ValidationScore(*(float(v) for v in scores.mean(axis=0)), per_case=per_case)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -799,7 +876,7 @@ def _model_card(
     from_weights: Path | None,
     lr: float,
     processes: _Processes,
-    front_end: bool,
+    front_end: LowRankConfig | None,
 ) -> dict[str, Any]:
     last = position.history[-1] if position.history else None
     return {
@@ -812,12 +889,15 @@ def _model_card(
         "skipped": [{"path": path, "reason": reason} for path, reason in training.skipped],
         "validation_cubes": [str(path) for path in cfg.validation],
         "noise": format_noise_mix(cfg.sampler.noise),
-        "front_end": dataclasses.asdict(cfg.sampler.front_end) if front_end else None,
+        "front_end": dataclasses.asdict(front_end) if front_end is not None else None,
         "patch_size": cfg.sampler.patch_size,
-        "patches_per_cube": cfg.sampler.patches_per_cube,
+        "patches_per_cube": getattr(cfg.sampler, "patches_per_cube", None),
+        "patches_per_round": getattr(cfg.sampler, "patches_per_round", None),
         "batch_size": cfg.batch_size,
         "processes": processes.world_size,
-        "loss": cfg.loss,
+        "loss": "sure" if getattr(cfg.sampler, "self_supervised", False) else cfg.loss,
+        "self_supervised": bool(getattr(cfg.sampler, "self_supervised", False)),
+        "clean_reference_used": not getattr(cfg.sampler, "self_supervised", False),
         "lr": lr,
         "lr_step_epochs": cfg.lr_step_epochs,
         "seed": cfg.seed,

@@ -61,8 +61,9 @@ def list_presets() -> list[dict[str, Any]]:
                 "name": name,
                 "parameters": parameters,
                 "noise_aware": config.noise_aware,
-                "bands": config.bands,
-                "prior": config.prior,
+                "bands": getattr(config, "bands", "any"),  # the subspace family takes any band count
+                "prior": getattr(config, "prior", "conv"),
+                "family": getattr(config, "kind", "band-window"),
                 "weights": str(shipped) if shipped.is_file() and shipped.with_suffix(".json").is_file() else None,
             }
         )

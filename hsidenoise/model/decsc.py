@@ -318,16 +318,33 @@ class DECSC(nn.Module):
         return self
 
 
-def build_model(name_or_config: str | DECSCConfig) -> DECSC:
-    """A freshly initialised DECSC from a preset name (``PRESETS``) or a config."""
+from hsidenoise.model.subspace import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
+
+PRESETS.update(SUBSPACE_PRESETS)  # type: ignore[arg-type]  # one registry for both families
+
+AnyConfig = DECSCConfig | SubspaceDECSCConfig
+AnyModel = DECSC | SubspaceDECSC
+
+
+def build_model(name_or_config: str | AnyConfig) -> AnyModel:
+    """A freshly initialised DECSC from a preset name (``PRESETS``) or a config of either family."""
+    if isinstance(name_or_config, SubspaceDECSCConfig):
+        return SubspaceDECSC(name_or_config)
     if isinstance(name_or_config, DECSCConfig):
         return DECSC(name_or_config)
     if name_or_config not in PRESETS:
         raise ConfigError(f"unknown DECSC preset {name_or_config!r}; choose one of {sorted(PRESETS)} or a weights file")
-    return DECSC(PRESETS[name_or_config])
+    return build_model(PRESETS[name_or_config])
 
 
-def preset_name(config: DECSCConfig) -> str | None:
+def config_from_dict(data: dict[str, Any]) -> AnyConfig:
+    """Rebuild a config of either family from its ``to_dict`` form (the ``kind`` key tells which)."""
+    if data.get("kind") == SubspaceDECSCConfig.kind:
+        return SubspaceDECSCConfig.from_dict(data)
+    return DECSCConfig.from_dict(data)
+
+
+def preset_name(config: AnyConfig) -> str | None:
     """The name of the preset equal to ``config``, or None for a custom config."""
     return next((name for name, preset in PRESETS.items() if preset == config), None)
 

@@ -18,7 +18,7 @@ import torch
 
 from hsidenoise import __version__
 from hsidenoise.errors import CheckpointError, HsiDenoiseError
-from hsidenoise.model.decsc import DECSC, DECSCConfig, count_parameters, preset_name
+from hsidenoise.model.decsc import AnyConfig, AnyModel, build_model, config_from_dict, count_parameters, preset_name
 
 WEIGHTS_FORMAT = "hsidenoise-decsc-weights/1"
 DEFAULT_WEIGHTS_NAME = "decsc-lite"
@@ -42,7 +42,7 @@ def _stem(path: str | os.PathLike[str]) -> Path:
     return path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
 
 
-def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike[str], card: dict[str, Any]) -> Path:
+def save_weights(model: AnyModel, config: AnyConfig, path_stem: str | os.PathLike[str], card: dict[str, Any]) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json``; returns the ``.safetensors`` path.
 
     Args:
@@ -68,8 +68,8 @@ def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike
         "version": __version__,
         "preset": preset_name(config),
         "config": config.to_dict(),
-        "band_window": config.bands,
-        "normalisation": NORMALISATION,
+        "band_window": getattr(config, "bands", None),
+        "normalisation": NORMALISATION if getattr(config, "kind", None) is None else "whitened eigen-images (unit noise)",
         "parameters": count_parameters(model),
         "card": card,
     }
@@ -95,7 +95,7 @@ def save_weights(model: DECSC, config: DECSCConfig, path_stem: str | os.PathLike
 
 def load_weights(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> tuple[DECSC, DECSCConfig, dict[str, Any]]:
+) -> tuple[AnyModel, AnyConfig, dict[str, Any]]:
     """Rebuild a DECSC from ``<stem>.safetensors`` + ``<stem>.json`` (either path, or the stem).
 
     Returns:
@@ -128,7 +128,7 @@ def load_weights(
             f"{meta_path} is not hsidenoise weights metadata (format {WEIGHTS_FORMAT!r} expected, got {found!r})"
         )
     try:
-        config = DECSCConfig.from_dict(meta["config"])
+        config = config_from_dict(meta["config"])
     except (HsiDenoiseError, TypeError, ValueError) as error:
         raise CheckpointError(f"{meta_path} holds a config this version cannot build: {error}") from None
     try:
@@ -137,13 +137,13 @@ def load_weights(
         raise CheckpointError(
             f"cannot read weights {tensors_path}: {error}; the file is corrupt or truncated"
         ) from None
-    model = DECSC(config)
+    model = build_model(config)
     _check_state(model, state, tensors_path)
     model.load_state_dict(state)
     return model.to(device).fold_for_inference(), config, dict(meta.get("card") or {})
 
 
-def _check_state(model: DECSC, state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_state(model: AnyModel, state: dict[str, torch.Tensor], path: Path) -> None:
     """One-line CheckpointError when the tensors do not match the network the JSON config describes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
