@@ -121,7 +121,7 @@ def lowrank_method(spatial: str) -> Method:
     return run
 
 
-DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4}
+DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4, "adapt_seconds": 60.0}
 """What ``run_decsc`` uses (set by ``--weights``, ``--device``, ``--batch-size``): weights None means the shipped
 ``weights/decsc-lite.safetensors``."""
 
@@ -131,6 +131,12 @@ def default_weights() -> Path | None:
     from hsidenoise.model import find_default_weights
 
     return find_default_weights()
+
+
+def shipped(stem: str) -> Path | None:
+    """``weights/<stem>.safetensors`` when it and its JSON exist, else None."""
+    path = WEIGHTS / f"{stem}.safetensors"
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
 
 def describe_weights(weights: str | Path | None) -> str:
@@ -154,6 +160,7 @@ def build_decsc(
     window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
     preset: str = "lite",
+    adapt_seconds: float = 0.0,
 ):
     """A DECSC denoiser (:class:`hsidenoise.model.denoiser.DECSCDenoiser`) for the benches.
 
@@ -170,7 +177,10 @@ def build_decsc(
 
     path = Path(weights)
     if path.suffix != ".pt":
-        return build_method("decsc", model=str(weights), device=device, window_batch=window_batch, solver=solver)
+        return build_method(
+            "decsc", model=str(weights), device=device, window_batch=window_batch, solver=solver,
+            adapt_seconds=adapt_seconds,
+        )  # fmt: skip
     preset = str(DECSC_SETTINGS.get("preset") or preset)
     from dataclasses import replace
 
@@ -192,13 +202,20 @@ def build_decsc(
     from hsidenoise.model.subspace import SubspaceDECSC
 
     if isinstance(network, SubspaceDECSC):
+        from hsidenoise.adapt import AdaptConfig
         from hsidenoise.model.subspace_denoiser import SubspaceDECSCDenoiser
 
-        return SubspaceDECSCDenoiser(network, device=select_device(device))
+        adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
+        return SubspaceDECSCDenoiser(network, device=select_device(device), adaptation=adaptation)
     return DECSCDenoiser(network, device=select_device(device), config=InferenceConfig(window_batch=window_batch or 1))
 
 
-def run_decsc(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+def run_decsc_adapted(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
+    """DECSC with ``--adapt`` (self-supervised adaptation to the noisy cube itself, ``--adapt-seconds``)."""
+    return run_decsc(noisy, truth, adapt_seconds=float(DECSC_SETTINGS["adapt_seconds"]))
+
+
+def run_decsc(noisy: np.ndarray, truth: NoisyResult, adapt_seconds: float = 0.0) -> np.ndarray:
     from hsidenoise.denoise import denoise_array
     from hsidenoise.errors import HsiDenoiseError
 
@@ -209,7 +226,7 @@ def run_decsc(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
             "pass --weights PATH (.safetensors, or a training checkpoint .pt)"
         )
     try:
-        method = build_decsc(weights, device=str(DECSC_SETTINGS["device"]))
+        method = build_decsc(weights, device=str(DECSC_SETTINGS["device"]), adapt_seconds=adapt_seconds)
     except HsiDenoiseError as error:
         raise Skipped(f"DECSC weights {weights} cannot be used: {error}") from None
     return denoise_array(noisy, method, batch_size=int(DECSC_SETTINGS["batch_size"]))
@@ -222,6 +239,7 @@ METHODS: dict[str, Method] = {
     "lowrank-bm3d": lowrank_method("bm3d"),
     "lowrank-dct": lowrank_method("dct"),
     "decsc": run_decsc,
+    "decsc-adapt": run_decsc_adapted,
 }
 
 
@@ -321,24 +339,28 @@ def markdown(bench: Bench, methods: list[str]) -> str:
 
 
 def versus_front_end(bench: Bench) -> list[str]:
-    """DECSC against its own front end per case and seed: MPSNR of both, the difference, the worst band."""
+    """DECSC against its own front end, and adapted DECSC against DECSC, per case and seed."""
+    return versus(bench, "decsc", FRONT_END) + versus(bench, "decsc-adapt", "decsc")
+
+
+def versus(bench: Bench, method: str, base_method: str) -> list[str]:
+    """``method`` against ``base_method`` per case and seed: both MPSNRs, the difference, the worst band."""
     pairs = []
     for row in bench.rows:
-        if row.method != "decsc" or row.mpsnr is None:
+        if row.method != method or row.mpsnr is None:
             continue
-        base = next(
-            (r for r in bench.rows if (r.cube, r.noise, r.seed, r.method) == (row.cube, row.noise, row.seed, FRONT_END)),
-            None,
-        )
+        key = (row.cube, row.noise, row.seed, base_method)
+        base = next((r for r in bench.rows if (r.cube, r.noise, r.seed, r.method) == key), None)
         if base is not None and base.mpsnr is not None:
             pairs.append((row, base))
     if not pairs:
         return []
     lines = [
         "",
-        f"DECSC against its front end ({FRONT_END}); per-band columns: PSNR of DECSC minus the front end's, per band:",
+        f"{method} against {base_method}; per-band columns: PSNR of {method} minus {base_method}'s, per band:",
         "",
-        "| cube | noise | seed | front end | DECSC | DECSC − front end | worst band (index: dB) | bands < −0.2 dB | DECSC s / front end s |",
+        f"| cube | noise | seed | {base_method} | {method} | difference | worst band (index: dB) | bands < −0.2 dB | "
+        "seconds ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     gains = []
@@ -349,9 +371,10 @@ def versus_front_end(bench: Bench) -> list[str]:
         ratio = row.seconds / base.seconds if base.seconds else float("nan")
         lines.append(
             f"| {Path(row.cube).stem} | {row.noise} | {row.seed} | {base.mpsnr:.2f} | {row.mpsnr:.2f} | "
-            f"{row.mpsnr - base.mpsnr:+.2f} | {worst}: {per_band[worst]:+.2f} | {int(np.sum(per_band < -0.2))} | {ratio:.2f} |"
+            f"{row.mpsnr - base.mpsnr:+.3f} | {worst}: {per_band[worst]:+.3f} | {int(np.sum(per_band < -0.2))} | "
+            f"{ratio:.2f} |"
         )
-    lines += ["", f"Mean DECSC − front end: {np.mean(gains):+.2f} dB; smallest {np.min(gains):+.2f} dB."]
+    lines += ["", f"Mean {method} − {base_method}: {np.mean(gains):+.3f} dB; smallest {np.min(gains):+.3f} dB."]
     return lines
 
 
@@ -386,9 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="decsc: tiles per model call (default 4)")
     parser.add_argument("--preset", default="lite", help="decsc: the network of a checkpoint .pt (default lite)")
     parser.add_argument("--seeds", type=int, default=2, help="noise seeds per case (default 2)")
+    parser.add_argument("--adapt-seconds", type=float, default=60.0, help="decsc-adapt: adaptation budget (default 60)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    DECSC_SETTINGS.update(weights=args.weights, device=args.device, batch_size=args.batch_size, preset=args.preset)
+    DECSC_SETTINGS.update(
+        weights=args.weights, device=args.device, batch_size=args.batch_size, preset=args.preset,
+        adapt_seconds=args.adapt_seconds,
+    )  # fmt: skip
     if "decsc" in args.methods:
         print(f"decsc weights: {describe_weights(args.weights)}", flush=True)
 

@@ -236,13 +236,56 @@ def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | No
     return summary
 
 
+def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The central ``side`` x ``side`` window of a cube at full resolution: (B, h, w) float32 and its slices."""
+    from hsidenoise.io import open_cube
+    from hsidenoise.noreference import central_crop
+
+    with open_cube(path, **open_options) as reader:
+        rows, cols = central_crop(reader.shape, side)
+        return np.asarray(reader.read(rows, cols), dtype=np.float32), (rows, cols)
+
+
+def no_reference_section(
+    job: Job,
+    valid: np.ndarray,
+    *,
+    method: Denoiser | None = None,
+    nodata: float | None = None,
+    open_options: dict[str, Any] | None = None,
+):
+    """The report's no-reference figures (:func:`hsidenoise.noreference.no_reference_quality`) of one job.
+
+    Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
+    (whiteness and SURE on its central :data:`hsidenoise.noreference.DEFAULT_CROP` part), in the bands the
+    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
+    """
+    from hsidenoise.noreference import no_reference_quality
+
+    noisy, _ = read_central_window(job.source, NO_REFERENCE_WINDOW, **(open_options or {}))
+    denoised, _ = read_central_window(job.output, NO_REFERENCE_WINDOW)
+    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
+
+
+NO_REFERENCE_WINDOW = 256
+"""Side of the full-resolution central window the report's no-reference section reads."""
+
+
 def write_report(
-    report_dir: Path, job: Job, summary: dict[str, Any], *, open_options: dict[str, Any] | None = None
+    report_dir: Path,
+    job: Job,
+    summary: dict[str, Any],
+    *,
+    open_options: dict[str, Any] | None = None,
+    method: Denoiser | None = None,
+    nodata: float | None = None,
 ) -> dict[str, Path]:
     """Write the ``run --report`` bundle for one job (decimated previews of input and output).
 
     The row-mean profiles show bands the method denoised: the dead and NaN bands of
-    ``summary["untouched_bands"]`` are left out of that plot (they are listed in the JSON).
+    ``summary["untouched_bands"]`` are left out of that plot (they are listed in the JSON). The no-reference
+    section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some band was
+    denoised.
     """
     from hsidenoise.metrics import estimate_noise_mad
     from hsidenoise.report import default_profile_bands, write_run_report
@@ -253,6 +296,9 @@ def write_report(
     wavelengths = read_wavelengths(job.source, **open_options)
     untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
     valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
+    section = None
+    if valid.size:
+        section = no_reference_section(job, valid, method=method, nodata=nodata, open_options=open_options)
     profile_bands = None
     if valid.size and untouched:
         sigma = np.asarray(estimate_noise_mad(noisy[valid]), dtype=np.float64)
@@ -264,6 +310,7 @@ def write_report(
         summary={**summary, "preview_step": step},
         wavelengths=wavelengths,
         profile_bands=profile_bands,
+        no_reference=section,
     )
 
 
@@ -355,7 +402,14 @@ def run_jobs(
         info = denoiser.info() if hasattr(denoiser, "info") else {}
         summary = run_summary(result, job, method_info=info)
         if report is not None:
-            files = write_report(folders[job.source], job, summary, open_options=open_options)
+            files = write_report(
+                folders[job.source],
+                job,
+                summary,
+                open_options=open_options,
+                method=denoiser,
+                nodata=result.statistics.nodata,
+            )
             summary["report"] = {key: str(value) for key, value in files.items()}
         summary.pop("tiles")
         documents.append(summary)

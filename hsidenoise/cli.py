@@ -316,24 +316,76 @@ def noise(
             _say(f"wrote {', '.join(map(str, outputs))} ({recipe}, seed {seed}, bands {source.bands})")
 
 
+class SureMethodChoice(str, Enum):
+    lowrank = "lowrank"
+    decsc = "decsc"
+
+
 @app.command("eval")
 def evaluate_command(
     denoised: Annotated[Path, typer.Argument(help="Cube to score.")],
-    ref: Annotated[Path, typer.Option("--ref", help="Clean reference cube (same shape).")],
+    ref: Annotated[
+        Path | None,
+        typer.Option("--ref", help="Clean reference cube (same shape); without it: no-reference figures (--noisy)."),
+    ] = None,
     *,
-    noisy: Annotated[Path | None, typer.Option("--noisy", help="Noisy input, scored too for comparison.")] = None,
+    noisy: Annotated[
+        Path | None,
+        typer.Option("--noisy", help="Noisy input: scored too with --ref; without --ref, the no-reference input."),
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Directory for metrics.json, metrics.csv, per_band.png.")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory for metrics.json/.csv, per_band.png (no-reference: no_reference.json/.csv/.png).",
+        ),
     ] = None,
     ssim: Annotated[
         SsimMode, typer.Option("--ssim", help="SSIM convention: wang (skimage, default) or matlab (DECSC).")
     ] = SsimMode.wang,
-    peak: Annotated[float, typer.Option("--peak", help="PSNR peak value of the data.")] = 1.0,
+    peak: Annotated[
+        float | None,
+        typer.Option("--peak", help="PSNR peak value of the data (default 1; no-reference: the noisy max - min)."),
+    ] = None,
+    method: Annotated[
+        SureMethodChoice | None,
+        typer.Option("--method", help="No-reference: the method that denoised, re-run on a crop for SURE."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="No-reference, decsc: weights or preset (default: shipped).")
+    ] = None,
+    spatial: Annotated[
+        FrontEnd, typer.Option("--spatial", help="No-reference, lowrank: its eigen-image denoiser, as for run.")
+    ] = FrontEnd.auto,
+    crop: Annotated[
+        int, typer.Option("--crop", min=8, help="No-reference: side of the central window for whiteness and SURE.")
+    ] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="No-reference: seed of the pixel sample and SURE probes.")] = 0,
     var: VarOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Score a denoised cube against a reference: MPSNR, SSIM, SAM, ERGAS, per band and mean."""
+    """Score a denoised cube: against a reference (--ref: MPSNR, SSIM, SAM, ERGAS), or without one (--noisy:
+    noise before / after, whiteness of the removed part, SURE-estimated PSNR with --method)."""
     with _errors_as_one_line():
+        if ref is None:
+            _evaluate_without_reference(
+                denoised,
+                noisy,
+                out_dir=out_dir,
+                peak=peak,
+                method=_value(method),
+                model=model,
+                spatial=spatial.value,
+                crop=crop,
+                seed=seed,
+                var=var,
+                json_output=json_output,
+            )
+            return
+        if method is not None or model is not None:
+            raise ConfigError("--method and --model are for the no-reference mode; leave them out with --ref")
+        peak = 1.0 if peak is None else peak
         from hsidenoise.errors import CubeShapeError
         from hsidenoise.io import read_cube
         from hsidenoise.metrics import evaluate
@@ -375,6 +427,104 @@ def evaluate_command(
         for name, rep in rows + [("denoised", report)]:
             table.add_row(name, f"{rep.mpsnr:.2f}", f"{rep.mssim:.4f}", f"{rep.sam:.4f}", f"{rep.ergas:.2f}")
         Console().print(table)
+
+
+def _evaluate_without_reference(
+    denoised: Path,
+    noisy: Path | None,
+    *,
+    out_dir: Path | None,
+    peak: float | None,
+    method: str | None,
+    model: str | None,
+    spatial: str,
+    crop: int,
+    seed: int,
+    var: str | None,
+    json_output: bool,
+) -> None:
+    """``eval DENOISED --noisy NOISY`` without ``--ref``: :func:`hsidenoise.noreference.no_reference_quality`."""
+    if noisy is None:
+        raise ConfigError("eval needs --ref REFERENCE (full-reference scores) or --noisy NOISY (no-reference figures)")
+    if model is not None and method != "decsc":
+        raise ConfigError("--model needs --method decsc")
+    import numpy as np
+
+    from hsidenoise.errors import CubeShapeError
+    from hsidenoise.io import read_cube
+    from hsidenoise.noreference import no_reference_quality
+    from hsidenoise.report import _json_safe, write_no_reference_report
+
+    source = read_cube(noisy, var=var)
+    scored = read_cube(denoised, var=var)
+    if scored.shape != source.shape:
+        raise CubeShapeError(
+            f"{denoised} has shape {scored.shape} (bands, rows, cols) but the noisy input {noisy} has "
+            f"{source.shape}; compare a result with its own input"
+        )
+    bands = None
+    denoiser = None
+    if method is not None:
+        from hsidenoise.denoise import _ArrayReader
+        from hsidenoise.methods import build_method
+        from hsidenoise.statistics import compute_statistics
+
+        if method == "decsc":
+            from hsidenoise.device import configure_threads
+
+            configure_threads()
+            if model is not None:
+                _check_model_name(model)
+        denoiser = build_method(method, model=model, spatial=spatial)
+        stats = compute_statistics(_ArrayReader(source.data, source.meta), nodata=source.meta.nodata)
+        if stats.valid_bands.size == 0:
+            raise CubeShapeError(f"every band of {noisy} is dead or NaN; there is nothing to measure")
+        denoiser.prepare(stats)
+        bands = stats.valid_bands
+    result = no_reference_quality(
+        np.asarray(source.data, dtype=np.float32),
+        np.asarray(scored.data, dtype=np.float32),
+        method=denoiser,
+        crop=crop,
+        seed=seed,
+        peak=peak,
+        bands=bands,
+        nodata=source.meta.nodata,
+    )
+    files = {}
+    extra = {"denoised": str(denoised), "noisy": str(noisy), "method": method}
+    if out_dir is not None:
+        files = write_no_reference_report(result, out_dir, wavelengths=source.meta.wavelengths, extra=extra)
+    document = {**extra, "no_reference": result.to_dict(), "files": {k: str(v) for k, v in files.items()}}
+    if json_output:
+        _print_json(_json_safe(document))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    facts = result.to_dict()
+    table = Table(title=escape(f"{denoised.name} vs its input {noisy.name} (no reference)"), show_header=False)
+    noise = facts["noise"]
+    table.add_row(
+        "noise sigma (median)",
+        ", ".join(
+            f"{when} {'-' if noise[key] is None else format(noise[key], '.4g')}"
+            for when, key in (("before", "median_before"), ("after", "median_after"))
+        ),
+    )
+    flagged = list(result.flagged_bands)
+    table.add_row(
+        "removed part not white",
+        f"{len(flagged)} of {len(result.bands)} bands"
+        + (f" ({_band_list(flagged).split(': ', 1)[1]})" if flagged else ""),
+    )
+    table.add_row("neighbour bands correlated", f"{len(result.flagged_pairs)} pairs")
+    if result.has_sure and result.sure_mpsnr is not None:
+        table.add_row("SURE MPSNR (estimate)", f"{result.sure_mpsnr:.2f} dB (peak {result.peak:.4g})")
+    else:
+        table.add_row("SURE", escape(result.sure_note))
+    Console().print(table)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -496,12 +646,17 @@ def run(
     ],
     *,
     method: Annotated[
-        MethodChoice, typer.Option("--method", help="decsc (the network) or lowrank (weight-free, fast).")
-    ] = MethodChoice.decsc,
+        MethodChoice | None,
+        typer.Option(
+            "--method",
+            help="lowrank (weight-free, fast; the default because it measured best: the shipped DECSC weights are "
+            "level with it, see weights/README.md) or decsc (the network on top of it; the default with --model).",
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", help="DECSC weights (.safetensors) or a preset name; default: the shipped lite weights."
+            "--model", help="DECSC weights (.safetensors) or a preset name; default: the shipped default weights."
         ),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option("--device", help="auto picks CUDA when present.")] = DeviceChoice.auto,
@@ -522,6 +677,17 @@ def run(
             "--spatial", help="lowrank: eigen-image denoiser; auto = BM3D when installed, else DCT (3-7x faster)."
         ),
     ] = FrontEnd.auto,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="Before denoising, fine-tune a copy of the model on the cube itself (self-supervised, SURE); "
+            "kept only if it lowers the held-out SURE. Subspace DECSC weights only.",
+        ),
+    ] = False,
+    adapt_seconds: Annotated[
+        float, typer.Option("--adapt-seconds", min=0, help="Time budget of --adapt per cube, seconds.")
+    ] = 60.0,
     dtype: DtypeOpt = OutputDtype.float32,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write report.json and PNG plots here (one folder per input).")
@@ -534,6 +700,8 @@ def run(
     json_output: JsonOpt = False,
 ) -> None:
     """Denoise cubes: read, tile, denoise, blend and write, streaming tile by tile."""
+    if method is None:  # the best measured method, or the network when weights are named
+        method = MethodChoice.decsc if model is not None else MethodChoice.lowrank
     with _errors_as_one_line():
         from hsidenoise.batch import expand_inputs, plan_jobs, run_jobs
         from hsidenoise.methods import build_method
@@ -552,8 +720,12 @@ def run(
             if method.value == "decsc" and model is not None:
                 _check_model_name(model)
             denoiser = build_method(
-                method.value, model=model, device=device.value, config=config, solver=solver, spatial=spatial.value
-            )
+                method.value, model=model, device=device.value, config=config, solver=solver, spatial=spatial.value,
+                adapt_seconds=adapt_seconds if adapt else 0.0,
+            )  # fmt: skip
+            if adapt and hasattr(denoiser, "adapt_progress"):
+                tick = bars.callback("adapting")
+                denoiser.adapt_progress = lambda spent, allowed: tick(int(spent), int(allowed))
             if talk and method.value == "decsc":
                 facts = denoiser.info()
                 _say(f"{method.value} ({facts.get('preset', '-')}) on {facts.get('device', 'cpu')}")
@@ -633,17 +805,24 @@ def _train_config(
     seed: int,
     checkpoint_every: float,
     loss: str,
+    self_supervised: bool = False,
 ):
     from hsidenoise.data import SamplerConfig, parse_noise_mix
     from hsidenoise.lowrank import LowRankConfig
     from hsidenoise.train import TrainConfig
 
-    sampler = SamplerConfig(
+    sampler: Any = SamplerConfig(
         noise=parse_noise_mix(noise, sigma_max=sigma_max),
         patch_size=patch_size,
         patches_per_cube=patches_per_cube,
         front_end=LowRankConfig(spatial=front_end),
     )
+    if self_supervised:  # the data are the user's noisy cubes: no synthetic noise, SURE in whitened units
+        from dataclasses import replace
+
+        from hsidenoise.subspace_training import subspace_sampler_config
+
+        sampler = replace(subspace_sampler_config(sampler), self_supervised=True, real_fraction=1.0)
     return TrainConfig(
         model=model,
         data=tuple(data),
@@ -703,7 +882,7 @@ def _training_command(finetuning: bool):
         validation: Annotated[
             list[Path] | None, typer.Option("--validation", help="Cubes scored each epoch, never trained on.")
         ] = None,
-        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): lite or paper.")] = "lite",
+        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): subspace, lite or paper.")] = "subspace",
         from_weights: Annotated[
             Path | None, typer.Option("--from", help="Weights to start from (finetune; default: the shipped ones).")
         ] = None,
@@ -734,6 +913,15 @@ def _training_command(finetuning: bool):
         ] = 300.0,
         loss: Annotated[str, typer.Option("--loss", help="mse or logmse (mean -PSNR per example).")] = "mse",
         resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+        self_supervised: Annotated[
+            bool,
+            typer.Option(
+                "--self-supervised",
+                help="The --data cubes are real noisy data with no clean version: no synthetic noise is added "
+                "(--noise is ignored) and the loss is SURE in whitened units. Subspace weights only. Without it, "
+                "--data must be clean cubes, on which noise is synthesised.",
+            ),
+        ] = False,
         quiet: QuietOpt = False,
         json_output: JsonOpt = False,
     ) -> None:
@@ -759,6 +947,7 @@ def _training_command(finetuning: bool):
                 seed=seed,
                 checkpoint_every=checkpoint_every,
                 loss=loss,
+                self_supervised=self_supervised,
             )
             with _Progress(not (quiet or json_output)) as bars:
                 progress = _train_progress(bars, quiet or json_output)
@@ -834,3 +1023,13 @@ def models(json_output: JsonOpt = False) -> None:
                 f"noise {card.get('noise', '?')}, validation MPSNR {score if score is None else round(score, 2)})"
             )
             Console().print(escape(line), soft_wrap=True)
+            measured = meta.get("measured") or {}
+            if measured:
+                Console().print(
+                    escape(
+                        f"  measured against its front end ({measured.get('front_end', 'lowrank')}): "
+                        f"{measured['mean_gain_db']:+.2f} dB MPSNR on average, {measured['min_gain_db']:+.2f} dB at "
+                        f"worst, over {measured['cases']} validation cases ({measured['command']})"
+                    ),
+                    soft_wrap=True,
+                )

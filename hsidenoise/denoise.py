@@ -347,6 +347,10 @@ def _run(
         started = time.perf_counter()
         method.prepare(stats)
         timings["prepare"] = time.perf_counter() - started
+        if getattr(method, "wants_samples", False):  # --adapt: the method learns from crops of this cube first
+            started = time.perf_counter()
+            method.adapt_to(_sample_crops(reader, roles, height, width))  # type: ignore[attr-defined]
+            timings["adapt"] = time.perf_counter() - started
         stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
         from hsidenoise.io.base import CubeReader as FileReader
 
@@ -386,6 +390,26 @@ def _run(
         timings=timings,
         batch_size=batch_size,
     )
+
+
+ADAPT_CROP = 64
+"""Side of the crops an adapting method learns from."""
+ADAPT_CROPS = 16
+"""At most this many crops, spread over the scene on a seeded grid."""
+
+
+def _sample_crops(reader: CubeReader, roles: _BandRoles, height: int, width: int) -> list[np.ndarray]:
+    """Up to :data:`ADAPT_CROPS` crops of :data:`ADAPT_CROP` pixels (valid bands, invalid pixels filled)."""
+    side_r, side_c = min(ADAPT_CROP, height), min(ADAPT_CROP, width)
+    per_axis = max(1, int(np.ceil(np.sqrt(ADAPT_CROPS))))
+    rows = np.unique(np.linspace(0, height - side_r, per_axis).astype(int))
+    cols = np.unique(np.linspace(0, width - side_c, per_axis).astype(int))
+    crops = []
+    for top in rows:
+        for left in cols:
+            tile = Tile(int(top), int(top) + side_r, int(left), int(left) + side_c)
+            crops.append(_method_input(reader, tile, roles))
+    return crops[:ADAPT_CROPS]
 
 
 def _stitch_and_write(

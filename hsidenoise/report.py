@@ -28,6 +28,8 @@ from hsidenoise.metrics import MetricsReport, estimate_noise_mad
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from hsidenoise.noreference import NoReferenceReport
+
 RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 """Band centres (nm) picked for the red, green and blue channels of a quick-look when wavelengths are known."""
 
@@ -369,6 +371,96 @@ def default_profile_bands(sigma: np.ndarray, count: int = 3) -> list[int]:
     return sorted(chosen)
 
 
+def write_no_reference_table(
+    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
+) -> Path:
+    """The per-band table of a :class:`hsidenoise.noreference.NoReferenceReport` as CSV (one row per band)."""
+    columns = report.per_band()
+    if wavelengths is not None:
+        x_values, _ = _band_axis(report.band_count, wavelengths)
+        columns = {"band": columns.pop("band"), "wavelength": x_values, **columns}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    for band in range(report.band_count):
+        row = []
+        for values in columns.values():
+            value = values[band]
+            row.append(int(value) if values.dtype.kind in "bi" else f"{float(value):.6g}")
+        writer.writerow(row)
+    text = buffer.getvalue()
+    return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
+
+
+def plot_no_reference(
+    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
+) -> Path:
+    """Whiteness of the removed part per band (flagged bands marked), noise before / after, and SURE PSNR.
+
+    Panels: |lag-1 autocorrelation| of noisy - denoised along rows and columns with the flag threshold, the
+    flagged bands as red crosses; the per-band noise estimate before and after; the SURE-estimated PSNR
+    when the report has it.
+
+    Returns:
+        ``path``.
+    """
+    x_values, x_label = _band_axis(report.band_count, wavelengths)
+    panels = 3 if report.has_sure else 2
+    figure = _new_figure(8.0, 2.8 * panels + 0.4)
+    axes = np.atleast_1d(figure.subplots(panels, 1, sharex=True))
+    white = axes[0]
+    white.plot(x_values, np.abs(report.autocorr_rows), color="C0", marker=".", lw=1.0, label="|r| along rows")
+    white.plot(x_values, np.abs(report.autocorr_cols), color="C1", marker=".", lw=1.0, label="|r| along columns")
+    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag threshold")
+    flagged = list(report.flagged_bands)
+    if flagged:
+        height = np.fmax(np.abs(report.autocorr_rows[flagged]), np.abs(report.autocorr_cols[flagged]))
+        white.plot(x_values[flagged], height, "x", color="C3", ms=8, mew=2, label=f"flagged ({len(flagged)})")
+    white.set_ylabel("lag-1 autocorrelation")
+    white.set_title("Whiteness of the removed part (noisy - denoised)", fontsize="medium")
+    noise = axes[1]
+    noise.plot(x_values, report.sigma_before, color="0.5", marker=".", lw=1.0, label="before")
+    noise.plot(x_values, report.sigma_after, color="C3", marker=".", lw=1.0, label="after")
+    positive = np.concatenate([report.sigma_before, report.sigma_after])
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if positive.size and positive.max() > 20 * positive.min():
+        noise.set_yscale("log")
+    noise.set_ylabel("noise std (estimate)")
+    if report.has_sure:
+        sure = axes[2]
+        label = "SURE estimate" + ("" if report.sure_mpsnr is None else f" (MPSNR {report.sure_mpsnr:.2f} dB)")
+        sure.plot(x_values, np.where(np.isfinite(report.sure_psnr), report.sure_psnr, np.nan), color="C2",
+                  marker=".", lw=1.0, label=label)
+        sure.set_ylabel(f"PSNR (dB, peak {report.peak:.3g})")
+    for panel in axes:
+        panel.grid(alpha=0.3, which="both")
+        panel.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel(x_label)
+    return _save_figure(figure, Path(path))
+
+
+def write_no_reference_report(
+    report: NoReferenceReport,
+    out_dir: Path | str,
+    *,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``no_reference.json`` (``extra`` plus the report under ``no_reference``), ``no_reference.csv`` and
+    ``no_reference.png`` into ``out_dir`` (``hsidenoise eval --noisy`` without ``--ref``).
+
+    Returns:
+        ``{"json", "csv", "plot"}`` -> path.
+    """
+    out_dir = Path(out_dir)
+    payload = {**(extra or {}), "no_reference": report.to_dict()}
+    return {
+        "json": write_json(payload, out_dir / "no_reference.json"),
+        "csv": write_no_reference_table(report, out_dir / "no_reference.csv", wavelengths),
+        "plot": plot_no_reference(report, out_dir / "no_reference.png", wavelengths),
+    }
+
+
 def write_run_report(
     out_dir: Path | str,
     noisy: np.ndarray,
@@ -378,21 +470,25 @@ def write_run_report(
     wavelengths: np.ndarray | Sequence[float] | None = None,
     profile_bands: Sequence[int] | None = None,
     rgb_bands: Sequence[int] | None = None,
+    no_reference: NoReferenceReport | None = None,
 ) -> dict[str, Path]:
-    """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs.
+    """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs (and a CSV and a PNG more with ``no_reference``).
 
     ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured)
     and the per-band noise estimate before and after. For scenes too large for memory pass a decimated
     preview of both cubes (e.g. every k-th row and column): the estimates and plots only need a sample.
+    With ``no_reference`` (computed by the caller on full-resolution data), ``report.json`` also holds it
+    under ``no_reference``, and ``no_reference.csv`` and ``no_reference.png`` are written.
 
     Args:
         out_dir: created if missing.
         noisy, denoised: (B, H, W) input and output, same units. summary: JSON-able facts about the run.
         wavelengths: (B,) band centres. profile_bands: default :func:`default_profile_bands`.
-        rgb_bands: default :func:`pick_rgb_bands`.
+        rgb_bands: default :func:`pick_rgb_bands`. no_reference: the no-reference section, or None.
 
     Returns:
-        ``{"json", "profiles", "quicklook", "noise"}`` -> path.
+        ``{"json", "profiles", "quicklook", "noise"}`` -> path, plus ``no_reference_csv`` and
+        ``no_reference_plot`` with ``no_reference``.
     """
     noisy, denoised = _check_pair(noisy, denoised)
     out_dir = Path(out_dir)
@@ -407,9 +503,15 @@ def write_run_report(
         },
         "profile_bands": bands,
     }
-    return {
+    if no_reference is not None:
+        payload["no_reference"] = no_reference.to_dict()
+    paths = {
         "json": write_json(payload, out_dir / "report.json"),
         "profiles": plot_row_mean_profiles(noisy, denoised, bands, out_dir / "row_mean_profiles.png", wavelengths),
         "quicklook": write_quicklook(noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths),
         "noise": plot_noise_before_after(sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths),
     }
+    if no_reference is not None:
+        paths["no_reference_csv"] = write_no_reference_table(no_reference, out_dir / "no_reference.csv", wavelengths)
+        paths["no_reference_plot"] = plot_no_reference(no_reference, out_dir / "no_reference.png", wavelengths)
+    return paths

@@ -634,7 +634,7 @@ TRAIN_ARGS = (
 
 @pytest.fixture(scope="module")
 def trained(runner, tmp_path_factory) -> dict[str, Path | dict]:
-    """Two tiny training cubes (ENVI 33 bands, GeoTIFF 31 bands) and one epoch of two steps of lite."""
+    """Two tiny training cubes (ENVI 33 bands, GeoTIFF 31 bands) and one epoch of two steps of the default preset (subspace)."""
     folder = tmp_path_factory.mktemp("train")
     data = folder / "data"
     data.mkdir()
@@ -651,7 +651,7 @@ def test_train_writes_weights_card_and_checkpoint(trained):
     weights = Path(document["weights"])
     assert weights.parent == out and weights.suffix == ".safetensors" and weights.stat().st_size > 0
     card = json.loads(weights.with_suffix(".json").read_text())
-    assert card["preset"] == "lite"
+    assert card["preset"] == "subspace"  # the default preset of train
     assert Path(document["checkpoint"]).is_file()
 
 
@@ -686,7 +686,7 @@ def test_finetune_from_trained_weights(runner, trained, tmp_path):
 
 
 def test_run_with_trained_weights(runner, trained, work):
-    weights = trained["out"] / "decsc-lite.safetensors"
+    weights = trained["out"] / "decsc-subspace.safetensors"
     document = json.loads(
         invoke(
             runner,
@@ -705,7 +705,7 @@ def test_run_with_trained_weights(runner, trained, work):
             "--json",
         ).stdout
     )
-    assert document["method"] == "decsc" and document["method_info"]["preset"] == "lite"
+    assert document["method"] == "decsc" and document["method_info"]["preset"] == "subspace"
     out = read_cube(work / "w.hdr").data
     assert out.shape == (7, 21, 25) and np.isfinite(out).all()
 

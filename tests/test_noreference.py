@@ -1,0 +1,220 @@
+"""No-reference quality: SURE is unbiased, the whiteness flag, noise before / after, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from hsidenoise.cli import app
+from hsidenoise.cube import Cube, CubeMeta
+from hsidenoise.denoise import denoise_array
+from hsidenoise.errors import ConfigError, CubeShapeError
+from hsidenoise.io import write_cube
+from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+from hsidenoise.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def smooth_cube(bands: int, rows: int, cols: int, seed: int = 0) -> np.ndarray:
+    """(B, H, W) float64 in about [0.1, 0.9]: three smooth spectra mixed by smooth abundances (rank 3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
+    abundances = np.stack([np.sin(3 * x + 1) ** 2, np.cos(2 * y) ** 2, x * y])
+    spectra = 0.2 + 0.25 * (
+        1 + np.sin(np.linspace(0, 3, bands)[:, None] * rng.uniform(0.5, 2, 3) + rng.uniform(0, 3, 3))
+    )
+    return np.einsum("bk,khw->bhw", spectra, abundances) / 2.2 + 0.1
+
+
+class BoxSmoother:
+    """A linear denoiser: a 3 x 3 mean filter per band (its divergence is known, its SURE exact on average)."""
+
+    name = "box"
+
+    def prepare(self, stats) -> None:
+        """Nothing to fit."""
+
+    def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(np.asarray(tile, dtype=np.float64), size=(1, 3, 3), mode="reflect").astype(
+            np.float32
+        )
+
+
+def test_sure_of_a_linear_smoother_is_unbiased() -> None:
+    clean = smooth_cube(13, 33, 35)
+    sigma = np.linspace(0.02, 0.08, 13)
+    method = BoxSmoother()
+    sure, truth = [], []
+    for draw in range(16):
+        noisy = clean + sigma[:, None, None] * np.random.default_rng(draw).standard_normal(clean.shape)
+        estimate = sure_mse(noisy, method, sigma, seed=draw)
+        sure.append(estimate.mse)
+        truth.append(((method.denoise_tile(noisy.astype(np.float32)) - clean) ** 2).mean(axis=(1, 2)))
+        assert not estimate.clamped.any() and estimate.excluded_fraction.max() < 0.01
+    sure, truth = np.mean(sure, axis=0), np.mean(truth, axis=0)
+    assert sure.mean() == pytest.approx(truth.mean(), rel=0.03)
+    # one draw's SURE has a spread of about sigma^2 sqrt(2 / n) (35 % of this MSE); 16 draws: about 9 %
+    np.testing.assert_allclose(sure, truth, rtol=0.35)
+
+
+def test_sure_through_no_reference_quality_matches_the_mse_on_average() -> None:
+    clean = smooth_cube(17, 31, 29, seed=1)
+    sigma = np.full(17, 0.05)
+    estimates, true_mse = [], []  # mean MSE over the bands, per draw
+    for draw in range(6):
+        noisy = clean + 0.05 * np.random.default_rng(10 + draw).standard_normal(clean.shape)
+        denoised = BoxSmoother().denoise_tile(noisy)
+        report = no_reference_quality(noisy, denoised, sigma=sigma, method=BoxSmoother(), peak=1.0, seed=draw)
+        assert report.has_sure and report.sure_psnr.shape == (17,)
+        estimates.append(report.sure_mse.mean())
+        true_mse.append(((denoised - clean) ** 2).mean())
+        assert np.isfinite(report.sure_mpsnr)
+    assert np.mean(estimates) == pytest.approx(np.mean(true_mse), rel=0.05)
+
+
+def test_whiteness_passes_white_noise_and_flags_a_planted_edge() -> None:
+    rng = np.random.default_rng(3)
+    clean = smooth_cube(13, 45, 51, seed=2)
+    noise = 0.03 * rng.standard_normal(clean.shape)
+    noisy = clean + noise
+    white = no_reference_quality(noisy, clean, crop=45)  # the perfect denoiser removed exactly the noise
+    assert white.flagged_bands == () and white.flagged_pairs == ()
+    assert np.nanmax(np.abs(white.autocorr_rows)) < WHITENESS_SIGMAS / np.sqrt(44 * 45)
+    lossy = clean.copy()
+    lossy[4:9, :, 25:] -= 0.03  # the "denoiser" lost an edge in bands 4-8: it shows in what was removed
+    flagged = no_reference_quality(noisy, lossy, crop=45)
+    assert set(flagged.flagged_bands) == {4, 5, 6, 7, 8}
+    assert {4, 5, 6, 7} <= set(flagged.flagged_pairs)
+    assert np.all(np.abs(flagged.autocorr_cols[4:9]) > flagged.whiteness_threshold[4:9])
+
+
+def test_whiteness_of_constant_residual_is_undefined_not_flagged() -> None:
+    result = whiteness(np.zeros((3, 9, 11)))
+    assert np.isnan(result["rows"]).all() and np.isnan(result["spectral"]).all()
+
+
+def test_lowrank_lowers_the_noise_and_gives_a_sure_estimate() -> None:
+    clean = smooth_cube(17, 41, 37, seed=4)
+    sigma = np.linspace(0.02, 0.06, 17)
+    noisy = (clean + sigma[:, None, None] * np.random.default_rng(5).standard_normal(clean.shape)).astype(np.float32)
+    method = LowRankDenoiser(LowRankConfig(spatial="dct"))
+    denoised = denoise_array(noisy, method)
+    report = no_reference_quality(noisy, denoised, method=method, crop=32, peak=1.0)
+    assert np.all(report.sigma_after < report.sigma_before)
+    np.testing.assert_allclose(report.sigma_before, sigma, rtol=0.2)
+    assert report.has_sure and np.isfinite(report.sure_psnr).all()
+    assert "front end" in report.sure_exclusion
+    true_mpsnr = np.mean(10 * np.log10(1 / ((denoised - clean) ** 2).mean(axis=(1, 2))))
+    assert report.sure_mpsnr > np.mean(10 * np.log10(1 / sigma**2))  # the estimate sees a gain over the noise
+    assert abs(report.sure_mpsnr - true_mpsnr) < 6.0  # per-band SURE is noisy at high gains (module docstring)
+
+
+def test_no_reference_quality_refuses_bad_input() -> None:
+    cube = smooth_cube(5, 12, 13)
+    with pytest.raises(CubeShapeError):
+        no_reference_quality(cube, cube[:, :10])
+    with pytest.raises(ConfigError):
+        no_reference_quality(cube, cube, crop=4)
+    with pytest.raises(ConfigError):
+        no_reference_quality(cube, cube, bands=[7])
+    with pytest.raises(CubeShapeError):
+        no_reference_quality(cube, cube, method=BoxSmoother(), sigma=[0.1, 0.2])
+
+
+def test_dead_and_nan_bands_are_left_out() -> None:
+    clean = smooth_cube(9, 21, 23)
+    noisy = clean + 0.02 * np.random.default_rng(0).standard_normal(clean.shape)
+    noisy[2] = 0.25
+    noisy[5] = np.nan
+    report = no_reference_quality(noisy, np.where(np.isfinite(noisy), clean, np.nan))
+    assert 2 not in report.bands and 5 not in report.bands and len(report.bands) == 7
+    assert np.isnan(report.sigma_before[[2, 5]]).all() and np.isfinite(report.sigma_before[[0, 8]]).all()
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Path:
+    """noisy.tif, half.tif (halfway to the clean cube) and small.tif (another shape), 13 bands, 37 x 35."""
+    clean = smooth_cube(13, 37, 35, seed=6)
+    noisy = (clean + 0.04 * np.random.default_rng(7).standard_normal(clean.shape)).astype(np.float32)
+    meta = CubeMeta(wavelengths=np.linspace(450.0, 850.0, 13), wavelength_units="nm")
+    write_cube(tmp_path / "noisy.tif", Cube(noisy, meta))
+    write_cube(tmp_path / "half.tif", Cube(((noisy + clean) / 2).astype(np.float32), meta))
+    write_cube(tmp_path / "small.tif", Cube(noisy[:, :20], meta))
+    return tmp_path
+
+
+def test_cli_eval_without_reference_json_and_files(pair: Path) -> None:
+    runner = CliRunner()
+    out = pair / "scores"
+    args = ["eval", str(pair / "half.tif"), "--noisy", str(pair / "noisy.tif"), "-o", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    section = document["no_reference"]
+    assert len(section["noise"]["before"]) == 13 and section["noise"]["median_after"] < section["noise"]["median_before"]
+    assert set(section["whiteness"]) >= {"autocorr_rows", "autocorr_cols", "flagged_bands", "threshold"}
+    assert section["sure"]["available"] is False and "method" in section["sure"]["note"]
+    assert sorted(p.name for p in out.iterdir()) == ["no_reference.csv", "no_reference.json", "no_reference.png"]
+    assert (out / "no_reference.png").read_bytes()[:8] == PNG_MAGIC
+    with open(out / "no_reference.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 13 and {"sigma_before", "autocorr_rows", "flagged", "wavelength"} <= set(rows[0])
+
+    result = runner.invoke(
+        app,
+        ["eval", str(pair / "half.tif"), "--noisy", str(pair / "noisy.tif"), "--method", "lowrank",
+         "--spatial", "dct", "--crop", "24", "--json"],
+    )
+    assert result.exit_code == 0, result.stderr
+    sure = json.loads(result.stdout)["no_reference"]["sure"]
+    assert sure["available"] is True and len(sure["psnr"]) == 13 and sure["mpsnr"] is not None
+    table = runner.invoke(app, ["eval", str(pair / "half.tif"), "--noisy", str(pair / "noisy.tif")])
+    assert table.exit_code == 0 and "SURE needs" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["eval", "half.tif"], 2),  # neither --ref nor --noisy
+        (["eval", "half.tif", "--noisy", "small.tif"], 1),  # shapes differ
+        (["eval", "half.tif", "--noisy", "missing.tif"], 1),
+        (["eval", "half.tif", "--ref", "noisy.tif", "--method", "lowrank"], 2),
+        (["eval", "half.tif", "--noisy", "noisy.tif", "--model", "lite"], 2),  # --model without --method decsc
+    ],
+)
+def test_cli_eval_without_reference_refuses_with_one_line(pair: Path, args: list[str], code: int, monkeypatch) -> None:
+    monkeypatch.chdir(pair)
+    before = sorted(p.name for p in pair.iterdir())
+    result = CliRunner().invoke(app, [*args, "-o", "scores", "--json"])
+    assert result.exit_code == code, result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert sorted(p.name for p in pair.iterdir()) == before
+
+
+def test_cli_run_report_has_the_no_reference_section(pair: Path) -> None:
+    report = pair / "report"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(pair / "noisy.tif"), "-o", str(pair / "out.tif"), "--method", "lowrank", "--spatial", "dct",
+         "--report", str(report), "-q"],
+    )
+    assert result.exit_code == 0, result.stderr
+    facts = json.loads((report / "report.json").read_text())
+    section = facts["no_reference"]
+    assert section["sure"]["available"] is True and len(section["sure"]["mse"]) == 13
+    assert section["crop"] == {"rows": [0, 37], "cols": [0, 35]}
+    assert len(section["whiteness"]["autocorr_cols"]) == 13
+    for name in ("no_reference.png", "row_mean_profiles.png", "quicklook.png"):
+        assert (report / name).read_bytes()[:8] == PNG_MAGIC
+    assert len((report / "no_reference.csv").read_text().strip().splitlines()) == 14
