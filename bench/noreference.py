@@ -29,15 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube  # noqa: E402
+from hsidenoise.noise import add_noise, normalise_cube  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data"
-DEFAULT_CUBES = (
-    "cave_256/real_and_fake_apples_ms_256.mat",
-    "hydice_urban_crop/hydice.mat",
-    "aviris_san_diego/sandiego_plane.mat",
-)
-NOISES = {"noniid": NoiseSpec("noniid", sigma_max=95.0), "mixture": NoiseSpec("mixture", sigma_max=95.0)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import DATA, DEFAULT_CUBES, NOISES  # noqa: E402  (the same cubes and noises as bench/quality.py)
+
 SEED = 2026
 """Noise seed of cube i and noise j: SEED + 100 * i + j (as bench/quality.py's first seed)."""
 TARGET_DB = 0.5

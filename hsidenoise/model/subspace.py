@@ -155,8 +155,24 @@ class _CodingLayer(nn.Module):
         v = self.analyse(self.synthesise_with(self.power_vector, size, self.decoder), self.decoder)
         self.power_vector = v / v.norm()
 
+    kernel: int
+    stride: int
+    padding: int
+
     def _probe_size(self) -> tuple[int, int]:
-        raise NotImplementedError
+        side = 8 * self.stride + self.kernel
+        return side, side
+
+    def code_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Spatial size of the code map for an image of spatial ``size`` (strided, zero padding k // 2)."""
+        return tuple((s + 2 * self.padding - self.kernel) // self.stride + 1 for s in size)  # type: ignore[return-value]
+
+    def transposed(self, codes: Tensor, size: tuple[int, int], weight: Tensor) -> Tensor:
+        """The strided transposed convolution codes -> image of spatial ``size`` (the adjoint of ``analyse``)."""
+        output_padding = tuple(
+            s - ((c - 1) * self.stride - 2 * self.padding + self.kernel) for s, c in zip(size, codes.shape[-2:])
+        )
+        return F.conv_transpose2d(codes, weight, stride=self.stride, padding=self.padding, output_padding=output_padding)
 
     def step_size(self) -> Tensor:
         """tau = 1 / ||E||^2 (power iteration on the decoder; one more iteration per training forward)."""
@@ -188,24 +204,13 @@ class SubspaceGIC(_CodingLayer):
         self.prior = ResidualConvPrior(atoms, config.prior_width, config.prior_depth)  # Net1
         self._init_power(torch.randn(1, _CHANNELS * self.slots, *self._probe_size()))
 
-    def _probe_size(self) -> tuple[int, int]:
-        side = 8 * self.stride + self.kernel
-        return side, side
-
-    def code_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        return tuple((s + 2 * self.padding - self.kernel) // self.stride + 1 for s in size)  # type: ignore[return-value]
-
     def analyse(self, image: Tensor, weight: Tensor) -> Tensor:
         """W_K (x) image: (N, C, H, W) -> (N, M, h, w) with the first C input channels of ``weight``."""
         return F.conv2d(image, weight[:, : image.shape[1]], stride=self.stride, padding=self.padding)
 
     def synthesise_with(self, codes: Tensor, size: tuple[int, int], weight: Tensor, channels: int | None = None) -> Tensor:
         """K (x) S: (N, M, h, w) -> (N, channels, H, W)."""
-        weight = weight if channels is None else weight[:, :channels]
-        output_padding = tuple(
-            s - ((c - 1) * self.stride - 2 * self.padding + self.kernel) for s, c in zip(size, codes.shape[-2:])
-        )
-        return F.conv_transpose2d(codes, weight, stride=self.stride, padding=self.padding, output_padding=output_padding)
+        return self.transposed(codes, size, weight if channels is None else weight[:, :channels])
 
     def reconstruct(self, codes: Tensor, components: int, size: tuple[int, int]) -> Tensor:
         """The data-term image K (x) S: (N, M, h, w) -> (N, k, 2, H, W)."""
@@ -294,23 +299,13 @@ class SubspaceLSU(_CodingLayer):
         self.prior = SubspaceDetailEnhancement(atoms)  # Net2
         self._init_power(torch.randn(1, _CHANNELS, *self._probe_size()))
 
-    def _probe_size(self) -> tuple[int, int]:
-        side = 8 * self.stride + self.kernel
-        return side, side
-
-    def code_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        return tuple((s + 2 * self.padding - self.kernel) // self.stride + 1 for s in size)  # type: ignore[return-value]
-
     def analyse(self, image: Tensor, weight: Tensor) -> Tensor:
         """W_D * image: (n, 2, H, W) -> (n, J, h, w)."""
         return F.conv2d(image, weight, stride=self.stride, padding=self.padding)
 
     def synthesise_with(self, codes: Tensor, size: tuple[int, int], weight: Tensor) -> Tensor:
         """D * H: (n, J, h, w) -> (n, C, H, W), C = weight's output channels."""
-        output_padding = tuple(
-            s - ((c - 1) * self.stride - 2 * self.padding + self.kernel) for s, c in zip(size, codes.shape[-2:])
-        )
-        return F.conv_transpose2d(codes, weight, stride=self.stride, padding=self.padding, output_padding=output_padding)
+        return self.transposed(codes, size, weight)
 
     def reconstruct(self, codes: Tensor, size: tuple[int, int]) -> Tensor:
         """D * H: (N, k, J, h, w) -> (N, k, 2, H, W)."""
