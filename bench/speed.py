@@ -201,18 +201,19 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["threads"] = configure_threads(spec.get("threads"))
         result["torch"] = torch.__version__
     evaluations = None
-    if method in ("lite", "lite-naive", "paper"):
+    if method in ("lite", "lite-naive", "paper", "subspace"):  # subspace: shipped weights, --subspace-weights or preset
         from hsidenoise.denoise import denoise_array
         from hsidenoise.tiling import TileConfig
 
         torch.manual_seed(0)  # an untrained preset is the same network in every child
         started = time.perf_counter()
-        weights = "paper" if method == "paper" else spec["weights"]
+        weights = {"paper": "paper", "subspace": spec["subspace_weights"]}.get(method, spec["weights"])
         denoiser = quality.build_decsc(weights, device=spec["device"], solver=spec.get("solver") or None)
         inference = {k: v for k, v in (spec.get("inference") or {}).items() if v is not None}
         if method == "lite-naive":
             inference["naive"] = True
-        denoiser.config = dataclasses.replace(denoiser.config, **inference)  # the tool's defaults, then overrides
+        if hasattr(denoiser, "config"):  # band-window models: the tool's inference defaults, then overrides
+            denoiser.config = dataclasses.replace(denoiser.config, **inference)
         result["build_seconds"] = time.perf_counter() - started
         result["device"] = str(denoiser.device)
         if denoiser.device.type == "cuda":
@@ -223,23 +224,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         info = denoiser.info()
         evaluations = info["evaluations_per_tile"]
         result["tiles"] = info["tiles"]
-        result["inference"] = info["inference"]
+        result["inference"] = info.get("inference")
         if denoiser.device.type == "cuda":
             result["cuda_peak"] = int(torch.cuda.max_memory_allocated(denoiser.device))
             result["device_name"] = torch.cuda.get_device_name(denoiser.device)
-    elif method == "subspace":  # the subspace DECSC (shipped weights, or --subspace-weights, or the preset)
-        from hsidenoise.denoise import denoise_array
-        from hsidenoise.tiling import TileConfig
-
-        torch.manual_seed(0)
-        denoiser = quality.build_decsc(spec["subspace_weights"], device=spec["device"], solver=spec.get("solver") or None)
-        result["device"] = str(denoiser.device)
-        started, cpu = time.perf_counter(), _cpu_seconds()
-        output = denoise_array(noisy, denoiser, TileConfig(tile=spec["tile"]), batch_size=spec["batch_size"])
-        result["seconds"], result["cpu_seconds"] = time.perf_counter() - started, _cpu_seconds() - cpu
-        info = denoiser.info()
-        evaluations = info["evaluations_per_tile"]
-        result["tiles"] = info["tiles"]
     elif method in ("lowrank", "lowrank-dct"):
         from hsidenoise.denoise import denoise_array
         from hsidenoise.methods import build_method
