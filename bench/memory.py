@@ -11,7 +11,12 @@ memory and mapped files alike):
 * ``convert-envi``: :func:`hsidenoise.io.convert_cube` ENVI -> ENVI;
 * ``convert-tif``: :func:`hsidenoise.io.convert_cube` ENVI -> GeoTIFF (deflate, tiled);
 * ``run-decsc`` (``--real-model``): ``run`` with the shipped ``lite`` DECSC weights (the untrained ``lite``
-  preset when there are none) on one scene of ``--real-model-size``.
+  preset when there are none) on one scene of ``--real-model-size``;
+* ``run-lowrank`` (``--estimate``): ``run --method lowrank``, printed next to the peak ``hsidenoise info``
+  predicts for it (``run_peak_lowrank``: `hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES` +
+  `hsidenoise.denoise.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
+  estimate were calibrated with this mode (``--estimate --bands 31 --sizes 32 256 512 1024`` and
+  ``--estimate --bands 64 --sizes 512``).
 
 Memory that does not grow with the scene shows as ratios near 1 against the smallest scene (the issue's target:
 4096² within 1.2x of 512²). Scenes and outputs are deleted after each size.
@@ -21,6 +26,7 @@ Usage::
     .venv/bin/python bench/memory.py                                 # 512, 1024, 2048, 4096 (needs ~9 GiB free)
     .venv/bin/python bench/memory.py --sizes 512 1024 --json /tmp/memory.json
     .venv/bin/python bench/memory.py --sizes 512 --real-model --real-model-size 1024
+    .venv/bin/python bench/memory.py --estimate --bands 31 --sizes 256 512 1024   # estimate vs measured
 """
 
 from __future__ import annotations
@@ -99,7 +105,8 @@ def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     from hsidenoise.denoise import denoise
     from hsidenoise.io import convert_cube
-    from hsidenoise.methods import IdentityDenoiser, build_method
+    from hsidenoise.denoiser import IdentityDenoiser
+    from hsidenoise.methods import build_method
     from hsidenoise.tiling import TileConfig
 
     config = TileConfig(tile=args.tile, overlap=args.overlap)
@@ -114,6 +121,18 @@ def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
         method = build_method("decsc", model=model, device="cpu", config=config, solver=solver)
         result = denoise(source, target, method, config)
         info = {"tiles": len(result.tiles), "method_seconds": result.timings["method"]}
+    elif job == "run-lowrank":
+        from hsidenoise.describe import RUN_PROCESS_FLOOR_BYTES
+        from hsidenoise.device import configure_threads
+        from hsidenoise.denoise import estimate_memory
+        from hsidenoise.io import open_cube
+
+        configure_threads()  # as `hsidenoise run` does before a torch-backed method
+        with open_cube(source) as reader:
+            shape, dtype = reader.shape, reader.dtype
+        estimate = RUN_PROCESS_FLOOR_BYTES + estimate_memory(shape, dtype, config, method="lowrank")
+        denoise(source, target, build_method("lowrank", config=config), config)
+        info = {"estimate_mib": estimate / 2**20}
     elif job.startswith("convert"):
         convert_cube(source, target)
     elif job != "import":
@@ -153,7 +172,7 @@ def measure_size(size: int, jobs: tuple[str, ...], workdir: Path, args: argparse
     try:
         for job in jobs:
             target = workdir / (f"out{size}-{job}" + (".tif" if job == "convert-tif" else ".hdr"))
-            threads = args.model_threads if job == "run-decsc" else 1
+            threads = args.model_threads if job == "run-decsc" else 1  # run-lowrank: 1, as measured for the estimate
             measured = run_child(job, source, target, args, threads=threads)
             rows.append({"size": size, "bands": args.bands, "gib": scene_bytes / 2**30, "job": job, **measured})
             print(f"{job:12s} {size:5d}²: {measured['seconds']:8.1f} s, peak RSS {measured['peak_rss_mib']:8.1f} MiB",
@@ -172,12 +191,17 @@ def table(rows: list[dict]) -> str:
     for row in rows:
         if row["job"] not in smallest or row["size"] < smallest[row["job"]]["size"]:
             smallest[row["job"]] = row
-    lines = ["| scene | job | seconds | peak RSS MiB | x smallest scene |", "|---|---|---:|---:|---:|"]
-    for row in sorted(rows, key=lambda r: (JOBS + ("run-decsc",)).index(r["job"]) * 10**6 + r["size"]):
+    lines = ["| scene | job | seconds | peak RSS MiB | x smallest scene | estimate MiB | estimate / measured |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    order = JOBS + ("run-decsc", "run-lowrank")
+    for row in sorted(rows, key=lambda r: order.index(r["job"]) * 10**6 + r["size"]):
         base = smallest[row["job"]]
         ratio = row["peak_rss_mib"] / base["peak_rss_mib"]
+        estimate = row.get("estimate_mib")
+        versus = "" if estimate is None else f"{estimate:.0f} | {estimate / row['peak_rss_mib']:.2f}"
         lines.append(f"| {row['size']}² x {row['bands']} ({row['gib']:.2f} GiB) | {row['job']} | "
-                     f"{row['seconds']:.1f} | {row['peak_rss_mib']:.0f} | {ratio:.2f} (vs {base['size']}²) |")
+                     f"{row['seconds']:.1f} | {row['peak_rss_mib']:.0f} | {ratio:.2f} (vs {base['size']}²) | "
+                     f"{versus or ' | '} |")
     return "\n".join(lines)
 
 
@@ -189,6 +213,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS), help="jobs to measure per size")
     parser.add_argument("--real-model", action="store_true", help="also run the lite DECSC (shipped weights) once")
+    parser.add_argument("--estimate", action="store_true",
+                        help="measure run --method lowrank against the peak `hsidenoise info` predicts (only that job)")
     parser.add_argument("--real-model-size", type=int, default=1024, help="scene side for --real-model")
     parser.add_argument("--real-model-max-iter", type=int, default=0,
                         help="solver iterations for --real-model (0: the preset's); fewer is faster")
@@ -207,7 +233,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         for size in args.sizes:
-            jobs = tuple(args.jobs)
+            jobs = ("run-lowrank",) if args.estimate else tuple(args.jobs)
             if args.real_model and size == args.real_model_size:
                 jobs += ("run-decsc",)
             rows += measure_size(size, jobs, workdir, args)

@@ -50,7 +50,7 @@ def load_clean(path: str) -> np.ndarray:
 
 
 def build(weights: Path | None):
-    from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+    from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
     from hsidenoise.methods import build_method
 
     if weights is None:

@@ -110,7 +110,7 @@ def lowrank_method(spatial: str) -> Method:
     def run(noisy: np.ndarray, truth: NoisyResult) -> np.ndarray:
         from hsidenoise.denoise import denoise_array
         from hsidenoise.errors import ConfigError
-        from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+        from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 
         try:
             denoiser = LowRankDenoiser(LowRankConfig(spatial=spatial))
@@ -203,10 +203,10 @@ def build_decsc(
 
     if isinstance(network, SubspaceDECSC):
         from hsidenoise.adapt import AdaptConfig
-        from hsidenoise.model.subspace_denoiser import SubspaceDECSCDenoiser
+        from hsidenoise.model.subspace_denoiser import build_subspace_decsc
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
-        return SubspaceDECSCDenoiser(network, device=select_device(device), adaptation=adaptation)
+        return build_subspace_decsc(network, device=select_device(device), adaptation=adaptation)
     return DECSCDenoiser(network, device=select_device(device), config=InferenceConfig(window_batch=window_batch or 1))
 
 

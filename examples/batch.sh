@@ -6,9 +6,10 @@
 #
 # One `hsidenoise run` call handles the whole folder: outputs are written to temporary files and renamed, and
 # outputs that already exist are skipped, so running the script again after a kill resumes where it stopped
-# (pass --overwrite to redo everything). The run's JSON document goes to OUT_DIR/summary.json (it describes
-# the latest call; skipped cubes appear with "skipped": "output exists"). Exit status: 0 done, 1 no cube found
-# or a cube or the run failed (one line on stderr; summary.json is then left as it was), 2 bad usage.
+# (pass --overwrite to redo everything). A cube that fails is recorded and the others still run. The run's JSON
+# document goes to OUT_DIR/summary.json, always {"runs": [...], "failed": [...], "summary": {...}}; skipped
+# cubes appear with "skipped": "output exists". Exit status: 0 done, 1 no cube found or a cube failed (one line
+# on stderr per failure; summary.json lists them), 2 bad usage.
 # The hsidenoise used: $HSIDENOISE if set, else the one on PATH, else this repository's .venv/bin/hsidenoise.
 set -euo pipefail
 
@@ -49,10 +50,15 @@ if [[ "$(cd -- "$in_dir" && pwd -P)" == "$(cd -- "$out_dir" && pwd -P)" ]]; then
     exit 2
 fi
 
-# OUT_DIR exists, so even a single cube is written as OUT_DIR/<name>.hdr.
+# The folder (not the file list) is the input, so even a single cube is a batch: OUT_DIR/<name>.hdr, and the
+# same JSON shape whatever the count.
 summary=$out_dir/summary.json
 partial=$(mktemp "$out_dir/.summary.json.XXXXXX")
 trap 'rm -f -- "$partial"' EXIT
-"$hsidenoise" run "${inputs[@]}" -o "$out_dir" "$@" --quiet --json >"$partial"
-chmod 0644 -- "$partial"
-mv -f -- "$partial" "$summary"
+status=0
+"$hsidenoise" run "$in_dir/*.hdr" -o "$out_dir/" "$@" --quiet --json >"$partial" || status=$?
+if [[ -s $partial ]]; then  # a batch with failed cubes still prints its document: keep it
+    chmod 0644 -- "$partial"
+    mv -f -- "$partial" "$summary"
+fi
+exit "$status"

@@ -4,15 +4,20 @@
 skips pairs whose output already exists (unless ``overwrite``), so a killed batch resumes where it stopped:
 outputs are written to a temporary file and renamed, so an existing output is always a complete one.
 
-:func:`expand_inputs` turns the command line into cube files, :func:`plan_jobs` pairs them with outputs and
-refuses, before any work, an output that is an input (also through a symlink, or the other file of an ENVI
-pair) or, for a single cube, an output that exists; :func:`run_jobs` runs the plan and returns one JSON-able
-summary per input (with the ``--report`` bundle when asked).
+Several inputs, a glob or a folder make a batch (:func:`several_inputs`) whatever they match, even one cube:
+``-o`` is then a folder (created), a cube that fails is recorded and the batch goes on, and the ``--json``
+document always has the shape of :func:`batch_document`. :func:`expand_inputs` turns the command line into
+cube files, :func:`plan_jobs` pairs them with outputs and refuses, before any work, an output that is an input
+(also through a symlink, or the other file of an ENVI pair) or, for a single cube, an output that exists;
+:func:`run_jobs` runs the plan, or one share of it (:mod:`hsidenoise.scaleout`: ``--shard``, torchrun ranks),
+and returns one JSON-able record per input (with the ``--report`` bundle when asked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError
-from hsidenoise.io.base import same_file
+from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HsiDenoiseError
+from hsidenoise.io.staging import same_file, unfinished_commit
 
 if TYPE_CHECKING:
     from hsidenoise.denoise import RunResult
-    from hsidenoise.methods import Denoiser
+    from hsidenoise.denoiser import Denoiser
+    from hsidenoise.scaleout import Shard
     from hsidenoise.tiling import TileConfig
 
 PREVIEW_PIXELS = 512 * 512
@@ -49,25 +55,33 @@ class Job:
 
 
 def expand_inputs(patterns: Iterable[str | Path]) -> list[Path]:
-    """Expand globs (``scenes/*.hdr``) and keep plain paths; the order is kept, duplicates dropped.
+    """Expand globs (``scenes/*.hdr``) and folders (``scenes/``) and keep plain paths; the order is kept,
+    duplicates dropped.
 
-    A glob keeps only the files whose suffix a format claims (so ``scenes/*`` skips ``README.txt`` and GDAL's
-    ``.aux.xml`` side files) and, of an ENVI pair, only the header (``a.img`` is dropped when ``a.hdr`` is
-    next to it). Plain paths are kept as given: an unknown suffix is then an error when the cube is opened.
+    A glob or a folder keeps only the files whose suffix a format claims (so ``scenes/*`` skips ``README.txt``
+    and GDAL's ``.aux.xml`` side files) and, of an ENVI pair, only the header (``a.img`` is dropped when
+    ``a.hdr`` is next to it); a folder gives the cube files directly in it, sorted. Plain paths are kept as
+    given: an unknown suffix is then an error when the cube is opened.
 
     Raises:
-        CubeReadError: a plain path that does not exist, or a glob that matches no cube file.
+        CubeReadError: a plain path that does not exist, or a glob or folder that holds no cube file.
     """
     found: list[Path] = []
     for pattern in map(str, patterns):
-        if glob.has_magic(pattern):
-            matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+        if glob.has_magic(pattern) or Path(pattern).is_dir():
+            if glob.has_magic(pattern):
+                matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+                where = repr(pattern)
+                hint = "check the pattern (quote it to stop the shell expanding it)"
+            else:
+                matches = sorted(path for path in Path(pattern).iterdir() if path.is_file())
+                where = f"folder {pattern}"
+                hint = "pass a folder of cube files, or the cubes themselves"
             cubes = [path for path in matches if _is_cube_file(path)]
             if not cubes:
                 what = f"{len(matches)} file(s), none of them a cube" if matches else "nothing"
-                raise CubeReadError(
-                    f"{pattern!r} matches {what}; check the pattern (quote it to stop the shell expanding it)"
-                )
+                verb = "holds" if where.startswith("folder") else "matches"
+                raise CubeReadError(f"{where} {verb} {what}; {hint}")
             found.extend(cubes)
         else:
             path = Path(pattern)
@@ -75,6 +89,15 @@ def expand_inputs(patterns: Iterable[str | Path]) -> list[Path]:
                 raise CubeReadError(f"input {path} does not exist; pass an existing cube file")
             found.append(path)
     return list(dict.fromkeys(found))
+
+
+def several_inputs(patterns: Sequence[str | Path]) -> bool:
+    """Whether a command line's inputs mean several-input mode: more than one, or any glob or folder.
+
+    In that mode the output is a folder (created when missing) and the summary has the same shape however
+    many cubes matched (:func:`batch_document`), so a script can rely on it.
+    """
+    return len(patterns) > 1 or any(glob.has_magic(str(p)) or Path(p).is_dir() for p in patterns)
 
 
 def _is_cube_file(path: Path) -> bool:
@@ -122,13 +145,24 @@ def cube_files(path: Path, *, existing: bool) -> list[Path]:
     return [header, data]
 
 
-def plan_jobs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) -> list[Job]:
+def plan_jobs(
+    inputs: Sequence[Path], output: str | Path, *, overwrite: bool = False, several: bool | None = None
+) -> list[Job]:
     """Pair inputs with outputs, and refuse before any work the outputs that cannot be written.
 
-    One input: ``output`` is the output file (or, when it is an existing directory, ``output/<name>``).
-    Several inputs: ``output`` is a directory (created when the first cube is written) and each input writes
-    ``output/<name>`` under its own file name, so formats are kept; an output that exists is skipped unless
-    ``overwrite``.
+    Single-input mode: ``output`` is the output file, or, when it is an existing directory or ends with a
+    slash (``-o clean/``), the folder of ``output/<name>``; an output that exists is refused unless
+    ``overwrite``. Several-input mode (:func:`several_inputs`; default: more than one input): ``output`` is a
+    directory (created when the first cube is written) and each input writes ``output/<name>`` under its own
+    file name, so formats are kept; an output that exists is skipped unless ``overwrite``, so a killed batch
+    resumes.
+
+    Args:
+        inputs: the cube files (:func:`expand_inputs`).
+        output: ``-o`` as typed (a string keeps its trailing slash).
+        overwrite: replace outputs that exist.
+        several: several-input mode, as :func:`several_inputs` tells from the command line (a glob that
+            matched one cube is still a batch); None: more than one input.
 
     Raises:
         ConfigError: several inputs but ``output`` is a file or looks like one, or two inputs with the same name.
@@ -140,14 +174,19 @@ def plan_jobs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) 
 
     if not inputs:
         raise ConfigError("no input cube given; pass one or more cube files or a quoted glob")
-    if len(inputs) == 1 and not output.is_dir():
-        jobs = [Job(inputs[0], output, skip=False)]
+    folder = str(output).endswith(("/", os.sep))
+    output = Path(output)
+    several = len(inputs) > 1 if several is None else several
+    if not several:
+        jobs = [Job(inputs[0], output / inputs[0].name if folder or output.is_dir() else output, skip=False)]
     else:
+        what = f"{len(inputs)} inputs" if len(inputs) > 1 else "a batch (a glob, a folder or --shard)"
         if output.exists() and not output.is_dir():
-            raise ConfigError(f"{len(inputs)} inputs need a directory for -o, but {output} is a file")
-        if not output.exists() and output.suffix:
+            raise ConfigError(f"{what} need a directory for -o, but {output} is a file")
+        if not output.exists() and output.suffix and not folder:
             raise ConfigError(
-                f"{len(inputs)} inputs need a directory for -o; got {output}, which looks like a file name"
+                f"{what} need a directory for -o; got {output}, which looks like a file name "
+                "(end it with / to mean a folder)"
             )
         jobs = []
         names: dict[str, Path] = {}
@@ -161,17 +200,19 @@ def plan_jobs(inputs: Sequence[Path], output: Path, *, overwrite: bool = False) 
             jobs.append(Job(source, target, skip=done and not overwrite))
     input_files = [path for source in inputs for path in cube_files(source, existing=True)]
     for job in jobs:
+        files = cube_files(job.output, existing=False)
+        for path in files:  # also for skipped jobs: a batch into its own input folder must not "skip" its inputs
+            for source in input_files:
+                if same_file(path, source):
+                    where = "; write into another folder" if several else "; choose another output path"
+                    raise CubeWriteError(f"refusing to write {path}: it is the input {source}{where}")
         if job.skip:
             continue
         format_for(job.output)  # an output suffix no format claims is refused before any work
-        for path in cube_files(job.output, existing=False):
-            for source in input_files:
-                if same_file(path, source):
-                    raise CubeWriteError(
-                        f"refusing to write {path}: it is the input {source}; choose another output path"
-                    )
-            if len(jobs) == 1 and not overwrite and (path.exists() or path.is_symlink()):
-                raise CubeWriteError(f"{path} already exists; pass --overwrite to replace it")
+        interrupted = unfinished_commit(files[::-1])  # a kill between the ENVI renames: the data file is no output
+        for path in files:
+            if not several and not overwrite and not interrupted and (path.exists() or path.is_symlink()):
+                raise CubeWriteError(f"{path} already exists; use --overwrite to replace it")
     return jobs
 
 
@@ -217,6 +258,10 @@ def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | No
             "batch_size": result.batch_size,
         },
         "untouched_bands": {"dead": result.dead_bands, "nan_or_nodata": result.nan_bands},
+        "clipped_values": result.clipped_values,
+        "warnings": list(result.warnings),
+        "passed_through": result.passed_through,
+        "value_scale": result.value_scale,
         "tiles": [
             {
                 "rows": [r.tile.row_start, r.tile.row_stop],
@@ -231,9 +276,32 @@ def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | No
         summary["solver"] = {
             "evaluations_mean": float(np.mean(evaluations)),
             "evaluations_max": float(np.max(evaluations)),
-            "converged_fraction": float(np.mean([r.info.get("converged", 0.0) for r in records])),
+            **solver_convergence(records),
         }
     return summary
+
+
+def solver_convergence(records: Sequence[Any]) -> dict[str, Any]:
+    """How many tiles the solver left above its tolerance, from the tiles' ``converged`` (fraction of the
+    tile's solves below ``tol``), ``max_residual`` and ``tol`` facts.
+
+    Returns:
+        ``converged_fraction`` (mean over the tiles), ``tiles`` (tiles with a solve), ``tiles_not_converged``
+        (tiles with ``converged < 1``), ``max_residual`` (the largest over the tiles) and ``tol``; empty when
+        no tile reports convergence.
+    """
+    solved = [record.info for record in records if "converged" in record.info]
+    if not solved:
+        return {}
+    residuals = [info["max_residual"] for info in solved if "max_residual" in info]
+    tolerances = [info["tol"] for info in solved if "tol" in info]
+    return {
+        "converged_fraction": float(np.mean([info["converged"] for info in solved])),
+        "tiles": len(solved),
+        "tiles_not_converged": sum(float(info["converged"]) < 1.0 for info in solved),
+        "max_residual": float(max(residuals)) if residuals else None,
+        "tol": float(max(tolerances)) if tolerances else None,
+    }
 
 
 def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
@@ -279,37 +347,42 @@ def write_report(
     open_options: dict[str, Any] | None = None,
     method: Denoiser | None = None,
     nodata: float | None = None,
+    profile_bands: Sequence[int] | None = None,
 ) -> dict[str, Path]:
     """Write the ``run --report`` bundle for one job (decimated previews of input and output).
 
-    The row-mean profiles show bands the method denoised: the dead and NaN bands of
-    ``summary["untouched_bands"]`` are left out of that plot (they are listed in the JSON). The no-reference
-    section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some band was
-    denoised.
+    The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
+    measured stripes and noise among those the method denoised (:func:`hsidenoise.artefacts.choose_profile_bands`:
+    the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
+    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
+    band was denoised.
     """
-    from hsidenoise.metrics import estimate_noise_mad
-    from hsidenoise.report import default_profile_bands, write_run_report
+    from hsidenoise.io import open_cube
+    from hsidenoise.plot_labels import value_units_of
+    from hsidenoise.report import write_run_report
 
     open_options = open_options or {}
     noisy, step = read_preview(job.source, **open_options)
     denoised, _ = read_preview(job.output)
-    wavelengths = read_wavelengths(job.source, **open_options)
+    with open_cube(job.source, **open_options) as reader:
+        meta = reader.meta
+    wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
     untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
     valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
     section = None
-    if valid.size:
+    # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
+    if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:
         section = no_reference_section(job, valid, method=method, nodata=nodata, open_options=open_options)
-    profile_bands = None
-    if valid.size and untouched:
-        sigma = np.asarray(estimate_noise_mad(noisy[valid]), dtype=np.float64)
-        profile_bands = [int(valid[i]) for i in default_profile_bands(sigma)]
     return write_run_report(
         report_dir,
         noisy,
         denoised,
         summary={**summary, "preview_step": step},
         wavelengths=wavelengths,
+        wavelength_units=meta.wavelength_units,
+        value_units=value_units_of(meta),
         profile_bands=profile_bands,
+        untouched_bands=untouched,
         no_reference=section,
     )
 
@@ -326,12 +399,19 @@ def read_wavelengths(path: Path, **open_options: Any) -> np.ndarray | None:
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
 """Given an input's name, the progress callback ``(done, total)`` for its run (or None)."""
 
+PhaseFactory = Callable[[str], Callable[[str], None] | None]
+"""Given an input's name, the callback told each stage of its run (:data:`hsidenoise.denoise.PhaseCallback`)."""
 
-def report_dirs(jobs: Sequence[Job], report: Path) -> dict[Path, Path]:
-    """Where each input's ``--report`` bundle goes: ``report`` itself for one input, else one folder per input
-    named after its stem (``report/a``), or after its name when two inputs share a stem (``report/a_hdr``)."""
-    if len(jobs) == 1:
-        return {jobs[0].source: report}
+
+def report_dirs(jobs: Sequence[Job], report: Path, *, several: bool | None = None) -> dict[Path, Path]:
+    """Where each input's ``--report`` bundle goes: ``report`` itself in single-input mode, else one folder per
+    input named after its stem (``report/a``), or after its name when two inputs share a stem (``report/a_hdr``).
+
+    ``several`` as for :func:`plan_jobs` (None: more than one job); ``jobs`` is the whole plan, also when a
+    process runs only a share of it, so that every share names the folders as one process would.
+    """
+    if not (len(jobs) > 1 if several is None else several):
+        return {job.source: report for job in jobs}
     stems = Counter(job.source.stem for job in jobs)
     return {
         job.source: report / (job.source.stem if stems[job.source.stem] == 1 else job.source.name.replace(".", "_"))
@@ -351,8 +431,18 @@ def run_jobs(
     open_options: dict[str, Any] | None = None,
     progress: ProgressFactory | None = None,
     on_done: Callable[[Job, dict[str, Any]], None] | None = None,
+    on_failed: Callable[[Job, dict[str, Any]], None] | None = None,
+    several: bool | None = None,
+    shares: Sequence[Shard] = (),
+    provenance: dict[str, str] | None = None,
+    profile_bands: Sequence[int] | None = None,
+    phase: PhaseFactory | None = None,
 ) -> list[dict[str, Any]]:
-    """Run a plan of :func:`plan_jobs`: denoise every job that is not skipped, in order, stopping at the first error.
+    """Run a plan of :func:`plan_jobs`: denoise every job that is not skipped, in order.
+
+    In several-input mode a job that fails (a cube that cannot be read, an output that cannot be written, a
+    bug) is recorded (:func:`failure_record`) and the batch goes on with the next one; in single-input mode
+    the error is raised (after ``on_failed``). Either way the failed job leaves no output.
 
     Args:
         jobs: the plan.
@@ -364,64 +454,198 @@ def run_jobs(
         open_options: ``fmt``, ``var``, ``axes`` for :func:`hsidenoise.io.open_cube`.
         progress: gives the progress callback of each input.
         on_done: called after each run with its job and summary (for the CLI's one line per cube).
+        on_failed: called after each failed job with its job and :func:`failure_record`.
+        several: several-input mode, as for :func:`plan_jobs` (None: more than one job).
+        shares: run only the jobs of these nested shares (``--shard K/N``, then the torchrun rank within it,
+            :class:`hsidenoise.scaleout.Shard`). Other processes then write into the same folder at the same
+            time, so a folder this call creates is kept even when its job fails.
+        provenance: recorded in every output's metadata (`CubeMeta.provenance`,
+            :func:`hsidenoise.provenance.run_provenance`); None records nothing new.
+        profile_bands: the bands of each report's profile plot (``--profile-bands``); None: measured
+            (:func:`write_report`).
+        phase: gives the stage callback of each input (statistics, prepare, tiles), called from when the
+            job starts, before its cube is read.
 
     Returns:
-        One JSON-able summary per job, in order: :func:`run_summary` without the per-tile list (that goes to
-        the report), plus ``report`` (file paths) when written; ``{"input", "output", "skipped"}`` for a skip.
+        One JSON-able record per job run by this call, in order: :func:`run_summary` without the per-tile list
+        (that goes to the report), plus ``report`` (file paths) when written; ``{"input", "output",
+        "skipped"}`` for a skip; :func:`failure_record` for a failure.
     """
-    from hsidenoise.denoise import denoise
-    from hsidenoise.io import open_cube
-
     open_options = open_options or {}
-    folders = report_dirs(jobs, report) if report is not None else {}
+    several = len(jobs) > 1 if several is None else several
+    folders = report_dirs(jobs, report, several=several) if report is not None else {}
+    mine = list(jobs)
+    for share in shares:
+        mine = share.select(mine, key=lambda job: str(job.source))
+    if profile_bands is not None and report is not None:  # before any work, not after the first cube's run
+        check_profile_bands([job for job in mine if not job.skip], profile_bands, open_options)
     denoiser: Denoiser | None = None if callable(method) and not hasattr(method, "denoise_tile") else method
     documents: list[dict[str, Any]] = []
-    for job in jobs:
+    for job in mine:
         if job.skip:
             documents.append({"input": str(job.source), "output": str(job.output), "skipped": "output exists"})
             continue
         if denoiser is None:
             denoiser = method()
-        created = _make_parent(job.output)
         try:
-            with open_cube(job.source, **open_options) as reader:
-                result = denoise(
-                    reader,
-                    job.output,
-                    denoiser,
-                    config,
-                    dtype=dtype,
-                    overwrite=overwrite,
-                    batch_size=batch_size,
-                    progress=progress(job.source.name) if progress is not None else None,
-                )
-        except BaseException:
-            if created is not None and not any(created.iterdir()):
-                created.rmdir()
-            raise
-        info = denoiser.info() if hasattr(denoiser, "info") else {}
-        summary = run_summary(result, job, method_info=info)
-        if report is not None:
-            files = write_report(
-                folders[job.source],
+            summary = _run_job(
                 job,
-                summary,
+                denoiser,
+                config,
+                dtype=dtype,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                report=folders.get(job.source),
                 open_options=open_options,
-                method=denoiser,
-                nodata=result.statistics.nodata,
+                progress=progress(job.source.name) if progress is not None else None,
+                phase=phase(job.source.name) if phase is not None else None,
+                keep_folder=bool(shares),
+                provenance=provenance,
+                profile_bands=profile_bands,
             )
-            summary["report"] = {key: str(value) for key, value in files.items()}
-        summary.pop("tiles")
+        except Exception as error:  # one bad cube is recorded and the batch goes on; Ctrl-C still stops it
+            record = failure_record(job, error)
+            documents.append(record)
+            if on_failed is not None:
+                on_failed(job, record)
+            if not several:
+                raise
+            continue
         documents.append(summary)
         if on_done is not None:
             on_done(job, summary)
     return documents
 
 
+def check_profile_bands(jobs: Sequence[Job], bands: Sequence[int], open_options: dict[str, Any]) -> None:
+    """Refuse profile bands (0-based, as the report numbers them) that some input does not have.
+
+    Only the headers are read; an input that cannot be opened is left to its job, which records the reader's
+    own message.
+
+    Raises:
+        ConfigError: no band, or a band below 0 or at or beyond an input's band count.
+    """
+    from hsidenoise.io import open_cube
+
+    if not bands:
+        raise ConfigError("no profile band given; pass band numbers (from 0, as the report shows them), e.g. 3,103")
+    for job in jobs:
+        try:
+            with open_cube(job.source, **open_options) as reader:
+                count = reader.shape[0]
+        except HsiDenoiseError:
+            continue
+        outside = [int(band) for band in bands if not 0 <= int(band) < count]
+        if outside:
+            raise ConfigError(
+                f"profile band(s) {', '.join(map(str, outside))} not in {job.source.name}, which has {count} bands "
+                f"numbered 0 to {count - 1} (as in the report); pick bands every input has"
+            )
+
+
+def _run_job(
+    job: Job,
+    denoiser: Denoiser,
+    config: TileConfig,
+    *,
+    dtype: str,
+    overwrite: bool,
+    batch_size: int,
+    report: Path | None,
+    open_options: dict[str, Any],
+    progress: Callable[[int, int], None] | None,
+    keep_folder: bool,
+    phase: Callable[[str], None] | None = None,
+    provenance: dict[str, str] | None = None,
+    profile_bands: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Denoise one job (and write its report); the summary of :func:`run_jobs`."""
+    from hsidenoise.denoise import denoise
+    from hsidenoise.io import open_cube
+
+    created = _make_parent(job.output)
+    try:
+        with open_cube(job.source, **open_options) as reader:
+            if provenance:  # the output's metadata is the reader's (hsidenoise.denoise.denoise)
+                reader.meta.provenance = dict(provenance)
+            result = denoise(
+                reader,
+                job.output,
+                denoiser,
+                config,
+                dtype=dtype,
+                overwrite=overwrite,
+                batch_size=batch_size,
+                progress=progress,
+                phase=phase,
+            )
+    except BaseException:
+        if created is not None and not keep_folder and not any(created.iterdir()):
+            with contextlib.suppress(OSError):  # another process may have put a file there meanwhile
+                created.rmdir()
+        raise
+    info = denoiser.info() if hasattr(denoiser, "info") else {}
+    summary = run_summary(result, job, method_info=info)
+    if report is not None:
+        files = write_report(
+            report,
+            job,
+            summary,
+            open_options=open_options,
+            method=denoiser,
+            nodata=result.statistics.nodata,
+            profile_bands=profile_bands,
+        )
+        summary["report"] = {key: str(value) for key, value in files.items()}
+    summary.pop("tiles")
+    return summary
+
+
+def failure_message(error: BaseException) -> str:
+    """One line for a failed job: the message of an hsidenoise error, else the exception type and message."""
+    text = str(error) if isinstance(error, HsiDenoiseError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+def failure_record(job: Job, error: BaseException) -> dict[str, Any]:
+    """The JSON record of a failed job: ``{"input", "output", "error"}`` (:func:`failure_message`)."""
+    return {"input": str(job.source), "output": str(job.output), "error": failure_message(error)}
+
+
+def batch_document(
+    records: Sequence[dict[str, Any]], *, shard: Shard | None = None, world_size: int | None = None
+) -> dict[str, Any]:
+    """The several-input ``--json`` document, the same shape however many cubes matched (none included).
+
+    Returns:
+        ``{"runs": [...], "failed": [...], "summary": {...}}``: ``runs`` the written and skipped records in
+        order, ``failed`` the :func:`failure_record` ones, ``summary`` the counts (``inputs``, ``written``,
+        ``skipped``, ``failed``) and, when given, the ``shard`` (``"K/N"``) and the ``ranks`` (world size).
+    """
+    runs = [record for record in records if "error" not in record]
+    failed = [record for record in records if "error" in record]
+    skipped = sum("skipped" in record for record in runs)
+    summary: dict[str, Any] = {
+        "inputs": len(records),
+        "written": len(runs) - skipped,
+        "skipped": skipped,
+        "failed": len(failed),
+    }
+    if shard is not None:
+        summary["shard"] = str(shard)
+    if world_size is not None:
+        summary["ranks"] = world_size
+    return {"runs": runs, "failed": failed, "summary": summary}
+
+
 def _make_parent(path: Path) -> Path | None:
-    """Create the output's directory (`-o out/clean.hdr` or a batch folder); return it when this call created it (to remove it if the run fails)."""
+    """Create the output's directory (`-o out/clean.hdr` or a batch folder); return it when this call created it
+    (to remove it if the run fails). Safe when other processes (shards, ranks) create it at the same time."""
+    from hsidenoise.io.staging import make_output_folder
+
     directory = path.parent
     if directory.is_dir():
         return None
-    directory.mkdir(parents=True)
+    make_output_folder(path)  # one-line errors for a file in the way, permissions, a read-only file system
     return directory

@@ -12,6 +12,12 @@ import numpy as np
 
 from hsidenoise.errors import CubeShapeError
 
+PROVENANCE_KEYS = ("software", "method", "weights", "command", "date")
+"""What an hsidenoise output records about how it was made (`CubeMeta.provenance`), in this order.
+
+Stored as ENVI header keys ``hsidenoise <key>``, GeoTIFF tags ``hsidenoise_<key>`` (plus ``TIFFTAG_SOFTWARE``),
+HDF5 dataset attributes and MAT variables ``hsidenoise_<key>``; see :mod:`hsidenoise.provenance`."""
+
 
 @dataclass
 class CubeMeta:
@@ -35,6 +41,7 @@ class CubeMeta:
         interleave: ``"bsq" | "bil" | "bip"`` of the source, when it has one.
         source_format: name of the reader that produced this cube (``"envi"``, ``"geotiff"``, ...).
         extra: other key → string pairs a format wants to round-trip (e.g. unknown ENVI keys).
+        provenance: how the cube was made, `PROVENANCE_KEYS` → one-line strings (empty: not recorded).
     """
 
     wavelengths: np.ndarray | None = None
@@ -52,6 +59,7 @@ class CubeMeta:
     interleave: str | None = None
     source_format: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def select_bands(self, index: np.ndarray | slice) -> "CubeMeta":
         """Metadata for a subset of bands (per-band arrays are sliced, the rest is kept)."""
@@ -68,6 +76,7 @@ class CubeMeta:
             bbl=take(self.bbl),
             band_names=take(self.band_names),
             extra=dict(self.extra),
+            provenance=dict(self.provenance),
         )
 
 

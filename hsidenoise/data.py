@@ -5,7 +5,7 @@ The model is trained on exactly what it sees at inference. Per *round* and per t
 1. synthesises noise on the whole clean cube (normalised to [0, 1]) with a recipe drawn from the noise mix
    (:mod:`hsidenoise.noise`, default non-i.i.d. sigma_b ~ U(0, 95)/255);
 2. runs the front end on the whole noisy cube, as ``hsidenoise run`` does: the low-rank pipeline
-   (:class:`hsidenoise.lowrank.LowRankDenoiser`) prepared on up to 65,536 random pixel spectra, whose output is
+   (:class:`hsidenoise.subspace.LowRankDenoiser`) prepared on up to 65,536 random pixel spectra, whose output is
    the equilibrium's initial point ``init`` and whose per-band noise estimate is ``sigma``;
 3. draws many examples from that one noisy cube (the front end is the expensive part, so it is amortised):
    a random window of ``band_window`` consecutive bands, a random ``patch_size`` square crop, a random flip and
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from hsidenoise.errors import CheckpointError, ConfigError, CubeReadError, HsiDenoiseError
-from hsidenoise.lowrank import LowRankConfig
+from hsidenoise.subspace import LowRankConfig
 from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def sample_statistics(noisy: np.ndarray, rng: np.random.Generator, max_pixels: i
 
 @dataclass(frozen=True)
 class LowRankFrontEnd:
-    """The classical pipeline of :mod:`hsidenoise.lowrank` run on the whole cube, as ``hsidenoise run`` does.
+    """The classical pipeline of :mod:`hsidenoise.subspace` run on the whole cube, as ``hsidenoise run`` does.
 
     Attributes:
         config: the low-rank settings.
@@ -322,7 +322,7 @@ class LowRankFrontEnd:
 
     def __call__(self, noisy: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Args: noisy (B, H, W) float32. Returns: init (B, H, W) float32, sigma (B,) float64."""
-        from hsidenoise.lowrank import LowRankDenoiser
+        from hsidenoise.subspace import LowRankDenoiser
 
         denoiser = LowRankDenoiser(self.config)
         denoiser.prepare(sample_statistics(noisy, rng, self.max_pixels))

@@ -5,7 +5,10 @@ in-memory cube through the same code. The flow:
 
 1. the memory the run needs is checked, and the output is created (a staged temporary file): an output that is
    an input, exists without ``overwrite``, or does not fit on disk is refused before any work;
-2. one streaming pass computes the :class:`~hsidenoise.statistics.CubeStatistics`, and ``method.prepare`` gets them;
+2. one streaming pass computes the :class:`~hsidenoise.statistics.CubeStatistics`, and ``method.prepare`` gets them
+   (a cube of extreme values, e.g. float64 beyond the float32 range, is seen by the method times a power of two,
+   :func:`~hsidenoise.statistics.value_scale`; a cube with nothing to denoise, no valid band or a method that
+   raises :class:`~hsidenoise.errors.NothingToDenoise`, is copied unchanged and the reason is a warning of the run);
 3. tile by tile (with overlap), the valid bands are read, missing pixels are filled with the band mean, and the
    method denoises the tile (several tiles per call when it has ``denoise_tiles``; on out-of-memory the batch is
    halved and retried);
@@ -29,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from hsidenoise.cube import CubeMeta
-from hsidenoise.errors import ConfigError, CubeShapeError, ResourceError
-from hsidenoise.methods import Denoiser, TileResult
-from hsidenoise.statistics import CHUNK_BYTES, CubeStatistics, compute_statistics, invalid_mask
+from hsidenoise.denoiser import Denoiser, TileResult
+from hsidenoise.device import is_out_of_memory
+from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise, ResourceError
+from hsidenoise.statistics import CHUNK_BYTES, CubeStatistics, compute_statistics, invalid_mask, value_scale
 from hsidenoise.tiling import StitchedBlock, Stitcher, Tile, TileConfig, plan_axis, plan_tiles
 
 if TYPE_CHECKING:
@@ -41,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """Called after each tile with (tiles done, tiles in total)."""
+
+PhaseCallback = Callable[[str], None]
+"""Called as each stage of a run begins: ``"statistics"`` (the streaming pass), ``"prepare"`` (the method's
+fit, e.g. noise and subspace), ``"adapt"`` (``--adapt`` only) and ``"tiles"`` (before the first tile)."""
 
 SAMPLE_PIXELS = 65536
 """Pixel spectra sampled by the statistics pass (for the Gram matrix and the low-rank front end)."""
@@ -75,6 +83,13 @@ class RunResult:
         tile_records: one per tile, in processing order.
         timings: seconds per stage: ``statistics``, ``prepare``, ``read``, ``method``, ``write`` and ``total``.
         batch_size: tiles per method call at the end of the run (lower than asked after an out-of-memory).
+        clipped_values: output values that did not fit the output dtype and were clipped to its range.
+        warnings: one sentence per thing the user should know about the output, e.g. that the cube was passed
+            through unchanged because nothing in it can be denoised (``"one band: nothing to regress against;
+            passed through unchanged"``).
+        passed_through: the output is the input unchanged (no valid band, or the method found nothing to do).
+        value_scale: the power of two the method saw the cube multiplied by (1.0 unless its values were
+            extreme, e.g. float64 beyond the float32 range; :func:`hsidenoise.statistics.value_scale`).
     """
 
     output_path: Path | None
@@ -86,6 +101,10 @@ class RunResult:
     tile_records: list[TileRecord]
     timings: dict[str, float]
     batch_size: int
+    clipped_values: int = 0
+    warnings: list[str] = field(default_factory=list)
+    passed_through: bool = False
+    value_scale: float = 1.0
 
     @property
     def dead_bands(self) -> list[int]:
@@ -118,6 +137,7 @@ def denoise(
     nodata: float | None = None,
     batch_size: int = 1,
     progress: ProgressCallback | None = None,
+    phase: PhaseCallback | None = None,
 ) -> RunResult:
     """Denoise a cube file (or an open reader) into ``output_path``, streaming tile by tile.
 
@@ -131,6 +151,8 @@ def denoise(
         nodata: value that marks missing pixels; None takes the input's own (e.g. ENVI ``data ignore value``).
         batch_size: tiles per method call (used when the method has ``denoise_tiles``).
         progress: called after every tile with (done, total).
+        phase: called with the name of each stage as it begins (:data:`PhaseCallback`), for a display of the
+            long statistics pass and fit that come before the first tile.
 
     Returns:
         What was done: tile plan, untouched bands, per-tile info and timings.
@@ -159,9 +181,10 @@ def denoise(
         )
         result = _run(
             reader, writer, method, config, nodata=nodata, batch_size=batch_size, progress=progress,
-            spill_dir=output_path.resolve().parent,
+            spill_dir=output_path.resolve().parent, phase=phase,
         )
     result.output_path = output_path
+    result.clipped_values = writer.clipped
     result.timings["total"] = time.perf_counter() - started
     logger.info("denoised %s into %s in %.1f s", getattr(reader, "path", source), output_path, result.timings["total"])
     return result
@@ -183,15 +206,20 @@ def denoise_array(
 
     Returns:
         (B, H, W) float32 (float64 for float64 or 32/64-bit integer input); dead and NaN bands and missing
-        pixels hold the input values.
+        pixels hold the input values. A cube with nothing to denoise comes back unchanged, with a
+        ``UserWarning`` saying why (:attr:`RunResult.warnings`).
     """
+    import warnings
+
     cube = np.asarray(cube)
     if cube.ndim != 3:
         raise CubeShapeError(f"a cube must be 3-D (bands, rows, cols); got an array of shape {tuple(cube.shape)}")
     reader = _ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
     writer = _ArrayWriter(cube.shape, _working_dtype(cube.dtype))
-    _run(reader, writer, method, config if config is not None else TileConfig(), nodata=nodata,
-         batch_size=batch_size, progress=None)
+    result = _run(reader, writer, method, config if config is not None else TileConfig(), nodata=nodata,
+                  batch_size=batch_size, progress=None)
+    for message in result.warnings:
+        warnings.warn(message, stacklevel=2)
     return writer.data
 
 
@@ -202,16 +230,22 @@ def estimate_memory(
     *,
     batch_size: int = 1,
     sample_pixels: int = SAMPLE_PIXELS,
+    method: str | None = None,
 ) -> int:
-    """Bytes the pipeline itself holds at its peak, not counting the method's own working memory.
+    """Bytes the pipeline itself holds at its peak, plus the subspace method's working memory when `method` is set.
 
-    That is the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in flight +
-    stitching buffers for one row of overlaps + one block being written). It does not grow with the number
-    of rows.
+    The pipeline: the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in
+    flight + stitching buffers for one row of overlaps + one block being written). It does not grow with the
+    number of rows. With ``method="lowrank"`` or ``"decsc"`` (the subspace front end both run), the
+    method's working memory is added: `SUBSPACE_SAMPLE_BYTES` per sampled pixel, whatever the band count
+    (measured: it hardly grows with the bands or the scene, see the constant); a DECSC network's own memory
+    is not. The interpreter and its
+    imports are not counted (see :data:`hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES`).
 
     Args:
         shape: (B, H, W) of the cube. dtype: its data type. config: the tiling. batch_size: tiles per call.
         sample_pixels: pixel spectra kept by the statistics pass.
+        method: a ``--method`` name, or None for the pipeline alone.
     """
     bands, height, width = shape
     itemsize = np.dtype(dtype).itemsize
@@ -226,7 +260,19 @@ def estimate_memory(
     )
     stitching = bands * (row_overlap * width + col_overlap * tile_height) * 4 * 2 + tile_values * 4
     block = tile_values * (itemsize + 2 * 8)  # restored input, output block, its cast in the writer
-    return sample + max(strip, in_flight + stitching + block)
+    pipeline = sample + max(strip, in_flight + stitching + block)
+    if method not in ("lowrank", "decsc"):
+        return pipeline
+    return pipeline + min(sample_pixels, height * width) * SUBSPACE_SAMPLE_BYTES
+
+
+SUBSPACE_SAMPLE_BYTES = 6400
+"""Working memory of the subspace method (``lowrank``, DECSC's front end) per pixel of the statistics sample.
+
+Calibrated with ``bench/memory.py --estimate`` (``run --method lowrank``, one thread): with the default 65 536
+sampled pixels that is 400 MiB, which puts the whole-process estimate within 25 % of the measured peak from
+256² to 1024² at 31 bands and at 512² x 64 bands (the measured peak grows slowly with the scene and hardly
+with the bands: it is mostly the method's fit on the fixed-size sample and its per-tile work)."""
 
 
 def available_memory() -> int | None:
@@ -279,6 +325,8 @@ class _BandRoles:
         partial: positions in ``valid`` of the bands with missing pixels (filled for the method, restored after).
         fill: (B_valid,) float32 band means used to fill missing pixels.
         nodata: the nodata value, or None.
+        scale: the method sees the cube times this power of two (:func:`hsidenoise.statistics.value_scale`);
+            its output is divided by it when written.
     """
 
     valid: np.ndarray
@@ -286,6 +334,7 @@ class _BandRoles:
     partial: np.ndarray
     fill: np.ndarray
     nodata: float | None
+    scale: float = 1.0
 
     @classmethod
     def from_statistics(cls, stats: CubeStatistics) -> _BandRoles:
@@ -297,6 +346,12 @@ class _BandRoles:
             fill=stats.mean[valid].astype(np.float32),
             nodata=stats.nodata,
         )
+
+    def without_method(self) -> _BandRoles:
+        """These roles with no band for the method: every band is copied from the input."""
+        bands = self.valid.size + self.untouched.size
+        empty = np.zeros(0, dtype=np.int64)
+        return _BandRoles(empty, np.arange(bands, dtype=np.int64), empty, np.zeros(0, np.float32), self.nodata)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -314,28 +369,50 @@ def _run(
     batch_size: int,
     progress: ProgressCallback | None,
     spill_dir: Path | None = None,
+    phase: PhaseCallback | None = None,
 ) -> RunResult:
     """Statistics, preparation and the tile loop; the caller owns the reader and the writer.
 
     ``spill_dir``: where the :class:`Stitcher` parks the overlaps waiting for the next row of tiles (None: in
-    memory), so that memory does not grow with the width of the scene.
+    memory), so that memory does not grow with the width of the scene. ``phase``: as for :func:`denoise`.
     """
     _check_batch_size(batch_size)
+    announce = phase if phase is not None else (lambda stage: None)
     timings = dict.fromkeys(("statistics", "prepare", "read", "method", "write"), 0.0)
     started = time.perf_counter()
+    announce("statistics")
     stats = compute_statistics(reader, nodata=nodata, max_sample_pixels=SAMPLE_PIXELS)
-    timings["statistics"] = time.perf_counter() - started
     bands, height, width = reader.shape
+    # Values too large (or too small) for the methods' float32 are denoised in a domain scaled by a power of two.
+    source, method_stats, scale = reader, stats, value_scale(stats)
+    if scale != 1.0:
+        source = _ScaledReader(reader, scale, stats.nodata)
+        method_stats = compute_statistics(source, max_sample_pixels=SAMPLE_PIXELS)
+        logger.info("values up to %.3g: the method sees them times 2**%d", 1.0 / scale, int(np.log2(scale)))
+    timings["statistics"] = time.perf_counter() - started
     tiles = plan_tiles(height, width, config)
-    roles = _BandRoles.from_statistics(stats)
+    roles = replace(_BandRoles.from_statistics(method_stats), nodata=stats.nodata, scale=scale)
     logger.info(
         "%s: %d tiles; %d of %d bands to the method, untouched: %s",
         method.name, len(tiles), roles.valid.size, bands, roles.untouched.tolist(),
     )
     records: list[TileRecord] = []
-    if roles.valid.size == 0:
-        logger.warning("no band of the cube is valid (all dead or NaN); the output is a copy of the input")
+    run_warnings: list[str] = []
+    reason = _nothing_to_denoise(method_stats) if roles.valid.size == 0 else None
+    if reason is None:
         started = time.perf_counter()
+        announce("prepare")
+        try:
+            method.prepare(method_stats)
+        except NothingToDenoise as error:  # a valid cube this method can do nothing with: written unchanged
+            reason = str(error)
+        timings["prepare"] = time.perf_counter() - started
+    if reason is not None:
+        run_warnings.append(f"{reason}; passed through unchanged")
+        logger.info("%s: %s", method.name, run_warnings[-1])
+        roles = roles.without_method()
+        started = time.perf_counter()
+        announce("tiles")
         for tile in tiles:
             block = StitchedBlock(tile.rows, tile.cols, np.empty((0, *tile.shape), dtype=np.float32))
             _write_block(reader, writer, block, roles)
@@ -344,23 +421,22 @@ def _run(
                 progress(len(records), len(tiles))
         timings["write"] = time.perf_counter() - started
     else:
-        started = time.perf_counter()
-        method.prepare(stats)
-        timings["prepare"] = time.perf_counter() - started
         if getattr(method, "wants_samples", False):  # --adapt: the method learns from crops of this cube first
             started = time.perf_counter()
-            method.adapt_to(_sample_crops(reader, roles, height, width))  # type: ignore[attr-defined]
+            announce("adapt")
+            method.adapt_to(_sample_crops(source, roles, height, width))  # type: ignore[attr-defined]
             timings["adapt"] = time.perf_counter() - started
         stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
         from hsidenoise.io.base import CubeReader as FileReader
 
-        owned = isinstance(reader, FileReader)  # their blocks are new memory (the CubeReader contract)
+        owned = isinstance(source, FileReader)  # their blocks are new memory (the CubeReader contract)
+        announce("tiles")
         try:
             position = 0
             while position < len(tiles):
                 batch = tiles[position : position + batch_size]
                 started = time.perf_counter()
-                inputs = [_method_input(reader, tile, roles, owned=owned) for tile in batch]
+                inputs = [_method_input(source, tile, roles, owned=owned) for tile in batch]
                 timings["read"] += time.perf_counter() - started
                 started = time.perf_counter()
                 results, batch_size = _denoise_batch(method, inputs, batch_size)
@@ -389,6 +465,24 @@ def _run(
         tile_records=records,
         timings=timings,
         batch_size=batch_size,
+        warnings=run_warnings,
+        passed_through=reason is not None,
+        value_scale=scale,
+    )
+
+
+def _nothing_to_denoise(stats: CubeStatistics) -> str:
+    """Why a cube without a valid band has nothing to denoise, in the words of the run's warning."""
+    bands, height, width = stats.shape
+    if height * width == 1:
+        return "one pixel: nothing to denoise"
+    if stats.nan_bands.size == bands:
+        return "no band has a valid value (all NaN, infinite or nodata): nothing to denoise"
+    if stats.dead_bands.size == bands:
+        return "every band is constant: nothing to denoise"
+    return (
+        f"every band is constant ({stats.dead_bands.size}) or without a valid value ({stats.nan_bands.size}): "
+        "nothing to denoise"
     )
 
 
@@ -483,11 +577,6 @@ def _denoise_batch(
     return results, batch_size
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """MemoryError, or an accelerator's out-of-memory error (torch's ``OutOfMemoryError``), without importing torch."""
-    return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
-
-
 def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock, roles: _BandRoles) -> None:
     """Write a finished block: the method's values where it had valid input, the input's own values elsewhere.
 
@@ -496,12 +585,16 @@ def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock,
     """
     partial_bands = roles.valid[roles.partial]
     restore = np.union1d(roles.untouched, partial_bands)
+    data = block.data
+    if roles.scale != 1.0:  # back to the cube's units, in float64; the writer clips what its dtype cannot hold
+        with np.errstate(over="ignore"):
+            data = np.clip(data.astype(np.float64) / roles.scale, -_FLOAT64_MAX, _FLOAT64_MAX)
     if restore.size == 0:
-        writer.write(block.data, block.rows, block.cols)
+        writer.write(data, block.rows, block.cols)
         return
     bands = roles.valid.size + roles.untouched.size
-    output = np.empty((bands, *block.data.shape[1:]), dtype=_working_dtype(reader.dtype))
-    output[roles.valid] = block.data
+    output = np.empty((bands, *data.shape[1:]), dtype=np.promote_types(_working_dtype(reader.dtype), data.dtype))
+    output[roles.valid] = data
     source = reader.read(block.rows, block.cols, restore)
     for values, band in zip(source, restore, strict=True):
         if band in partial_bands:
@@ -509,6 +602,37 @@ def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock,
         else:
             output[band] = values
     writer.write(output, block.rows, block.cols)
+
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
+class _ScaledReader:
+    """A ``CubeReader`` that hands out a cube times a power of two, as float64, invalid values as NaN.
+
+    What a method reads when the cube's values are extreme (:func:`hsidenoise.statistics.value_scale`); its
+    metadata has no nodata value (the invalid values are NaN already).
+    """
+
+    def __init__(self, reader: CubeReader, scale: float, nodata: float | None) -> None:
+        self.reader = reader
+        self.scale = scale
+        self.nodata = nodata
+        self.shape = reader.shape
+        self.dtype = np.dtype(np.float64)
+        self.meta = replace(reader.meta, nodata=None)
+        self.path = None
+
+    def read(
+        self, rows: slice = slice(None), cols: slice = slice(None), bands: slice | np.ndarray | None = None
+    ) -> np.ndarray:
+        raw = self.reader.read(rows, cols, bands)
+        values = raw.astype(np.float64) * self.scale
+        values[invalid_mask(raw, self.nodata)] = np.nan
+        return values
+
+    def close(self) -> None:
+        """The wrapped reader belongs to the caller."""
 
 
 class _ArrayReader:
@@ -536,6 +660,11 @@ class _ArrayWriter:
 
     def __init__(self, shape: Sequence[int], dtype: np.dtype) -> None:
         self.data = np.empty(tuple(shape), dtype=dtype)
+        self.clipped = 0
 
     def write(self, block: np.ndarray, rows: slice, cols: slice) -> None:
-        self.data[:, rows, cols] = block
+        from hsidenoise.io.dtypes import cast_and_count
+
+        values, clipped = cast_and_count(block, self.data.dtype)  # float64 beyond float32: clipped, never Inf
+        self.clipped += clipped
+        self.data[:, rows, cols] = values

@@ -1,4 +1,4 @@
-"""Where the model runs: ``--device auto|cpu|cuda`` and the CPU thread count.
+"""Device concerns: where the model runs (``--device auto|cpu|cuda``), the CPU thread count, out-of-memory errors.
 
 ``auto`` picks CUDA when torch sees a GPU and says so in the run summary; ``cuda`` without a GPU is a one-line
 error rather than a silent fall-back, so a batch script that asks for a GPU learns that it has none.
@@ -7,7 +7,7 @@ error rather than a silent fall-back, so a batch script that asks for a GPU lear
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hsidenoise.errors import ConfigError
 
@@ -39,8 +39,42 @@ def select_device(choice: str = "auto") -> torch.device:
     raise ConfigError(f"unknown device {choice!r}; choose one of: {', '.join(DEVICES)} (or cuda:N)")
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, or an accelerator's out-of-memory error (torch's ``OutOfMemoryError``), without importing torch."""
+    return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)
+
+
+DEFAULT_MAX_THREADS = 8
+"""Threads a run takes by default at most: beyond this the CPU kernels gain little and oversubscribe a shared
+machine (one run took 95 s with a thread per core on a loaded machine, 5 s with one thread)."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """The CPU threads of a run when none is asked for: ``OMP_NUM_THREADS`` when it is set to a whole number
+    >= 1 (as torch itself reads it), else the usable cores up to :data:`DEFAULT_MAX_THREADS`."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    return min(usable_cores(), DEFAULT_MAX_THREADS)
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA; a no-op context elsewhere."""
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads to ``threads`` or, when None, to the cores this process may use.
+    """Set torch's intra-op threads to ``threads`` or, when None, to :func:`default_threads`.
 
     Returns:
         The thread count now in effect.
@@ -48,10 +82,7 @@ def configure_threads(threads: int | None = None) -> int:
     import torch
 
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            threads = os.cpu_count() or 1
+        threads = default_threads()
     if threads < 1:
         raise ConfigError(f"threads must be at least 1; got {threads}")
     if torch.get_num_threads() != threads:

@@ -33,6 +33,12 @@ class CubeShapeError(HsiDenoiseError, ValueError):
     """An array that is not a 3-D cube, or whose shape does not match another one."""
 
 
+class NothingToDenoise(CubeShapeError):
+    """A valid cube a method can do nothing with (one band, no noise found, no pixel valid in every band).
+
+    :func:`hsidenoise.denoise.denoise` writes such a cube unchanged and reports the message as a warning."""
+
+
 class VariableError(HsiDenoiseError, KeyError):
     """A MAT/HDF5 file with no, or more than one, candidate 3-D variable; the message lists them."""
 

@@ -113,25 +113,34 @@ class NoisyResult:
 Recipe = Callable[[np.ndarray, NoiseSpec, np.random.Generator], NoisyResult]
 
 
-def normalise_cube(cube: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Map a cube to [0, 1] with one (min, max) over all its finite values.
+def normalise_cube(cube: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, float, float]:
+    """Map a cube to [0, 1] with one (min, max) over all its valid values.
 
     Args:
-        cube: (B, H, W) any numeric dtype; NaN/inf values are ignored for the range and stay non-finite.
+        cube: (B, H, W) any numeric dtype; NaN/inf values and values equal to `nodata` are left out of the
+            range; nodata values come back as NaN, NaN and inf as they were.
+        nodata: the value that marks missing pixels (ENVI ``data ignore value``), or None.
 
     Returns:
-        (x01, lo, hi): x01 (B, H, W) float32 = (cube - lo) / (hi - lo); a constant cube maps to 0;
-        a cube without any finite value comes back as float32 unchanged with lo = hi = NaN.
+        (x01, lo, hi): x01 (B, H, W) float32 = (cube - lo) / (hi - lo), non-finite where the input is not valid;
+        a constant cube maps to 0; a cube without any valid value comes back as float32 (nodata as NaN) with
+        lo = hi = NaN.
     """
+    from hsidenoise.statistics import invalid_mask
+
     data = np.asarray(cube)
-    finite = np.isfinite(data)
-    if not finite.any():
-        logger.warning("cube has no finite value; returned unnormalised")
-        return data.astype(np.float32), math.nan, math.nan
-    values = data[finite] if not finite.all() else data
+    valid = ~invalid_mask(data, nodata)
+    if not valid.any():
+        logger.warning("cube has no valid value; returned unnormalised")
+        return np.where(np.isfinite(data), np.nan, data).astype(np.float32), math.nan, math.nan
+    values = data[valid] if not valid.all() else data
     lo, hi = float(values.min()), float(values.max())
     span = hi - lo
-    x01 = (data.astype(np.float64) - lo) / span if span > 0 else np.where(finite, 0.0, data.astype(np.float64))
+    x01 = (data.astype(np.float64) - lo) / span if span > 0 else np.zeros(data.shape)
+    x01[~valid] = np.nan
+    if data.dtype.kind == "f":
+        infinite = np.isinf(data)
+        x01[infinite] = data[infinite]  # infinities stay what they were
     return x01.astype(np.float32), lo, hi
 
 
@@ -298,7 +307,8 @@ def add_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> N
     """Corrupt a clean cube with the recipe in ``spec``; the input is never modified.
 
     Args:
-        clean: (B, H, W) float in [0, 1] (see :func:`normalise_cube`).
+        clean: (B, H, W) float in [0, 1] (see :func:`normalise_cube`); non-finite values mark missing pixels,
+            which are copied to ``noisy`` unchanged (never noised, never in ``mask``).
         spec: which recipe and its parameters.
         rng: the only source of randomness; ``np.random.default_rng(seed)`` gives reproducible output.
 
@@ -312,4 +322,11 @@ def add_noise(clean: np.ndarray, spec: NoiseSpec, rng: np.random.Generator) -> N
     clean = np.asarray(clean)
     if clean.ndim != 3:
         raise CubeShapeError(f"add_noise expects a (bands, rows, cols) cube, got shape {clean.shape}; pass a 3-D array")
-    return get_noise(spec.recipe)(clean.astype(np.float32, copy=False), spec, rng)
+    clean = clean.astype(np.float32, copy=False)
+    result = get_noise(spec.recipe)(clean, spec, rng)
+    invalid = ~np.isfinite(clean)
+    if invalid.any():  # missing pixels stay missing: no impulse or deadline writes a value into them
+        result.noisy[invalid] = clean[invalid]
+        if result.mask is not None:
+            result.mask[invalid] = False
+    return result

@@ -4,7 +4,7 @@ With a noisy cube y and its denoised version f(y) but no clean reference, three 
 per band:
 
 1. **Noise before and after**: the Gaussian noise sigma of ``noisy`` and of ``denoised`` with one estimator,
-   :func:`hsidenoise.lowrank.estimate_band_noise` (robust HySime) on a seeded sample of pixel spectra. HySime
+   :func:`hsidenoise.subspace.estimate_band_noise` (robust HySime) on a seeded sample of pixel spectra. HySime
    counts as noise what the other bands cannot predict, so the output of a low-rank method, whose spectra lie
    in a few components, scores close to zero: "after" says that no spectrally independent noise is left, not
    that the result is right. With fewer than 2 bands the spatial :func:`hsidenoise.metrics.estimate_noise_mad`
@@ -19,7 +19,7 @@ per band:
    (edges, texture), or structured noise the method removed on purpose (stripes, dead lines show as column
    structure). Neighbouring-band pairs are flagged by the same rule (spectrally correlated noise also flags).
 3. **SURE** (Stein's unbiased risk estimate) of each band's MSE, when the denoiser itself is given (an object
-   with the :class:`hsidenoise.methods.Denoiser` protocol, already prepared): on the crop y (B, c, c),
+   with the :class:`hsidenoise.denoiser.Denoiser` protocol, already prepared): on the crop y (B, c, c),
    SURE_b = mean((f(y) - y)_b^2) - sigma_b^2 + 2 sigma_b^2 div_b / n_b, with the divergence div_b estimated by
    Monte-Carlo (Ramani, Blu and Unser, 2008): a Rademacher probe b, a step eps * sigma_b per band, and
    div_b = sum_pixels b * (f(y + eps sigma b) - f(y))_b / (eps sigma_b), averaged over :data:`SURE_PROBES`
@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from hsidenoise.denoiser import Denoiser
 from hsidenoise.errors import ConfigError, CubeShapeError
-from hsidenoise.methods import Denoiser
 
 DEFAULT_CROP = 128
 """Side of the central window on which whiteness and SURE are measured."""
@@ -253,17 +253,17 @@ def band_noise(cube: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
         seed: seed of the pixel sample.
 
     Returns:
-        ((B,) sigma in data units, the estimator's name). HySime (:func:`hsidenoise.lowrank.estimate_band_noise`)
+        ((B,) sigma in data units, the estimator's name). HySime (:func:`hsidenoise.subspace.estimate_band_noise`)
         with 2 bands or more and enough finite pixels, else the spatial Immerkaer + MAD estimate.
     """
-    from hsidenoise.lowrank import LowRankConfig, estimate_band_noise, sample_pixels
+    from hsidenoise.subspace import LowRankConfig, estimate_band_noise, sample_pixels
     from hsidenoise.metrics import estimate_noise_mad
 
     cube = np.asarray(cube)
     spectra = sample_pixels(cube, NOISE_SAMPLE_PIXELS, seed)
     if cube.shape[0] >= 2 and spectra.shape[0] >= max(2 * cube.shape[0], 16):
         sigma = estimate_band_noise(spectra, LowRankConfig(seed=seed))
-        return sigma, "HySime (robust band regression, hsidenoise.lowrank.estimate_band_noise), data units"
+        return sigma, "HySime (robust band regression, hsidenoise.subspace.estimate_band_noise), data units"
     return estimate_noise_mad(cube), "Immerkaer residual + MAD (hsidenoise.metrics.estimate_noise_mad), data units"
 
 
@@ -312,7 +312,7 @@ def whiteness(removed: np.ndarray, valid: np.ndarray | None = None) -> dict[str,
 
 def _front_end_changes(method: Denoiser, tile: np.ndarray) -> np.ndarray | None:
     """(B, h, w) bool: entries the method's low-rank front end replaces or corrects; None without one."""
-    from hsidenoise.lowrank import LowRankDenoiser, remove_outliers
+    from hsidenoise.subspace import LowRankDenoiser, remove_outliers
 
     front = method if isinstance(method, LowRankDenoiser) else getattr(method, "front_end", None)
     if not isinstance(front, LowRankDenoiser) or front.subspace is None:

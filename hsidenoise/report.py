@@ -1,4 +1,4 @@
-"""Reports as files: metrics JSON/CSV, per-band plots, row-mean profiles, false-colour quick-looks.
+"""Reports as files: metrics JSON/CSV, per-band plots, row- and column-mean profiles, false-colour quick-looks.
 
 Every function takes arrays, writes one or more files and returns their paths. Files are written
 atomically (a temporary name in the target directory, then ``os.replace``), so an interrupted run never
@@ -7,6 +7,12 @@ directly (no pyplot, no global backend switch), so it works headless and leaves 
 
 Numbers: JSON has no inf/NaN, so :func:`write_json` writes every non-finite number as null; the CSV keeps
 them as ``inf`` / ``nan``, which spreadsheet and pandas readers parse as numbers.
+
+Plots say what they show: axis units (pixel indices, the data's units when the metadata states them, wavelengths
+with their units), the file and the method in the title (:class:`hsidenoise.plot_labels.PlotLabels`), a legend
+for before / after.
+The bands of the profile plot are the ones with measured artefacts (:mod:`hsidenoise.artefacts`): the strongest
+row and column stripes and the strongest noise.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +29,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from hsidenoise.artefacts import STRIPE_MEASURE, ProfileBand, choose_profile_bands, measure_band_artefacts
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
 from hsidenoise.metrics import MetricsReport, estimate_noise_mad
+from hsidenoise.plot_labels import PlotLabels, wavelength_unit_symbol
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +50,7 @@ PNG_DPI = 110
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write through ``write`` into a temporary file next to ``path``, then rename it onto ``path``."""
-    from hsidenoise.io.base import staged
+    from hsidenoise.io.staging import staged
 
     path = Path(path)
     try:
@@ -95,22 +104,30 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _band_axis(band_count: int, wavelengths: np.ndarray | Sequence[float] | None) -> tuple[np.ndarray, str]:
-    """x values and label for per-band plots: wavelengths when given, else band indices."""
+def _band_axis(
+    band_count: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None
+) -> tuple[np.ndarray, str]:
+    """x values and label for per-band plots: wavelengths (with their units when known), else band indices."""
     if wavelengths is None:
-        return np.arange(band_count), "band"
+        return np.arange(band_count), "band index (from 0)"
     values = np.asarray(wavelengths, dtype=np.float64)
     if values.shape != (band_count,):
         raise CubeShapeError(
             f"expected {band_count} wavelengths (one per band), got {values.size}; pass the cube's own wavelengths"
         )
-    return values, "wavelength"
+    symbol = wavelength_unit_symbol(units)
+    return values, "wavelength" if symbol is None else f"wavelength ({symbol})"
 
 
-def _band_label(band: int, wavelengths: np.ndarray | Sequence[float] | None) -> str:
+def _band_label(band: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None) -> str:
+    """``band 103 (1.3232 µm)``: the 0-based index, and the wavelength with its unit when known."""
     if wavelengths is None:
         return f"band {band}"
-    return f"band {band} ({float(np.asarray(wavelengths)[band]):g})"
+    value = float(np.asarray(wavelengths, dtype=np.float64)[band])
+    if not math.isfinite(value):
+        return f"band {band}"
+    symbol = wavelength_unit_symbol(units)
+    return f"band {band} ({value:.5g}{'' if symbol is None else ' ' + symbol})"
 
 
 def _check_pair(noisy: np.ndarray, denoised: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +155,7 @@ def write_metrics_report(
     *,
     noisy_report: MetricsReport | None = None,
     wavelengths: np.ndarray | Sequence[float] | None = None,
+    labels: PlotLabels | None = None,
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``metrics.csv`` (one row per band) and ``per_band.png`` into ``out_dir``.
 
@@ -146,6 +164,7 @@ def write_metrics_report(
         out_dir: created if missing.
         noisy_report: metrics of the noisy input against the same reference, shown alongside.
         wavelengths: (B,) band centres for the plot's x axis and the CSV; band indices when None.
+        labels: file, method and wavelength units for the plot's title and axis.
 
     Returns:
         ``{"json": path, "csv": path, "plot": path}``.
@@ -157,7 +176,8 @@ def write_metrics_report(
             f"the noisy report has {noisy_report.band_count} bands, the denoised one {band_count}; "
             "evaluate the same cube"
         )
-    x_values, x_label = _band_axis(band_count, wavelengths)
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(band_count, wavelengths, labels.wavelength_units)
 
     payload: dict[str, Any] = {"denoised": report.to_dict()}
     if noisy_report is not None:
@@ -195,7 +215,7 @@ def write_metrics_report(
     for axes in (psnr_axes, ssim_axes):
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")
-    figure.suptitle(f"Per-band quality (SAM {report.sam:.4f} rad, ERGAS {report.ergas:.3g})")
+    figure.suptitle(labels.title(f"Per-band quality (SAM {report.sam:.4f} rad, ERGAS {report.ergas:.3g})"))
     paths["plot"] = _save_figure(figure, out_dir / "per_band.png")
     return paths
 
@@ -207,15 +227,22 @@ def plot_row_mean_profiles(
     path: Path | str,
     wavelengths: np.ndarray | Sequence[float] | None = None,
     clean: np.ndarray | None = None,
+    *,
+    reasons: Sequence[str] | None = None,
+    labels: PlotLabels | None = None,
 ) -> Path:
-    """The DECSC paper's row-mean profile figure: for each chosen band, the mean of each row over the columns.
+    """The DECSC paper's row-mean profile figure, with the column-mean profile beside it.
 
-    Residual noise shows as a jagged curve, a band-wide offset as a shifted one. Non-finite pixels are
-    left out of a row's mean.
+    For each chosen band (one row of panels), left: the mean of each row over the columns against the row
+    index; right: the mean of each column over the rows against the column index. Row stripes make the left
+    curve jagged, column stripes the right one, random noise makes both fuzzy, a band-wide offset shifts them.
+    Non-finite pixels are left out of a mean.
 
     Args:
-        noisy, denoised: (B, H, W) of one shape. bands: indices of the bands to draw, one panel each.
+        noisy, denoised: (B, H, W) of one shape. bands: indices of the bands to draw, one row of panels each.
         path: the PNG to write. wavelengths: (B,) for the panel titles. clean: (B, H, W) reference, drawn too.
+        reasons: one short text per band (why it is shown), added to its panel title.
+        labels: file, method and units for the titles and axes.
 
     Returns:
         ``path``.
@@ -224,24 +251,45 @@ def plot_row_mean_profiles(
     if clean is not None:
         _check_pair(noisy, clean)
     chosen = _check_bands(bands, noisy.shape[0])
-    rows = np.arange(noisy.shape[1])
-    figure = _new_figure(8.0, 2.6 * len(chosen) + 0.4)
-    panels = np.atleast_1d(figure.subplots(len(chosen), 1, sharex=True))
+    if reasons is not None and len(reasons) != len(chosen):
+        raise ConfigError(f"expected one reason per profile band ({len(chosen)}), got {len(reasons)}")
+    labels = labels or PlotLabels()
+    step = max(1, int(labels.pixel_step))
+    positions = {"row": np.arange(noisy.shape[1]) * step, "column": np.arange(noisy.shape[2]) * step}
+    figure = _new_figure(11.0, 3.4 * len(chosen) + 1.0)
+    series = [("before (input)", noisy, "0.62", 2.4), (labels.after, denoised, "C3", 1.1)]  # before under after
+    if clean is not None:
+        series.insert(0, ("clean (reference)", clean, "k", 1.0))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a gap in the curve, as it should be
-        for axes, band in zip(panels, chosen):
-            series = [("noisy", noisy, "0.6"), ("denoised", denoised, "C3")]
-            if clean is not None:
-                series.insert(0, ("clean", clean, "k"))
-            for name, cube, colour in series:
-                row_mean = np.nanmean(np.asarray(cube[band], dtype=np.float64), axis=1)
-                axes.plot(rows, row_mean, color=colour, lw=1.0, label=name)
-            axes.set_title(_band_label(band, wavelengths), fontsize="medium")
-            axes.set_ylabel("row mean")
-            axes.grid(alpha=0.3)
-            axes.legend(loc="best", fontsize="small")
-    panels[-1].set_xlabel("row")
+        for index, (panel, band) in enumerate(zip(np.atleast_1d(figure.subfigures(len(chosen), 1)), chosen)):
+            heading = _band_label(band, wavelengths, labels.wavelength_units)
+            if reasons is not None:
+                heading = "\n".join(textwrap.wrap(f"{heading}: {reasons[index]}", 120))
+            panel.suptitle(heading, fontsize="medium")
+            for axes, (what, axis) in zip(panel.subplots(1, 2), (("row", 1), ("column", 0))):
+                for legend, cube, colour, width in series:
+                    profile = np.nanmean(np.asarray(cube[band], dtype=np.float64), axis=axis)
+                    axes.plot(positions[what], profile, color=colour, lw=width, label=legend)
+                axes.set_xlabel(labels.pixel_axis(what), fontsize="small")
+                axes.set_ylabel(f"{what} mean ({labels.values})", fontsize="small")
+                axes.grid(alpha=0.3)
+                axes.legend(loc="best", fontsize="x-small")
+    figure.suptitle(labels.title("Row- and column-mean profiles"))
+    figure.supxlabel(
+        "bands numbered from 0; row stripes make the row means (left) jagged, column stripes the column means "
+        "(right); random noise makes both fuzzy",
+        fontsize="small", color="0.35",
+    )
     return _save_figure(figure, Path(path))
+
+
+def _no_profile_figure(path: Path, labels: PlotLabels, why: str) -> Path:
+    """The profile PNG when there is no band to draw: a titled figure that says why."""
+    figure = _new_figure(8.0, 2.0)
+    figure.suptitle(labels.title("Row- and column-mean profiles"))
+    figure.text(0.5, 0.45, why, ha="center", va="center")
+    return _save_figure(figure, path)
 
 
 def pick_rgb_bands(band_count: int, wavelengths: np.ndarray | Sequence[float] | None = None) -> tuple[int, int, int]:
@@ -279,6 +327,8 @@ def write_quicklook(
     path: Path | str,
     rgb_bands: Sequence[int] | None = None,
     wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
 ) -> Path:
     """False-colour before / after, side by side, with one robust 2-98 % stretch per channel.
 
@@ -289,11 +339,13 @@ def write_quicklook(
         noisy, denoised: (B, H, W) of one shape. path: the PNG to write.
         rgb_bands: (red, green, blue) band indices; default :func:`pick_rgb_bands`.
         wavelengths: (B,) band centres in nm (or micrometres) for the default pick and the caption.
+        labels: file, method and wavelength units for the titles.
 
     Returns:
         ``path``.
     """
     noisy, denoised = _check_pair(noisy, denoised)
+    labels = labels or PlotLabels()
     band_count, height, width = noisy.shape
     chosen = _check_bands(rgb_bands if rgb_bands is not None else pick_rgb_bands(band_count, wavelengths), band_count)
     if len(chosen) != 3:
@@ -307,13 +359,13 @@ def write_quicklook(
 
     panel_width = 5.0
     panel_height = float(np.clip(panel_width * height / max(width, 1), 1.0, 12.0))
-    figure = _new_figure(2 * panel_width, panel_height + 0.8)
-    for axes, cube, name in zip(figure.subplots(1, 2), (before, after), ("before", "after")):
+    figure = _new_figure(2 * panel_width, panel_height + 0.9)
+    for axes, cube, name in zip(figure.subplots(1, 2), (before, after), ("before (input)", labels.after)):
         axes.imshow(_stretch(cube, lows, highs), interpolation="nearest")
         axes.set_title(name)
         axes.set_axis_off()
-    caption = ", ".join(_band_label(band, wavelengths) for band in chosen)
-    figure.suptitle(f"R, G, B = {caption}", fontsize="medium")
+    caption = ", ".join(_band_label(band, wavelengths, labels.wavelength_units) for band in chosen)
+    figure.suptitle(f"{labels.title('False colour')}\nR, G, B = {caption}", fontsize="medium")
     return _save_figure(figure, Path(path))
 
 
@@ -322,12 +374,17 @@ def plot_noise_before_after(
     sigma_after: np.ndarray,
     path: Path | str,
     wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
+    marked: Sequence[ProfileBand] = (),
 ) -> Path:
     """Per-band noise estimate (e.g. :func:`hsidenoise.metrics.estimate_noise_mad`) before and after denoising.
 
     Args:
-        sigma_before, sigma_after: (B,) standard deviations in one unit. path: the PNG to write.
-        wavelengths: (B,) for the x axis; band indices when None.
+        sigma_before, sigma_after: (B,) standard deviations in one unit (``labels.value_units``).
+        path: the PNG to write. wavelengths: (B,) for the x axis; band indices when None.
+        labels: file, method and units for the title and axes.
+        marked: the profile plot's bands, marked on the curve.
 
     Returns:
         ``path``.
@@ -336,39 +393,26 @@ def plot_noise_before_after(
     after = np.asarray(sigma_after, dtype=np.float64)
     if before.ndim != 1 or before.shape != after.shape:
         raise CubeShapeError(f"expected two (bands,) noise vectors of one length, got {before.shape} and {after.shape}")
-    x_values, x_label = _band_axis(before.size, wavelengths)
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(before.size, wavelengths, labels.wavelength_units)
     positive = np.concatenate([before, after])
     positive = positive[np.isfinite(positive) & (positive > 0)]
-    figure = _new_figure(8.0, 3.8)
+    figure = _new_figure(8.0, 4.0)
     axes = figure.subplots()
-    axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before")
-    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="after")
+    axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before (input)")
+    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label=labels.after)
+    shown = [item.band for item in marked if 0 <= item.band < before.size]
+    if shown:
+        axes.plot(x_values[shown], before[shown], "o", mfc="none", mec="C0", ms=9, mew=1.5, label="profile bands")
     if positive.size and positive.max() > 20 * positive.min():
         axes.set_yscale("log")
     axes.set_xlabel(x_label)
-    axes.set_ylabel("noise std (robust estimate)")
-    axes.set_title("Per-band noise before and after denoising", fontsize="medium")
+    axes.set_ylabel(f"noise std ({labels.values})")
+    axes.set_title(labels.title("Per-band noise (robust estimate) before and after"), fontsize="medium")
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="best", fontsize="small")
     return _save_figure(figure, Path(path))
 
-
-def default_profile_bands(sigma: np.ndarray, count: int = 3) -> list[int]:
-    """Bands for the row-mean profile plot: the noisiest one, plus bands spread over the spectrum.
-
-    Args:
-        sigma: (B,) noise estimate of the input. count: how many bands at most.
-    """
-    sigma = np.asarray(sigma, dtype=np.float64)
-    usable = np.flatnonzero(np.isfinite(sigma) & (sigma > 0))  # NaN and constant (dead) bands have no profile
-    if usable.size == 0:
-        return []
-    chosen = [int(usable[np.argmax(sigma[usable])])]
-    for position in np.linspace(0, usable.size - 1, count + 1).round().astype(int)[1:-1]:
-        band = int(usable[position])
-        if len(chosen) < count and band not in chosen:
-            chosen.append(band)
-    return sorted(chosen)
 
 
 def write_no_reference_table(
@@ -393,20 +437,25 @@ def write_no_reference_table(
 
 
 def plot_no_reference(
-    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
+    report: NoReferenceReport,
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
 ) -> Path:
     """Whiteness of the removed part per band (flagged bands marked), noise before / after, and SURE PSNR.
 
     Panels: |lag-1 autocorrelation| of noisy - denoised along rows and columns with the flag threshold, the
     flagged bands as red crosses; the per-band noise estimate before and after; the SURE-estimated PSNR
-    when the report has it.
+    when the report has it. ``labels`` gives the file, method and units for the title and axes.
 
     Returns:
         ``path``.
     """
-    x_values, x_label = _band_axis(report.band_count, wavelengths)
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
     panels = 3 if report.has_sure else 2
-    figure = _new_figure(8.0, 2.8 * panels + 0.4)
+    figure = _new_figure(8.0, 2.8 * panels + 0.8)
     axes = np.atleast_1d(figure.subplots(panels, 1, sharex=True))
     white = axes[0]
     white.plot(x_values, np.abs(report.autocorr_rows), color="C0", marker=".", lw=1.0, label="|r| along rows")
@@ -419,13 +468,13 @@ def plot_no_reference(
     white.set_ylabel("lag-1 autocorrelation")
     white.set_title("Whiteness of the removed part (noisy - denoised)", fontsize="medium")
     noise = axes[1]
-    noise.plot(x_values, report.sigma_before, color="0.5", marker=".", lw=1.0, label="before")
-    noise.plot(x_values, report.sigma_after, color="C3", marker=".", lw=1.0, label="after")
+    noise.plot(x_values, report.sigma_before, color="0.5", marker=".", lw=1.0, label="before (input)")
+    noise.plot(x_values, report.sigma_after, color="C3", marker=".", lw=1.0, label=labels.after)
     positive = np.concatenate([report.sigma_before, report.sigma_after])
     positive = positive[np.isfinite(positive) & (positive > 0)]
     if positive.size and positive.max() > 20 * positive.min():
         noise.set_yscale("log")
-    noise.set_ylabel("noise std (estimate)")
+    noise.set_ylabel(f"noise std ({labels.values})")
     if report.has_sure:
         sure = axes[2]
         label = "SURE estimate" + ("" if report.sure_mpsnr is None else f" (MPSNR {report.sure_mpsnr:.2f} dB)")
@@ -436,6 +485,7 @@ def plot_no_reference(
         panel.grid(alpha=0.3, which="both")
         panel.legend(loc="best", fontsize="small")
     axes[-1].set_xlabel(x_label)
+    figure.suptitle(labels.title("No-reference quality"))
     return _save_figure(figure, Path(path))
 
 
@@ -445,9 +495,10 @@ def write_no_reference_report(
     *,
     wavelengths: np.ndarray | Sequence[float] | None = None,
     extra: Mapping[str, Any] | None = None,
+    labels: PlotLabels | None = None,
 ) -> dict[str, Path]:
     """Write ``no_reference.json`` (``extra`` plus the report under ``no_reference``), ``no_reference.csv`` and
-    ``no_reference.png`` into ``out_dir`` (``hsidenoise eval --noisy`` without ``--ref``).
+    ``no_reference.png`` into ``out_dir`` (``hsidenoise eval --noisy`` without ``--ref``); ``labels`` for the plot.
 
     Returns:
         ``{"json", "csv", "plot"}`` -> path.
@@ -457,7 +508,7 @@ def write_no_reference_report(
     return {
         "json": write_json(payload, out_dir / "no_reference.json"),
         "csv": write_no_reference_table(report, out_dir / "no_reference.csv", wavelengths),
-        "plot": plot_no_reference(report, out_dir / "no_reference.png", wavelengths),
+        "plot": plot_no_reference(report, out_dir / "no_reference.png", wavelengths, labels=labels),
     }
 
 
@@ -468,32 +519,63 @@ def write_run_report(
     *,
     summary: Mapping[str, Any],
     wavelengths: np.ndarray | Sequence[float] | None = None,
+    wavelength_units: str | None = None,
+    value_units: str | None = None,
     profile_bands: Sequence[int] | None = None,
+    untouched_bands: Sequence[int] = (),
     rgb_bands: Sequence[int] | None = None,
     no_reference: NoReferenceReport | None = None,
 ) -> dict[str, Path]:
     """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs (and a CSV and a PNG more with ``no_reference``).
 
-    ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured)
-    and the per-band noise estimate before and after. For scenes too large for memory pass a decimated
-    preview of both cubes (e.g. every k-th row and column): the estimates and plots only need a sample.
-    With ``no_reference`` (computed by the caller on full-resolution data), ``report.json`` also holds it
-    under ``no_reference``, and ``no_reference.csv`` and ``no_reference.png`` are written.
+    ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured),
+    the per-band noise estimate before and after, the profile bands (``profile_bands``) and, under
+    ``profile_band_choice``, why each was chosen with its stripe and noise measures before and after. For
+    scenes too large for memory pass a decimated preview of both cubes (every k-th row and column, k in
+    ``summary["preview_step"]``): the estimates and plots only need a sample. With ``no_reference``
+    (computed by the caller on full-resolution data), ``report.json`` also holds it under ``no_reference``,
+    and ``no_reference.csv`` and ``no_reference.png`` are written. The plots' titles name the file
+    (``summary["input"]``) and the method (``summary["method"]``) when the summary has them.
 
     Args:
         out_dir: created if missing.
         noisy, denoised: (B, H, W) input and output, same units. summary: JSON-able facts about the run.
-        wavelengths: (B,) band centres. profile_bands: default :func:`default_profile_bands`.
+        wavelengths: (B,) band centres, in ``wavelength_units`` (e.g. ``"Nanometers"``) when known.
+        value_units: the data's units for the axes (:func:`hsidenoise.plot_labels.value_units_of`), None when
+            unknown.
+        profile_bands: the bands of the profile plot; default :func:`hsidenoise.artefacts.choose_profile_bands`
+            on the input.
+        untouched_bands: bands the method left alone (dead, NaN), never chosen by default.
         rgb_bands: default :func:`pick_rgb_bands`. no_reference: the no-reference section, or None.
 
     Returns:
         ``{"json", "profiles", "quicklook", "noise"}`` -> path, plus ``no_reference_csv`` and
         ``no_reference_plot`` with ``no_reference``.
+
+    Raises:
+        ConfigError: a profile band outside the cube.
     """
     noisy, denoised = _check_pair(noisy, denoised)
     out_dir = Path(out_dir)
     sigma_before, sigma_after = estimate_noise_mad(noisy), estimate_noise_mad(denoised)
-    bands = list(profile_bands) if profile_bands is not None else default_profile_bands(sigma_before)
+    asked = None if profile_bands is None else _check_bands(profile_bands, noisy.shape[0])
+    if wavelengths is not None:
+        _band_axis(noisy.shape[0], wavelengths)  # one wavelength per band, before anything is written
+    before = measure_band_artefacts(noisy, sigma_before)
+    after = measure_band_artefacts(denoised, sigma_after)
+    if asked is not None:
+        choice = [ProfileBand(band, "asked for") for band in asked]
+    else:
+        choice = choose_profile_bands(before, exclude=[int(band) for band in untouched_bands])
+    source = summary.get("input")
+    labels = PlotLabels(
+        source=None if source is None else Path(str(source)).name,
+        method=None if summary.get("method") is None else str(summary["method"]),
+        value_units=value_units,
+        wavelength_units=wavelength_units,
+        pixel_step=int(summary.get("preview_step", 1) or 1),
+    )
+    bands = [item.band for item in choice]
     payload = {
         **summary,
         "noise_estimate": {
@@ -502,16 +584,40 @@ def write_run_report(
             "after": sigma_after,
         },
         "profile_bands": bands,
+        "profile_band_choice": {
+            "measure": STRIPE_MEASURE,
+            "bands": [
+                {
+                    "band": item.band,
+                    "wavelength": None if wavelengths is None else float(np.asarray(wavelengths)[item.band]),
+                    "wavelength_units": wavelength_units,
+                    "reason": item.reason,
+                    "before": before.of_band(item.band),
+                    "after": after.of_band(item.band),
+                }
+                for item in choice
+            ],
+        },
     }
     if no_reference is not None:
         payload["no_reference"] = no_reference.to_dict()
-    paths = {
-        "json": write_json(payload, out_dir / "report.json"),
-        "profiles": plot_row_mean_profiles(noisy, denoised, bands, out_dir / "row_mean_profiles.png", wavelengths),
-        "quicklook": write_quicklook(noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths),
-        "noise": plot_noise_before_after(sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths),
-    }
+    profiles_path = out_dir / "row_mean_profiles.png"
+    paths = {"json": write_json(payload, out_dir / "report.json")}
+    if bands:
+        paths["profiles"] = plot_row_mean_profiles(
+            noisy, denoised, bands, profiles_path, wavelengths, reasons=[item.reason for item in choice], labels=labels
+        )
+    else:
+        paths["profiles"] = _no_profile_figure(profiles_path, labels, "no band with a measurable profile (all dead or NaN)")
+    paths["quicklook"] = write_quicklook(
+        noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
+    )
+    paths["noise"] = plot_noise_before_after(
+        sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
+    )
     if no_reference is not None:
         paths["no_reference_csv"] = write_no_reference_table(no_reference, out_dir / "no_reference.csv", wavelengths)
-        paths["no_reference_plot"] = plot_no_reference(no_reference, out_dir / "no_reference.png", wavelengths)
+        paths["no_reference_plot"] = plot_no_reference(
+            no_reference, out_dir / "no_reference.png", wavelengths, labels=labels
+        )
     return paths

@@ -30,6 +30,17 @@ CHUNK_BYTES = 8 << 20
 GRAM_ROWS = 4096
 """Sample spectra per float64 product when accumulating the Gram matrix."""
 
+LARGEST_SAFE = 2.0**120
+"""A cube with a valid value beyond this magnitude (1.3e36) is denoised in a scaled domain: the methods work in
+float32 (largest 3.4e38, with room for what a denoiser adds) and square values in float64; see :func:`value_scale`."""
+
+SMALLEST_SAFE = 2.0**-100
+"""A cube whose valid values are all below this magnitude (7.9e-31) is denoised in a scaled domain, so that the
+methods' float32 keeps its precision (its normal numbers end at 1.2e-38); see :func:`value_scale`."""
+
+SUM_SCALE = 2.0**-600
+"""Bands whose float64 sum overflows (values near 1e308) are summed again times this power of two (exact)."""
+
 
 def invalid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
     """Where ``values`` are not valid: NaN, infinite, or equal to ``nodata``.
@@ -170,19 +181,26 @@ def compute_statistics(
         valid = ~invalid_mask(raw, nodata)
         values = raw if raw.dtype.kind == "f" else raw.astype(np.promote_types(raw.dtype, np.float32))
         counts += np.count_nonzero(valid, axis=(1, 2))
-        sums += np.sum(values, axis=(1, 2), where=valid, dtype=np.float64)
+        with np.errstate(over="ignore"):  # float64 values near 1e308: those bands are summed again, scaled
+            sums += np.sum(values, axis=(1, 2), where=valid, dtype=np.float64)
         minimum = np.minimum(minimum, np.min(values, axis=(1, 2), where=valid, initial=np.inf))
         maximum = np.maximum(maximum, np.max(values, axis=(1, 2), where=valid, initial=-np.inf))
 
         first, last = np.searchsorted(sample_index, [row_start * width, row_stop * width])
         rows, cols = np.divmod(sample_index[first:last] - row_start * width, width)
-        sample[first:last] = np.where(valid[:, rows, cols], values[:, rows, cols], np.nan).T
+        with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf: the pixel is not sampled
+            sample[first:last] = np.where(valid[:, rows, cols], values[:, rows, cols], np.nan).T
         del raw, valid, values  # before the next strip is read: one strip in memory at a time
         logger.debug("statistics: rows %d-%d of %d", row_start, row_stop, height)
 
     has_values = counts > 0
+    overflowed = np.flatnonzero(has_values & ~np.isfinite(sums))
+    if overflowed.size:
+        sums[overflowed] = _scaled_sums(reader, overflowed, nodata, rows_per_chunk)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(has_values, sums / counts, np.nan)
+    if overflowed.size:
+        mean[overflowed] /= SUM_SCALE  # the mean lies between the band's minimum and maximum: finite
     minimum = np.where(has_values, minimum, np.nan)
     maximum = np.where(has_values, maximum, np.nan)
     nan_bands = np.flatnonzero(~has_values)
@@ -212,3 +230,42 @@ def compute_statistics(
         nan_bands=nan_bands,
         partial_invalid=partial_invalid,
     )
+
+
+def _scaled_sums(reader: CubeReader, bands: np.ndarray, nodata: float | None, rows_per_chunk: int) -> np.ndarray:
+    """(len(bands),) sums of the valid values of ``bands`` times :data:`SUM_SCALE`, in a second pass over them.
+
+    Only for bands whose plain float64 sum overflowed (values near the float64 maximum).
+    """
+    _, height, _ = reader.shape
+    sums = np.zeros(bands.size)
+    for row_start in range(0, height, rows_per_chunk):
+        raw = reader.read(slice(row_start, min(row_start + rows_per_chunk, height)), slice(None), bands)
+        valid = ~invalid_mask(raw, nodata)
+        sums += np.sum(np.where(valid, raw, 0.0) * SUM_SCALE, axis=(1, 2), dtype=np.float64)
+    return sums
+
+
+def value_scale(stats: CubeStatistics) -> float:
+    """The power of two the methods should see the cube multiplied by: 1.0 unless its values are extreme.
+
+    When the largest valid magnitude exceeds :data:`LARGEST_SAFE` (e.g. float32 values near 3e38, or float64
+    beyond the float32 range) or is below :data:`SMALLEST_SAFE` (e.g. 1e-38 or subnormals), the scale brings
+    it into [0.5, 1). A power of two scales every value exactly, so the output
+    divided by it is the denoised cube in its own units.
+
+    Args:
+        stats: the statistics of the cube.
+
+    Returns:
+        A power of two (1.0 for every cube of ordinary magnitude).
+    """
+    usable = stats.valid_counts > 0
+    if not usable.any():
+        return 1.0
+    largest = float(max(np.abs(stats.minimum[usable]).max(), np.abs(stats.maximum[usable]).max()))
+    if not np.isfinite(largest) or largest == 0.0 or SMALLEST_SAFE <= largest <= LARGEST_SAFE:
+        return 1.0
+    exponent = int(np.frexp(largest)[1])  # largest = mantissa * 2**exponent, mantissa in [0.5, 1)
+    # kept a normal float64 either way (float64 subnormals scale to about 2**-74, near enough)
+    return float(np.ldexp(1.0, -int(np.clip(exponent, -1000, 1022))))

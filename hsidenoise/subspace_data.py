@@ -3,10 +3,10 @@
 Per *round* the sampler takes the next training cube (in a shuffled order), and
 
 1. synthesises noise on the whole clean cube with a recipe drawn from the noise mix (:mod:`hsidenoise.noise`);
-2. fits the front end on the whole noisy cube as inference does (:func:`hsidenoise.lowrank.fit_lowrank` on up
+2. fits the front end on the whole noisy cube as inference does (:func:`hsidenoise.subspace.fit_lowrank` on up
    to ``front_end_pixels`` random spectra): per-band sigma, whitening, the basis and eigenvalues;
 3. on a random ``region_size`` square of the cube: the noisy eigen-images Z (robust projection of the noisy
-   region, :func:`hsidenoise.lowrank.project`), their DCT pilot P, and the target T, the clean cube's
+   region, :func:`hsidenoise.subspace.project`), their DCT pilot P, and the target T, the clean cube's
    projection on the *same* basis and whitening, T = basis^T (clean - mean) / sigma;
 4. draws ``patches_per_round`` examples from that region: a random crop, flip and rotation; with probability
    ``real_fraction`` the example keeps the real (Z, P) of step 3 (the noise the estimated basis and the robust
@@ -33,7 +33,7 @@ import numpy as np
 
 from hsidenoise.data import NoiseMix, TrainingCube
 from hsidenoise.errors import CheckpointError, ConfigError
-from hsidenoise.lowrank import LowRankConfig
+from hsidenoise.subspace import LowRankConfig
 from hsidenoise.noise import NoiseSpec, add_noise
 
 if TYPE_CHECKING:
@@ -120,14 +120,14 @@ def eigen_region(
         seed: seeds the front end's pixel sample.
 
     Returns:
-        (the region with an empty cube name and recipe, the fitted :class:`hsidenoise.lowrank.Subspace`).
+        (the region with an empty cube name and recipe, the fitted :class:`hsidenoise.subspace.Subspace`).
     """
-    from hsidenoise.lowrank import denoise_eigenimages, fit_lowrank, project, sample_pixels
+    from hsidenoise.subspace import fit_lowrank, project, sample_pixels, spatial_denoiser
 
     front_end = config.front_end
     subspace = fit_lowrank(sample_pixels(noisy, config.front_end_pixels, seed), front_end)
     eigen, _ = project(noisy[:, rows, cols], subspace, front_end)
-    pilot, _ = denoise_eigenimages(eigen, front_end)
+    pilot = spatial_denoiser(front_end).denoise(eigen, 1.0)
     region = np.asarray(clean[:, rows, cols], dtype=np.float64)
     bands, height, width = region.shape
     whitened = (region.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
@@ -309,7 +309,7 @@ class SubspaceSampler:
         return _Round(region=region, examples=examples, seed=seed)
 
     def _example(self, round_: _Round, index: int) -> tuple[np.ndarray, ...]:
-        from hsidenoise.lowrank import denoise_eigenimages
+        from hsidenoise.subspace import spatial_denoiser
 
         row, col, turns, flip, synthetic = (int(v) for v in round_.examples[index])
         patch = self.config.patch_size
@@ -324,7 +324,7 @@ class SubspaceSampler:
         if synthetic:
             noise_rng = np.random.default_rng([round_.seed, index])
             eigen = target + noise_rng.standard_normal(target.shape)
-            pilot, _ = denoise_eigenimages(eigen, self.config.front_end)
+            pilot = spatial_denoiser(self.config.front_end).denoise(eigen, 1.0)
         else:
             eigen, pilot = augment(region.eigen), augment(region.pilot)
         return eigen, pilot, target, region.eigenvalues

@@ -42,3 +42,17 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MANIFEST.md").is_file():
         pytest.fail(f"real test data not found at {SHARED_DATA}; check out the shared/ folder next to the repo")
     return SHARED_DATA
+
+
+@pytest.fixture
+def threads_restored(monkeypatch: pytest.MonkeyPatch):
+    """Leave torch's thread count and the thread-pool variables (OMP/MKL/OPENBLAS) as they were."""
+    import torch
+
+    from hsidenoise.cli.process import THREAD_VARIABLES
+
+    before = torch.get_num_threads()
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield monkeypatch
+    torch.set_num_threads(before)

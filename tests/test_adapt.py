@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hsidenoise.adapt import AdaptConfig, EigenCrop, adapt, sure
-from hsidenoise.lowrank import LowRankConfig, denoise_eigenimages
+from hsidenoise.subspace import LowRankConfig, spatial_denoiser
 from hsidenoise.model import build_model
 from hsidenoise.model.subspace import SubspaceDECSCConfig
 from hsidenoise.solver import SolverConfig
@@ -23,7 +23,7 @@ DCT = LowRankConfig(spatial="dct")
 
 
 def pilot_of(eigen: np.ndarray) -> np.ndarray:
-    return denoise_eigenimages(eigen, DCT)[0]
+    return spatial_denoiser(DCT).denoise(eigen, 1.0)
 
 
 def clean_eigen(k: int = 2, side: int = 32) -> np.ndarray:

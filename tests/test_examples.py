@@ -109,32 +109,39 @@ def test_batch_script_denoises_a_folder_and_resumes(example, tmp_path):
     assert first.returncode == 0, first.stderr
     output = out_dir / "santa_barbara.hdr"
     np.testing.assert_array_equal(read_cube(output).data, example.data.astype(np.float32))
-    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    assert summary["output"] == str(output) and summary["method"] == "identity"
+    document = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    [run] = document["runs"]  # one cube, and still the batch's shape
+    assert run["output"] == str(output) and run["method"] == "identity" and document["failed"] == []
     written = output.with_suffix(".img").stat().st_mtime_ns
 
     second = run_batch(in_dir, out_dir, "--method", "identity")
     assert second.returncode == 0, second.stderr
-    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    assert summary == {"input": str(in_dir / "santa_barbara.hdr"), "output": str(output), "skipped": "output exists"}
+    [run] = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["runs"]
+    assert run == {"input": str(in_dir / "santa_barbara.hdr"), "output": str(output), "skipped": "output exists"}
     assert output.with_suffix(".img").stat().st_mtime_ns == written
 
 
-def test_batch_script_stops_on_a_bad_cube_and_resumes_after_the_fix(tmp_path):
+def test_batch_script_records_a_bad_cube_goes_on_and_resumes_after_the_fix(tmp_path):
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     copy_cube(in_dir, "a")
     broken = copy_cube(in_dir, "b").with_suffix(".img")
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    copy_cube(in_dir, "c")
     failed = run_batch(in_dir, out_dir, "--method", "identity")
     assert failed.returncode == 1
-    assert failed.stderr.strip().count("\n") == 0 and "b.img" in failed.stderr, failed.stderr
-    assert sorted(p.name for p in out_dir.iterdir()) == ["a.hdr", "a.img"]  # no summary, no temporary files
+    failure, total = failed.stderr.strip().splitlines()  # one line per failed cube, one for the count
+    assert "b.img" in failure and "1 of 3" in total, failed.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.hdr", "a.img", "c.hdr", "c.img", "summary.json"]
+    document = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    assert [Path(f["input"]).name for f in document["failed"]] == ["b.hdr"]
 
     copy_cube(in_dir, "b")
     resumed = run_batch(in_dir, out_dir, "--method", "identity")
     assert resumed.returncode == 0, resumed.stderr
     runs = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["runs"]
-    assert [(Path(r["output"]).name, r.get("skipped")) for r in runs] == [("a.hdr", "output exists"), ("b.hdr", None)]
+    assert [(Path(r["output"]).name, r.get("skipped")) for r in runs] == [
+        ("a.hdr", "output exists"), ("b.hdr", None), ("c.hdr", "output exists")
+    ]
 
 
 def test_batch_script_refuses_bad_folders(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from hsidenoise.denoise import denoise_array
 from hsidenoise.errors import ConfigError
-from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 from hsidenoise.methods import build_method
 from hsidenoise.model import PRESETS, build_model
 from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig

@@ -1,4 +1,4 @@
-"""The classical pipeline (hsidenoise.lowrank) on tiny synthetic cubes whose truth is known by construction."""
+"""The classical pipeline (hsidenoise.subspace) on tiny synthetic cubes whose truth is known by construction."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hsidenoise import lowrank
 from hsidenoise.errors import ConfigError, CubeShapeError, HsiDenoiseError
-from hsidenoise.lowrank import (
+from hsidenoise.subspace import eigenimages
+from hsidenoise.subspace import (
     LowRankConfig,
     LowRankDenoiser,
     dct_denoise,
@@ -116,14 +116,14 @@ def test_projection_of_noise_free_low_rank_cube_is_exact() -> None:
 def test_dct_fallback_reduces_error_of_noisy_smooth_image() -> None:
     clean = smooth_maps(1, 45, 51, np.random.default_rng(6))[0]
     noisy = clean + 0.1 * np.random.default_rng(7).standard_normal(clean.shape)
-    denoised = dct_denoise(noisy, 0.1, FAST)
+    denoised = dct_denoise(noisy, 0.1, FAST.dct_threshold)
     assert denoised.shape == clean.shape
     assert np.mean((denoised - clean) ** 2) < 0.2 * np.mean((noisy - clean) ** 2)
 
 
 def test_dct_fallback_handles_images_smaller_than_a_block() -> None:
     image = np.arange(15, dtype=float).reshape(3, 5)
-    denoised = dct_denoise(image, 1e-6, FAST)
+    denoised = dct_denoise(image, 1e-6, FAST.dct_threshold)
     np.testing.assert_allclose(denoised, image, atol=1e-6)
 
 
@@ -219,12 +219,12 @@ def test_spatial_auto_follows_bm3d_availability(monkeypatch: pytest.MonkeyPatch)
     def pretend(installed: bool):  # find_spec as if bm3d were (not) installed
         return lambda name, *args: (object() if installed else None) if name == "bm3d" else real_find_spec(name, *args)
 
-    monkeypatch.setattr(lowrank.importlib.util, "find_spec", pretend(False))
-    assert lowrank.resolve_spatial("auto") == "dct"
+    monkeypatch.setattr(eigenimages.importlib.util, "find_spec", pretend(False))
+    assert eigenimages.resolve_spatial("auto") == "dct"
     with pytest.raises(ConfigError):
         LowRankDenoiser(LowRankConfig(spatial="bm3d"))
-    monkeypatch.setattr(lowrank.importlib.util, "find_spec", pretend(True))
-    assert lowrank.resolve_spatial("auto") == "bm3d"
+    monkeypatch.setattr(eigenimages.importlib.util, "find_spec", pretend(True))
+    assert eigenimages.resolve_spatial("auto") == "bm3d"
 
 
 def test_denoiser_in_the_tiled_pipeline_skips_dead_bands() -> None:

@@ -16,7 +16,7 @@ from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.denoise import denoise_array
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.io import write_cube
-from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 from hsidenoise.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from matplotlib.text import Text
 
+import hsidenoise.report as report_module
+from hsidenoise.artefacts import choose_profile_bands, measure_band_artefacts
+from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
 from hsidenoise.metrics import evaluate
+from hsidenoise.plot_labels import value_units_of, wavelength_unit_symbol
 from hsidenoise.report import (
     _write_atomically,
-    default_profile_bands,
     pick_rgb_bands,
     plot_noise_before_after,
     plot_row_mean_profiles,
@@ -152,10 +156,135 @@ def test_run_report_bundle(tmp_path: Path) -> None:
         _assert_real_image(paths[key])
 
 
-def test_default_profile_bands_include_the_noisiest() -> None:
-    sigma = np.array([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1])
-    bands = default_profile_bands(sigma)
-    assert 7 in bands and len(bands) == 3 and bands == sorted(bands)
+def _artefact_cube(seed: int = 0) -> np.ndarray:
+    """(11, 37, 41): one smooth scene in every band, white noise, and planted artefacts.
+
+    Band 8 is heavily textured (the noisiest by a texture-sensitive estimate, which is what used to pick the
+    profile bands), band 5 has row stripes (one offset per row), band 2 column stripes, band 9 three times the
+    noise of the others. A vertical edge crosses every band (scene, not stripes).
+    """
+    rng = np.random.default_rng(seed)
+    bands, height, width = 11, 37, 41
+    rows = np.linspace(0, 1, height)[:, None]
+    cols = np.linspace(0, 1, width)[None, :]
+    scene = 0.4 + 0.2 * np.sin(5 * rows) * np.cos(4 * cols) + 0.15 * (cols > 0.6)
+    cube = np.stack([(1.0 + 0.05 * b) * scene for b in range(bands)])
+    cube += 0.01 * rng.standard_normal((bands, height, width))
+    cube[8] += 0.08 * rng.standard_normal((height, width))  # band-specific texture, fine-grained
+    cube[5] += 0.04 * rng.standard_normal((height, 1))  # row stripes
+    cube[2] += 0.04 * rng.standard_normal((1, width))  # column stripes
+    cube[9] += 0.02 * rng.standard_normal((height, width))  # extra noise
+    return cube
+
+
+def test_planted_stripes_are_measured_in_their_band_and_orientation() -> None:
+    artefacts = measure_band_artefacts(_artefact_cube())
+    assert int(np.nanargmax(artefacts.row_stripes)) == 5
+    assert int(np.nanargmax(artefacts.column_stripes)) == 2
+    others = np.delete(np.arange(11), [2, 5])
+    assert artefacts.row_stripes[5] > 3 * np.nanmax(artefacts.row_stripes[others])
+    assert artefacts.column_stripes[2] > 3 * np.nanmax(artefacts.column_stripes[others])
+
+
+def test_profile_bands_are_the_striped_and_the_noisy_ones_with_their_reasons() -> None:
+    chosen = choose_profile_bands(measure_band_artefacts(_artefact_cube()))
+    assert [item.band for item in chosen][:1] in ([5], [2])  # the stronger stripes come first
+    reasons = {item.band: item.reason for item in chosen}
+    assert set(reasons) == {5, 2, 8} or set(reasons) == {5, 2, 9}
+    assert "row stripes" in reasons[5] and "column stripes" in reasons[2]
+    noisy_band = (set(reasons) - {2, 5}).pop()
+    assert "noisiest" in reasons[noisy_band]
+
+
+def test_a_scene_without_stripes_gets_its_noisiest_bands_not_zero_stripes() -> None:
+    artefacts = measure_band_artefacts(_artefact_cube())
+    artefacts.row_stripes[:] = 0.0  # as measured on a scene without stripes
+    artefacts.column_stripes[:] = 0.0
+    chosen = choose_profile_bands(artefacts)
+    assert len(chosen) == 3 and all("noisiest" in item.reason and "stripes" not in item.reason for item in chosen)
+    assert chosen[0].band == int(np.nanargmax(artefacts.noise))
+
+
+def test_profile_bands_leave_out_excluded_bands_and_stop_when_none_is_left() -> None:
+    artefacts = measure_band_artefacts(_artefact_cube())
+    chosen = [item.band for item in choose_profile_bands(artefacts, count=5, exclude=[5])]
+    assert 5 not in chosen and len(chosen) == 5 and len(set(chosen)) == 5
+    assert choose_profile_bands(artefacts, exclude=range(11)) == []
+
+
+def test_run_report_plots_the_band_with_planted_stripes_and_says_why(tmp_path: Path) -> None:
+    noisy = _artefact_cube()
+    denoised = np.stack([band - np.median(band, axis=1, keepdims=True) + np.median(band) for band in noisy])
+    paths = write_run_report(tmp_path, noisy, denoised, summary={"input": "/data/scene.hdr", "method": "decsc"})
+    data = _strict_json(paths["json"])
+    assert 5 in data["profile_bands"] and 2 in data["profile_bands"]
+    choice = {item["band"]: item for item in data["profile_band_choice"]["bands"]}
+    assert set(choice) == set(data["profile_bands"])
+    assert "row stripes" in choice[5]["reason"]
+    assert choice[5]["after"]["row_stripes"] < choice[5]["before"]["row_stripes"]  # the row offsets were removed
+    assert data["profile_band_choice"]["measure"]
+    _assert_real_image(paths["profiles"])
+
+
+def test_explicit_profile_bands_override_the_measured_choice(tmp_path: Path) -> None:
+    noisy = _artefact_cube()
+    paths = write_run_report(tmp_path / "a", noisy, noisy, summary={}, profile_bands=[7, 1])
+    data = _strict_json(paths["json"])
+    assert data["profile_bands"] == [7, 1]
+    assert [item["reason"] for item in data["profile_band_choice"]["bands"]] == ["asked for", "asked for"]
+    with pytest.raises(ConfigError, match=r"\[0, 10\]"):
+        write_run_report(tmp_path / "b", noisy, noisy, summary={}, profile_bands=[11])
+    assert not (tmp_path / "b").exists()  # refused before anything is written
+
+
+def test_run_report_with_no_band_to_profile_still_writes_a_figure(tmp_path: Path) -> None:
+    noisy = _artefact_cube()
+    paths = write_run_report(tmp_path, noisy, noisy, summary={}, untouched_bands=range(11))
+    assert _strict_json(paths["json"])["profile_bands"] == []
+    assert paths["profiles"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_report_plots_name_the_file_the_method_the_units_and_the_bands(tmp_path: Path, monkeypatch) -> None:
+    figures = {}
+    save = report_module._save_figure
+
+    def keep(figure, path):
+        figures[Path(path).name] = {text.get_text() for text in figure.findobj(Text) if text.get_text()}
+        return save(figure, path)
+
+    monkeypatch.setattr(report_module, "_save_figure", keep)
+    noisy = _artefact_cube()
+    wavelengths = np.linspace(420.0, 980.0, 11)
+    write_run_report(
+        tmp_path,
+        noisy,
+        noisy * 0.5 + 0.2,
+        summary={"input": "/data/scene.hdr", "method": "decsc", "preview_step": 2},
+        wavelengths=wavelengths,
+        wavelength_units="Nanometers",
+        value_units="reflectance",
+    )
+    assert set(figures) == {"row_mean_profiles.png", "quicklook.png", "noise_before_after.png"}
+    for name, texts in figures.items():
+        assert any("scene.hdr" in text and "decsc" in text for text in texts), name  # title: file and method
+        assert "before (input)" in texts and "after (decsc)" in texts, name  # legends or panel titles
+    profiles = figures["row_mean_profiles.png"]
+    assert "row index (pixel; preview of every 2nd row)" in profiles
+    assert "column index (pixel; preview of every 2nd column)" in profiles
+    assert {"row mean (reflectance)", "column mean (reflectance)"} <= profiles
+    assert any(text.startswith(f"band 5 ({wavelengths[5]:.5g} nm)") for text in profiles)
+    assert "wavelength (nm)" in figures["noise_before_after.png"]
+    assert "noise std (reflectance)" in figures["noise_before_after.png"]
+    red = pick_rgb_bands(11, wavelengths)[0]
+    assert any(f"band {red} ({wavelengths[red]:.5g} nm)" in text for text in figures["quicklook.png"])
+
+
+def test_units_come_from_the_metadata() -> None:
+    assert wavelength_unit_symbol("Micrometers") == "µm" and wavelength_unit_symbol("nanometers") == "nm"
+    assert wavelength_unit_symbol("Unknown") is None and wavelength_unit_symbol("furlongs") == "furlongs"
+    assert value_units_of(CubeMeta(extra={"data units": "W/(m2 sr um)"})) == "W/(m2 sr um)"
+    assert value_units_of(CubeMeta(scale_factor=10000.0)) == "reflectance × 10000"
+    assert value_units_of(CubeMeta()) is None
 
 
 def test_write_json_converts_numpy_and_non_finite_values(tmp_path: Path) -> None:

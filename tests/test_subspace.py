@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hsidenoise.data import TrainingCube, make_rng
-from hsidenoise.lowrank import LowRankConfig
+from hsidenoise.subspace import LowRankConfig
 from hsidenoise.model import PRESETS, build_model
 from hsidenoise.model.subspace import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig
 from hsidenoise.noise import NoiseSpec
@@ -125,7 +125,7 @@ def low_rank_cube(bands: int, rows: int, cols: int, seed: int = 0) -> np.ndarray
 
 
 def test_the_target_is_the_clean_cube_projected_on_the_noisy_cubes_basis() -> None:
-    from hsidenoise.lowrank import back_project
+    from hsidenoise.subspace import back_project
     from hsidenoise.noise import add_noise
 
     clean = low_rank_cube(23, 61, 59)
@@ -194,7 +194,7 @@ def cube_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _train_config(cube_files: tuple[Path, Path], out: Path, **overrides: object):
-    from hsidenoise.train import TrainConfig
+    from hsidenoise.training import TrainConfig
 
     data, held_out = cube_files
     settings = {
@@ -219,8 +219,8 @@ def _train_config(cube_files: tuple[Path, Path], out: Path, **overrides: object)
 
 def test_subspace_training_lowers_the_loss_on_a_fixed_probe(cube_files: tuple[Path, Path], tmp_path: Path) -> None:
     from hsidenoise.data import load_training_set
-    from hsidenoise.subspace_training import subspace_loss
-    from hsidenoise.train import fit
+    from hsidenoise.training.subspace import subspace_loss
+    from hsidenoise.training import fit
 
     # with the identity as the pilot the model has all of the noise to remove: a loss it can visibly lower
     sampler = replace(_train_config(cube_files, tmp_path).sampler, front_end=LowRankConfig(spatial="none"))
@@ -243,7 +243,7 @@ def test_subspace_training_lowers_the_loss_on_a_fixed_probe(cube_files: tuple[Pa
 def test_subspace_resume_after_a_kill_gives_bit_identical_weights(
     cube_files: tuple[Path, Path], tmp_path: Path, killed_after: int
 ) -> None:
-    from hsidenoise.train import fit
+    from hsidenoise.training import fit
 
     class Killed(Exception):
         pass
@@ -267,7 +267,7 @@ def test_subspace_resume_after_a_kill_gives_bit_identical_weights(
 def test_weights_round_trip_and_an_untrained_model_runs_as_its_front_end(tmp_path: Path) -> None:
     """Through the whole tiled pipeline, zero correction gives exactly ``--method lowrank``'s output."""
     from hsidenoise.denoise import denoise_array
-    from hsidenoise.lowrank import LowRankDenoiser
+    from hsidenoise.subspace import LowRankDenoiser
     from hsidenoise.methods import build_method
     from hsidenoise.model import load_weights, save_weights
     from hsidenoise.noise import add_noise
@@ -288,14 +288,14 @@ def test_weights_round_trip_and_an_untrained_model_runs_as_its_front_end(tmp_pat
 
 def test_a_trained_like_model_changes_the_result_and_stays_finite() -> None:
     from hsidenoise.denoise import denoise_array
-    from hsidenoise.model.subspace_denoiser import SubspaceDECSCDenoiser
+    from hsidenoise.model.subspace_denoiser import build_subspace_decsc
     from hsidenoise.noise import add_noise
 
     torch.manual_seed(3)
     model = _trained_like(build_model(TINY))
     noisy = add_noise(low_rank_cube(11, 30, 26), NoiseSpec("noniid", sigma_max=50.0), np.random.default_rng(5)).noisy
-    ours = denoise_array(noisy, SubspaceDECSCDenoiser(model))
+    ours = denoise_array(noisy, build_subspace_decsc(model))
     assert ours.shape == noisy.shape and np.isfinite(ours).all()
-    from hsidenoise.lowrank import LowRankDenoiser
+    from hsidenoise.subspace import LowRankDenoiser
 
     assert not np.array_equal(ours, denoise_array(noisy, LowRankDenoiser(LowRankConfig(spatial="dct"))))

@@ -231,8 +231,8 @@ def cube_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def tiny_train_config(cube_files: tuple[Path, Path], out_dir: Path, **overrides: object):
-    from hsidenoise.lowrank import LowRankConfig
-    from hsidenoise.train import TrainConfig
+    from hsidenoise.subspace import LowRankConfig
+    from hsidenoise.training import TrainConfig
 
     data, held_out = cube_files
     settings = {
@@ -265,7 +265,7 @@ def test_training_lowers_the_loss_on_fixed_examples(
     import dataclasses
 
     from hsidenoise.model import build_model
-    from hsidenoise.train import fit
+    from hsidenoise.training import fit
 
     model_config = dataclasses.replace(tiny_model_config(), noise_aware=noise_aware)
     config = tiny_train_config(cube_files, tmp_path / "run", model=model_config, epochs=1, steps_per_epoch=12, lr=1e-2)
@@ -289,7 +289,7 @@ def test_training_lowers_the_loss_on_fixed_examples(
 def test_resume_after_a_kill_gives_bit_identical_weights(
     cube_files: tuple[Path, Path], tmp_path: Path, killed_after: int
 ) -> None:
-    from hsidenoise.train import fit
+    from hsidenoise.training import fit
 
     straight = fit(tiny_train_config(cube_files, tmp_path / "straight"))
 
@@ -310,7 +310,7 @@ def test_resume_after_a_kill_gives_bit_identical_weights(
 
 def test_resume_without_a_checkpoint_is_a_clear_error(cube_files: tuple[Path, Path], tmp_path: Path) -> None:
     from hsidenoise.errors import CheckpointError
-    from hsidenoise.train import fit
+    from hsidenoise.training import fit
 
     with pytest.raises(CheckpointError, match="no checkpoint"):
         fit(tiny_train_config(cube_files, tmp_path / "empty"), resume=True)
@@ -322,7 +322,7 @@ def test_fit_writes_weights_card_and_validation_then_finetune_continues(
     import json
 
     from hsidenoise.model import load_weights
-    from hsidenoise.train import FINETUNE_LR, finetune, fit
+    from hsidenoise.training import FINETUNE_LR, finetune, fit
 
     trained = fit(tiny_train_config(cube_files, tmp_path / "base", epochs=1))
     assert trained.weights is not None and trained.weights.is_file()
@@ -348,7 +348,7 @@ def test_fit_writes_weights_card_and_validation_then_finetune_continues(
 def _ddp_worker(rank: int, port: int, config, out: Path) -> None:
     import os
 
-    from hsidenoise.train import fit
+    from hsidenoise.training import fit
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")

@@ -1,27 +1,21 @@
-"""What every format shares: the `CubeReader` / `CubeWriter` interfaces, axis layouts, and safe output files.
+"""What every format shares: the `CubeReader` / `CubeWriter` interfaces and the axis layouts.
 
 Readers hand out `(bands, rows, cols)` blocks in the file's own dtype (native byte order).
-Writers take `(bands, rows, cols)` blocks, cast them to the output dtype (see `cast_block`)
-and stage everything in hidden temporary files next to the target; `commit` renames them
-into place, `abort` deletes them. An output path that is, or resolves to, an input is refused.
-
-Inputs are protected in two ways: paths passed as ``inputs=`` to `check_output`, and every
-file held open by a `CubeReader` (readers register the files they read until closed), so a
-pipeline that reads and writes at the same time cannot write over its source even with
-``overwrite=True`` and even through another path or a symlink.
+Writers take `(bands, rows, cols)` blocks, cast them to the output dtype (see
+`hsidenoise.io.dtypes.cast_and_count`) and stage everything in hidden temporary files next to the target
+(`hsidenoise.io.staging`); `commit` renames them into place, `abort` deletes them. An output path that is, or
+resolves to, an input is refused (`hsidenoise.io.staging.check_output`): readers register the files they hold
+open until closed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
 import os
-import secrets
-import shutil
 import weakref
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,17 +23,14 @@ from typing import Any, Self
 import numpy as np
 
 from hsidenoise.cube import CubeMeta
-from hsidenoise.errors import ConfigError, CubeReadError, CubeShapeError, CubeWriteError, ResourceError
+from hsidenoise.errors import ConfigError, CubeReadError, CubeShapeError, CubeWriteError
+from hsidenoise.io.dtypes import cast_and_count
+from hsidenoise.io.staging import PathLike, StagedFile, discard_all, pause_point, protect_inputs, release_inputs
 
 logger = logging.getLogger(__name__)
 
 CUBE_AXES = "bhw"
 """Axis letters: ``b`` bands, ``h`` rows (height), ``w`` columns (width); the in-memory order is ``bhw``."""
-
-PathLike = str | os.PathLike[str]
-
-_open_inputs: Counter[Path] = Counter()
-"""Resolved paths of the files held open by readers, counted (a file may be open twice)."""
 
 
 # --------------------------------------------------------------------------------------- paths
@@ -53,6 +44,13 @@ def check_readable(path: PathLike) -> Path:
     """
     path = Path(path)
     if not path.exists():
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise CubeReadError(
+                    f"{path} is a symbolic link loop (it never reaches a file); point it at the cube file"
+                ) from None
         raise CubeReadError(f"no such file: {path}; check the path (and the working directory)")
     if not path.is_file():
         raise CubeReadError(f"{path} is not a regular file; give the path of a cube file")
@@ -61,118 +59,13 @@ def check_readable(path: PathLike) -> Path:
     return path
 
 
-def same_file(a: PathLike, b: PathLike) -> bool:
-    """Whether two paths name the same file: equal after resolving symlinks, or the same inode."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
-
-
-def check_output(
-    paths: Sequence[Path], *, overwrite: bool, inputs: Iterable[PathLike] = (), nbytes: int = 0
-) -> None:
-    """Refuse an output that would replace an input, exists without `overwrite`, or does not fit on disk.
-
-    Args:
-        paths: every file the writer will create (ENVI: data file and header).
-        overwrite: allow replacing existing files that are not inputs.
-        inputs: paths that must never be written, besides the files open in readers.
-        nbytes: expected size of the output; compared with the free space of the target directory.
-
-    Raises:
-        CubeWriteError: an output is an input, exists, is a directory, or its directory is missing.
-        ResourceError: the target filesystem has less than `nbytes` free.
-    """
-    protected = [Path(p) for p in inputs] + list(_open_inputs)
-    for path in paths:
-        for source in protected:
-            if same_file(path, source):
-                raise CubeWriteError(
-                    f"refusing to write {path}: it is the input {source}; choose another output path"
-                )
-        if path.is_dir():
-            raise CubeWriteError(f"{path} is a directory; give a file name with a cube suffix")
-        if (path.exists() or path.is_symlink()) and not overwrite:
-            raise CubeWriteError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-        directory = path.parent
-        if not directory.is_dir():
-            raise CubeWriteError(f"output directory {directory} does not exist; create it first")
-        if not os.access(directory, os.W_OK):
-            raise CubeWriteError(f"output directory {directory} is not writable; fix its permissions")
-    if paths and nbytes:
-        free = shutil.disk_usage(paths[0].parent).free
-        if free < nbytes:
-            raise ResourceError(
-                f"not enough disk space for {paths[0]}: need {nbytes / 2**20:.1f} MiB, "
-                f"{free / 2**20:.1f} MiB free; free space or write elsewhere"
-            )
-
-
-class StagedFile:
-    """A hidden temporary file in the target directory that becomes `final` on `commit`.
-
-    The temporary name is ``.<final name>.<random>.tmp``; it is created with the usual
-    permissions (0o666 minus the umask) so the committed file looks like any other.
-    """
-
-    def __init__(self, final: Path) -> None:
-        self.final = Path(final)
-        self.temp = self.final.with_name(f".{self.final.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        os.close(fd)
-
-    def commit(self) -> None:
-        """Flush the temporary file to disk and rename it over `final` (atomic on one filesystem)."""
-        fd = os.open(self.temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.temp, self.final)
-        _fsync_directory(self.final.parent)
-
-    def discard(self) -> None:
-        """Delete the temporary file (no error if it is already gone)."""
-        self.temp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def staged(final: PathLike) -> Iterator[Path]:
-    """Write ``final`` atomically: yield a :class:`StagedFile`'s temporary path, rename it onto ``final`` when the
-    block ends normally, delete it when the block raises. For single files outside the cube writers (reports,
-    weights); no overwrite or input checks, the caller does those."""
-    item = StagedFile(Path(final))
-    try:
-        yield item.temp
-    except BaseException:
-        item.discard()
-        raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(item.temp, 0o666 & ~umask)  # a library may have re-created the file privately (safetensors does)
-    item.commit()
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still done
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _discard_all(staged: list[StagedFile]) -> None:
-    for item in staged:
-        item.discard()
+def check_not_empty(path: PathLike, name: str, shape: Sequence[int]) -> None:
+    """Raise CubeReadError when the array `name` of `path` has a zero-size dimension (no values to read)."""
+    if 0 in tuple(shape):
+        raise CubeReadError(
+            f"{name!r} in {path} is empty (shape {'x'.join(map(str, shape))}); a cube needs at least one band, "
+            "row and column"
+        )
 
 
 # -------------------------------------------------------------------------------------- layout
@@ -200,6 +93,37 @@ def parse_axes(axes: str, *, ndim: int = 3) -> str:
             "(e.g. 'hwb', 'bhw', 'whb') or 'b(hw)' / '(hw)b' for 2-D bands x pixels arrays"
         )
     return text
+
+
+def infer_axes(shape: Sequence[int], wavelength_count: int | None, *, where: str) -> str:
+    """The axis order of a 3-D MAT/HDF5 array given without ``axes``: ``"hwb"`` unless the file says otherwise.
+
+    The rule, in order (``shape`` = (n0, n1, n2) as MATLAB, or h5py for plain HDF5, sees the array):
+
+    1. a wavelength vector of L entries and exactly one axis of length L: that axis holds the bands
+       (``"bhw"``, ``"hbw"`` or ``"hwb"``, the other two staying rows then columns);
+    2. otherwise (no wavelengths, or several axes of length L), when n1 == n2 != n0 (a stack of square
+       images): ``"bhw"`` if n0 < n1 (fewer bands than pixels per side, e.g. 31 x 256 x 256); if n0 > n1
+       (e.g. 40 x 23 x 23: 40 bands of 23 x 23, or a 40 x 23 image of 23 bands?) the layout is refused as
+       ambiguous, and ``axes`` must be given;
+    3. otherwise ``"hwb"`` (rows x cols x bands, the usual MATLAB layout), as without this rule.
+
+    Raises:
+        CubeShapeError: the ambiguous case of rule 2; the one-line message asks for ``--axes``.
+    """
+    n0, n1, n2 = (int(n) for n in shape)
+    if wavelength_count is not None:
+        matches = [axis for axis, size in enumerate(shape) if size == wavelength_count]
+        if len(matches) == 1:
+            return {0: "bhw", 1: "hbw", 2: "hwb"}[matches[0]]
+    if n1 == n2 != n0:
+        if n0 < n1:
+            return "bhw"
+        raise CubeShapeError(
+            f"{where} has shape {n0}x{n1}x{n2}: {n0} bands of {n1}x{n2} pixels, or {n0}x{n1} pixels of {n2} "
+            "bands? pass --axes bhw or --axes hwb (axes=)"
+        )
+    return "hwb"
 
 
 def to_cube_order(array: np.ndarray, axes: str, *, rows: int | None = None, cols: int | None = None) -> np.ndarray:
@@ -257,12 +181,13 @@ class CubeReader(ABC):
     def __init__(
         self, path: Path, shape: tuple[int, int, int], dtype: np.dtype, meta: CubeMeta, files: Sequence[Path]
     ) -> None:
+        check_not_empty(path, "the cube", shape)
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype).newbyteorder("=")
         self.meta = meta
         self._files = [Path(f).resolve() for f in files]
-        _open_inputs.update(self._files)
+        protect_inputs(self._files)
         self._closed = False
 
     def read(
@@ -332,10 +257,7 @@ class CubeReader(ABC):
         if self._closed:
             return
         self._closed = True
-        _open_inputs.subtract(self._files)
-        for path in self._files:
-            if _open_inputs[path] <= 0:
-                del _open_inputs[path]
+        release_inputs(self._files)
         self._release()
 
     def _release(self) -> None:
@@ -381,7 +303,10 @@ class ArrayCubeReader(CubeReader):
 
     def _read_window(self, rows: slice, cols: slice, bands: slice | np.ndarray) -> np.ndarray:
         by_axis = {"b": bands, "h": rows, "w": cols}
-        block = self._array[tuple(by_axis[axis] for axis in self._axes)]
+        try:
+            block = self._array[tuple(by_axis[axis] for axis in self._axes)]
+        except (OSError, RuntimeError, ValueError) as error:  # h5py on a damaged chunk: "Can't read data"
+            raise CubeReadError(f"cannot read {self.path}: {error}; the file is damaged, re-copy it") from error
         return np.transpose(block, [self._axes.index(axis) for axis in CUBE_AXES])
 
     def _release(self) -> None:
@@ -392,53 +317,6 @@ class ArrayCubeReader(CubeReader):
 
 
 # -------------------------------------------------------------------------------------- writer
-
-
-def resolve_dtype(dtype: str | np.dtype | type, meta: CubeMeta, fallback: np.dtype | None = None) -> np.dtype:
-    """The output dtype: ``"same"`` means `meta.dtype` (else `fallback`), anything else is passed to numpy.
-
-    Raises:
-        ConfigError: ``"same"`` with no known source dtype, or a name numpy does not know.
-    """
-    if isinstance(dtype, str) and dtype == "same":
-        source = meta.dtype if meta.dtype is not None else fallback
-        if source is None:
-            raise ConfigError("dtype='same' needs the source dtype (meta.dtype is not set); pass a dtype instead")
-        return np.dtype(source).newbyteorder("=")
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError as error:
-        raise ConfigError(f"unknown dtype {dtype!r}; use 'float32', 'same' or a numpy dtype name") from error
-    if resolved.kind not in "fiub":
-        raise ConfigError(f"dtype {resolved} is not a real numeric type; use e.g. 'float32', 'uint16' or 'same'")
-    return resolved.newbyteorder("=")
-
-
-def check_dtype(dtype: np.dtype, supported: Iterable[np.dtype], format_name: str) -> None:
-    """Raise ConfigError when `format_name` cannot store `dtype`; the message lists what it can store."""
-    supported = [np.dtype(d) for d in supported]
-    if np.dtype(dtype) not in supported:
-        names = ", ".join(sorted(d.name for d in supported))
-        raise ConfigError(f"{format_name} cannot store {np.dtype(dtype).name}; choose one of {names}")
-
-
-def cast_block(block: np.ndarray, dtype: np.dtype, nodata: float | None = None) -> np.ndarray:
-    """Cast data to the output dtype: floats as is; integers rounded to nearest and clipped to the type's range.
-
-    NaN becomes `nodata` when that is set, else 0, in an integer output. The values are taken
-    to be in the output file's units already (no scale factor is applied here).
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "iu" or block.dtype.kind == "b":
-        return block.astype(dtype, copy=False)
-    info = np.iinfo(dtype)
-    if block.dtype.kind in "iu":
-        source = np.iinfo(block.dtype)
-        low, high = max(info.min, source.min), min(info.max, source.max)
-        return np.clip(block, low, high).astype(dtype)
-    values = np.rint(block.astype(np.float64, copy=False))
-    values = np.where(np.isnan(values), 0.0 if nodata is None else nodata, values)
-    return np.clip(values, info.min, info.max).astype(dtype)
 
 
 class CubeWriter(ABC):
@@ -452,6 +330,7 @@ class CubeWriter(ABC):
         shape: (B, H, W).
         dtype: the output dtype.
         meta: the metadata that is written.
+        clipped: values so far that did not fit `dtype` and were clipped to its range (`cast_and_count`).
     """
 
     def __init__(
@@ -463,11 +342,18 @@ class CubeWriter(ABC):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.meta = meta
+        self.clipped = 0
         self._staged: list[StagedFile] = []
-        self._finalizer = weakref.finalize(self, _discard_all, self._staged)
-        for final in finals:
-            self._staged.append(StagedFile(final))
+        self._finalizer = weakref.finalize(self, discard_all, self._staged)
         self._done = False
+        try:
+            for final in finals:
+                self._staged.append(StagedFile(final))
+        except BaseException:
+            self._done = True
+            discard_all(self._staged)
+            self._finalizer.detach()
+            raise
 
     def temp_path(self, final: Path) -> Path:
         """The staged temporary path that will become `final`."""
@@ -480,7 +366,7 @@ class CubeWriter(ABC):
         """Write all bands of one spatial window.
 
         Args:
-            block: (B, r, c) array, any real dtype; cast with `cast_block`.
+            block: (B, r, c) array, any real dtype; cast with `hsidenoise.io.dtypes.cast_block`.
             rows, cols: unit-step slices of the window; r and c must match their lengths.
         """
         if self._done:
@@ -498,7 +384,10 @@ class CubeWriter(ABC):
             )
         window_rows = slice(row_range.start, row_range.stop)
         window_cols = slice(col_range.start, col_range.stop)
-        self._write_window(cast_block(block, self.dtype, self.meta.nodata), window_rows, window_cols)
+        cast, clipped = cast_and_count(block, self.dtype, self.meta.nodata)
+        self.clipped += clipped
+        self._write_window(cast, window_rows, window_cols)
+        pause_point("block-written")
 
     @abstractmethod
     def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:
@@ -518,14 +407,21 @@ class CubeWriter(ABC):
         self._done = True
         try:
             self._finish()
-            for item in self._staged:
-                item.commit()
+            pause_point("before-commit")
+            for number, item in enumerate(self._staged, start=1):
+                item.commit()  # in order: for ENVI the data file, then the header (see `unfinished_commit`)
+                if number < len(self._staged):
+                    pause_point("between-renames")
         except BaseException:
             self._done = False
             self.abort()
             raise
         self._finalizer.detach()
+        if self.clipped:
+            logger.info("%s: %d value(s) did not fit %s and were clipped to its range", self.path, self.clipped,
+                        self.dtype.name)
         logger.info("wrote %s", self.path)
+        pause_point("committed")
 
     def abort(self) -> None:
         """Close and delete the staged files; nothing is left at the target."""
@@ -536,7 +432,7 @@ class CubeWriter(ABC):
             self._close()
         except Exception as error:  # noqa: BLE001 - the failure that made us abort matters more
             logger.debug("closing %s after a failure raised %s", self.path, error)
-        _discard_all(self._staged)
+        discard_all(self._staged)
         self._finalizer.detach()
 
     def __enter__(self) -> Self:
@@ -552,3 +448,4 @@ class CubeWriter(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, shape={self.shape}, dtype={self.dtype})"
+

@@ -7,7 +7,7 @@ whole). Blocks are full-width row strips when a strip of `ALIGN` rows fits in `B
 `ALIGN`-aligned rectangles, which are whole tiles of a tiled GeoTIFF output (no tile is written twice).
 
 The values are copied as they are (no scale factor is applied) and cast to the output dtype with the rules of
-:func:`hsidenoise.io.base.cast_block`; the metadata (`CubeMeta`) goes to the writer, which keeps what its format
+:func:`hsidenoise.io.dtypes.cast_block`; the metadata (`CubeMeta`) goes to the writer, which keeps what its format
 can hold. While a GeoTIFF is read or written, GDAL's block cache is capped at `GDAL_CACHE_BYTES`, else it would
 hold up to 5 % of the machine's memory of written tiles.
 """
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hsidenoise.errors import ConfigError
-from hsidenoise.io.base import PathLike
+from hsidenoise.io.formats import create_cube, format_for, open_cube
+from hsidenoise.io.staging import PathLike, output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def convert_cube(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     source_fmt: str | None = None,
+    on_clipped: Callable[[int], None] | None = None,
 ) -> Path:
     """Copy the cube `src` into `dst` (any format to any other) block by block, keeping its metadata.
 
@@ -114,6 +116,11 @@ def convert_cube(
         overwrite: replace an existing `dst` (never the input).
         progress: called after each block with (done, total).
         source_fmt: input format name overriding `src`'s suffix.
+        on_clipped: called once, after the commit, with the number of values that did not fit `dtype` and were
+            clipped to its range (float64 beyond 3.4e38 into float32, or out of an integer type's range), when
+            there were any.
+
+    The folders above `dst` are created when missing (and removed again if the conversion fails).
 
     Returns:
         The path written, `dst`.
@@ -122,20 +129,20 @@ def convert_cube(
         CubeReadError, HeaderError, VariableError: the input cannot be read as asked.
         CubeWriteError: `dst` is the input, exists without `overwrite`, or cannot be written; nothing is left.
         ConfigError: the output format cannot store `dtype`.
-        ResourceError: not enough disk space for an uncompressed output.
+        ResourceError: not enough disk space for the output (uncompressed size, `staging.estimated_size`).
     """
-    from hsidenoise.io import create_cube, format_for, open_cube
-
     dst = Path(dst)
     formats = (format_for(src, source_fmt).name, format_for(dst, fmt).name)
     with gdal_cache_limit(*formats), open_cube(src, fmt=source_fmt, var=var, axes=axes) as reader:
         blocks = plan_blocks(reader.shape, reader.dtype.itemsize)
-        with create_cube(
+        with output_folder(dst), create_cube(
             dst, reader.shape, meta=reader.meta, fmt=fmt, dtype=dtype, overwrite=overwrite, inputs=[src]
         ) as writer:
             for done, (rows, cols) in enumerate(blocks, start=1):
                 writer.write(reader.read(rows, cols), rows, cols)
                 if progress is not None:
                     progress(done, len(blocks))
+    if writer.clipped and on_clipped is not None:
+        on_clipped(writer.clipped)
     logger.info("converted %s (%s) into %s (%s)", src, formats[0], dst, formats[1])
     return dst

@@ -20,13 +20,14 @@ Writing: the output path may name the header (``out.hdr`` → data file ``out.im
 data file (``out.bil`` → header ``out.hdr``); a ``.bil`` / ``.bip`` / ``.bsq`` data suffix
 chooses the interleave, anything else writes BSQ. Files are written in native byte order.
 ``map info`` is kept verbatim when the metadata has one; otherwise it is built from the
-transform and CRS (UTM / WGS-84 geographic by name, anything else as ``Arbitrary`` with the
-WKT in ``coordinate system string``).
+transform (a turned grid gets ``rotation=``) and CRS (UTM / WGS-84 geographic by name, anything
+else as ``Arbitrary``); the CRS is also written as WKT in ``coordinate system string``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import warnings
@@ -37,23 +38,20 @@ from typing import BinaryIO
 import numpy as np
 from spectral.io import envi as spy_envi
 
-from hsidenoise.cube import CubeMeta
+from hsidenoise.cube import PROVENANCE_KEYS, CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HeaderError
-from hsidenoise.io.base import (
-    CUBE_AXES,
-    CubeReader,
-    CubeWriter,
-    PathLike,
-    check_dtype,
-    check_output,
-    check_readable,
-)
+from hsidenoise.io.base import CUBE_AXES, CubeReader, CubeWriter, check_readable
+from hsidenoise.io.dtypes import check_dtype
+from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
 logger = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 INTERLEAVE_AXES = {"bsq": "bhw", "bil": "hbw", "bip": "hwb"}
 """Order of the data file's axes for each interleave, in the letters of `base.CUBE_AXES`."""
+
+PROVENANCE_PREFIX = "hsidenoise "
+"""Header keys ``hsidenoise method``, ``hsidenoise weights``, ... hold `CubeMeta.provenance`."""
 
 REQUIRED_KEYS = ("samples", "lines", "bands", "data type")
 STRUCTURE_KEYS = frozenset(REQUIRED_KEYS + ("header offset", "file type", "interleave", "byte order"))
@@ -133,22 +131,49 @@ def _integer(header: dict, key: str, hdr_path: Path, default: int | None = None)
 # ------------------------------------------------------------------------------ georeferencing
 
 
-def transform_from_map_info(map_info: list[str]) -> tuple[float, float, float, float, float, float] | None:
-    """Affine transform (rasterio order) from ENVI ``map info``; None for rotated or unreadable entries.
+def _rotation_degrees(map_info: list[str]) -> float | None:
+    """The ``rotation=`` entry of ``map info`` in degrees (0 when absent); None when it is not a number."""
+    for entry in map_info[7:]:
+        key, _, value = entry.partition("=")
+        if key.strip().lower() == "rotation":
+            try:
+                return float(value or 0)
+            except ValueError:
+                return None
+    return 0.0
 
-    ``map info = {name, ref x, ref y, easting, northing, size x, size y, ...}`` where the
-    reference pixel is 1-based and (1, 1) is the outer corner of the upper-left pixel.
+
+def transform_from_map_info(map_info: list[str]) -> tuple[float, float, float, float, float, float] | None:
+    """Affine transform (rasterio order) from ENVI ``map info``, rotation included; None when unreadable.
+
+    ``map info = {name, ref x, ref y, easting, northing, size x, size y, [zone, North|South,] datum,
+    units=..., rotation=deg}``: the reference pixel (1-based; (1, 1) is the outer corner of the upper-left
+    pixel) sits at (easting, northing), and the pixel grid is turned counterclockwise by ``rotation``
+    degrees. The transform is then
+
+        a = sx cos r, b = sy sin r, d = sx sin r, e = -sy cos r,
+        (c, f) = (easting, northing) - (ref x - 1) (a, d) - (ref y - 1) (b, e),
+
+    which is what GDAL's ENVI driver reads for square pixels referenced at (1, 1) (the usual case, e.g.
+    AVIRIS); for non-square pixels or another reference pixel GDAL does not turn the sizes and the
+    reference offset with the grid, this function does.
     """
     try:
         ref_x, ref_y, easting, northing, size_x, size_y = (float(v) for v in map_info[1:7])
     except (ValueError, IndexError):
         return None
-    for entry in map_info[7:]:
-        key, _, value = entry.partition("=")
-        if key.strip().lower() == "rotation" and float(value or 0) != 0.0:
-            logger.warning("map info has rotation=%s; the transform is not derived (map info is kept)", value)
-            return None
-    return (size_x, 0.0, easting - (ref_x - 1.0) * size_x, 0.0, -size_y, northing + (ref_y - 1.0) * size_y)
+    rotation = _rotation_degrees(map_info)
+    if rotation is None or not all(map(math.isfinite, (ref_x, ref_y, easting, northing, size_x, size_y, rotation))):
+        logger.warning("map info %s is not readable; the transform is not derived (map info is kept)", map_info)
+        return None
+    if rotation == 0.0:
+        cos, sin = 1.0, 0.0
+    else:
+        cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+    a, b, d, e = size_x * cos, size_y * sin, size_x * sin, -size_y * cos
+    c = easting - (ref_x - 1.0) * a - (ref_y - 1.0) * b
+    f = northing - (ref_x - 1.0) * d - (ref_y - 1.0) * e
+    return (a, b, c, d, e, f)
 
 
 def crs_from_map_info(map_info: list[str]) -> str | None:
@@ -171,15 +196,37 @@ def crs_from_map_info(map_info: list[str]) -> str | None:
     return None
 
 
+def _derived(value: float) -> str:
+    """A size or angle computed from a transform, at 15 significant digits (16.900000000000002 → 16.9)."""
+    return _number(float(f"{value:.15g}"))
+
+
 def map_info_from_geo(
     transform: tuple[float, float, float, float, float, float], crs_wkt: str | None
 ) -> list[str] | None:
-    """ENVI ``map info`` for a north-up transform; None when the transform is rotated."""
-    size_x, skew_x, west, skew_y, size_y, north = transform
-    if skew_x or skew_y:
-        logger.warning("the transform is rotated; ENVI map info is not written")
+    """ENVI ``map info`` for a transform (the inverse of `transform_from_map_info`, reference pixel (1, 1)).
+
+    A turned grid gets a ``rotation=`` entry; None for a transform that is no rotation of a north-up grid
+    (sheared or mirrored), which ``map info`` cannot describe.
+    """
+    a, b, west, d, e, north = (float(v) for v in transform)
+    if b == 0.0 and d == 0.0:
+        size_x, size_y, rotation = a, -e, 0.0
+    else:
+        size_x, size_y = math.hypot(a, d), math.hypot(b, e)
+        rotation = math.degrees(math.atan2(d, a))
+        cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+        if not math.isclose(b, size_y * sin, rel_tol=1e-9, abs_tol=1e-12 * size_y) or not math.isclose(
+            e, -size_y * cos, rel_tol=1e-9, abs_tol=1e-12 * size_y
+        ):
+            logger.warning("the transform %s is sheared or mirrored; ENVI map info is not written", transform)
+            return None
+    if size_x <= 0 or size_y <= 0:
+        logger.warning("the transform %s is mirrored; ENVI map info is not written", transform)
         return None
-    base = ["1", "1", _number(west), _number(north), _number(size_x), _number(-size_y)]
+    sizes = [_number(size_x), _number(size_y)] if rotation == 0.0 else [_derived(size_x), _derived(size_y)]
+    base = ["1", "1", _number(west), _number(north), *sizes]
+    tail = [f"rotation={_derived(rotation)}"] if rotation != 0.0 else []
     epsg = None
     if crs_wkt:
         from rasterio.crs import CRS
@@ -190,12 +237,12 @@ def map_info_from_geo(
         except CRSError:
             epsg = None
     if epsg is not None and 32601 <= epsg <= 32660:
-        return ["UTM", *base, str(epsg - 32600), "North", "WGS-84", "units=Meters"]
+        return ["UTM", *base, str(epsg - 32600), "North", "WGS-84", "units=Meters", *tail]
     if epsg is not None and 32701 <= epsg <= 32760:
-        return ["UTM", *base, str(epsg - 32700), "South", "WGS-84", "units=Meters"]
+        return ["UTM", *base, str(epsg - 32700), "South", "WGS-84", "units=Meters", *tail]
     if epsg == 4326:
-        return ["Geographic Lat/Lon", *base, "WGS-84", "units=Degrees"]
-    return ["Arbitrary", *base]
+        return ["Geographic Lat/Lon", *base, "WGS-84", "units=Degrees", *tail]
+    return ["Arbitrary", *base, *tail]
 
 
 # ---------------------------------------------------------------------------------- raw file I/O
@@ -352,7 +399,7 @@ def read_header(hdr_path: Path) -> dict[str, str | list[str]]:
     """
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Parameters with non-lowercase names")
+            warnings.simplefilter("ignore")  # SPy warns about upper-case keys; nothing of it is for the user
             header = spy_envi.read_envi_header(str(hdr_path))
     except spy_envi.FileNotAnEnviHeader as error:
         raise HeaderError(f"{hdr_path} is not an ENVI header (its first line must be 'ENVI')") from error
@@ -360,7 +407,16 @@ def read_header(hdr_path: Path) -> dict[str, str | list[str]]:
         raise HeaderError(f"cannot parse ENVI header {hdr_path} (an unclosed '{{'?); fix the header") from error
     except (OSError, UnicodeDecodeError) as error:
         raise CubeReadError(f"cannot read ENVI header {hdr_path}: {error}") from error
-    return {key.lower(): value for key, value in header.items()}
+    except (ValueError, IndexError, KeyError, TypeError) as error:
+        raise HeaderError(f"cannot parse ENVI header {hdr_path} ({error}); fix the header") from error
+    parsed: dict[str, str | list[str]] = {}
+    for key, value in header.items():
+        name = " ".join(key.lower().split())
+        if not name or "=" in name or not name.isprintable():  # a line like '=' or binary junk: not a key
+            logger.debug("%s: ignoring the header line with key %r", hdr_path, key)
+            continue
+        parsed[name] = value
+    return parsed
 
 
 def meta_from_header(header: dict, bands: int, hdr_path: Path) -> CubeMeta:
@@ -390,8 +446,11 @@ def meta_from_header(header: dict, bands: int, hdr_path: Path) -> CubeMeta:
         if meta.crs_wkt is None:
             meta.crs_wkt = crs_from_map_info(meta.map_info)
     for key, value in header.items():
-        if key not in STRUCTURE_KEYS and key not in META_KEYS:
-            meta.extra[key] = value if isinstance(value, str) else "{" + ", ".join(value) + "}"
+        text = value if isinstance(value, str) else "{" + ", ".join(value) + "}"
+        if key.startswith(PROVENANCE_PREFIX) and key[len(PROVENANCE_PREFIX) :] in PROVENANCE_KEYS:
+            meta.provenance[key[len(PROVENANCE_PREFIX) :]] = text
+        elif key not in STRUCTURE_KEYS and key not in META_KEYS:
+            meta.extra[key] = text
     return meta
 
 
@@ -574,6 +633,9 @@ def header_from_meta(
         header["map info"] = list(map_info)
     if meta.crs_wkt:
         header["coordinate system string"] = "{" + meta.crs_wkt + "}"  # a string: SPy writes it verbatim
+    for key, value in meta.provenance.items():
+        if key in PROVENANCE_KEYS:  # one line, no braces (an ENVI value in braces is a list)
+            header[PROVENANCE_PREFIX + key] = " ".join(str(value).split()).replace("{", "(").replace("}", ")")
     for key, value in meta.extra.items():
         key = key.strip().lower()
         if key in header or key in STRUCTURE_KEYS or "=" in key or "\n" in key or not key:
@@ -611,7 +673,7 @@ class EnviWriter(CubeWriter):
             self._file.truncate(int(np.prod(self._layout)) * self.dtype.itemsize)
         except OSError as error:
             self.abort()
-            raise CubeWriteError(f"cannot create {data_path}: {error}") from error
+            raise CubeWriteError(f"cannot create {data_path}: {describe_os_error(error)}") from None
 
     def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:
         stored = np.transpose(block, [CUBE_AXES.index(axis) for axis in self._axes]).astype(self.dtype, copy=False)
@@ -619,12 +681,15 @@ class EnviWriter(CubeWriter):
         try:
             write_box(self._file, self._layout, stored, tuple(starts_by_axis[axis] for axis in self._axes))
         except OSError as error:
-            raise CubeWriteError(f"cannot write {self.path}: {error}; check the free disk space") from error
+            raise CubeWriteError(f"cannot write {self.path}: {describe_os_error(error)}") from None
 
     def _finish(self) -> None:
         self._close()
         header = header_from_meta(self.meta, self.shape, self.dtype, self._interleave)
-        spy_envi.write_envi_header(str(self.temp_path(self._header_path)), header)
+        try:
+            spy_envi.write_envi_header(str(self.temp_path(self._header_path)), header)
+        except OSError as error:
+            raise CubeWriteError(f"cannot write {self._header_path}: {describe_os_error(error)}") from None
 
     def _close(self) -> None:
         if self._file is not None:
@@ -644,8 +709,8 @@ def create_writer(
     """Start writing an ENVI cube (header + data file, see the module docstring for names and interleave)."""
     check_dtype(dtype, ENVI_DATA_TYPES.values(), "ENVI")
     header_path, data_path, interleave = output_paths(path)
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    check_output([data_path, header_path], overwrite=overwrite, inputs=inputs, nbytes=nbytes)
+    nbytes = estimated_size(shape, dtype)
+    check_output([data_path, header_path], overwrite=overwrite, inputs=inputs, nbytes=nbytes)  # commit order
     return EnviWriter(
         Path(path), shape, dtype, meta, header_path=header_path, data_path=data_path, interleave=interleave
     )

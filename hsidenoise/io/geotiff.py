@@ -6,7 +6,8 @@ Where the metadata goes (the GDAL ENVI-driver conventions, so GDAL/QGIS read it 
 - per-band tags ``wavelength``, ``wavelength_units``, ``fwhm``, ``bbl``;
 - dataset tags ``TIFFTAG_IMAGEDESCRIPTION`` ← ``description`` and ``reflectance_scale_factor``;
 - CRS, transform and nodata (one value per file) as GeoTIFF keys;
-- ``extra`` key/value pairs in the tag domain ``"hsidenoise"``.
+- ``extra`` key/value pairs in the tag domain ``"hsidenoise"``;
+- ``provenance`` as dataset tags ``hsidenoise_<key>``, and ``TIFFTAG_SOFTWARE``.
 
 Outputs are deflate-compressed (predictor 2 for integers, 3 for floats), pixel-interleaved,
 tiled 256 x 256 when both sides reach 256, and become BigTIFF when they might pass 4 GB
@@ -15,9 +16,13 @@ tiled 256 x 256 when both sides reach 256, and become BigTIFF when they might pa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import shutil
+import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +32,20 @@ from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from hsidenoise.cube import CubeMeta
+from hsidenoise.cube import PROVENANCE_KEYS, CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError
-from hsidenoise.io.base import CubeReader, CubeWriter, PathLike, check_dtype, check_output, check_readable
+from hsidenoise.io.base import CubeReader, CubeWriter, check_readable
+from hsidenoise.io.dtypes import check_dtype
+from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
 logger = logging.getLogger(__name__)
 
 EXTRA_DOMAIN = "hsidenoise"
 """Tag domain holding `CubeMeta.extra` (metadata GeoTIFF has no field for)."""
+
+PROVENANCE_PREFIX = "hsidenoise_"
+"""Dataset tags ``hsidenoise_method``, ``hsidenoise_weights``, ... hold `CubeMeta.provenance` (``gdalinfo`` shows
+them); ``software`` also goes to ``TIFFTAG_SOFTWARE``."""
 
 SUPPORTED_DTYPES = tuple(
     np.dtype(name)
@@ -63,7 +74,7 @@ def meta_from_dataset(dataset: rasterio.io.DatasetReader) -> CubeMeta:
     meta = CubeMeta(source_format="geotiff")
     if dataset.crs is not None:
         meta.crs_wkt = dataset.crs.to_wkt()
-    if dataset.crs is not None or dataset.transform != Affine.identity():
+    if dataset.transform != Affine.identity():  # identity: GDAL found no geotransform (a CRS alone places nothing)
         meta.transform = tuple(dataset.transform)[:6]
     meta.nodata = dataset.nodata
     if any(dataset.descriptions):
@@ -83,8 +94,41 @@ def meta_from_dataset(dataset: rasterio.io.DatasetReader) -> CubeMeta:
     if "reflectance_scale_factor" in tags:
         meta.scale_factor = float(tags["reflectance_scale_factor"])
     meta.extra = dict(dataset.tags(ns=EXTRA_DOMAIN))
+    meta.provenance = {
+        key: tags[PROVENANCE_PREFIX + key] for key in PROVENANCE_KEYS if PROVENANCE_PREFIX + key in tags
+    }
     meta.interleave = _INTERLEAVE.get(str(dataset.profile.get("interleave", "")).lower())
     return meta
+
+
+class _GdalMessagesToDebug(logging.Filter):
+    """Log GDAL's own messages (rasterio's ``rasterio._env`` logger) at DEBUG level: the errors among them come
+    back as exceptions with the same text, and the warnings ("TIFFFetchNormalTag: IO error ...") say no more."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("rasterio._env").addFilter(_GdalMessagesToDebug())
+
+
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    logger.debug("GDAL message that rasterio could not decode: %s", unraisable.exc_value)
+
+
+@contextlib.contextmanager
+def quiet_gdal() -> Iterator[None]:
+    """Keep GDAL off the terminal while inside: its messages go through rasterio's error handler (an `Env`) to
+    the log, and one rasterio cannot decode as UTF-8 (a damaged tag) is logged instead of printed as
+    "Exception ignored in rasterio._env.log_error" with a traceback."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = _log_unraisable
+    try:
+        with rasterio.Env():
+            yield
+    finally:
+        sys.unraisablehook = hook
 
 
 class GeoTiffReader(CubeReader):
@@ -92,11 +136,11 @@ class GeoTiffReader(CubeReader):
 
     def __init__(self, path: Path) -> None:
         try:
-            with warnings.catch_warnings():
+            with quiet_gdal(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dataset = rasterio.open(path)
-        except RasterioError as error:
-            raise CubeReadError(f"cannot open {path} as a GeoTIFF: {error}") from error
+                dataset = rasterio.open(path, driver="GTiff")  # never sniffed: HDF5 bytes in a .tif stay unread
+        except (RasterioError, ValueError, OSError) as error:
+            raise CubeReadError(f"cannot open {path} as a GeoTIFF: {' '.join(str(error).split())}") from error
         try:
             if len(set(dataset.dtypes)) != 1:
                 raise CubeReadError(f"{path} mixes band types {sorted(set(dataset.dtypes))}; a cube needs one type")
@@ -114,8 +158,9 @@ class GeoTiffReader(CubeReader):
     def _read_window(self, rows: slice, cols: slice, bands: slice | np.ndarray) -> np.ndarray:
         indexes = (np.arange(self.shape[0])[bands] + 1).tolist()
         try:
-            return self._dataset.read(indexes, window=_window(rows, cols))
-        except RasterioError as error:
+            with quiet_gdal():
+                return self._dataset.read(indexes, window=_window(rows, cols))
+        except (RasterioError, ValueError, OSError) as error:
             raise CubeReadError(f"cannot read {self.path} rows {rows} cols {cols}: {error}") from error
 
     def _release(self) -> None:
@@ -191,6 +236,11 @@ def _write_tags(dataset: rasterio.io.DatasetWriter, meta: CubeMeta) -> None:
         tags["reflectance_scale_factor"] = str(float(meta.scale_factor))
     if meta.wavelength_units:
         tags["wavelength_units"] = meta.wavelength_units
+    for key, value in meta.provenance.items():
+        if key in PROVENANCE_KEYS:
+            tags[PROVENANCE_PREFIX + key] = str(value)
+    if "software" in meta.provenance:
+        tags["TIFFTAG_SOFTWARE"] = str(meta.provenance["software"])
     if tags:
         dataset.update_tags(**tags)
     if meta.extra:
@@ -216,10 +266,13 @@ class GeoTiffWriter(CubeWriter):
         try:
             self._dataset.write(block, window=_window(rows, cols))
         except RasterioError as error:
-            raise CubeWriteError(f"cannot write {self.path} rows {rows} cols {cols}: {error}") from error
+            raise _write_error(self.path, error) from None
 
     def _finish(self) -> None:
-        self._close()
+        try:
+            self._close()
+        except RasterioError as error:  # GDAL writes the last tiles and the directory on close
+            raise _write_error(self.path, error) from None
         sidecar = self._staged[0].temp.with_name(self._staged[0].temp.name + ".aux.xml")
         if sidecar.exists():  # GDAL spilled metadata it could not fit into the TIFF
             sidecar.unlink()
@@ -231,6 +284,17 @@ class GeoTiffWriter(CubeWriter):
             self._dataset = None
 
 
+def _write_error(path: Path, error: RasterioError) -> CubeWriteError:
+    """GDAL's write failure as one line; GDAL only says "Write failed", so a full disk is recognised by looking."""
+    try:
+        full = shutil.disk_usage(path.parent).free < 2**20
+    except OSError:
+        full = False
+    if full:
+        return CubeWriteError(f"cannot write {path}: {describe_os_error(OSError(errno.ENOSPC, 'disk full'))}")
+    return CubeWriteError(f"cannot write {path}: {' '.join(str(error).split())}")
+
+
 def create_writer(
     path: PathLike,
     shape: tuple[int, int, int],
@@ -240,8 +304,8 @@ def create_writer(
     overwrite: bool = False,
     inputs: Iterable[PathLike] = (),
 ) -> GeoTiffWriter:
-    """Start writing a GeoTIFF (compressed, so the disk check is left to the filesystem)."""
+    """Start writing a GeoTIFF; the free space must hold it uncompressed (`estimated_size`)."""
     check_dtype(dtype, SUPPORTED_DTYPES, "GeoTIFF")
     path = Path(path)
-    check_output([path], overwrite=overwrite, inputs=inputs)
+    check_output([path], overwrite=overwrite, inputs=inputs, nbytes=estimated_size(shape, dtype, compressed=True))
     return GeoTiffWriter(path, tuple(shape), np.dtype(dtype), meta)

@@ -2,7 +2,9 @@
 
 Reading: ``var`` is the dataset path (``"/data/reflectance"``); without it the file must hold
 exactly one 3-D numeric dataset. ``axes`` gives the dataset's axis order; without it the
-dataset's own ``axes`` attribute is used, else ``"hwb"`` (rows x cols x bands). A 2-D
+dataset's own ``axes`` attribute is used, else ``"hwb"`` (rows x cols x bands) unless a wavelength
+attribute or the shape says the bands come first (`hsidenoise.io.base.infer_axes`; an ambiguous shape
+is refused with a message asking for ``axes``). A 2-D
 bands x pixels dataset is read with ``axes="b(hw)"`` (or ``"(hw)b"``) when ``nRow`` / ``nCol``
 are attributes of the dataset or datasets/attributes at the file root. Slices are read lazily.
 
@@ -10,12 +12,14 @@ Writing: dataset ``/cube`` in ``"hwb"`` order, gzip-compressed chunks of at most
 and these dataset attributes (read back under the same names):
 ``wavelength``, ``wavelength_units``, ``fwhm``, ``bbl``, ``band_names``, ``nodata``,
 ``reflectance_scale_factor``, ``description``, ``crs_wkt``, ``transform``, ``map_info``, ``axes``;
-`CubeMeta.extra` pairs become string attributes.
+`CubeMeta.extra` pairs become string attributes, `CubeMeta.provenance` attributes ``hsidenoise_<key>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,21 +27,25 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hsidenoise.cube import CubeMeta
-from hsidenoise.errors import CubeReadError, CubeShapeError, CubeWriteError, VariableError
+from hsidenoise.cube import PROVENANCE_KEYS, CubeMeta
+from hsidenoise.errors import CubeReadError, CubeShapeError, CubeWriteError, HsiDenoiseError, VariableError
 from hsidenoise.io.base import (
     CUBE_AXES,
     ArrayCubeReader,
     CubeWriter,
-    PathLike,
-    check_dtype,
-    check_output,
+    check_not_empty,
     check_readable,
+    infer_axes,
     parse_axes,
     to_cube_order,
 )
+from hsidenoise.io.dtypes import check_dtype
+from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
 logger = logging.getLogger(__name__)
+
+H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError, OverflowError)
+"""What h5py raises on damaged files ("Unable to synchronously open object", "Object visitation failed", ...)."""
 
 DEFAULT_DATASET = "cube"
 DEFAULT_AXES = "hwb"
@@ -49,6 +57,8 @@ SUPPORTED_DTYPES = tuple(
 
 WAVELENGTH_NAMES = ("wavelength", "wavelengths", "wl")
 SIZE_NAMES = {"rows": ("nRow", "nrow", "nRows"), "cols": ("nCol", "ncol", "nCols")}
+PROVENANCE_NAMES = {f"hsidenoise_{key}": key for key in PROVENANCE_KEYS}
+"""Attribute (HDF5) / variable (MAT) name → `CubeMeta.provenance` key."""
 _KNOWN_ATTRIBUTES = frozenset(
     WAVELENGTH_NAMES
     + (
@@ -65,6 +75,7 @@ _KNOWN_ATTRIBUTES = frozenset(
         "map_info",
         "axes",
     )
+    + tuple(PROVENANCE_NAMES)
 )
 
 
@@ -120,6 +131,19 @@ def image_size(file: h5py.File, dataset: h5py.Dataset) -> tuple[int | None, int 
     return find(SIZE_NAMES["rows"]), find(SIZE_NAMES["cols"])
 
 
+def wavelength_count(file: h5py.File, dataset: h5py.Dataset) -> int | None:
+    """Length of the wavelength vector in the dataset's attributes, else at the file root; None if absent."""
+    for holder in (dataset.attrs, file.attrs, file):
+        for name in WAVELENGTH_NAMES:
+            if name in holder:
+                item = holder[name]
+                if isinstance(item, h5py.Group):
+                    continue
+                shape = item.shape if isinstance(item, h5py.Dataset) else np.shape(item)
+                return int(np.prod(shape)) if shape else 1
+    return None
+
+
 def select_dataset(file: h5py.File, var: str | None, path: Path) -> h5py.Dataset:
     """The dataset named `var`, or the only 3-D numeric dataset of the file.
 
@@ -131,6 +155,11 @@ def select_dataset(file: h5py.File, var: str | None, path: Path) -> h5py.Dataset
     listing = describe((d.name, d.shape, d.dtype.name) for d in datasets)
     if var is not None:
         item = file.get(var)
+        if isinstance(item, h5py.Dataset) and (item.dtype.kind == "c" or set(item.dtype.names or ()) == {"real", "imag"}):
+            raise CubeReadError(
+                f"dataset {var!r} in {path} holds complex values; hsidenoise reads real numeric cubes: "
+                "store the real part or the magnitude and read that"
+            )
         if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "fiu":
             raise VariableError(f"{path} has no numeric dataset {var!r}; numeric datasets: {listing}")
         return item
@@ -143,7 +172,7 @@ def select_dataset(file: h5py.File, var: str | None, path: Path) -> h5py.Dataset
         )
     raise VariableError(
         f"{path} has several 3-D datasets: {describe((d.name, d.shape, d.dtype.name) for d in cubes)}; "
-        "choose one with var= (--var)"
+        "choose one with --var NAME"
     )
 
 
@@ -183,6 +212,7 @@ def meta_from_attributes(attrs: h5py.AttributeManager, bands: int) -> CubeMeta:
     for name, value in attrs.items():
         if name not in _KNOWN_ATTRIBUTES and not name.startswith("MATLAB_") and isinstance(value, str | bytes):
             meta.extra[name] = text(value)
+    meta.provenance = {key: text(attrs[name]) for name, key in PROVENANCE_NAMES.items() if name in attrs}
     return meta
 
 
@@ -204,13 +234,16 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
         raise CubeReadError(f"cannot open {path} as HDF5: {error}") from error
     try:
         dataset = select_dataset(file, var, path)
-        order = axes if axes is not None else text(dataset.attrs.get("axes", DEFAULT_AXES))
+        order = axes if axes is not None else (text(dataset.attrs["axes"]) if "axes" in dataset.attrs else None)
         meta_bands = None
         if dataset.ndim == 3:
+            if order is None:
+                where = f"dataset {dataset.name} in {path}"
+                order = infer_axes(dataset.shape, wavelength_count(file, dataset), where=where)
             order = parse_axes(order)
             meta_bands = dataset.shape[order.index("b")]
             array: Any = dataset
-        elif dataset.ndim == 2 and "(hw)" in order:
+        elif dataset.ndim == 2 and order is not None and "(hw)" in order:
             rows, cols = image_size(file, dataset)
             array = to_cube_order(dataset[()], order, rows=rows, cols=cols)
             order, meta_bands = CUBE_AXES, array.shape[0]
@@ -219,13 +252,41 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
                 f"dataset {dataset.name} in {path} has shape {dataset.shape}; a cube needs 3 axes "
                 "(or a 2-D bands x pixels array with axes='b(hw)' and nRow/nCol)"
             )
+        check_not_empty(path, dataset.name, dataset.shape)
+        check_storage(dataset, path)
         meta = meta_from_attributes(dataset.attrs, meta_bands)
         meta.dtype = np.dtype(dataset.dtype).newbyteorder("=")
         reader = ArrayCubeReader(path, array, order, meta, files=[path], handle=file)
+    except HsiDenoiseError:
+        file.close()
+        raise
+    except H5_ERRORS as error:
+        file.close()
+        raise CubeReadError(f"cannot read {path} as HDF5: {error}; the file is damaged, re-copy it") from error
     except BaseException:
         file.close()
         raise
     return reader
+
+
+def check_storage(dataset: h5py.Dataset, path: Path) -> None:
+    """Refuse a contiguous dataset whose bytes would lie past the end of the file (a truncated copy).
+
+    h5py reads such a dataset without complaint up to the first missing byte; chunked datasets fail when the
+    missing chunk is read instead (`ArrayCubeReader` turns that into a CubeReadError).
+    """
+    if dataset.chunks is not None:
+        return
+    offset = dataset.id.get_offset()  # None: never written (reads as the fill value)
+    if offset is None:
+        return
+    needed = offset + dataset.size * dataset.dtype.itemsize
+    size = path.stat().st_size
+    if needed > size:
+        raise CubeReadError(
+            f"{path} is truncated: dataset {dataset.name} ({'x'.join(map(str, dataset.shape))} {dataset.dtype}) "
+            f"needs bytes up to {needed} but the file has {size}; re-copy the file"
+        )
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -273,7 +334,7 @@ class Hdf5Writer(CubeWriter):
             self._describe(self._file, self._dataset)
         except (OSError, ValueError, TypeError) as error:
             self.abort()
-            raise CubeWriteError(f"cannot create {path}: {error}") from error
+            raise CubeWriteError(f"cannot create {path}: {describe_os_error(error)}") from None
 
     def _describe(self, file: h5py.File, dataset: h5py.Dataset) -> None:
         """Attach the metadata as attributes of the dataset."""
@@ -298,6 +359,9 @@ class Hdf5Writer(CubeWriter):
             attrs["reflectance_scale_factor"] = float(meta.scale_factor)
         if meta.transform is not None:
             attrs["transform"] = np.asarray(meta.transform, dtype=np.float64)
+        for name, key in PROVENANCE_NAMES.items():
+            if key in meta.provenance:
+                attrs[name] = str(meta.provenance[key])
         for name, value in meta.extra.items():
             if name not in attrs:
                 attrs[name] = str(value)
@@ -305,15 +369,49 @@ class Hdf5Writer(CubeWriter):
     def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:
         by_axis = {"b": slice(None), "h": rows, "w": cols}
         index = tuple(by_axis[axis] for axis in self.stored_axes)
-        self._dataset[index] = np.transpose(block, [CUBE_AXES.index(axis) for axis in self.stored_axes])
+        try:
+            self._dataset[index] = np.transpose(block, [CUBE_AXES.index(axis) for axis in self.stored_axes])
+        except OSError as error:  # h5py's failed write, e.g. a full disk
+            raise CubeWriteError(f"cannot write {self.path}: {describe_os_error(error)}") from None
 
     def _finish(self) -> None:
-        self._close()
+        # A full disk must fail in flush, never in close: HDF5 cannot close a file whose close failed (the
+        # process then crashes at exit), while after a failed flush `_close` still closes it safely.
+        try:
+            self._file.flush()
+        except OSError as error:
+            raise CubeWriteError(f"cannot write {self.path}: {describe_os_error(error)}") from None
+        self._file.close()
+        self._file = None
 
     def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Abort: close without writing anything more to the staged file (it is deleted next)."""
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        _discard_writes(file)
+        file.close()
+
+
+def _discard_writes(file: h5py.File) -> None:
+    """Point an open HDF5 file's descriptor at an anonymous in-memory file, so that closing it (which writes
+    the cached chunks and metadata) cannot fail on a full disk. Linux (memfd); elsewhere the staged file is
+    emptied instead, which frees what was written."""
+    try:
+        handle = file.id.get_vfd_handle()
+    except (OSError, ValueError, RuntimeError):
+        return
+    if not isinstance(handle, int):
+        return
+    if hasattr(os, "memfd_create"):
+        scratch = os.memfd_create("hsidenoise-discarded")
+        try:
+            os.dup2(scratch, handle)
+        finally:
+            os.close(scratch)
+    else:
+        with contextlib.suppress(OSError):
+            os.ftruncate(handle, 0)
 
 
 def create_writer(
@@ -325,8 +423,8 @@ def create_writer(
     overwrite: bool = False,
     inputs: Iterable[PathLike] = (),
 ) -> Hdf5Writer:
-    """Start writing an HDF5 cube (dataset ``/cube``, ``hwb`` order; compressed, so no disk check)."""
+    """Start writing an HDF5 cube (dataset ``/cube``, ``hwb`` order); the free space must hold it uncompressed."""
     check_dtype(dtype, SUPPORTED_DTYPES, "HDF5")
     path = Path(path)
-    check_output([path], overwrite=overwrite, inputs=inputs)
+    check_output([path], overwrite=overwrite, inputs=inputs, nbytes=estimated_size(shape, dtype, compressed=True))
     return Hdf5Writer(path, tuple(shape), np.dtype(dtype), meta)

@@ -20,15 +20,19 @@ Writing: the variable ``cube`` (rows x cols x bands) plus the metadata variables
 Format ``"mat"`` writes v5: the whole cube is gathered in memory and saved compressed by
 ``scipy.io.savemat`` on commit; a cube of 2 GiB or more (MATLAB's limit for one v5 variable)
 is written as v7.3 instead. Format ``"mat73"`` always writes v7.3: an HDF5 file with MATLAB's
-512-byte header, written tile by tile into gzip chunks (``band_names`` and ``map_info``,
-which would need MATLAB cell arrays, are not stored in v7.3).
+512-byte header, written tile by tile into gzip chunks. ``band_names`` and ``map_info`` are
+cell arrays of strings (in v7.3: references into ``#refs#``, as MATLAB writes them); `CubeMeta.extra`
+(e.g. ENVI keys hsidenoise has no field for) is two cell arrays, ``extra_keys`` and ``extra_values``.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import sys
 import time
+import warnings
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,19 +43,28 @@ import scipy.io
 from scipy.io.matlab import MatReadError, matfile_version
 
 from hsidenoise.cube import CubeMeta
-from hsidenoise.errors import CubeReadError, CubeShapeError, CubeWriteError, ResourceError, VariableError
+from hsidenoise.errors import (
+    CubeReadError,
+    CubeShapeError,
+    CubeWriteError,
+    HsiDenoiseError,
+    ResourceError,
+    VariableError,
+)
 from hsidenoise.io.base import (
     CUBE_AXES,
     ArrayCubeReader,
     CubeWriter,
-    PathLike,
-    check_dtype,
-    check_output,
+    check_not_empty,
     check_readable,
+    infer_axes,
     parse_axes,
     to_cube_order,
 )
-from hsidenoise.io.hdf5 import SIZE_NAMES, Hdf5Writer, describe
+from hsidenoise.io.dtypes import check_dtype
+from hsidenoise.io.hdf5 import H5_ERRORS, PROVENANCE_NAMES, SIZE_NAMES, Hdf5Writer, check_storage, describe
+from hsidenoise.io.mat_v5 import check_v5
+from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +100,10 @@ META_NAMES = WAVELENGTH_NAMES + (
     "crs_wkt",
     "transform",
     "map_info",
-)
+    "extra_keys",
+    "extra_values",
+    "axes",
+) + tuple(PROVENANCE_NAMES)
 SIZE_VARIABLES = SIZE_NAMES["rows"] + SIZE_NAMES["cols"]
 
 Entry = tuple[str, tuple[int, ...], str]
@@ -124,24 +140,47 @@ def choose_variable(entries: list[Entry], var: str | None, path: Path, size: tup
     if len(cubes) == 1:
         return cubes[0][0]
     if cubes:
-        raise VariableError(f"{path} holds several 3-D variables: {describe(cubes)}; choose one with var= (--var)")
+        raise VariableError(f"{path} holds several 3-D variables: {describe(cubes)}; choose one with --var NAME")
     rows, cols = size
     if rows and cols:
         flat = [entry for entry in numeric if len(entry[1]) == 2 and rows * cols in entry[1]]
         if len(flat) == 1:
             return flat[0][0]
     raise VariableError(
-        f"{path} holds no 3-D numeric variable; it holds: {listing}; pass var= (--var), and axes='b(hw)' "
+        f"{path} holds no 3-D numeric variable; it holds: {listing}; pass --var NAME, and --axes 'b(hw)' "
         "with nRow/nCol in the file for a bands x pixels matrix"
     )
 
 
+WRITTEN_AXES = "hwb"
+"""The axis order (as MATLAB sees it) of the cube our writers store, recorded in an ``axes`` char variable so
+that reading it back never depends on `infer_axes` (a rows x cols x bands cube with cols == bands is ambiguous)."""
+
+
+def declared_axes(values: dict[str, Any]) -> str | None:
+    """The ``axes`` char variable of the file (``"hwb"``, ``"bhw"``, ...) when it names three axes, else None."""
+    declared = values.get("axes")
+    if isinstance(declared, str) and sorted(declared.strip().lower()) == ["b", "h", "w"]:
+        return declared.strip().lower()
+    return None
+
+
 def _layout(
-    name: str, shape: tuple[int, ...], axes: str | None, size: tuple[int | None, int | None], path: Path
+    name: str,
+    shape: tuple[int, ...],
+    axes: str | None,
+    size: tuple[int | None, int | None],
+    path: Path,
+    wavelength_count: int | None = None,
 ) -> str:
-    """The axis order (as MATLAB sees it) of the chosen variable of `shape`; `size` is (nRow, nCol)."""
+    """The axis order (as MATLAB sees it) of the chosen variable of `shape`; `size` is (nRow, nCol).
+
+    A 3-D variable without `axes` gets `hsidenoise.io.base.infer_axes` (``"hwb"`` unless the wavelength
+    vector or the shape says the bands come first)."""
     if len(shape) == 3:
-        return parse_axes(axes or DEFAULT_AXES)
+        if axes is not None:
+            return parse_axes(axes)
+        return infer_axes(shape, wavelength_count, where=f"variable {name!r} in {path}")
     rows, cols = size
     if len(shape) == 2 and rows and cols:
         if axes is not None:
@@ -191,10 +230,32 @@ def meta_from_variables(values: dict[str, Any], bands: int) -> CubeMeta:
     if "transform" in values and np.asarray(values["transform"]).size == 6:
         meta.transform = tuple(float(v) for v in np.asarray(values["transform"]).reshape(-1))
     if "map_info" in values:
-        meta.map_info = [str(item) for item in np.atleast_1d(np.asarray(values["map_info"], dtype=object)).ravel()]
+        meta.map_info = _strings(values["map_info"])
+    if "extra_keys" in values and "extra_values" in values:
+        keys, texts = _strings(values["extra_keys"]), _strings(values["extra_values"])
+        if len(keys) == len(texts):
+            meta.extra = dict(zip(keys, texts, strict=True))
+        else:
+            logger.warning("MAT variables extra_keys and extra_values differ in length; ignored")
+    meta.provenance = {key: values[name] for name, key in PROVENANCE_NAMES.items() if isinstance(values.get(name), str)}
     if meta.wavelengths is not None and meta.wavelength_units is None:
         meta.wavelength_units = infer_wavelength_units(meta.wavelengths)
     return meta
+
+
+def _wavelength_count(values: dict[str, Any]) -> int | None:
+    """Length of the file's wavelength vector (the first of `WAVELENGTH_NAMES`), or None."""
+    for name in WAVELENGTH_NAMES:
+        if name in values and not isinstance(values[name], str):
+            return int(np.asarray(values[name]).size)
+    return None
+
+
+def _strings(value: Any) -> list[str]:
+    """A cell array of strings (or one string, as scipy squeezes a 1-element cell) as a list of str."""
+    if isinstance(value, str):
+        return [value]
+    return [str(item) for item in np.atleast_1d(np.asarray(value, dtype=object)).ravel()]
 
 
 def _size(values: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -210,25 +271,65 @@ def _size(values: dict[str, Any]) -> tuple[int | None, int | None]:
 # ---------------------------------------------------------------------------------------- v5
 
 
-def _open_v5(path: Path, var: str | None, axes: str | None) -> ArrayCubeReader:
+SCIPY_ERRORS = (
+    MatReadError, ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError, OSError,
+    NotImplementedError, struct.error, zlib.error,
+)  # fmt: skip
+"""What scipy's MAT reader raises on a file that passes `check_v5` but still does not parse."""
+
+METADATA_ERRORS = (ValueError, TypeError, IndexError, OverflowError, AttributeError)
+"""What turning an odd metadata variable (empty, text where a number belongs) into `CubeMeta` raises."""
+
+
+def _open_v5(path: Path, var: str | None, axes: str | None, major: int) -> ArrayCubeReader:
+    # v5 files are walked first: scipy's compiled reader crashes on some damaged tags (see mat_v5).
+    # v4 files (major 0) go to scipy's pure-Python reader, which raises instead.
+    unloadable = {v.name for v in check_v5(path) if not v.loadable} if major == 1 else set()
     try:
-        entries = [(name, tuple(shape), kind) for name, shape, kind in scipy.io.whosmat(str(path))]
-        present = {name for name, _, _ in entries}
-        small = [name for name in META_NAMES + SIZE_VARIABLES if name in present]
-        values = {}
-        if small:
-            values = scipy.io.loadmat(str(path), variable_names=small, squeeze_me=True, chars_as_strings=True)
-        size = _size(values)
-        name = choose_variable(entries, var, path, size)
-        array = scipy.io.loadmat(str(path), variable_names=[name])[name]
-    except (MatReadError, ValueError, OSError, NotImplementedError) as error:
-        raise CubeReadError(f"cannot read {path} as a MAT file: {error}") from error
-    order = _layout(name, array.shape, axes, size, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns about duplicate names and odd headers: not ours to print
+            entries = [
+                (name, tuple(shape), kind)
+                for name, shape, kind in scipy.io.whosmat(str(path))
+                if name not in unloadable
+            ]
+            present = {name for name, _, _ in entries}
+            small = [name for name in META_NAMES + SIZE_VARIABLES if name in present]
+            values = {}
+            if small:
+                values = scipy.io.loadmat(str(path), variable_names=small, squeeze_me=True, chars_as_strings=True)
+            size = _metadata(path, _size, values)
+            name = choose_variable(entries, var, path, size)
+            array = scipy.io.loadmat(str(path), variable_names=[name])[name]
+    except HsiDenoiseError:
+        raise
+    except SCIPY_ERRORS as error:
+        raise CubeReadError(f"cannot read {path} as a MAT file: {error}; re-save or re-copy it") from error
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
+        kind = "complex values" if np.iscomplexobj(array) else f"{type(array).__name__} {getattr(array, 'dtype', '')}"
+        raise CubeReadError(
+            f"variable {name!r} in {path} holds {kind}; hsidenoise reads real numeric cubes: "
+            "save real(x) or abs(x) in MATLAB and read that"
+        )
+    axes = axes if axes is not None else declared_axes(values)
+    order = _layout(name, array.shape, axes, size, path, _metadata(path, _wavelength_count, values))
     if "(hw)" in order:
         array, order = to_cube_order(array, order, rows=size[0], cols=size[1]), CUBE_AXES
-    meta = meta_from_variables(values, array.shape[order.index("b")])
+    check_not_empty(path, name, array.shape)
+    meta = _metadata(path, meta_from_variables, values, array.shape[order.index("b")])
     meta.dtype = np.dtype(array.dtype).newbyteorder("=")
     return ArrayCubeReader(path, array, order, meta, files=[path])
+
+
+def _metadata(path: Path, function: Any, *args: Any) -> Any:
+    """`function(*args)` on the file's metadata variables; an unusable value becomes a CubeReadError."""
+    try:
+        return function(*args)
+    except METADATA_ERRORS as error:
+        raise CubeReadError(
+            f"{path}: a metadata variable ({', '.join(META_NAMES[:3])}, nRow, nCol, ...) holds an unusable value "
+            f"({error}); fix or remove it"
+        ) from error
 
 
 # -------------------------------------------------------------------------------------- v7.3
@@ -242,10 +343,16 @@ def _matlab_class(dataset: h5py.Dataset) -> str:
 
 
 def _v73_value(dataset: h5py.Dataset) -> Any:
-    """A small v7.3 variable as scipy would give it: str for char arrays, else the MATLAB-order array."""
+    """A small v7.3 variable as scipy would give it: str for char arrays, a list for cell arrays (of these
+    values, in MATLAB's column-major order), else the MATLAB-order array."""
+    kind = _matlab_class(dataset)
+    if "MATLAB_empty" in dataset.attrs:
+        return "" if kind == "char" else np.zeros((0,))
     data = dataset[()]
-    if _matlab_class(dataset) == "char":
+    if kind == "char":
         return "".join(chr(code) for code in np.asarray(data).T.reshape(-1))
+    if kind == "cell":
+        return [_v73_value(dataset.file[ref]) for ref in np.asarray(data).T.reshape(-1)]
     return np.asarray(data).T
 
 
@@ -271,18 +378,34 @@ def _open_v73(path: Path, var: str | None, axes: str | None) -> ArrayCubeReader:
         datasets = _variables(file)
         entries = [(name, tuple(reversed(d.shape)), _matlab_class(d)) for name, d in datasets.items()]
         values = {name: _v73_value(datasets[name]) for name in META_NAMES + SIZE_VARIABLES if name in datasets}
-        size = _size(values)
+        size = _metadata(path, _size, values)
         name = choose_variable(entries, var, path, size)
         dataset = datasets[name]
-        order = _layout(name, tuple(reversed(dataset.shape)), axes, size, path)
+        if dataset.dtype.kind not in "fiu":
+            kind = "complex values" if dataset.dtype.names or dataset.dtype.kind == "c" else f"{dataset.dtype}"
+            raise CubeReadError(
+                f"variable {name!r} in {path} holds {kind}; hsidenoise reads real numeric cubes: "
+                "save real(x) or abs(x) in MATLAB and read that"
+            )
+        check_not_empty(path, name, dataset.shape)
+        check_storage(dataset, path)
+        wavelengths = _metadata(path, _wavelength_count, values)
+        axes = axes if axes is not None else declared_axes(values)
+        order = _layout(name, tuple(reversed(dataset.shape)), axes, size, path, wavelengths)
         if "(hw)" in order:
             array: Any = to_cube_order(dataset[()].T, order, rows=size[0], cols=size[1])
             stored = CUBE_AXES
         else:
             array, stored = dataset, order[::-1]
-        meta = meta_from_variables(values, array.shape[stored.index("b")])
+        meta = _metadata(path, meta_from_variables, values, array.shape[stored.index("b")])
         meta.dtype = np.dtype(array.dtype).newbyteorder("=")
         return ArrayCubeReader(path, array, stored, meta, files=[path], handle=file)
+    except HsiDenoiseError:
+        file.close()
+        raise
+    except H5_ERRORS as error:
+        file.close()
+        raise CubeReadError(f"cannot read {path} as a MAT v7.3 (HDF5) file: {error}; re-save or re-copy it") from error
     except BaseException:
         file.close()
         raise
@@ -303,7 +426,7 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
         raise CubeReadError(f"{path} is not a MAT file ({error}); check the file or pass another fmt=") from error
     if major == 2:
         return _open_v73(path, var, axes)
-    return _open_v5(path, var, axes)
+    return _open_v5(path, var, axes, major)
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -311,7 +434,7 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
 
 def mat_variables(meta: CubeMeta) -> dict[str, Any]:
     """The metadata variables written next to the cube (v5: everything; see `Mat73Writer` for v7.3)."""
-    variables: dict[str, Any] = {}
+    variables: dict[str, Any] = {"axes": WRITTEN_AXES}
     for name, values in (("wavelengths", meta.wavelengths), ("fwhm", meta.fwhm), ("transform", meta.transform)):
         if values is not None:
             variables[name] = np.asarray(values, dtype=np.float64)
@@ -325,8 +448,21 @@ def mat_variables(meta: CubeMeta) -> dict[str, Any]:
             variables[name] = float(getattr(meta, name))
     for name in ("band_names", "map_info"):
         if getattr(meta, name) is not None:
-            variables[name] = np.array([str(item) for item in getattr(meta, name)], dtype=object)  # a cell array
+            variables[name] = _cell([str(item) for item in getattr(meta, name)])
+    for name, key in PROVENANCE_NAMES.items():
+        if meta.provenance.get(key):
+            variables[name] = str(meta.provenance[key])
+    if meta.extra:  # keys that are no MATLAB identifier ("sensor type"): two cell arrays, not a struct
+        variables["extra_keys"] = _cell([str(key) for key in meta.extra])
+        variables["extra_values"] = _cell([str(value) for value in meta.extra.values()])
     return variables
+
+
+def _cell(items: list[str]) -> np.ndarray:
+    """A column cell array of strings for ``scipy.io.savemat`` (an object array)."""
+    cell = np.empty((len(items),), dtype=object)
+    cell[:] = items
+    return cell
 
 
 class MatV5Writer(CubeWriter):
@@ -354,7 +490,7 @@ class MatV5Writer(CubeWriter):
             with open(self._staged[0].temp, "wb") as file:
                 scipy.io.savemat(file, variables, do_compression=True, oned_as="column")
         except (OSError, ValueError) as error:
-            raise CubeWriteError(f"cannot write {self.path}: {error}") from error
+            raise CubeWriteError(f"cannot write {self.path}: {describe_os_error(error)}") from None
         self._close()
 
     def _close(self) -> None:
@@ -368,6 +504,18 @@ def _matlab_header() -> bytes:
     return text.ljust(116, b" ")[:116] + b"\x00" * 8 + b"\x00\x02" + b"IM"
 
 
+def _write_v73_char(group: h5py.Group, name: str, value: str) -> None:
+    """A MATLAB 1 x n char array (UTF-16 code units; an empty string as MATLAB writes one)."""
+    if not value:
+        variable = group.create_dataset(name, data=np.zeros(2, dtype=np.uint64))
+        variable.attrs["MATLAB_empty"] = np.uint8(1)
+    else:
+        codes = np.frombuffer(value.encode("utf-16-le"), dtype="<u2").astype(np.uint16).reshape(-1, 1)
+        variable = group.create_dataset(name, data=codes)
+        variable.attrs["MATLAB_int_decode"] = np.int32(2)
+    variable.attrs["MATLAB_class"] = np.bytes_("char")
+
+
 class Mat73Writer(Hdf5Writer):
     """A v7.3 MAT file: HDF5 with MATLAB's header; the cube is stored with MATLAB's axes reversed."""
 
@@ -379,12 +527,16 @@ class Mat73Writer(Hdf5Writer):
         dataset.attrs["MATLAB_class"] = np.bytes_(MATLAB_CLASSES[self.dtype])
         for name, value in mat_variables(self.meta).items():
             if isinstance(value, str):
-                codes = np.array([ord(char) for char in value] or [0], dtype=np.uint16).reshape(-1, 1)
-                variable = file.create_dataset(name, data=codes)
-                variable.attrs["MATLAB_class"] = np.bytes_("char")
-                variable.attrs["MATLAB_int_decode"] = np.int32(2)
-            elif isinstance(value, np.ndarray) and value.dtype == object:
-                logger.info("MAT v7.3: %s (a cell array) is not written", name)
+                _write_v73_char(file, name, value)
+            elif isinstance(value, np.ndarray) and value.dtype == object:  # a cell array of strings
+                refs = file.require_group("#refs#")
+                targets = []
+                for item in value:
+                    item_name = f"{name}_{len(refs)}"
+                    _write_v73_char(refs, item_name, str(item))
+                    targets.append(refs[item_name].ref)
+                variable = file.create_dataset(name, data=np.array(targets, dtype=h5py.ref_dtype).reshape(1, -1))
+                variable.attrs["MATLAB_class"] = np.bytes_("cell")
             else:
                 array = np.atleast_1d(np.asarray(value))
                 variable = file.create_dataset(name, data=array.reshape(1, -1))  # a MATLAB column vector
@@ -392,8 +544,11 @@ class Mat73Writer(Hdf5Writer):
 
     def _finish(self) -> None:
         super()._finish()
-        with open(self._staged[0].temp, "r+b") as file:
-            file.write(_matlab_header())
+        try:
+            with open(self._staged[0].temp, "r+b") as file:
+                file.write(_matlab_header())
+        except OSError as error:
+            raise CubeWriteError(f"cannot write {self.path}: {describe_os_error(error)}") from None
 
 
 def create_writer(
@@ -409,7 +564,8 @@ def create_writer(
     """Start writing a MAT file: v5 unless the cube reaches 2 GiB or `version` is ``"7.3"``."""
     check_dtype(dtype, SUPPORTED_DTYPES, "MAT")
     path = Path(path)
-    check_output([path], overwrite=overwrite, inputs=inputs)
+    # Compressed either way: the free space must hold the uncompressed cube (`estimated_size`).
+    check_output([path], overwrite=overwrite, inputs=inputs, nbytes=estimated_size(shape, dtype, compressed=True))
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if version == "5" and nbytes >= V5_VARIABLE_LIMIT:
         logger.info("%s: %.1f GiB is too large for MAT v5; writing v7.3", path, nbytes / 2**30)

@@ -261,7 +261,7 @@ class DECSC(nn.Module):
         if sigma is None:
             raise ConfigError(
                 "this noise-aware DECSC needs sigma, the per-band noise std (N, B); got None; estimate it first "
-                "(hsidenoise.lowrank) or use the paper preset"
+                "(hsidenoise.subspace) or use the paper preset"
             )
         if tuple(sigma.shape) != tuple(noisy.shape[:2]):
             raise CubeShapeError(f"sigma must be (N, B) = {tuple(noisy.shape[:2])}; got {tuple(sigma.shape)}")

@@ -1,8 +1,8 @@
-"""DECSC as a :class:`hsidenoise.methods.Denoiser`: the model behind ``hsidenoise run --method decsc``.
+"""DECSC as a :class:`hsidenoise.denoiser.Denoiser`: the model behind ``hsidenoise run --method decsc``.
 
 Data flow for one scene (DESIGN.md, "Inference"):
 
-1. ``prepare`` (once per cube): the low-rank front end (:class:`hsidenoise.lowrank.LowRankDenoiser`, the same
+1. ``prepare`` (once per cube): the low-rank front end (:class:`hsidenoise.subspace.LowRankDenoiser`, the same
    settings the weights were trained with, read from the model card) estimates each valid band's noise
    sigma (B_valid,) and the whitened signal subspace from the whole-cube pixel sample; the valid bands are cut
    into windows of ``config.bands`` (31) bands, each with its whole-cube (lo, hi) range.
@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hsidenoise.denoiser import TileResult
+from hsidenoise.device import is_out_of_memory
 from hsidenoise.errors import ConfigError, CubeShapeError
-from hsidenoise.denoise import is_out_of_memory as _is_out_of_memory
-from hsidenoise.methods import TileResult
 from hsidenoise.statistics import CubeStatistics
 from hsidenoise.tiling import BandWindowPlan, TileConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.lowrank import LowRankConfig
+    from hsidenoise.subspace import LowRankConfig
     from hsidenoise.model.decsc import DECSC
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class DECSCDenoiser:
     ) -> None:
         import torch
 
-        from hsidenoise.lowrank import LowRankConfig, LowRankDenoiser
+        from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 
         self.model = model
         self.device = torch.device(device)
@@ -146,7 +146,7 @@ class DECSCDenoiser:
 
         The result's ``info`` holds the solver's work per tile: ``evaluations`` (evaluations of the layer per
         window, solve + initial point + phantom steps, mean over the tile's windows), ``max_residual`` and
-        ``converged`` (fraction of windows below the tolerance).
+        ``converged`` (fraction of windows below the tolerance ``tol``, also given).
         """
         plan = self._plan
         if plan is None:
@@ -239,7 +239,7 @@ class DECSCDenoiser:
             try:
                 clean, chunk_evaluations, chunk_residual = self._run_model(noisy, init, sigmas)
             except Exception as error:
-                if not _is_out_of_memory(error) or len(chunk) == 1:
+                if not is_out_of_memory(error) or len(chunk) == 1:
                     raise
                 self._window_batch = max(1, len(chunk) // 2)
                 logger.warning(
@@ -262,6 +262,7 @@ class DECSCDenoiser:
                         "evaluations": float(np.mean(evaluations[part])),
                         "max_residual": float(np.max(residual[part])),
                         "converged": float(np.mean(residual[part] < tol)),
+                        "tol": tol,
                     },
                 )
             )

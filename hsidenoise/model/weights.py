@@ -4,7 +4,7 @@ The JSON file holds everything needed to rebuild the network and to judge it: th
 version that wrote it, the preset name (or null for a custom config), the full :class:`DECSCConfig`, the band
 window, the input normalisation, the parameter count and a free-form ``card`` (data, noise trained on, steps,
 wall time, commit, validation scores...). Weights that ship with the package live in the repository's
-``weights/`` directory.
+``weights/`` directory, which a wheel carries as ``hsidenoise/_weights/`` (:func:`weights_dir` finds either).
 """
 
 from __future__ import annotations
@@ -28,8 +28,15 @@ NORMALISATION = "min-max per band window, one (min, max) over the window's valid
 
 
 def weights_dir() -> Path:
-    """The repository's ``weights/`` directory (it may not exist)."""
-    return Path(__file__).resolve().parents[2] / "weights"
+    """The directory of the shipped weights (it may not exist).
+
+    In an installed wheel that is the package data ``hsidenoise/_weights/`` (the repository's ``weights/``
+    mapped into the package at build time, see setup.py); in a checkout or an editable install, where that
+    directory does not exist, it is the repository's top-level ``weights/``.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_weights"
+    return installed if installed.is_dir() else package.parent / "weights"
 
 
 def find_default_weights() -> Path | None:
@@ -57,7 +64,7 @@ def save_weights(model: AnyModel, config: AnyConfig, path_stem: str | os.PathLik
     """
     from safetensors.torch import save_file
 
-    from hsidenoise.io.base import staged
+    from hsidenoise.io.staging import staged
 
     if model.config != config:
         raise CheckpointError(

@@ -1,13 +1,13 @@
 """What the training loop does differently for the subspace DECSC: its sampler, loss and validation.
 
-:mod:`hsidenoise.train` runs one loop for every model family; for a subspace model it asks this module for
+:mod:`hsidenoise.training.loop` runs one loop for every model family; for a subspace model it asks this module for
 
 - the sampler (:class:`hsidenoise.subspace_data.SubspaceSampler`, built from the run's sampler settings),
 - the loss: mean squared error of the corrected eigen-images against the clean projection, in unit-noise
   units, over the real (unpadded) components; in these units every component's error has the same scale, and
   with the back-projection's orthonormal basis a uniform weight is what the per-band MPSNR asks for,
 - the validation: the real inference path (:func:`hsidenoise.denoise.denoise_array` with
-  :class:`hsidenoise.model.subspace_denoiser.SubspaceDECSCDenoiser`) on fixed noisy crops of the validation
+  :func:`hsidenoise.model.subspace_denoiser.build_subspace_decsc`) on fixed noisy crops of the validation
   cubes, next to the front end alone (``--method lowrank`` with the same settings).
 """
 
@@ -69,10 +69,10 @@ def subspace_loss(
     """
     if sampler is not None and sampler.self_supervised:
         from hsidenoise.adapt import sure_batch
-        from hsidenoise.lowrank import denoise_eigenimages
+        from hsidenoise.subspace import spatial_denoiser
 
         def pilot_of(eigen: np.ndarray) -> np.ndarray:
-            return denoise_eigenimages(eigen, sampler.front_end)[0]
+            return spatial_denoiser(sampler.front_end).denoise(eigen, 1.0)
 
         return sure_batch(
             network, batch.eigen, batch.pilot, batch.eigenvalues, batch.mask, pilot_of, SURE_EPSILON,
@@ -104,7 +104,7 @@ def prepare_subspace_validation(
 ) -> list[SubspaceValidationCase]:
     """One case per validation cube and noise recipe: central crop, fixed-seed noise, the front end's output."""
     from hsidenoise.denoise import denoise_array
-    from hsidenoise.lowrank import LowRankDenoiser
+    from hsidenoise.subspace import LowRankDenoiser
 
     cases = []
     for cube_index, path in enumerate(paths):
@@ -125,9 +125,9 @@ def validate_subspace(
     """``"cube/recipe"`` -> (model, front end, noisy) MPSNR through the real inference path."""
     from hsidenoise.denoise import denoise_array
     from hsidenoise.metrics import mpsnr
-    from hsidenoise.model.subspace_denoiser import SubspaceDECSCDenoiser
+    from hsidenoise.model.subspace_denoiser import build_subspace_decsc
 
-    denoiser = SubspaceDECSCDenoiser(model, front_end=sampler.front_end, device=device)
+    denoiser = build_subspace_decsc(model, front_end=sampler.front_end, device=device)
     return {
         case.name: (
             mpsnr(denoise_array(case.noisy, denoiser), case.clean),

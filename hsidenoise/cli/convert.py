@@ -1,0 +1,68 @@
+"""`hsidenoise convert`: one cube from any supported format to another, block by block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hsidenoise.cli.options import (
+    AxesOpt,
+    DtypeOpt,
+    FormatChoice,
+    FormatOpt,
+    JsonOpt,
+    OutputDtype,
+    OverwriteOpt,
+    QuietOpt,
+    VarOpt,
+    value_of,
+)
+from hsidenoise.cli.terminal import ProgressBars, errors_as_one_line, print_json, say
+
+
+def convert(
+    cube: Annotated[Path, typer.Argument(help="Input cube (any supported format).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output cube; its suffix picks the format.")],
+    *,
+    fmt: FormatOpt = None,
+    to: Annotated[
+        FormatChoice | None,
+        typer.Option(
+            "--to", help="Output format when the suffix does not tell, or mat73 to force MAT v7.3 (HDF5-based)."
+        ),
+    ] = None,
+    var: VarOpt = None,
+    axes: AxesOpt = None,
+    dtype: DtypeOpt = OutputDtype.float32,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Convert between ENVI, GeoTIFF, MAT and HDF5, block by block, keeping the metadata."""
+    with errors_as_one_line():
+        from hsidenoise.io import convert_cube
+
+        clipped: list[int] = []
+        with ProgressBars(not (quiet or json_output)) as bars:
+            written = convert_cube(
+                cube,
+                output,
+                source_fmt=value_of(fmt),
+                fmt=value_of(to),
+                var=var,
+                axes=axes,
+                dtype=dtype.value,
+                overwrite=overwrite,
+                progress=bars.callback("converting"),
+                on_clipped=clipped.append,
+            )
+        if json_output:
+            print_json(
+                {"input": str(cube), "output": str(written), "dtype": dtype.value, "clipped_values": sum(clipped)}
+            )
+        elif not quiet:
+            if clipped:
+                say(f"warning: {clipped[0]} value(s) did not fit the output type and were clipped to its range")
+            say(f"wrote {written}")

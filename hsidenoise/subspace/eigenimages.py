@@ -1,0 +1,257 @@
+"""Step 5 of the pipeline: the eigen-image denoisers, behind one interface.
+
+An :class:`EigenImageDenoiser` takes the k eigen-images of a tile, (k, h, w) in whitened units, and the noise
+level of each (1 after whitening), and returns the denoised stack of the same shape. Three implement it:
+
+- :class:`DCTDenoiser` (numpy/torch only): a two-stage sliding-window 8 x 8 DCT denoiser (hard threshold, then
+  empirical Wiener with the first stage as pilot; G. Yu and G. Sapiro, "DCT image denoising", IPOL 2011, with
+  BM3D's aggregation weights);
+- :class:`BM3DDenoiser`: BM3D (Dabov et al. 2007), the ``bm3d`` package (``baselines`` extra);
+- the subspace DECSC (:class:`hsidenoise.model.subspace_denoiser.DECSCEigenImageDenoiser`): the DCT pilot
+  corrected by the equilibrium model;
+
+and :class:`ProjectionOnly` (``spatial="none"``) returns the eigen-images as they are. The pipeline
+(:class:`hsidenoise.subspace.pipeline.LowRankDenoiser`) runs any of them between projection and
+back-projection; ``--method lowrank --spatial dct|bm3d|none`` and ``--method decsc`` (subspace weights) are
+configurations of that one pipeline.
+
+Optional hooks a denoiser may have, which the pipeline calls when present: ``prepare(subspace)`` once per cube
+(before the first tile), ``last_facts`` (a dict of facts about its last call, reported per tile), ``info()``
+(facts for the run report), and ``wants_samples`` / ``adapt_to(eigen_images, progress)`` (learning from
+crops of the cube before it is denoised).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from hsidenoise.errors import ConfigError
+from hsidenoise.subspace.config import LowRankConfig
+
+DCT_BLOCK = 8
+"""Block side of the DCT denoiser (smaller images are padded symmetrically)."""
+
+@runtime_checkable
+class EigenImageDenoiser(Protocol):
+    """What the pipeline needs from an eigen-image denoiser.
+
+    Attributes:
+        name: short name, shown in reports (``"dct"``, ``"bm3d"``, ``"none"``, ``"decsc"``).
+    """
+
+    name: str
+
+    def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
+        """Denoise a stack of eigen-images.
+
+        Args:
+            eigen_images: (k, h, w) in whitened units.
+            noise: the noise standard deviation of every eigen-image (a number), or of each one ((k,)).
+
+        Returns:
+            (k, h, w) float64.
+        """
+        ...
+
+
+def bm3d_available() -> bool:
+    """Whether the optional ``bm3d`` package (``baselines`` extra) is installed."""
+    return importlib.util.find_spec("bm3d") is not None
+
+
+def resolve_spatial(spatial: str) -> str:
+    """The denoiser that ``spatial`` selects here: ``"auto"`` becomes ``"bm3d"`` or ``"dct"``.
+
+    Raises:
+        ConfigError: ``"bm3d"`` was asked for but the package is not installed.
+    """
+    if spatial == "auto":
+        return "bm3d" if bm3d_available() else "dct"
+    if spatial == "bm3d" and not bm3d_available():
+        raise ConfigError(
+            "spatial='bm3d' needs the bm3d package: pip install 'hsidenoise[baselines]', or use spatial='dct'"
+        )
+    return spatial
+
+
+def spatial_denoiser(config: LowRankConfig | None = None) -> EigenImageDenoiser:
+    """The classical eigen-image denoiser that ``config.spatial`` selects (see :func:`resolve_spatial`).
+
+    Raises:
+        ConfigError: ``"bm3d"`` was asked for but the package is not installed.
+    """
+    config = config or LowRankConfig()
+    name = resolve_spatial(config.spatial)
+    if name == "bm3d":
+        return BM3DDenoiser()
+    if name == "dct":
+        return DCTDenoiser(threshold=config.dct_threshold)
+    return ProjectionOnly()
+
+
+def _noise_per_image(noise: float | np.ndarray, count: int) -> np.ndarray:
+    """(count,) float64 noise levels from one number or one per image."""
+    return np.broadcast_to(np.asarray(noise, dtype=np.float64), (count,))
+
+
+def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Symmetric padding at the bottom and right until both sides are at least ``size``."""
+    while image.shape[0] < size or image.shape[1] < size:
+        rows, cols = max(0, size - image.shape[0]), max(0, size - image.shape[1])
+        image = np.pad(image, ((0, min(rows, image.shape[0])), (0, min(cols, image.shape[1]))), mode="symmetric")
+    return image
+
+
+# ----------------------------------------------------------------------------------------------------------
+# BM3D
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BM3DDenoiser:
+    """BM3D on each eigen-image (the ``bm3d`` package; ``spatial="bm3d"``)."""
+
+    name: ClassVar[str] = "bm3d"
+
+    def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
+        """(k, h, w) in whitened units, noise std (one or (k,)) -> (k, h, w) float64, one BM3D call per image."""
+        sigma = _noise_per_image(noise, eigen_images.shape[0])
+        denoised = np.empty(eigen_images.shape, dtype=np.float64)
+        for index, image in enumerate(eigen_images):
+            denoised[index] = bm3d_denoise(image, float(sigma[index]))
+        return denoised
+
+
+def bm3d_denoise(image: np.ndarray, sigma: float) -> np.ndarray:
+    """BM3D (Dabov et al. 2007; the ``bm3d`` package) on one image with white noise of std ``sigma``.
+
+    Args:
+        image: (h, w); sigma: noise standard deviation in the image's units.
+
+    Returns:
+        (h, w) float64.
+    """
+    import bm3d
+
+    height, width = image.shape
+    padded = _pad_to(np.asarray(image, dtype=np.float64), 2 * DCT_BLOCK)
+    low = float(padded.min())
+    span = max(float(padded.max()) - low, sigma, np.finfo(np.float64).tiny)
+    # BM3D's block-matching thresholds were tuned for images in [0, 1]: map the image there and back
+    estimate = np.asarray(bm3d.bm3d((padded - low) / span, sigma / span), dtype=np.float64)
+    return estimate[:height, :width] * span + low
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sliding-window DCT
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DCTDenoiser:
+    """The two-stage sliding-window DCT denoiser on each eigen-image (``spatial="dct"``).
+
+    Attributes:
+        threshold: hard threshold of the first stage, in noise sigmas (``LowRankConfig.dct_threshold``).
+    """
+
+    threshold: float
+    name: ClassVar[str] = "dct"
+
+    def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
+        """(k, h, w) in whitened units, noise std (one or (k,)) -> (k, h, w) float64.
+
+        Eigen-images of one noise level go through one batched call (:func:`dct_denoise_stack`).
+        """
+        sigma = _noise_per_image(noise, eigen_images.shape[0])
+        if eigen_images.shape[0] and np.all(sigma == sigma[0]):
+            return dct_denoise_stack(eigen_images, float(sigma[0]), self.threshold)
+        denoised = np.empty(eigen_images.shape, dtype=np.float64)
+        for index, image in enumerate(eigen_images):
+            denoised[index] = dct_denoise(image, float(sigma[index]), self.threshold)
+        return denoised
+
+
+def _dct_matrix(size: int) -> np.ndarray:
+    """(size, size) orthonormal DCT-II matrix D: D @ v is the DCT of v."""
+    import scipy.fft
+
+    return scipy.fft.dct(np.eye(size), norm="ortho", axis=0)
+
+
+def dct_denoise(image: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """Two-stage sliding-window 2-D DCT denoising of one image.
+
+    Args:
+        image: (h, w); sigma: noise standard deviation in the image's units; threshold: the first stage's
+            hard threshold in sigmas.
+
+    Returns:
+        (h, w) float64. See :func:`dct_denoise_stack`.
+    """
+    return dct_denoise_stack(np.asarray(image)[None], sigma, threshold)[0]
+
+
+def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """Two-stage sliding-window 2-D DCT denoising of a stack of images with the same noise level, in one call.
+
+    Every overlapping :data:`DCT_BLOCK` x :data:`DCT_BLOCK` block (stride 1) is transformed. Stage 1 keeps
+    the coefficients above ``threshold * sigma`` (and the DC) and averages the blocks with weights
+    1 / (kept coefficients). Stage 2 shrinks the noisy coefficients by the empirical Wiener factor
+    P^2 / (P^2 + sigma^2), P being stage 1's coefficients, with weights 1 / sum of squared factors.
+    Each image is denoised independently (the same result as one :func:`dct_denoise` call per image).
+
+    Args:
+        images: (n, h, w); sigma: noise standard deviation in the images' units; threshold: the first
+            stage's hard threshold in sigmas.
+
+    Returns:
+        (n, h, w) float64.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    count, height, width = images.shape
+    padded = np.stack([_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK) for image in images])
+    padded_t = torch.from_numpy(padded)[:, None]
+    transform = torch.from_numpy(_dct_matrix(DCT_BLOCK))
+    # Coefficient (u, v) of every stride-1 block is a correlation with the basis image T[u] T[v]^T, so the
+    # sliding DCT is one convolution with 64 output channels and the weighted average of the inverse blocks
+    # one transposed convolution (2x faster than batched 8 x 8 matrix products, same float64 result).
+    basis = torch.einsum("ua,vb->uvab", transform, transform).reshape(DCT_BLOCK * DCT_BLOCK, 1, DCT_BLOCK, DCT_BLOCK)
+    ones = torch.ones(1, 1, DCT_BLOCK, DCT_BLOCK, dtype=torch.float64)
+
+    def aggregate(coefficients: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted average of the overlapping inverse blocks: (n, 64, h', w'), (n, 1, h', w') -> (n, 1, h, w)."""
+        return F.conv_transpose2d(coefficients * weights, basis) / F.conv_transpose2d(weights, ones)
+
+    with torch.inference_mode():
+        noisy = F.conv2d(padded_t, basis)  # (n, 64, h - 7, w - 7)
+        keep = noisy.abs() > threshold * sigma
+        keep[:, 0] = True
+        pilot = aggregate(torch.where(keep, noisy, 0.0), 1.0 / keep.sum(dim=1, keepdim=True).double())
+        power = F.conv2d(pilot, basis) ** 2
+        shrink = power / (power + sigma * sigma)
+        weights = 1.0 / (shrink**2).sum(dim=1, keepdim=True).clamp_min(1e-12)
+        estimate = aggregate(shrink * noisy, weights)
+    return estimate[:, 0, :height, :width].numpy().copy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The projection alone
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectionOnly:
+    """No spatial denoising: the eigen-images as they are (``spatial="none"``)."""
+
+    name: ClassVar[str] = "none"
+
+    def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
+        """(k, h, w) -> a float64 copy."""
+        return np.array(eigen_images, dtype=np.float64)

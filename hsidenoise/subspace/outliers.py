@@ -1,0 +1,155 @@
+"""Step 3 of the pipeline, per tile: stripes, dead lines and impulses removed with the help of the other bands.
+
+Constant columns are dead lines (missing); per-band column offsets that stand out are stripes (subtracted);
+entries that the other bands contradict are impulses (missing), unless their neighbourhood agrees with them;
+missing entries are imputed from the other bands (:func:`hsidenoise.subspace.noise_estimate.clean_entries`).
+
+Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.noise_estimate import BandRegression, clean_entries, fill_missing
+from hsidenoise.subspace.signal_subspace import Subspace
+
+COHERENT_FRACTION = 0.5
+"""An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
+
+
+def _stripe_offsets(
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, config: LowRankConfig
+) -> np.ndarray:
+    """Per-band column offsets (stripes) that explain the column structure of a tile's residuals.
+
+    Each band's column medians (over rows not missing) are compared with the band's typical column (median
+    over columns), with a spread that is the larger of the MAD over columns and the noise of a column
+    median. As with entries, an offset in band j echoes, weaker in units of the residual scale, into the
+    bands predicted from j; so per column the band with the largest deviation in those units is taken, its
+    offset is removed from every band's deviation (rank-one update), and so on while the band taken stands
+    out by more than ``stripe_threshold`` spreads.
+
+    Args:
+        residuals: (B, h, w); missing: (B, h, w) bool.
+
+    Returns:
+        (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
+    """
+    bands, _, width = residuals.shape
+    valid = ~missing
+    counts = valid.sum(axis=1)  # (B, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
+        medians = np.nanmedian(np.where(valid, residuals, np.nan), axis=1)
+    medians = np.where(counts > 0, medians, 0.0)
+    deviation = medians - np.median(medians, axis=1, keepdims=True)
+    spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
+    spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
+    inverse_scale = 1.0 / regression.residual_scale[:, None]
+    offsets = np.zeros((bands, width))
+    found = counts == 0
+    columns = np.arange(width)
+    for _ in range(bands):
+        with np.errstate(over="ignore"):  # against a near-zero scale an offset stands out, also as inf
+            score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
+        worst = score.argmax(axis=0)
+        stands_out = np.abs(deviation[worst, columns]) > config.stripe_threshold * spread[worst, columns]
+        striped = (score[worst, columns] > 0) & stands_out
+        if not striped.any():
+            break
+        band, column = worst[striped], columns[striped]
+        offset = deviation[band, column]
+        offsets[band, column] += offset
+        found[band, column] = True
+        deviation[:, column] -= regression.coefficients[band, :].T * offset
+    return offsets
+
+
+def _coherent_residuals(
+    tile: np.ndarray, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
+) -> np.ndarray:
+    """Outlying entries whose neighbourhood shares their residual: unusual signal, not noise.
+
+    Impulses are isolated and dead lines and stripes are one column wide, so the median residual of a
+    ``coherence_window`` square around them stays small. A region that the other bands predict poorly (a
+    material seen in few pixels, a chromatic edge) keeps a large median of the same sign; replacing it by
+    its prediction would erase real signal.
+
+    Args:
+        tile: (B, h, w) data; dead: (B, h, w) bool, known missing entries.
+
+    Returns:
+        (B, h * w) bool, True where an entry is beyond ``outlier_threshold`` but the median of its
+        neighbourhood's standardised residuals has its sign and at least :data:`COHERENT_FRACTION` of it.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    bands, height, width = tile.shape
+    protected = np.zeros((bands, height * width), bool)
+    window = config.coherence_window
+    if window < 2:
+        return protected
+    values = tile.reshape(bands, -1).copy()
+    missing = dead.reshape(bands, -1)
+    values[missing] = np.broadcast_to(regression.mean[:, None], values.shape)[missing]
+    fill_missing(values, missing, regression, 1)
+    with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
+        standardised = regression.residuals(values) / regression.residual_scale[:, None]
+    standardised[missing] = 0.0
+    band, pixel = np.nonzero(np.abs(standardised) > config.outlier_threshold)
+    if band.size == 0:
+        return protected
+    half = window // 2
+    padded = np.pad(standardised.reshape(bands, height, width), ((0, 0), (half, half), (half, half)), mode="symmetric")
+    windows = sliding_window_view(padded, (window, window), axis=(1, 2))  # (B, h', w', window, window)
+    local = np.median(windows[band, pixel // width, pixel % width].reshape(band.size, -1), axis=1)
+    centre = standardised[band, pixel]
+    keep = (np.sign(local) == np.sign(centre)) & (np.abs(local) >= COHERENT_FRACTION * config.outlier_threshold)
+    protected[band[keep], pixel[keep]] = True
+    return protected
+
+
+def remove_outliers(
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Undo dead-line, stripe and impulse corruption of a tile with the help of the other bands.
+
+    Dead lines: a column whose standard deviation along the rows is below ``dead_line_fraction`` of the
+    band's sigma is missing. Stripes (:func:`_stripe_offsets`, ``robust_passes`` times): column medians of
+    the residuals, which impulses do not move, give the offsets to subtract. Impulses
+    (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
+    neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed.
+
+    Args:
+        tile: (B, h, w) in data units.
+        subspace: the fitted model; without a regression (or with ``robust_passes == 0``) nothing changes.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        (cleaned (B, h, w) float64, missing (B, h, w) bool: the entries replaced by their prediction).
+    """
+    config = config or LowRankConfig()
+    bands, height, width = tile.shape
+    regression = subspace.regression
+    if regression is None or config.robust_passes == 0 or bands < 2:
+        return tile.astype(np.float64), np.zeros(tile.shape, bool)
+    dead = np.zeros(tile.shape, bool)
+    if height > 2:
+        column_spread = tile.std(axis=1, dtype=np.float64)  # (B, w)
+        dead |= (column_spread < config.dead_line_fraction * subspace.sigma[:, None])[:, None, :]
+    known = dead.reshape(bands, -1)
+    destriped = tile.astype(np.float64)
+    for _ in range(config.robust_passes if height >= 4 and width >= 5 else 0):
+        values = np.where(known, regression.mean[:, None], destriped.reshape(bands, -1))
+        fill_missing(values, known, regression, 1)
+        offsets = _stripe_offsets(regression.residuals(values).reshape(tile.shape), dead, regression, config)
+        if not offsets.any():
+            break
+        destriped -= offsets[:, None, :]
+    protected = _coherent_residuals(destriped, dead, regression, config)
+    cleaned, missing = clean_entries(destriped.reshape(bands, -1), known, regression, config, protected)
+    return cleaned.reshape(tile.shape), missing.reshape(tile.shape)

@@ -1,0 +1,294 @@
+"""The whole subspace pipeline as one method: ``--method lowrank`` and ``--method decsc`` (subspace weights).
+
+Per cube, :meth:`LowRankDenoiser.prepare` fits the spectral model once from the whole-cube pixel sample (steps
+1-2: :func:`hsidenoise.subspace.signal_subspace.fit_lowrank`); per tile, :meth:`LowRankDenoiser.denoise_tiles`
+removes outliers and projects (steps 3-4, :func:`hsidenoise.subspace.projection.project`), denoises the
+eigen-images with its :class:`~hsidenoise.subspace.eigenimages.EigenImageDenoiser` (step 5) and back-projects
+(step 6). The eigen-image denoiser is the only thing that differs between the methods: DCT, BM3D or none
+(``--method lowrank --spatial``), or the subspace DECSC (``--method decsc``,
+:func:`hsidenoise.model.subspace_denoiser.build_subspace_decsc`).
+
+Shapes: cubes and tiles are (B, h, w); pixel samples (n, B); eigen-images (k, h, w).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from hsidenoise.denoiser import TileResult
+from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
+from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
+from hsidenoise.subspace.projection import back_project, project
+from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
+
+logger = logging.getLogger(__name__)
+
+NOISE_FREE_FRACTION = 2.0**-26
+"""A cube is noise-free when every band's sigma is below this fraction of its root mean square: a quarter of a
+float32 unit in the last place, noise that storage rounding alone makes (or none: the bands predict each
+other exactly). :meth:`LowRankDenoiser.prepare` then has nothing to remove (:class:`NothingToDenoise`)."""
+
+
+@dataclass(frozen=True)
+class LowRankInfo:
+    """What the pipeline found, for the run report.
+
+    Attributes:
+        sigma: (B,) noise sigma per band, data units.
+        rank: number of components kept.
+        eigenvalues: the leading whitened eigenvalues (max(8, 2 * rank) of them at most).
+        edge: the eigenvalue threshold.
+        spatial: the eigen-image denoiser that ran (``"bm3d"``, ``"dct"`` or ``"none"``).
+    """
+
+    sigma: tuple[float, ...]
+    rank: int
+    eigenvalues: tuple[float, ...]
+    edge: float
+    spatial: str
+
+    @classmethod
+    def from_subspace(cls, subspace: Subspace, spatial: str) -> LowRankInfo:
+        shown = max(8, 2 * subspace.rank)
+        return cls(
+            sigma=tuple(float(value) for value in subspace.sigma),
+            rank=subspace.rank,
+            eigenvalues=tuple(float(value) for value in subspace.eigenvalues[:shown]),
+            edge=float(subspace.edge),
+            spatial=spatial,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sigma": list(self.sigma),
+            "rank": self.rank,
+            "eigenvalues": list(self.eigenvalues),
+            "edge": self.edge,
+            "spatial": self.spatial,
+        }
+
+
+def denoise_with_subspace(
+    tile: np.ndarray,
+    subspace: Subspace,
+    config: LowRankConfig | None = None,
+    eigen_denoiser: EigenImageDenoiser | None = None,
+) -> np.ndarray:
+    """Steps 3-6 on one tile: robust projection, eigen-image denoising, back-projection.
+
+    Args:
+        tile: (B, h, w) in data units.
+        subspace: the fitted model.
+        config: pipeline settings; the defaults when None.
+        eigen_denoiser: the eigen-image denoiser; None takes the one ``config.spatial`` selects.
+
+    Returns:
+        (B, h, w) float32 in data units.
+    """
+    config = config or LowRankConfig()
+    eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(config)
+    eigen_images, _ = project(tile, subspace, config)
+    return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
+
+
+def sample_pixels(cube: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` distinct random pixels of a cube, among those finite in every band.
+
+    Args:
+        cube: (B, H, W).
+
+    Returns:
+        (n, B) float64 spectra, n = min(size, number of finite pixels), in raster order.
+    """
+    pixels = cube.reshape(cube.shape[0], -1)
+    valid = np.flatnonzero(np.isfinite(pixels).all(axis=0))
+    if valid.size > size:
+        valid = np.sort(np.random.default_rng(seed).choice(valid, size, replace=False))
+    return pixels[:, valid].T.astype(np.float64)
+
+
+def lowrank_denoise(cube: np.ndarray, config: LowRankConfig | None = None) -> tuple[np.ndarray, LowRankInfo]:
+    """Denoise a whole in-memory cube with the classical pipeline.
+
+    Args:
+        cube: (B, H, W) float, finite.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        (denoised (B, H, W) float32, :class:`LowRankInfo`).
+
+    Raises:
+        CubeShapeError: ``cube`` is not 3-D or holds non-finite values.
+    """
+    config = config or LowRankConfig()
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise CubeShapeError(f"lowrank_denoise expects a (bands, rows, cols) cube, got shape {cube.shape}")
+    if not np.isfinite(cube).all():
+        raise CubeShapeError(
+            "lowrank_denoise needs finite values; fill NaN/nodata pixels (e.g. with the band mean) first"
+        )
+    eigen_denoiser = spatial_denoiser(config)
+    subspace = fit_lowrank(sample_pixels(cube, config.sample_size, config.seed), config)
+    denoised = denoise_with_subspace(cube, subspace, config, eigen_denoiser)
+    return denoised, LowRankInfo.from_subspace(subspace, eigen_denoiser.name)
+
+
+class _PixelSample(Protocol):
+    @property
+    def sample_spectra(self) -> np.ndarray: ...
+
+
+def _valid_spectra(stats: _PixelSample) -> np.ndarray:
+    """The pixel sample in the bands the tiles will carry.
+
+    A ``CubeStatistics`` samples every band and names the valid ones (``valid_sample_spectra``); a lighter
+    object (the training front end's) holds only those bands in ``sample_spectra``.
+    """
+    valid = getattr(stats, "valid_sample_spectra", None)
+    return np.asarray(valid if valid is not None else stats.sample_spectra)
+
+
+def _noise_free(spectra: np.ndarray, sigma: np.ndarray) -> bool:
+    """Whether every band's sigma is below :data:`NOISE_FREE_FRACTION` of the root mean square of its values.
+
+    Args:
+        spectra: (n, B) pixel sample; sigma: (B,) its fitted noise.
+    """
+    finite = np.asarray(spectra[np.isfinite(spectra).all(axis=1)], dtype=np.float64)
+    peak = np.abs(finite).max(axis=0)
+    peak = np.where(peak > 0, peak, 1.0)
+    root_mean_square = peak * np.sqrt(np.mean((finite / peak) ** 2, axis=0))  # squares that cannot overflow
+    return bool(np.all(sigma <= NOISE_FREE_FRACTION * root_mean_square))
+
+
+class LowRankDenoiser:
+    """The subspace pipeline behind the ``Denoiser`` protocol of ``hsidenoise.denoiser``.
+
+    ``prepare`` fits noise, subspace and band regression once per cube from the statistics' pixel sample (and
+    hands the subspace to the eigen-image denoiser's ``prepare``, when it has one); ``denoise_tiles`` is then
+    deterministic and independent of the other tiles. Learning eigen-image denoisers (the subspace DECSC) may
+    also adapt to crops of the cube (``wants_samples`` / :meth:`adapt_to`).
+
+    Args:
+        config: pipeline settings; the defaults when None.
+        eigen_denoiser: step 5; None takes the classical one ``config.spatial`` selects (DCT, BM3D, none).
+        name: the method's name in reports (``"lowrank"``; ``"decsc"`` with the subspace DECSC).
+    """
+
+    def __init__(
+        self,
+        config: LowRankConfig | None = None,
+        eigen_denoiser: EigenImageDenoiser | None = None,
+        *,
+        name: str = "lowrank",
+    ) -> None:
+        self.config = config or LowRankConfig()
+        self.spatial = resolve_spatial(self.config.spatial)
+        self.eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(self.config)
+        self.name = name
+        self.subspace: Subspace | None = None
+        self.adapt_progress: Callable[[float, float], None] | None = None
+
+    def prepare(self, stats: _PixelSample) -> None:
+        """Fit the model on the cube's pixel sample.
+
+        Args:
+            stats: a ``CubeStatistics`` (its ``valid_sample_spectra`` are used: the bands the tiles carry), or
+                any object whose ``sample_spectra`` is (n, B_valid).
+
+        Raises:
+            NothingToDenoise: one band (nothing to regress against), no more pixels valid in every band than
+                bands, or no noise found (every band's sigma below :data:`NOISE_FREE_FRACTION` of its values); the
+                pipeline then writes the cube unchanged.
+        """
+        self.subspace = None
+        spectra = _valid_spectra(stats)
+        if spectra.ndim == 2 and spectra.shape[1] == 1:
+            raise NothingToDenoise("one band: nothing to regress against")
+        pixels = np.count_nonzero(np.isfinite(spectra).all(axis=1)) if spectra.ndim == 2 else 0
+        if spectra.ndim == 2 and pixels < 2:
+            raise NothingToDenoise("fewer than 2 pixels are valid in every band: nothing to fit the spectral model on")
+        if spectra.ndim == 2 and pixels <= spectra.shape[1]:
+            raise NothingToDenoise(
+                f"{pixels} pixels for {spectra.shape[1]} bands: the band regression needs more pixels than bands "
+                "to tell noise from signal"
+            )
+        subspace = fit_lowrank(spectra, self.config)
+        if _noise_free(spectra, subspace.sigma):
+            raise NothingToDenoise("no noise found (the bands predict each other exactly)")
+        self.subspace = subspace
+        logger.info("lowrank: rank %d of %d bands, spatial %s", subspace.rank, subspace.band_count, self.spatial)
+        prepare_eigen_denoiser = getattr(self.eigen_denoiser, "prepare", None)
+        if prepare_eigen_denoiser is not None:
+            prepare_eigen_denoiser(subspace)
+
+    def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+        """Denoise one tile: (B_valid, h, w) float32 in data units -> same shape, float32."""
+        return self.denoise_tiles([tile])[0].denoised
+
+    def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
+        """Denoise tiles one by one; each result's ``info`` holds the eigen-image denoiser's ``last_facts``.
+
+        Args:
+            tiles: each (B_valid, h, w) float32 in data units.
+
+        Raises:
+            ConfigError: ``prepare`` has not been called.
+            CubeShapeError: a tile does not match the prepared band count or is not finite.
+        """
+        subspace = self.subspace
+        if subspace is None:
+            raise ConfigError(f"{self.name}: call prepare(stats) once per cube before denoising tiles")
+        results = []
+        for tile in tiles:
+            denoised = denoise_with_subspace(tile, subspace, self.config, self.eigen_denoiser)
+            facts = getattr(self.eigen_denoiser, "last_facts", None)
+            results.append(TileResult(denoised, dict(facts) if facts else {}))
+        return results
+
+    @property
+    def wants_samples(self) -> bool:
+        """Whether :meth:`adapt_to` should be given crops of the cube after ``prepare`` (``--adapt``)."""
+        return bool(getattr(self.eigen_denoiser, "wants_samples", False))
+
+    def adapt_to(self, crops: Sequence[np.ndarray]) -> Any:
+        """Let the eigen-image denoiser learn from crops of this cube, after ``prepare``.
+
+        Args:
+            crops: (B_valid, h, w) float32 crops of the cube in data units; projected on the subspace here.
+
+        Returns:
+            What the eigen-image denoiser's ``adapt_to`` returns (an ``AdaptResult`` for the subspace DECSC).
+
+        Raises:
+            ConfigError: ``prepare`` has not been called, or the eigen-image denoiser cannot adapt.
+        """
+        if self.subspace is None:
+            raise ConfigError(f"{self.name}: call prepare(stats) before adapt_to(crops)")
+        adapt_eigen_denoiser = getattr(self.eigen_denoiser, "adapt_to", None)
+        if adapt_eigen_denoiser is None:
+            raise ConfigError(f"{self.name}: the {self.eigen_denoiser.name} eigen-image denoiser has nothing to adapt")
+        eigen_images = [project(crop, self.subspace, self.config)[0] for crop in crops]
+        return adapt_eigen_denoiser(eigen_images, progress=self.adapt_progress)
+
+    def info(self) -> dict[str, Any]:
+        """Sigma, rank, eigenvalues and spatial denoiser for the run report (only the denoiser before prepare).
+
+        With an eigen-image denoiser that reports facts of its own (``info()``), those come first and the
+        pipeline's facts go under ``front_end``.
+        """
+        if self.subspace is None:
+            facts: dict[str, Any] = {"spatial": self.spatial}
+        else:
+            facts = LowRankInfo.from_subspace(self.subspace, self.spatial).as_dict()
+        eigen_denoiser_info = getattr(self.eigen_denoiser, "info", None)
+        if eigen_denoiser_info is None:
+            return facts
+        return {**eigen_denoiser_info(), "front_end": facts}

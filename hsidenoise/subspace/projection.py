@@ -1,0 +1,74 @@
+"""Steps 3 and 6 of the pipeline: a tile on the signal subspace (eigen-images) and back to bands.
+
+:func:`project` cleans a tile (:func:`hsidenoise.subspace.outliers.remove_outliers`), whitens it by the
+per-band sigma and projects it on the subspace: k eigen-images with unit noise. :func:`back_project` maps
+(denoised) eigen-images back: X = mean + sigma * (basis @ eigen-images), or the refitted intercept + loadings.
+
+Shapes: tiles are (B, h, w); eigen-images are (k, h, w) in whitened units.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hsidenoise.errors import CubeShapeError
+from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.outliers import remove_outliers
+from hsidenoise.subspace.signal_subspace import Subspace
+
+
+def _check_tile(tile: np.ndarray, subspace: Subspace) -> np.ndarray:
+    tile = np.asarray(tile)
+    if tile.ndim != 3 or tile.shape[0] != subspace.band_count:
+        raise CubeShapeError(
+            f"expected a ({subspace.band_count}, rows, cols) tile like the cube the model was fitted on, got shape "
+            f"{tile.shape}; fit (prepare) the model on the same valid bands the tiles carry"
+        )
+    if not np.isfinite(tile).all():
+        raise CubeShapeError(
+            "the tile holds NaN or infinite values; fill invalid pixels (e.g. with the band mean) first"
+        )
+    return tile
+
+
+def project(tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Clean a tile (:func:`remove_outliers`), whiten it and project it on the signal subspace.
+
+    Args:
+        tile: (B, h, w) in data units, finite.
+        subspace: the fitted model.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        (eigen_images (k, h, w) float64 in whitened units, each with unit noise;
+        projection (B, h, w) float64 in data units, :func:`back_project` of the eigen-images).
+
+    Raises:
+        CubeShapeError: the tile is not (B, h, w) with the subspace's B, or holds non-finite values.
+    """
+    tile = _check_tile(tile, subspace)
+    cleaned, _ = remove_outliers(tile, subspace, config)
+    bands, height, width = tile.shape
+    whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
+    eigen_images = (subspace.basis.T @ whitened).reshape(subspace.rank, height, width)
+    return eigen_images, back_project(eigen_images, subspace)
+
+
+def back_project(eigen_images: np.ndarray, subspace: Subspace) -> np.ndarray:
+    """Map eigen-images back to bands: mean + sigma * (basis @ eigen_images), or intercept + loadings @ them.
+
+    Args:
+        eigen_images: (k, h, w) in whitened units.
+        subspace: the fitted model.
+
+    Returns:
+        (B, h, w) float64 in data units.
+    """
+    rank, height, width = eigen_images.shape
+    flat = eigen_images.reshape(rank, -1)
+    if subspace.loadings is not None and subspace.intercept is not None:
+        data = subspace.intercept[:, None] + subspace.loadings @ flat
+    else:
+        data = subspace.mean[:, None] + subspace.sigma[:, None] * (subspace.basis @ flat)
+    return data.reshape(subspace.band_count, height, width)
+

@@ -1,0 +1,183 @@
+"""Step 2 of the pipeline: the whitened signal subspace and the synthesis rows.
+
+:func:`fit_subspace` whitens pixel samples by the per-band noise sigma, eigen-decomposes their covariance and
+keeps the components above the Marchenko-Pastur edge (1 + sqrt(B / n))^2 of unit noise (times a margin).
+:func:`fit_loadings` then refits, by least absolute deviations, the synthesis row of each band whose
+least-squares row is dragged by dense salt-and-pepper noise. :func:`fit_lowrank` is steps 1-2 in one call.
+
+Shapes: spectra are (n, B) pixel samples; per-band vectors are (B,); the basis is (B, k).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hsidenoise.errors import CubeShapeError
+from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.noise_estimate import (
+    BandRegression,
+    as_spectra,
+    band_noise,
+    clean_entries,
+    fit_band_regression,
+    subsample,
+)
+
+logger = logging.getLogger(__name__)
+
+LOADING_SAMPLE = 4096
+"""Pixels used by the least-absolute-deviation refit of the synthesis rows."""
+ROBUST_LOADING_GAIN = 0.9
+"""A band keeps its L1 row only when that row's median |residual| is below this fraction of the plain row's."""
+
+
+@dataclass(frozen=True, eq=False)
+class Subspace:
+    """The spectral model of one cube: noise, mean, whitened signal subspace and synthesis rows.
+
+    Attributes:
+        sigma: (B,) noise standard deviation per band (data units) that whitens the bands; from
+            :func:`fit_lowrank` it is the effective noise (Gaussian noise plus corruption not yet removed).
+        mean: (B,) mean spectrum (data units).
+        basis: (B, k) orthonormal columns in whitened units ((x - mean) / sigma); k is the rank.
+        eigenvalues: (B,) whitened covariance eigenvalues, descending (unit noise lies below the edge).
+        edge: the eigenvalue threshold that set the rank.
+        regression: the band predictor that cleans tiles (:func:`remove_outliers`); None skips cleaning.
+        intercept: (B,) and loadings: (B, k): the synthesis X = intercept + loadings @ eigen_images in data
+            units; None means the plain back-projection X = mean + sigma * basis @ eigen_images.
+    """
+
+    sigma: np.ndarray
+    mean: np.ndarray
+    basis: np.ndarray
+    eigenvalues: np.ndarray
+    edge: float
+    regression: BandRegression | None = None
+    intercept: np.ndarray | None = None
+    loadings: np.ndarray | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+    @property
+    def band_count(self) -> int:
+        return self.basis.shape[0]
+
+
+def fit_subspace(spectra: np.ndarray, sigma: np.ndarray, config: LowRankConfig | None = None) -> Subspace:
+    """Whiten pixel samples by sigma and keep the components above the unit-noise Marchenko-Pastur edge.
+
+    Args:
+        spectra: (n, B) pixel samples in data units.
+        sigma: (B,) per-band noise standard deviation in data units, e.g. from :func:`estimate_band_noise`.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        A :class:`Subspace` (no regression, plain synthesis) whose rank k is the number of eigenvalues above
+        ``edge_margin * (1 + sqrt(B / n))^2``, clipped to [1, min(B, max_rank, n - 1)] (n pixels span at most
+        n - 1 directions around their mean).
+
+    Raises:
+        CubeShapeError: sigma does not hold B finite positive values.
+    """
+    config = config or LowRankConfig()
+    spectra = as_spectra(spectra)
+    n, bands = spectra.shape
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if sigma.shape != (bands,) or not (np.isfinite(sigma).all() and (sigma > 0).all()):
+        raise CubeShapeError(f"sigma must hold {bands} finite positive values (one per band), got shape {sigma.shape}")
+    mean = spectra.mean(axis=0)
+    whitened = (spectra - mean) / sigma
+    eigenvalues, eigenvectors = np.linalg.eigh(whitened.T @ whitened / n)
+    eigenvalues, eigenvectors = eigenvalues[::-1].copy(), eigenvectors[:, ::-1]
+    edge = config.edge_margin * (1.0 + math.sqrt(bands / n)) ** 2
+    rank = int(np.clip(np.count_nonzero(eigenvalues > edge), 1, max(1, min(bands, config.max_rank, n - 1))))
+    basis = np.ascontiguousarray(eigenvectors[:, :rank])
+    # a deterministic sign: each component's largest loading is positive
+    signs = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(rank)])
+    basis *= np.where(signs == 0, 1.0, signs)
+    return Subspace(sigma=sigma, mean=mean, basis=basis, eigenvalues=eigenvalues, edge=edge)
+
+
+def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None) -> Subspace:
+    """Refit the synthesis row of each band that dense impulses drag, by least absolute deviations.
+
+    The plain back-projection mean + sigma * basis is each band's least-squares regression on the
+    eigen-coefficients. Salt-and-pepper noise drags a band's least-squares mean and shrinks its loadings by
+    the hit fraction. The conditional median does not move: with salt above and pepper below every clean
+    value, the median of the band given the eigen-coefficients is the clean value even when most pixels
+    are hit. Each band's row is refitted by iteratively reweighted least squares for the L1 loss and kept
+    where it fits the bulk of the band clearly better (median |residual| below :data:`ROBUST_LOADING_GAIN`
+    times the plain row's); clean bands keep the exact plain row.
+
+    Args:
+        spectra: (n, B) raw pixel samples in data units.
+        subspace: the fitted subspace; its regression, when present, cleans the regressors.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        A copy of ``subspace`` with ``intercept`` (B,) and ``loadings`` (B, k) set.
+    """
+    config = config or LowRankConfig()
+    observed = subsample(as_spectra(spectra), LOADING_SAMPLE, config.seed + 1)
+    regressors = observed
+    if subspace.regression is not None:
+        regressors = clean_entries(observed.T, np.zeros(observed.T.shape, bool), subspace.regression, config)[0].T
+    coefficients = ((regressors - subspace.mean) / subspace.sigma) @ subspace.basis  # (n, k)
+    design = np.hstack([np.ones((coefficients.shape[0], 1)), coefficients])  # (n, k + 1)
+    size = design.shape[1]
+    outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], -1)  # (n, (k + 1)^2)
+    plain = np.vstack([subspace.mean, (subspace.sigma[:, None] * subspace.basis).T])  # (k + 1, B)
+    robust = plain.copy()
+    floor = 1e-3 * subspace.sigma
+    jitter = 1e-9 * np.eye(size)
+    for _ in range(config.loading_iterations):
+        weights = 1.0 / np.maximum(np.abs(observed - design @ robust), floor)  # (n, B)
+        gram = (weights.T @ outer).reshape(-1, size, size) + jitter
+        rhs = (design.T @ (weights * observed)).T  # (B, k + 1)
+        robust = _solve_rows(gram, rhs)
+    robust = np.where(np.isfinite(robust).all(axis=0)[None, :], robust, plain)
+    robust_spread = np.median(np.abs(observed - design @ robust), axis=0)
+    plain_spread = np.median(np.abs(observed - design @ plain), axis=0)
+    use_robust = robust_spread < ROBUST_LOADING_GAIN * plain_spread
+    rows = np.where(use_robust[None, :], robust, plain)
+    logger.debug("L1 synthesis rows for %d of %d bands", int(use_robust.sum()), use_robust.size)
+    return dataclasses.replace(subspace, intercept=rows[0].copy(), loadings=np.ascontiguousarray(rows[1:].T))
+
+
+def _solve_rows(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Each band's weighted normal equations: (B, s, s) matrices, (B, s) right-hand sides -> (s, B) rows.
+
+    A matrix that is singular to working precision (pixels with too few distinct eigen-coefficients, e.g. a
+    two-valued cube, or fewer pixels than components) gets its minimum-norm least-squares solution.
+    """
+    try:
+        return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0].T
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(matrix, vector, rcond=None)[0] for matrix, vector in zip(gram, rhs)]).T
+
+
+def fit_lowrank(spectra: np.ndarray, config: LowRankConfig | None = None) -> Subspace:
+    """Steps 1-2 in one call: robust band regression, noise sigma, whitened subspace, synthesis rows.
+
+    Args:
+        spectra: (n, B) pixel samples in data units, e.g. ``CubeStatistics.sample_spectra``.
+        config: pipeline settings; the defaults when None.
+
+    Returns:
+        The :class:`Subspace`, carrying its band regression (for per-tile cleaning).
+    """
+    config = config or LowRankConfig()
+    regression = fit_band_regression(spectra, config, effective=True)
+    subspace = dataclasses.replace(fit_subspace(spectra, band_noise(regression), config), regression=regression)
+    if config.loading_iterations > 0:
+        subspace = fit_loadings(spectra, subspace, config)
+    logger.debug("lowrank model: %d bands, rank %d, edge %.3f", subspace.band_count, subspace.rank, subspace.edge)
+    return subspace
+

@@ -1,0 +1,485 @@
+"""The training loop: :func:`fit` and :func:`finetune`, behind ``hsidenoise train`` and ``hsidenoise finetune``.
+
+One loop serves both (:func:`fit` from a fresh model, :func:`finetune` from saved weights at a lower learning
+rate). Per step: a batch from :class:`hsidenoise.data.PatchSampler` (noise, low-rank front end, random windows,
+each normalised as at inference), the model's output compared with the clean window by MSE (or log-MSE), Adam,
+and the learning rate halved every ``lr_step_epochs`` epochs (the paper's schedule). bf16 autocast on CUDA only.
+
+Each step runs through :mod:`~hsidenoise.training.processes` (data-parallel under ``torchrun``); after every
+epoch the model is scored (:mod:`~hsidenoise.training.validation`), checkpoints are written on a timer
+(:mod:`~hsidenoise.training.checkpoints`), and the final weights with their card at the end
+(:mod:`~hsidenoise.training.card`).
+
+The library never prints: progress goes to the ``progress`` callback as :class:`TrainProgress` events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from hsidenoise.data import LowRankFrontEnd, PatchSampler, SamplerConfig, load_training_set, make_rng
+from hsidenoise.device import autocast
+from hsidenoise.errors import ConfigError
+from hsidenoise.training.card import model_card, write_weights
+from hsidenoise.training.checkpoints import CHECKPOINT_NAME, Checkpoint, Position, run_identity
+from hsidenoise.training.processes import Processes
+from hsidenoise.training.validation import (
+    VALIDATION_SEED,
+    ValidationScore,
+    band_window_of,
+    mean_score,
+    prepare_validation,
+    validate,
+    validate_subspace_model,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from hsidenoise.data import FrontEnd
+    from hsidenoise.model import DECSC, DECSCConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LR = 1e-4
+"""Adam's learning rate for :func:`fit` (the paper's)."""
+FINETUNE_LR = 2e-5
+"""Adam's learning rate for :func:`finetune`: small steps away from weights that already work."""
+LR_DECAY = 0.5
+"""Factor applied to the learning rate every ``lr_step_epochs`` epochs (the paper halves it)."""
+LOSSES: tuple[str, ...] = ("mse", "logmse")
+"""``mse``: mean squared error over the batch. ``logmse``: mean over examples of log(MSE_n), i.e. -PSNR up to
+constants, so that easy (low-noise) and hard (mixture) examples weigh the same."""
+
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs.
+
+    Attributes:
+        model: a preset name of :data:`hsidenoise.model.PRESETS` or a :class:`DECSCConfig` (ignored by
+            :func:`finetune`, which takes the architecture from the weights).
+        data: cube files or directories of cubes (any format, any band count, searched recursively).
+        validation: cube files to score on after each epoch; never trained on, even when under ``data``.
+        out_dir: where ``checkpoint.pt``, the weights and the card go.
+        sampler: crops, noise mix and examples per front-end run.
+        batch_size: examples per optimizer step (per process under torchrun).
+        lr: Adam's initial learning rate; None is :data:`DEFAULT_LR` for fit, :data:`FINETUNE_LR` for finetune.
+        lr_step_epochs: the learning rate is multiplied by :data:`LR_DECAY` every this many epochs.
+        epochs: epochs to run; None runs until ``time_budget_s``.
+        time_budget_s: stop (checkpoint and weights written) once this much training time has passed,
+            counted across resumes; None for no limit.
+        steps_per_epoch: optimizer steps per epoch (validation runs between epochs).
+        seed: seeds the model initialisation, the sampler and torch's random state.
+        checkpoint_every_s: seconds between checkpoints (one is always written at the end).
+        loss: one of :data:`LOSSES`.
+        validation_crop: side of the central crop of each validation cube that is scored (keeps it cheap).
+    """
+
+    model: str | DECSCConfig = "lite"
+    data: tuple[Path, ...] = ()
+    validation: tuple[Path, ...] = ()
+    out_dir: Path = Path("runs/decsc")
+    sampler: SamplerConfig = SamplerConfig()
+    batch_size: int = 8
+    lr: float | None = None
+    lr_step_epochs: int = 10
+    epochs: int | None = 30
+    time_budget_s: float | None = None
+    steps_per_epoch: int = 250
+    seed: int = 0
+    checkpoint_every_s: float = 300.0
+    loss: Literal["mse", "logmse"] = "mse"
+    validation_crop: int = 96
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ConfigError("TrainConfig.data is empty; pass at least one cube file or directory (--data DIR)")
+        for name in ("batch_size", "lr_step_epochs", "steps_per_epoch", "validation_crop"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be at least 1; got {getattr(self, name)}")
+        if self.epochs is None and self.time_budget_s is None:
+            raise ConfigError("give epochs or a time budget (--epochs N or --time-budget SECONDS); got neither")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"TrainConfig.epochs must be at least 1 (or None with a time budget); got {self.epochs}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ConfigError(f"time_budget_s must be positive; got {self.time_budget_s}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number; got {self.lr}")
+        if not self.checkpoint_every_s >= 0:
+            raise ConfigError(f"checkpoint_every_s must be >= 0; got {self.checkpoint_every_s}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
+
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One progress event for the caller (the CLI draws a bar from these).
+
+    Attributes:
+        event: ``"round"`` (noise + front end for a new round of examples is being made), ``"step"`` (an
+            optimizer step finished), ``"epoch"`` (an epoch and its validation finished), ``"done"``.
+        step: optimizer steps done, counted across resumes.
+        total_steps: steps the run will make, or None when only a time budget bounds it.
+        epoch: the epoch in progress, 1-based; for ``"epoch"`` and ``"done"`` the epochs finished.
+        epochs: epochs the run will make, or None.
+        loss: the last step's loss (None before the first).
+        steps_per_s: optimizer steps per second since this process started.
+        lr: the current learning rate.
+        elapsed_s: training time so far, across resumes.
+        validation: the latest validation score, or None.
+    """
+
+    event: Literal["round", "step", "epoch", "done"]
+    step: int
+    total_steps: int | None
+    epoch: int
+    epochs: int | None
+    loss: float | None
+    steps_per_s: float | None
+    lr: float
+    elapsed_s: float
+    validation: ValidationScore | None
+
+
+ProgressCallback = Callable[[TrainProgress], None]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What a finished (or time-budgeted) run produced.
+
+    Attributes:
+        model: the trained model (unwrapped from DistributedDataParallel), in eval mode.
+        weights: path of the written ``.safetensors`` file (None on ranks other than 0).
+        checkpoint: path of ``checkpoint.pt``.
+        steps: optimizer steps done in total.
+        epochs: whole epochs done in total.
+        wall_time_s: training time across resumes.
+        validation: the last validation score (None without validation cubes).
+        history: one validation score per finished epoch.
+        card: the model card written next to the weights.
+    """
+
+    model: DECSC
+    weights: Path | None
+    checkpoint: Path
+    steps: int
+    epochs: int
+    wall_time_s: float
+    validation: ValidationScore | None
+    history: tuple[ValidationScore, ...]
+    card: dict[str, Any]
+
+
+def fit(cfg: TrainConfig, *, progress: ProgressCallback | None = None, resume: bool = False) -> TrainResult:
+    """Train a DECSC model from scratch on ``cfg.data``.
+
+    Args:
+        cfg: the run's settings.
+        progress: called with a :class:`TrainProgress` at every step, round and epoch (rank 0 only).
+        resume: continue from ``cfg.out_dir/checkpoint.pt`` exactly where it stopped.
+
+    Returns:
+        The trained model and where its weights, card and checkpoint were written.
+
+    Raises:
+        ConfigError: bad settings or no usable training cube.
+        CheckpointError: ``resume`` without a checkpoint, or one written by a different run setup.
+    """
+    import torch
+
+    from hsidenoise.model import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
+    return _run(cfg, model, lr=lr, from_weights=None, progress=progress, resume=resume)
+
+
+def finetune(
+    cfg: TrainConfig,
+    from_weights: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Continue training saved weights on new data (e.g. a user's own sensor) at a lower learning rate.
+
+    The architecture comes from the weights' config; ``cfg.model`` is not used. Everything else is as in
+    :func:`fit`, and the card records the weights it started from.
+
+    Raises:
+        CheckpointError: the weights are missing or do not match their config.
+    """
+    from hsidenoise.model import load_weights
+
+    model, _, _ = load_weights(Path(from_weights))
+    return _run(
+        cfg,
+        model,
+        lr=cfg.lr if cfg.lr is not None else FINETUNE_LR,
+        from_weights=Path(from_weights),
+        progress=progress,
+        resume=resume,
+    )
+
+
+
+@dataclass
+class _Clock:
+    """Training time across resumes, and this process's speed."""
+
+    before_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    steps: int = 0
+
+    def elapsed_s(self) -> float:
+        return self.before_s + time.monotonic() - self.started
+
+    def steps_per_s(self) -> float | None:
+        seconds = time.monotonic() - self.started
+        return self.steps / seconds if self.steps and seconds > 0 else None
+
+
+def _run(
+    cfg: TrainConfig,
+    model: DECSC,
+    *,
+    lr: float,
+    from_weights: Path | None,
+    progress: ProgressCallback | None,
+    resume: bool,
+) -> TrainResult:
+    processes = Processes.start()
+    try:
+        return _loop(cfg, model, processes, lr=lr, from_weights=from_weights, progress=progress, resume=resume)
+    finally:
+        processes.close()
+
+
+def _loop(
+    cfg: TrainConfig,
+    model: DECSC,
+    processes: Processes,
+    *,
+    lr: float,
+    from_weights: Path | None,
+    progress: ProgressCallback | None,
+    resume: bool,
+) -> TrainResult:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = processes.device()
+    subspace = _is_subspace(model)
+    from hsidenoise.subspace_data import SubspaceSamplerConfig
+
+    if isinstance(cfg.sampler, SubspaceSamplerConfig) and not subspace:
+        raise ConfigError(
+            "subspace training settings (self-supervised or eigen-domain pairs) need a subspace DECSC model; "
+            "use --preset subspace or subspace weights"
+        )
+    band_window = 2 if subspace else band_window_of(model)  # the subspace model takes any band count >= 2
+    out_dir = Path(cfg.out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if not resume and checkpoint_path.exists():
+        raise ConfigError(
+            f"{out_dir} already holds a training run ({CHECKPOINT_NAME}); pass --resume to continue it, or choose "
+            "another --out (delete the folder to start over)"
+        )
+    training = load_training_set(
+        cfg.data, band_window=band_window, patch_size=cfg.sampler.patch_size, exclude=cfg.validation
+    )
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if subspace:
+        from hsidenoise.training.subspace import prepare_subspace_validation, subspace_sampler_config
+
+        subspace_sampler = subspace_sampler_config(cfg.sampler)
+        front_end: FrontEnd | None = None
+        cases: list[Any] = (
+            prepare_subspace_validation(
+                cfg.validation, subspace_sampler, crop=cfg.validation_crop, seed=VALIDATION_SEED
+            )
+            if processes.is_main and cfg.validation
+            else []
+        )
+    else:
+        front_end = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
+        cases = (
+            prepare_validation(
+                cfg.validation, cfg.sampler, band_window=band_window, crop=cfg.validation_crop, front_end=front_end
+            )
+            if processes.is_main and cfg.validation
+            else []
+        )
+
+    card_front_end = subspace_sampler.front_end if subspace else (cfg.sampler.front_end if front_end else None)
+    model.to(device).train()
+    network: torch.nn.Module = model
+    if processes.world_size > 1:
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.Adam(_parameter_groups(model, lr), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=LR_DECAY)
+    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, processes.rank, 1]).generate_state(1)[0]))
+
+    position = Position()
+    clock = _Clock()
+    last_loss: float | None = None
+
+    def report(event: str) -> None:
+        if progress is None or not processes.is_main:
+            return
+        progress(
+            TrainProgress(
+                event=event,  # type: ignore[arg-type]
+                step=position.step,
+                total_steps=cfg.epochs * cfg.steps_per_epoch if cfg.epochs is not None else None,
+                epoch=position.epoch if event in ("epoch", "done") else position.epoch + 1,
+                epochs=cfg.epochs,
+                loss=last_loss,
+                steps_per_s=clock.steps_per_s(),
+                lr=float(optimizer.param_groups[0]["lr"]),
+                elapsed_s=clock.elapsed_s(),
+                validation=position.history[-1] if position.history else None,
+            )
+        )
+
+    sampler: Any
+    if subspace:
+        from hsidenoise.subspace_data import SubspaceSampler
+
+        sampler = SubspaceSampler(
+            training.cubes, subspace_sampler, rng=make_rng(cfg.seed, processes.rank), on_round=lambda _: report("round")
+        )
+    else:
+        sampler = PatchSampler(
+            training.cubes,
+            cfg.sampler,
+            band_window=band_window,
+            rng=make_rng(cfg.seed, processes.rank),
+            front_end=front_end,
+            on_round=lambda _: report("round"),
+        )
+    checkpoint = Checkpoint(
+        checkpoint_path, run_identity(cfg, model.config, training, processes), processes, model, optimizer,
+        scheduler, sampler,
+    )  # fmt: skip
+    if resume:
+        clock.before_s = checkpoint.restore(position, device)
+
+    def out_of_time() -> bool:
+        return cfg.time_budget_s is not None and clock.elapsed_s() >= cfg.time_budget_s
+
+    last_save = time.monotonic()
+    stop = processes.broadcast_flags([out_of_time()], device)[0]
+    while not stop and (cfg.epochs is None or position.epoch < cfg.epochs):
+        while position.step_in_epoch < cfg.steps_per_epoch:
+            batch = sampler.next_batch(cfg.batch_size).to(device)
+            with autocast(device):
+                if subspace:
+                    from hsidenoise.training.subspace import subspace_loss
+
+                    probe_rng = np.random.default_rng([cfg.seed, processes.rank, position.step])  # resumable
+                    loss = subspace_loss(network, batch, sampler=subspace_sampler, rng=probe_rng)
+                else:
+                    output, _ = network(batch.noisy, init=batch.init, sigma=batch.sigma)
+                    loss = _loss(cfg.loss, output.float(), batch.clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            position.step_in_epoch += 1
+            position.step += 1
+            clock.steps += 1
+            last_loss = float(loss.detach())
+            save_now, stop = processes.broadcast_flags(
+                [time.monotonic() - last_save >= cfg.checkpoint_every_s, out_of_time()], device
+            )
+            if save_now and not stop:
+                checkpoint.save(position, clock.elapsed_s(), from_weights)
+                last_save = time.monotonic()
+            report("step")
+            if stop:
+                break
+        if position.step_in_epoch >= cfg.steps_per_epoch:
+            position.epoch += 1
+            position.step_in_epoch = 0
+            with warnings.catch_warnings():  # after a resume at an epoch's end no optimizer step came first
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                scheduler.step()
+            if cases:
+                if subspace:
+                    score = mean_score(validate_subspace_model(model, cases, subspace_sampler, device=device))
+                else:
+                    score = validate(model, cases, device=device)
+                best = max((s.mpsnr for s in position.history), default=-np.inf)
+                position.history.append(score)
+                if processes.is_main and score.mpsnr > best:  # keep the best epoch's weights too
+                    card = model_card(
+                        cfg, training, position, clock.elapsed_s(), from_weights, lr, processes,
+                        card_front_end,
+                    )  # fmt: skip
+                    write_weights(model, out_dir, from_weights, {**card, "best_of_run": True}, suffix="-best")
+                    model.train()
+            report("epoch")
+
+    wall_time_s = clock.elapsed_s()
+    checkpoint.save(position, wall_time_s, from_weights)
+    model.eval()
+    card = model_card(cfg, training, position, wall_time_s, from_weights, lr, processes, card_front_end)
+    weights = write_weights(model, out_dir, from_weights, card) if processes.is_main else None
+    report("done")
+    return TrainResult(
+        model=model,
+        weights=weights,
+        checkpoint=checkpoint_path,
+        steps=position.step,
+        epochs=position.epoch,
+        wall_time_s=wall_time_s,
+        validation=position.history[-1] if position.history else None,
+        history=tuple(position.history),
+        card=card,
+    )
+
+
+
+def _loss(name: str, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """``mse``: mean squared error; ``logmse``: mean over examples of log(MSE_n + 1e-10)."""
+    import torch
+
+    if name == "mse":
+        return torch.nn.functional.mse_loss(output, clean)
+    per_example = (output - clean).square().flatten(1).mean(dim=1)
+    return torch.log(per_example + 1e-10).mean()
+
+
+def _is_subspace(model: Any) -> bool:
+    from hsidenoise.model.subspace import KIND
+
+    return getattr(model.config, "kind", None) == KIND
+
+
+THRESHOLD_LR_FACTOR = 10.0
+"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest."""
+
+
+def _parameter_groups(model: Any, lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups: the subspace model's thresholds get their own, larger learning rate."""
+    if not _is_subspace(model):
+        return [{"params": list(model.parameters())}]
+    thresholds = [p for name, p in model.named_parameters() if name.endswith(("rho", "snr_gain"))]
+    rest = [p for name, p in model.named_parameters() if not name.endswith(("rho", "snr_gain"))]
+    return [{"params": rest}, {"params": thresholds, "lr": lr * THRESHOLD_LR_FACTOR}]
+
