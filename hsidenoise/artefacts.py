@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,7 +36,9 @@ STRIPE_MEASURE = (
     "steps, the part that the four spectrally nearest bands do not share (least-squares residual against "
     "their median: a shared pattern is the scene); its RMS / sqrt(2), less in quadrature what the band's random "
     "noise alone gives (1.2533 sigma / sqrt(line length)), divided by the band's contrast (1.4826 MAD of its "
-    "values); noise: sigma (Immerkaer residual + MAD) divided by the same contrast"
+    "values) with sigma from the Immerkaer residual + MAD; noise: sigma divided by the same contrast, sigma from "
+    "the HySime spectral regression of each band on the others (blind to spatial texture; the Immerkaer "
+    "residual + MAD where that cannot be fitted)"
 )
 """How :func:`measure_band_artefacts` measures, in words (written into ``report.json``)."""
 
@@ -71,6 +73,13 @@ class BandArtefacts:
             "sigma": float(self.sigma[band]),
             "contrast": float(self.contrast[band]),
         }
+
+    def with_noise(self, sigma: np.ndarray) -> BandArtefacts:
+        """The same measures with the noise of another (B,) estimate, relative to the same contrast."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            noise = sigma / np.where(self.contrast > 0, self.contrast, np.nan)
+        return replace(self, noise=noise, sigma=sigma)
 
 
 def _line_steps(band: np.ndarray) -> tuple[np.ndarray, float]:
@@ -127,6 +136,39 @@ def _band_specific_offsets(
         floor = MEDIAN_NOISE_FACTOR * sigma[band] / math.sqrt(lengths[band]) if math.isfinite(sigma[band]) else 0.0
         offsets[band] = math.sqrt(max(rms**2 - floor**2, 0.0))
     return offsets
+
+
+def spectral_band_noise(cube: np.ndarray, exclude: Sequence[int] = ()) -> np.ndarray | None:
+    """Each band's noise std from the HySime regression of the band on the others, over the cube's pixels.
+
+    Unlike a spatial estimate it does not take fine texture for noise (on Santa Barbara the spatial estimate
+    ranks textured near-infrared bands above the known low-SNR bands 2, 152 and 220; this one does not).
+
+    Args:
+        cube: (B, H, W); pixels with a non-finite value in a used band are left out.
+        exclude: bands left out of the regression (dead or NaN bands); their sigma is NaN.
+
+    Returns:
+        (B,) sigma in the cube's units, or None when there are too few bands or pixels to fit the regression.
+    """
+    from hsidenoise.errors import HsiDenoiseError
+    from hsidenoise.subspace import estimate_band_noise
+
+    data = np.asarray(cube, dtype=np.float64)
+    used = np.setdiff1d(np.arange(data.shape[0]), np.asarray(list(exclude), dtype=int))
+    if used.size < 2:
+        return None
+    spectra = data[used].reshape(used.size, -1).T
+    spectra = spectra[np.isfinite(spectra).all(axis=1)]
+    if spectra.shape[0] <= 2 * used.size:
+        return None
+    try:
+        sigma = estimate_band_noise(spectra)
+    except HsiDenoiseError:
+        return None
+    full = np.full(data.shape[0], np.nan)
+    full[used] = sigma
+    return full
 
 
 def measure_band_artefacts(cube: np.ndarray, sigma: np.ndarray | None = None) -> BandArtefacts:

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from hsidenoise.artefacts import STRIPE_MEASURE, ProfileBand, choose_profile_bands, measure_band_artefacts
+from hsidenoise.artefacts import (
+    STRIPE_MEASURE,
+    ProfileBand,
+    choose_profile_bands,
+    measure_band_artefacts,
+    spectral_band_noise,
+)
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
 from hsidenoise.metrics import MetricsReport, estimate_noise_mad
 from hsidenoise.plot_labels import PlotLabels, wavelength_unit_symbol
@@ -562,6 +568,9 @@ def write_run_report(
     if wavelengths is not None:
         _band_axis(noisy.shape[0], wavelengths)  # one wavelength per band, before anything is written
     before = measure_band_artefacts(noisy, sigma_before)
+    spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
+    if spectral is not None:  # rank the noisiest bands by the texture-blind estimate (stripes keep the spatial one)
+        before = before.with_noise(spectral)
     after = measure_band_artefacts(denoised, sigma_after)
     if asked is not None:
         choice = [ProfileBand(band, "asked for") for band in asked]

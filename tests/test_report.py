@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 
 import hsidenoise.report as report_module
-from hsidenoise.artefacts import choose_profile_bands, measure_band_artefacts
+from hsidenoise.artefacts import choose_profile_bands, measure_band_artefacts, spectral_band_noise
 from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
 from hsidenoise.metrics import evaluate
@@ -307,3 +307,30 @@ def test_unwritable_directory_gives_a_write_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(CubeWriteError, match="cannot write"):
         write_json({"a": 1}, blocker / "out" / "x.json")
+
+
+def _textured_scene_with_one_noisy_band(seed: int = 0) -> np.ndarray:
+    """(12, 40, 44): every band is a mix of three spatial patterns, one of them fine-grained texture that
+    band 3 carries three to six times more of (scene, shared with the other bands); band 7 alone has extra
+    noise."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 1, 40)[:, None]
+    cols = np.linspace(0, 1, 44)[None, :]
+    patterns = np.stack([np.sin(3 * rows) * np.cos(2 * cols), (cols > 0.5) + 0.0 * rows, rng.standard_normal((40, 44))])
+    weights = rng.uniform(0.5, 1.0, (12, 3)) * np.array([1.0, 0.3, 0.05])
+    weights[3, 2] = 0.15
+    cube = np.einsum("bk,khw->bhw", weights, patterns) + 0.002 * rng.standard_normal((12, 40, 44))
+    cube[7] += 0.01 * rng.standard_normal((40, 44))
+    return cube
+
+
+def test_the_noisiest_profile_band_is_the_noisy_one_not_the_textured_one() -> None:
+    cube = _textured_scene_with_one_noisy_band()
+    spatial = measure_band_artefacts(cube)
+    assert int(np.nanargmax(spatial.noise)) == 3  # a spatial estimate takes band 3's texture for noise
+    spectral = spectral_band_noise(cube)
+    assert spectral is not None and int(np.nanargmax(spectral)) == 7
+    chosen = choose_profile_bands(spatial.with_noise(spectral))
+    noisiest = [item.band for item in chosen if item.reason.startswith("noisiest")]
+    assert noisiest == [7]
+    assert spectral_band_noise(cube[:1]) is None  # one band: nothing to regress against
