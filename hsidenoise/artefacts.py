@@ -36,9 +36,10 @@ STRIPE_MEASURE = (
     "steps, the part that the four spectrally nearest bands do not share (least-squares residual against "
     "their median: a shared pattern is the scene); its RMS / sqrt(2), less in quadrature what the band's random "
     "noise alone gives (1.2533 sigma / sqrt(line length)), divided by the band's contrast (1.4826 MAD of its "
-    "values) with sigma from the Immerkaer residual + MAD; noise: sigma divided by the same contrast, sigma from "
-    "the HySime spectral regression of each band on the others (blind to spatial texture; the Immerkaer "
-    "residual + MAD where that cannot be fitted)"
+    "values), sigma from the Immerkaer residual + MAD; noise (before and after): that sigma divided by the same "
+    "contrast; the noisiest bands are ranked by spectral_noise_before: the HySime spectral regression's sigma of "
+    "each band on the others, divided by the contrast (blind to spatial texture; the spatial noise where the "
+    "regression cannot be fitted)"
 )
 """How :func:`measure_band_artefacts` measures, in words (written into ``report.json``)."""
 
@@ -64,6 +65,7 @@ class BandArtefacts:
     noise: np.ndarray
     sigma: np.ndarray
     contrast: np.ndarray
+    noise_kind: str = "noise"
 
     def of_band(self, band: int) -> dict[str, float]:
         return {
@@ -74,12 +76,13 @@ class BandArtefacts:
             "contrast": float(self.contrast[band]),
         }
 
-    def with_noise(self, sigma: np.ndarray) -> BandArtefacts:
-        """The same measures with the noise of another (B,) estimate, relative to the same contrast."""
+    def with_noise(self, sigma: np.ndarray, kind: str = "spectral noise") -> BandArtefacts:
+        """The same measures with the noise of another (B,) estimate (named ``kind`` in the reasons), relative to
+        the same contrast."""
         sigma = np.asarray(sigma, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             noise = sigma / np.where(self.contrast > 0, self.contrast, np.nan)
-        return replace(self, noise=noise, sigma=sigma)
+        return replace(self, noise=noise, sigma=sigma, noise_kind=kind)
 
 
 def _line_steps(band: np.ndarray) -> tuple[np.ndarray, float]:
@@ -254,7 +257,7 @@ def choose_profile_bands(
         return []
     rows = ("strongest row stripes", "offsets", np.nan_to_num(artefacts.row_stripes, nan=-1.0))
     cols = ("strongest column stripes", "offsets", np.nan_to_num(artefacts.column_stripes, nan=-1.0))
-    noisiest = ("noisiest", "noise", artefacts.noise)
+    noisiest = ("noisiest", artefacts.noise_kind, artefacts.noise)
     row_first = rows[2][eligible].max() >= cols[2][eligible].max()
     criteria = (rows, noisiest, cols) if row_first else (cols, noisiest, rows)
     # an orientation with no stripe measured anywhere picks nothing: the noisiest bands fill its places

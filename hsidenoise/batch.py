@@ -146,7 +146,12 @@ def cube_files(path: Path, *, existing: bool) -> list[Path]:
 
 
 def plan_jobs(
-    inputs: Sequence[Path], output: str | Path, *, overwrite: bool = False, several: bool | None = None
+    inputs: Sequence[Path],
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    several: bool | None = None,
+    report: Path | None = None,
 ) -> list[Job]:
     """Pair inputs with outputs, and refuse before any work the outputs that cannot be written.
 
@@ -163,6 +168,9 @@ def plan_jobs(
         overwrite: replace outputs that exist.
         several: several-input mode, as :func:`several_inputs` tells from the command line (a glob that
             matched one cube is still a batch); None: more than one input.
+        report: the ``--report`` folder. A single output that exists while this folder holds no complete
+            report (the run was done, its report was not: a full disk, a kill) is then a skip, whose report
+            :func:`run_jobs` writes from the existing output, instead of an error.
 
     Raises:
         ConfigError: several inputs but ``output`` is a file or looks like one, or two inputs with the same name.
@@ -178,7 +186,16 @@ def plan_jobs(
     output = Path(output)
     several = len(inputs) > 1 if several is None else several
     if not several:
-        jobs = [Job(inputs[0], output / inputs[0].name if folder or output.is_dir() else output, skip=False)]
+        target = output / inputs[0].name if folder or output.is_dir() else output
+        files = cube_files(target, existing=False)
+        finish_report = (
+            report is not None
+            and not overwrite
+            and all(path.is_file() for path in files)
+            and not unfinished_commit(files[::-1])
+            and not report_complete(report)
+        )
+        jobs = [Job(inputs[0], target, skip=finish_report)]
     else:
         what = f"{len(inputs)} inputs" if len(inputs) > 1 else "a batch (a glob, a folder or --shard)"
         if output.exists() and not output.is_dir():
@@ -387,6 +404,107 @@ def write_report(
     )
 
 
+REPORT_FROM_OUTPUT_NOTE = (
+    "written from the existing output (its run was done before, but not its report): the run's timings, tile "
+    "plan and SURE are not known; untouched bands are those the output has unchanged"
+)
+"""The ``report_note`` of a skipped job whose report :func:`write_report_of_output` wrote."""
+
+
+def report_complete(report_dir: Path) -> bool:
+    """Whether ``report_dir`` holds a complete ``--report`` bundle (:func:`hsidenoise.report.report_complete`)."""
+    from hsidenoise.report import report_complete as complete
+
+    return complete(report_dir)
+
+
+def write_report_of_output(
+    report_dir: Path,
+    job: Job,
+    *,
+    open_options: dict[str, Any] | None = None,
+    profile_bands: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write the ``--report`` bundle of a job whose output exists but whose report does not (a full disk or a
+    kill after the commit): from the input and the existing output, without denoising again.
+
+    The run's own facts are gone; the summary has the input, output, shape, the method the output's provenance
+    names, :data:`REPORT_FROM_OUTPUT_NOTE`, and as untouched bands those the output has unchanged from the
+    input (the dead and NaN bands a run passes through). No SURE (it needs the method prepared for the cube).
+    """
+    from hsidenoise.io import open_cube
+
+    open_options = open_options or {}
+    noisy, _ = read_preview(job.source, **open_options)
+    denoised, _ = read_preview(job.output)
+    with open_cube(job.output) as reader:
+        provenance = dict(reader.meta.provenance)
+        shape = reader.shape
+    if noisy.shape != denoised.shape:
+        raise CubeReadError(
+            f"cannot write the report of {job.source} from {job.output}: their shapes differ "
+            f"({noisy.shape[0]} x {noisy.shape[1]} x {noisy.shape[2]} against {denoised.shape[0]} x "
+            f"{denoised.shape[1]} x {denoised.shape[2]} in the preview); re-run with --overwrite"
+        )
+    same = np.all((noisy == denoised) | (np.isnan(noisy) & np.isnan(denoised)), axis=(1, 2))
+    unchanged = [int(band) for band in np.flatnonzero(same)]
+    summary = {
+        "input": str(job.source),
+        "output": str(job.output),
+        "shape": {"bands": shape[0], "rows": shape[1], "cols": shape[2]},
+        "method": provenance.get("method"),
+        "provenance": provenance,
+        "report_note": REPORT_FROM_OUTPUT_NOTE,
+        "untouched_bands": {"unchanged": unchanged},
+        "passed_through": len(unchanged) == shape[0],
+    }
+    return write_report(report_dir, job, summary, open_options=open_options, profile_bands=profile_bands)
+
+
+def check_report_space(job: Job, report_dir: Path, shape: Sequence[int], dtype: np.dtype, tiles: int = 1) -> None:
+    """Refuse, before any work, a run whose output and ``--report`` bundle do not fit on disk together.
+
+    The output's own check (:func:`hsidenoise.io.staging.check_output`) counts only the cube; the report
+    (:func:`hsidenoise.report.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
+    the cube but not the report would end in a committed cube and a failed report. When the report folder is
+    on another file system, only the report is counted there.
+
+    Raises:
+        ResourceError: less free space than needed.
+    """
+    import shutil
+
+    from hsidenoise.errors import ResourceError
+    from hsidenoise.io.staging import estimated_size
+    from hsidenoise.report import estimated_report_size
+
+    report_bytes = estimated_report_size(shape[0], tiles)
+    cube_bytes = estimated_size(shape, dtype)
+    where = _nearest_existing(report_dir)
+    output_folder = _nearest_existing(job.output.parent)
+    try:
+        same_device = os.stat(where).st_dev == os.stat(output_folder).st_dev
+        free = shutil.disk_usage(where).free
+    except OSError:  # the writers report what is wrong with the folders
+        return
+    needed = report_bytes + (cube_bytes if same_device else 0)
+    if free < needed:
+        mib = 2**20
+        what = f"{job.output} and its report in {report_dir}" if same_device else f"the report in {report_dir}"
+        parts = f" (cube {cube_bytes / mib:.1f} + report about {report_bytes / mib:.1f})" if same_device else ""
+        raise ResourceError(
+            f"not enough disk space for {what}: need {needed / mib:.1f} MiB{parts}, {free / mib:.1f} MiB free; "
+            "free space, write elsewhere or leave out --report"
+        )
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
 def read_wavelengths(path: Path, **open_options: Any) -> np.ndarray | None:
     """The wavelengths recorded in a cube's metadata, or None."""
     from hsidenoise.io import open_cube
@@ -437,6 +555,7 @@ def run_jobs(
     provenance: dict[str, str] | None = None,
     profile_bands: Sequence[int] | None = None,
     phase: PhaseFactory | None = None,
+    records: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a plan of :func:`plan_jobs`: denoise every job that is not skipped, in order.
 
@@ -465,6 +584,9 @@ def run_jobs(
             (:func:`write_report`).
         phase: gives the stage callback of each input (statistics, prepare, tiles), called from when the
             job starts, before its cube is read.
+        records: the list the records are appended to as they are made (and returned); a caller that passes
+            one still has them when Ctrl-C or SIGTERM (:class:`KeyboardInterrupt`) stops the batch, which is
+            re-raised with the job it stopped last in the list as :func:`interrupted_record`.
 
     Returns:
         One JSON-able record per job run by this call, in order: :func:`run_summary` without the per-tile list
@@ -474,47 +596,89 @@ def run_jobs(
     open_options = open_options or {}
     several = len(jobs) > 1 if several is None else several
     folders = report_dirs(jobs, report, several=several) if report is not None else {}
-    mine = list(jobs)
-    for share in shares:
-        mine = share.select(mine, key=lambda job: str(job.source))
+    mine = jobs_of(jobs, shares)
     if profile_bands is not None and report is not None:  # before any work, not after the first cube's run
         check_profile_bands([job for job in mine if not job.skip], profile_bands, open_options)
     denoiser: Denoiser | None = None if callable(method) and not hasattr(method, "denoise_tile") else method
-    documents: list[dict[str, Any]] = []
-    for job in mine:
-        if job.skip:
-            documents.append({"input": str(job.source), "output": str(job.output), "skipped": "output exists"})
-            continue
-        if denoiser is None:
-            denoiser = method()
-        try:
-            summary = _run_job(
-                job,
-                denoiser,
-                config,
-                dtype=dtype,
-                overwrite=overwrite,
-                batch_size=batch_size,
-                report=folders.get(job.source),
-                open_options=open_options,
-                progress=progress(job.source.name) if progress is not None else None,
-                phase=phase(job.source.name) if phase is not None else None,
-                keep_folder=bool(shares),
-                provenance=provenance,
-                profile_bands=profile_bands,
-            )
-        except Exception as error:  # one bad cube is recorded and the batch goes on; Ctrl-C still stops it
-            record = failure_record(job, error)
-            documents.append(record)
-            if on_failed is not None:
-                on_failed(job, record)
-            if not several:
-                raise
-            continue
-        documents.append(summary)
-        if on_done is not None:
-            on_done(job, summary)
+    documents: list[dict[str, Any]] = [] if records is None else records
+    current: Job | None = None
+    try:
+        for job in mine:
+            current = job
+            if not job.skip and denoiser is None:
+                denoiser = method()
+            try:
+                if job.skip:
+                    summary = _skipped_job(job, folders.get(job.source), open_options, profile_bands)
+                else:
+                    summary = _run_job(
+                        job,
+                        denoiser,
+                        config,
+                        dtype=dtype,
+                        overwrite=overwrite,
+                        batch_size=batch_size,
+                        report=folders.get(job.source),
+                        open_options=open_options,
+                        progress=progress(job.source.name) if progress is not None else None,
+                        phase=phase(job.source.name) if phase is not None else None,
+                        keep_folder=bool(shares),
+                        provenance=provenance,
+                        profile_bands=profile_bands,
+                    )
+            except Exception as error:  # one bad cube is recorded and the batch goes on; Ctrl-C still stops it
+                record = failure_record(job, error)
+                documents.append(record)
+                current = None
+                if on_failed is not None:
+                    on_failed(job, record)
+                if not several:
+                    raise
+                continue
+            documents.append(summary)
+            current = None
+            if on_done is not None and not job.skip:
+                on_done(job, summary)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the caller still reports what was done
+        if current is not None:
+            documents.append(interrupted_record(current, stop))
+        raise
     return documents
+
+
+def _skipped_job(
+    job: Job, report: Path | None, open_options: dict[str, Any], profile_bands: Sequence[int] | None
+) -> dict[str, Any]:
+    """The record of a job whose output exists; with ``report`` and no complete report there (the run was done
+    but its report was not: a full disk, a kill), the report is written from the existing output first."""
+    record: dict[str, Any] = {"input": str(job.source), "output": str(job.output), "skipped": "output exists"}
+    if report is not None and not report_complete(report):
+        files = write_report_of_output(report, job, open_options=open_options, profile_bands=profile_bands)
+        record["report"] = {key: str(value) for key, value in files.items()}
+        record["report_note"] = REPORT_FROM_OUTPUT_NOTE
+    return record
+
+
+def interrupted_record(job: Job, stop: BaseException) -> dict[str, Any]:
+    """The JSON record of the job that Ctrl-C or SIGTERM stopped: ``{"input", "output", "signal",
+    "output_complete"}``. ``signal`` is ``"SIGTERM"`` or ``"SIGINT"``; ``output_complete`` is True when the
+    stop came after the job's output was committed (a re-run skips it), False when it left no output (a
+    re-run does it)."""
+    from hsidenoise.io.staging import unfinished_commit
+
+    files = cube_files(job.output, existing=False)
+    complete = all(path.exists() for path in files) and not unfinished_commit(files)
+    signal_name = "SIGTERM" if type(stop).__name__ == "Terminated" else "SIGINT"
+    return {"input": str(job.source), "output": str(job.output), "signal": signal_name, "output_complete": complete}
+
+
+
+def jobs_of(jobs: Sequence[Job], shares: Sequence[Shard] = ()) -> list[Job]:
+    """The jobs of a plan that these nested shares (``--shard``, then the torchrun rank) select, in order."""
+    mine = list(jobs)
+    for share in shares:
+        mine = share.select(mine, key=lambda job: str(job.source))
+    return mine
 
 
 def check_profile_bands(jobs: Sequence[Job], bands: Sequence[int], open_options: dict[str, Any]) -> None:
@@ -567,6 +731,9 @@ def _run_job(
     created = _make_parent(job.output)
     try:
         with open_cube(job.source, **open_options) as reader:
+            if report is not None:
+                out_dtype = reader.dtype if str(dtype) == "same" else np.dtype(dtype)
+                check_report_space(job, report, reader.shape, out_dtype, tiles=_tile_count(reader.shape, config))
             if provenance:  # the output's metadata is the reader's (hsidenoise.denoise.denoise)
                 reader.meta.provenance = dict(provenance)
             result = denoise(
@@ -602,6 +769,12 @@ def _run_job(
     return summary
 
 
+def _tile_count(shape: Sequence[int], config: TileConfig) -> int:
+    """About how many tiles a run makes (for the report's size): the tile grid with its overlap."""
+    step = max(1, config.tile - config.overlap)
+    return int(np.ceil(max(1, shape[1] - config.overlap) / step) * np.ceil(max(1, shape[2] - config.overlap) / step))
+
+
 def failure_message(error: BaseException) -> str:
     """One line for a failed job: the message of an hsidenoise error, else the exception type and message."""
     text = str(error) if isinstance(error, HsiDenoiseError) else f"{type(error).__name__}: {error}"
@@ -614,29 +787,52 @@ def failure_record(job: Job, error: BaseException) -> dict[str, Any]:
 
 
 def batch_document(
-    records: Sequence[dict[str, Any]], *, shard: Shard | None = None, world_size: int | None = None
+    records: Sequence[dict[str, Any]],
+    *,
+    shard: Shard | None = None,
+    world_size: int | None = None,
+    planned: int | None = None,
 ) -> dict[str, Any]:
     """The several-input ``--json`` document, the same shape however many cubes matched (none included).
+
+    Args:
+        records: the records of :func:`run_jobs`, in order; after Ctrl-C or SIGTERM the last one may be the
+            :func:`interrupted_record` of the job it stopped.
+        shard, world_size: recorded in the summary when given.
+        planned: the inputs this process had to do (to count those an interruption left unstarted); None:
+            ``len(records)``.
 
     Returns:
         ``{"runs": [...], "failed": [...], "summary": {...}}``: ``runs`` the written and skipped records in
         order, ``failed`` the :func:`failure_record` ones, ``summary`` the counts (``inputs``, ``written``,
         ``skipped``, ``failed``) and, when given, the ``shard`` (``"K/N"``) and the ``ranks`` (world size).
+        After an interruption, also ``"interrupted"``: the :func:`interrupted_record` (its input is in
+        neither ``runs`` nor ``failed``), and ``summary`` has ``"interrupted": 1`` and ``"not_started"``.
     """
-    runs = [record for record in records if "error" not in record]
-    failed = [record for record in records if "error" in record]
+    stopped = [record for record in records if "signal" in record]
+    finished = [record for record in records if "signal" not in record]
+    runs = [record for record in finished if "error" not in record]
+    failed = [record for record in finished if "error" in record]
     skipped = sum("skipped" in record for record in runs)
+    inputs = len(records) if planned is None else max(planned, len(records))
     summary: dict[str, Any] = {
-        "inputs": len(records),
+        "inputs": inputs,
         "written": len(runs) - skipped,
         "skipped": skipped,
         "failed": len(failed),
     }
+    if stopped:
+        summary["interrupted"] = len(stopped)
+        summary["not_started"] = inputs - len(records)
     if shard is not None:
         summary["shard"] = str(shard)
     if world_size is not None:
         summary["ranks"] = world_size
-    return {"runs": runs, "failed": failed, "summary": summary}
+    document: dict[str, Any] = {"runs": runs, "failed": failed}
+    if stopped:
+        document["interrupted"] = stopped[-1]
+    document["summary"] = summary
+    return document
 
 
 def _make_parent(path: Path) -> Path | None:

@@ -35,7 +35,14 @@ from hsidenoise.cube import CubeMeta
 from hsidenoise.denoiser import Denoiser, TileResult
 from hsidenoise.device import is_out_of_memory
 from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise, ResourceError
-from hsidenoise.statistics import CHUNK_BYTES, CubeStatistics, compute_statistics, invalid_mask, value_scale
+from hsidenoise.statistics import (
+    CHUNK_BYTES,
+    GROSS_FACTOR,
+    CubeStatistics,
+    compute_statistics,
+    invalid_mask,
+    value_scale,
+)
 from hsidenoise.tiling import StitchedBlock, Stitcher, Tile, TileConfig, plan_axis, plan_tiles
 
 if TYPE_CHECKING:
@@ -323,10 +330,14 @@ class _BandRoles:
         valid: bands handed to the method (B_valid,).
         untouched: dead and NaN bands, copied whole.
         partial: positions in ``valid`` of the bands with missing pixels (filled for the method, restored after).
-        fill: (B_valid,) float32 band means used to fill missing pixels.
+        fill: (B_valid,) float32 band means used to fill missing pixels (and gross outliers).
         nodata: the nodata value, or None.
         scale: the method sees the cube times this power of two (:func:`hsidenoise.statistics.value_scale`);
             its output is divided by it when written.
+        gross: positions in ``valid`` of the bands holding gross outliers (values beyond ``lower`` or ``upper``,
+            :func:`hsidenoise.statistics.gross_limits`): treated as impulses, i.e. filled for the method and
+            written unchanged, so that they spread to no other value.
+        lower, upper: (B_valid,) those limits in the units the method sees (the cube times ``scale``).
     """
 
     valid: np.ndarray
@@ -335,23 +346,53 @@ class _BandRoles:
     fill: np.ndarray
     nodata: float | None
     scale: float = 1.0
+    gross: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     @classmethod
     def from_statistics(cls, stats: CubeStatistics) -> _BandRoles:
         valid = stats.valid_bands
+        gross = np.flatnonzero(np.isin(valid, stats.gross_bands))
+        mean = stats.mean[valid]
+        if gross.size:  # the plain mean of a band with a gross outlier is the outlier's: the sample's instead
+            mean[gross] = stats.valid_sample_spectra[:, gross].astype(np.float64).mean(axis=0)
+        fill = mean.astype(np.float32)
         return cls(
             valid=valid,
             untouched=stats.untouched_bands,
             partial=np.flatnonzero(np.isin(valid, stats.partial_invalid)),
-            fill=stats.mean[valid].astype(np.float32),
+            fill=fill,
             nodata=stats.nodata,
+            gross=gross,
+            lower=None if stats.gross_lower is None else stats.gross_lower[valid],
+            upper=None if stats.gross_upper is None else stats.gross_upper[valid],
         )
+
+    def outside(self, position: int, values: np.ndarray, scaled: bool = True) -> np.ndarray:
+        """Where the values of band ``valid[position]`` are gross outliers (bool, the shape of ``values``).
+
+        ``scaled``: the values are in the units the method sees; False: in the cube's own (times ``scale`` here).
+        """
+        if self.lower is None or self.upper is None:
+            return np.zeros(values.shape, bool)
+        if not scaled and self.scale != 1.0:
+            values = values.astype(np.float64) * self.scale
+        with np.errstate(invalid="ignore"):  # NaN (missing) is not gross
+            return (values < self.lower[position]) | (values > self.upper[position])
 
     def without_method(self) -> _BandRoles:
         """These roles with no band for the method: every band is copied from the input."""
         bands = self.valid.size + self.untouched.size
         empty = np.zeros(0, dtype=np.int64)
         return _BandRoles(empty, np.arange(bands, dtype=np.int64), empty, np.zeros(0, np.float32), self.nodata)
+
+    def gross_warning(self, count: int) -> str:
+        """The run's warning for ``count`` gross outliers."""
+        return (
+            f"{count} value(s) far outside their band's range (beyond {GROSS_FACTOR:g} times its central spread "
+            "from its median) were treated as impulses: left out of the fit and written unchanged"
+        )
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -427,6 +468,7 @@ def _run(
             method.adapt_to(_sample_crops(source, roles, height, width))  # type: ignore[attr-defined]
             timings["adapt"] = time.perf_counter() - started
         stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
+        gross_found = 0
         from hsidenoise.io.base import CubeReader as FileReader
 
         owned = isinstance(source, FileReader)  # their blocks are new memory (the CubeReader contract)
@@ -446,7 +488,7 @@ def _run(
                 started = time.perf_counter()
                 for tile in batch:
                     result = results.pop(0)
-                    _stitch_and_write(reader, writer, stitcher, tile, result, roles, method.name)
+                    gross_found += _stitch_and_write(reader, writer, stitcher, tile, result, roles, method.name)
                     records.append(TileRecord(tile, elapsed / len(batch), dict(result.info)))
                     del result
                     if progress is not None:
@@ -455,6 +497,9 @@ def _run(
                 position += len(batch)
         finally:
             stitcher.close()
+        if gross_found:
+            run_warnings.append(roles.gross_warning(gross_found))
+            logger.info("%s: %s", method.name, run_warnings[-1])
     return RunResult(
         output_path=None,
         method=method.name,
@@ -514,20 +559,27 @@ def _stitch_and_write(
     result: TileResult,
     roles: _BandRoles,
     name: str,
-) -> None:
-    """Blend one denoised tile and write the blocks it finishes (in place: the pipeline owns the method's output)."""
+) -> int:
+    """Blend one denoised tile and write the blocks it finishes (in place: the pipeline owns the method's output).
+
+    Returns:
+        The gross outliers restored in those blocks (:func:`_write_block`).
+    """
     denoised = np.asarray(result.denoised)
     expected = (roles.valid.size, *tile.shape)
     if denoised.shape != expected:
         raise CubeShapeError(
             f"method {name!r} must return a tile of the shape it was given {expected}; got {denoised.shape}"
         )
+    restored = 0
     for block in stitcher.add(tile, denoised.astype(np.float32, copy=False), in_place=True):
-        _write_block(reader, writer, block, roles)
+        restored += _write_block(reader, writer, block, roles)
+    return restored
 
 
 def _method_input(reader: CubeReader, tile: Tile, roles: _BandRoles, *, owned: bool = False) -> np.ndarray:
-    """The valid bands of one tile as a new float32 (B_valid, h, w), missing pixels replaced by the band mean.
+    """The valid bands of one tile as a new float32 (B_valid, h, w), missing pixels (and gross outliers) replaced by
+    the band mean.
 
     ``owned``: the reader hands out new memory nobody else holds, so a float32 block is used as it is.
     """
@@ -535,9 +587,12 @@ def _method_input(reader: CubeReader, tile: Tile, roles: _BandRoles, *, owned: b
     if raw.dtype == np.float32 and raw.flags.writeable and (owned or raw.base is None):
         values = raw  # new memory of our own: the method may change it, nobody else sees it
     else:
-        values = raw.astype(np.float32)  # a copy: the method may work in place
+        with np.errstate(over="ignore"):  # only a gross outlier can exceed float32 here: it is replaced below
+            values = raw.astype(np.float32)  # a copy: the method may work in place
     for position in roles.partial:
         values[position][invalid_mask(raw[position], roles.nodata)] = roles.fill[position]
+    for position in roles.gross:
+        values[position][roles.outside(position, raw[position])] = roles.fill[position]
     return values
 
 
@@ -577,31 +632,42 @@ def _denoise_batch(
     return results, batch_size
 
 
-def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock, roles: _BandRoles) -> None:
+def _write_block(reader: CubeReader, writer: _BlockWriter, block: StitchedBlock, roles: _BandRoles) -> int:
     """Write a finished block: the method's values where it had valid input, the input's own values elsewhere.
 
-    Dead and NaN bands, and the missing pixels of the other bands, are read again from the input and copied
-    bit for bit; when there are none, the block is written as it is.
+    Dead and NaN bands, and the missing pixels and gross outliers of the other bands, are read again from the
+    input and copied bit for bit; when there are none, the block is written as it is.
+
+    Returns:
+        The number of gross outliers copied from the input.
     """
     partial_bands = roles.valid[roles.partial]
-    restore = np.union1d(roles.untouched, partial_bands)
+    gross_bands = roles.valid[roles.gross]
+    restore = np.union1d(np.union1d(roles.untouched, partial_bands), gross_bands).astype(np.int64)
     data = block.data
     if roles.scale != 1.0:  # back to the cube's units, in float64; the writer clips what its dtype cannot hold
         with np.errstate(over="ignore"):
             data = np.clip(data.astype(np.float64) / roles.scale, -_FLOAT64_MAX, _FLOAT64_MAX)
     if restore.size == 0:
         writer.write(data, block.rows, block.cols)
-        return
+        return 0
     bands = roles.valid.size + roles.untouched.size
     output = np.empty((bands, *data.shape[1:]), dtype=np.promote_types(_working_dtype(reader.dtype), data.dtype))
     output[roles.valid] = data
     source = reader.read(block.rows, block.cols, restore)
+    restored = 0
     for values, band in zip(source, restore, strict=True):
-        if band in partial_bands:
-            np.copyto(output[band], values, where=invalid_mask(values, roles.nodata))
+        if band in partial_bands or band in gross_bands:
+            missing = invalid_mask(values, roles.nodata)
+            if band in gross_bands:
+                outside = roles.outside(int(np.searchsorted(roles.valid, band)), values, scaled=False) & ~missing
+                restored += int(np.count_nonzero(outside))
+                missing |= outside
+            np.copyto(output[band], values, where=missing)
         else:
             output[band] = values
     writer.write(output, block.rows, block.cols)
+    return restored
 
 
 _FLOAT64_MAX = float(np.finfo(np.float64).max)

@@ -568,14 +568,14 @@ def write_run_report(
     if wavelengths is not None:
         _band_axis(noisy.shape[0], wavelengths)  # one wavelength per band, before anything is written
     before = measure_band_artefacts(noisy, sigma_before)
+    after = measure_band_artefacts(denoised, sigma_after)  # before / after by the same (spatial) estimate
+    # the noisiest bands are ranked by the texture-blind spectral estimate of the input (stripes keep the spatial one)
     spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
-    if spectral is not None:  # rank the noisiest bands by the texture-blind estimate (stripes keep the spatial one)
-        before = before.with_noise(spectral)
-    after = measure_band_artefacts(denoised, sigma_after)
+    ranking = before if spectral is None else before.with_noise(spectral)
     if asked is not None:
         choice = [ProfileBand(band, "asked for") for band in asked]
     else:
-        choice = choose_profile_bands(before, exclude=[int(band) for band in untouched_bands])
+        choice = choose_profile_bands(ranking, exclude=[int(band) for band in untouched_bands])
     source = summary.get("input")
     labels = PlotLabels(
         source=None if source is None else Path(str(source)).name,
@@ -603,6 +603,7 @@ def write_run_report(
                     "reason": item.reason,
                     "before": before.of_band(item.band),
                     "after": after.of_band(item.band),
+                    "spectral_noise_before": None if spectral is None else float(ranking.noise[item.band]),
                 }
                 for item in choice
             ],
@@ -611,22 +612,82 @@ def write_run_report(
     if no_reference is not None:
         payload["no_reference"] = no_reference.to_dict()
     profiles_path = out_dir / "row_mean_profiles.png"
-    paths = {"json": write_json(payload, out_dir / "report.json")}
-    if bands:
-        paths["profiles"] = plot_row_mean_profiles(
-            noisy, denoised, bands, profiles_path, wavelengths, reasons=[item.reason for item in choice], labels=labels
+    created = _first_missing(out_dir)
+    paths: dict[str, Path] = {}
+    try:  # the plots first and report.json last, naming them: a folder with it holds a complete report
+        if bands:
+            paths["profiles"] = plot_row_mean_profiles(
+                noisy, denoised, bands, profiles_path, wavelengths, reasons=[item.reason for item in choice],
+                labels=labels,
+            )  # fmt: skip
+        else:
+            paths["profiles"] = _no_profile_figure(
+                profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
+            )
+        paths["quicklook"] = write_quicklook(
+            noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
         )
-    else:
-        paths["profiles"] = _no_profile_figure(profiles_path, labels, "no band with a measurable profile (all dead or NaN)")
-    paths["quicklook"] = write_quicklook(
-        noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
-    )
-    paths["noise"] = plot_noise_before_after(
-        sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
-    )
-    if no_reference is not None:
-        paths["no_reference_csv"] = write_no_reference_table(no_reference, out_dir / "no_reference.csv", wavelengths)
-        paths["no_reference_plot"] = plot_no_reference(
-            no_reference, out_dir / "no_reference.png", wavelengths, labels=labels
+        paths["noise"] = plot_noise_before_after(
+            sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
         )
+        if no_reference is not None:
+            paths["no_reference_csv"] = write_no_reference_table(
+                no_reference, out_dir / "no_reference.csv", wavelengths
+            )
+            paths["no_reference_plot"] = plot_no_reference(
+                no_reference, out_dir / "no_reference.png", wavelengths, labels=labels
+            )
+        payload[REPORT_FILES_KEY] = sorted(path.name for path in paths.values())
+        paths = {"json": write_json(payload, out_dir / "report.json"), **paths}
+    except BaseException:  # a full disk, a kill: no half report (the files this call wrote go, and its folder)
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        if created is not None:
+            for folder in (out_dir, *out_dir.parents):
+                try:
+                    folder.rmdir()  # only empty folders go
+                except OSError:
+                    break
+                if folder == created:
+                    break
+        raise
     return paths
+
+
+REPORT_FILES_KEY = "report_files"
+"""The key of ``report.json`` that names the report's other files, written last: see :func:`report_complete`."""
+
+
+def report_complete(out_dir: Path | str) -> bool:
+    """Whether ``out_dir`` holds a complete :func:`write_run_report` bundle: a readable ``report.json`` whose
+    :data:`REPORT_FILES_KEY` files all exist (``report.json`` is written last, after them)."""
+    out_dir = Path(out_dir)
+    try:
+        payload = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    names = payload.get(REPORT_FILES_KEY) if isinstance(payload, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        return False
+    return all((out_dir / name).is_file() for name in names)
+
+
+REPORT_PLOT_BYTES = 2**20
+"""Bytes to have free per PNG of a report: the measured plots are 60-350 kB at :data:`PNG_DPI`."""
+
+
+def estimated_report_size(bands: int, tiles: int = 1) -> int:
+    """Bytes to have free before writing the ``run --report`` bundle of a cube of ``bands`` bands denoised in
+    ``tiles`` tiles: five plots at :data:`REPORT_PLOT_BYTES`, and the JSON and CSV, which grow with the bands
+    (noise before and after, no-reference figures) and the tiles (one record each)."""
+    return 5 * REPORT_PLOT_BYTES + 4096 * int(bands) + 512 * int(tiles) + 65536
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The topmost folder of ``folder`` and its parents that does not exist yet (what a write would create)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing

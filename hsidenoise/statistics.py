@@ -12,6 +12,7 @@ A value is *valid* when it is finite and not the nodata value.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,13 @@ methods' float32 keeps its precision (its normal numbers end at 1.2e-38); see :f
 
 SUM_SCALE = 2.0**-600
 """Bands whose float64 sum overflows (values near 1e308) are summed again times this power of two (exact)."""
+
+GROSS_QUANTILE = 0.001
+"""The central spread of a band is the range between these quantiles of its sampled values (0.1 % and 99.9 %)."""
+
+GROSS_FACTOR = 1e3
+"""A value farther than this many central spreads from its band's median is a gross outlier (see
+:func:`gross_limits`): a flipped exponent bit or an undeclared fill value, not signal."""
 
 
 def invalid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -79,6 +87,9 @@ class CubeStatistics:
         dead_bands: indices of bands whose valid values are all equal (including all-zero bands).
         nan_bands: indices of bands without any valid value (all NaN or all nodata).
         partial_invalid: indices of bands with some, but not only, invalid values.
+        gross_lower, gross_upper: (B,) limits beyond which a band's value is a gross outlier
+            (:func:`gross_limits`; -inf and inf where there are none); pixels of the sample holding one are
+            left out of ``sample_spectra``. None: no limits (every value counts).
     """
 
     shape: tuple[int, int, int]
@@ -93,6 +104,17 @@ class CubeStatistics:
     dead_bands: np.ndarray
     nan_bands: np.ndarray
     partial_invalid: np.ndarray
+    gross_lower: np.ndarray | None = None
+    gross_upper: np.ndarray | None = None
+
+    @property
+    def gross_bands(self) -> np.ndarray:
+        """Indices of the bands that hold a gross outlier somewhere in the cube (their range exceeds the limits)."""
+        if self.gross_lower is None or self.gross_upper is None:
+            return np.zeros(0, dtype=np.int64)
+        with np.errstate(invalid="ignore"):  # NaN range of a band without a valid value: not gross
+            outside = (self.minimum < self.gross_lower) | (self.maximum > self.gross_upper)
+        return np.flatnonzero(outside).astype(np.int64)
 
     @property
     def untouched_bands(self) -> np.ndarray:
@@ -211,6 +233,11 @@ def compute_statistics(
     sample_spectra = sample if kept.all() else sample[kept]  # no second copy of the sample when nothing is dropped
     del sample
     sample_spectra[:, nan_bands] = 0.0
+    gross_lower, gross_upper = gross_limits(sample_spectra)
+    gross_rows = ((sample_spectra < gross_lower) | (sample_spectra > gross_upper)).any(axis=1)
+    if gross_rows.any():  # a flipped bit must not drive the fit: its pixel leaves the sample
+        sample_spectra = sample_spectra[~gross_rows]
+        logger.info("statistics: %d sampled pixel(s) with gross outliers left out", int(gross_rows.sum()))
     gram = np.zeros((bands, bands))
     for first in range(0, len(sample_spectra), GRAM_ROWS):
         rows64 = sample_spectra[first : first + GRAM_ROWS].astype(np.float64)
@@ -229,7 +256,39 @@ def compute_statistics(
         dead_bands=dead_bands,
         nan_bands=nan_bands,
         partial_invalid=partial_invalid,
+        gross_lower=gross_lower,
+        gross_upper=gross_upper,
     )
+
+
+def gross_limits(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band limits beyond which a value is a gross outlier, from robust quantiles of a pixel sample.
+
+    A band's central spread is the range between its :data:`GROSS_QUANTILE` and 1 - :data:`GROSS_QUANTILE`
+    quantiles, at least one value trimmed on each side; a value farther than :data:`GROSS_FACTOR` spreads from
+    the band's median is gross. A handful of such values (a flipped exponent bit: 1e10 in a band of 0..1)
+    would otherwise dominate every square the fit takes. A band without spread (constant in its bulk) or a
+    sample of fewer than 4 pixels gets no limits.
+
+    Args:
+        sample: (n, B) finite pixel spectra.
+
+    Returns:
+        (lower (B,), upper (B,)) float64; -inf and inf where a band has no limits.
+    """
+    count, bands = sample.shape
+    lower, upper = np.full(bands, -np.inf), np.full(bands, np.inf)
+    trim = max(1, math.ceil(GROSS_QUANTILE * count))
+    if count < 2 * trim + 2:
+        return lower, upper
+    middle = count // 2
+    ordered = np.partition(sample, [trim, middle, count - 1 - trim], axis=0)
+    low, median, high = (ordered[index].astype(np.float64) for index in (trim, middle, count - 1 - trim))
+    spread = high - low
+    limited = spread > 0
+    lower[limited] = (median - GROSS_FACTOR * spread)[limited]
+    upper[limited] = (median + GROSS_FACTOR * spread)[limited]
+    return lower, upper
 
 
 def _scaled_sums(reader: CubeReader, bands: np.ndarray, nodata: float | None, rows_per_chunk: int) -> np.ndarray:
@@ -249,7 +308,8 @@ def _scaled_sums(reader: CubeReader, bands: np.ndarray, nodata: float | None, ro
 def value_scale(stats: CubeStatistics) -> float:
     """The power of two the methods should see the cube multiplied by: 1.0 unless its values are extreme.
 
-    When the largest valid magnitude exceeds :data:`LARGEST_SAFE` (e.g. float32 values near 3e38, or float64
+    When the largest valid magnitude (gross outliers aside: at most their band's limit, :func:`gross_limits`)
+    exceeds :data:`LARGEST_SAFE` (e.g. float32 values near 3e38, or float64
     beyond the float32 range) or is below :data:`SMALLEST_SAFE` (e.g. 1e-38 or subnormals), the scale brings
     it into [0.5, 1). A power of two scales every value exactly, so the output
     divided by it is the denoised cube in its own units.
@@ -263,7 +323,10 @@ def value_scale(stats: CubeStatistics) -> float:
     usable = stats.valid_counts > 0
     if not usable.any():
         return 1.0
-    largest = float(max(np.abs(stats.minimum[usable]).max(), np.abs(stats.maximum[usable]).max()))
+    minimum, maximum = stats.minimum, stats.maximum
+    if stats.gross_bands.size:  # a gross outlier (one flipped bit) must not set the scale of the whole cube
+        minimum, maximum = np.maximum(minimum, stats.gross_lower), np.minimum(maximum, stats.gross_upper)
+    largest = float(max(np.abs(minimum[usable]).max(), np.abs(maximum[usable]).max()))
     if not np.isfinite(largest) or largest == 0.0 or SMALLEST_SAFE <= largest <= LARGEST_SAFE:
         return 1.0
     exponent = int(np.frexp(largest)[1])  # largest = mantissa * 2**exponent, mantissa in [0.5, 1)

@@ -156,3 +156,71 @@ def test_report_folders_are_those_of_the_whole_batch_for_a_batch_of_one_and_for_
         assert code == 0, stderr
     assert sorted(p.name for p in Path("r2").iterdir()) == ["a", "b"]
     assert all((Path("r2") / name / "report.json").is_file() for name in ("a", "b"))
+
+
+# ------------------------------------------------------------------------------ a report the disk cut short
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["one cube", "batch"])
+def test_a_rerun_writes_a_missing_or_half_report_without_denoising_again(scenes, several):
+    """A full disk after the commit left the cube and half a report (report.json alone, as before the fix):
+    the same command again writes the report from the existing output, says so, and leaves the cube as it was."""
+    source, output = ("scenes", "clean") if several else ("scenes/a.hdr", "clean/a.hdr")
+    code, _, stderr = cli("run", source, "-o", output, "--method", "identity", "-q")
+    assert code == 0, stderr
+    cube = Path("clean/a.hdr" if not several else "clean/a.hdr")
+    before = {path.name: path.stat().st_mtime_ns for path in Path("clean").iterdir()}
+    half = Path("rep/a" if several else "rep")
+    half.mkdir(parents=True)
+    (half / "report.json").write_text('{"input": "scenes/a.hdr"}\n')  # what the full disk left
+    code, stdout, stderr = cli("run", source, "-o", output, "--method", "identity", "--report", "rep", "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    record = document["runs"][0] if several else document
+    assert record["skipped"] == "output exists" and "existing output" in record["report_note"]
+    assert {"json", "profiles", "quicklook", "noise"} <= set(record["report"])
+    assert all(Path(path).is_file() for path in record["report"].values())
+    report = json.loads((half / "report.json").read_text())
+    assert set(report["report_files"]) == {Path(path).name for key, path in record["report"].items() if key != "json"}
+    assert {path.name: path.stat().st_mtime_ns for path in Path("clean").iterdir()} == before, "the cube was redone"
+    assert cube.is_file()
+    code, _, stderr = cli("run", source, "-o", output, "--method", "identity", "--report", "rep", "-q")
+    if several:  # the report is complete now: a plain skip
+        assert code == 0, stderr
+    else:  # nothing left to do for one named output: the usual refusal
+        assert code == 1 and "already exists" in stderr
+
+
+def test_a_failed_report_leaves_no_partial_files(tmp_path, monkeypatch):
+    from hsidenoise import report as report_module
+    from hsidenoise.errors import CubeWriteError
+
+    def full_disk(*args, **kwargs):
+        raise CubeWriteError("cannot write the report file quicklook.png: No space left on device")
+
+    monkeypatch.setattr(report_module, "write_quicklook", full_disk)
+    rng = np.random.default_rng(4)
+    noisy = rng.random((5, 9, 11), dtype=np.float32)
+    with pytest.raises(CubeWriteError):
+        report_module.write_run_report(tmp_path / "new" / "rep", noisy, noisy * 0.5, summary={})
+    assert list(tmp_path.iterdir()) == [], "a half report was left"
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    with pytest.raises(CubeWriteError):
+        report_module.write_run_report(existing, noisy, noisy * 0.5, summary={})
+    assert list(existing.iterdir()) == [] and not report_module.report_complete(existing)
+
+
+def test_the_free_space_check_counts_the_report(scenes, monkeypatch):
+    """A disk that holds the cube but not its report is refused before any work (the cube's own check passes)."""
+    from collections import namedtuple
+
+    from hsidenoise.io import staging
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(staging.shutil, "disk_usage", lambda _: Usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    code, _, stderr = cli("run", "scenes/a.hdr", "-o", "clean/a.hdr", "--method", "identity")
+    assert code == 0, stderr  # the tiny cube fits
+    code, _, stderr = cli("run", "scenes/b.tif", "-o", "clean/b.tif", "--method", "identity", "--report", "rep")
+    assert code == 1 and "not enough disk space" in stderr and "report" in stderr, stderr
+    assert not Path("rep").exists() and not Path("clean/b.tif").exists()

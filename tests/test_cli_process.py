@@ -7,6 +7,7 @@ only behave as for a user there (pytest records warnings itself).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -67,6 +68,49 @@ def test_sigterm_during_run_leaves_no_output_and_no_temporary_file(tmp_path: Pat
     assert sorted(p.name for p in out.iterdir()) == [], "a temporary or partial output was left behind"
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr and "SIGTERM" in lines[0], stderr
+
+
+def test_sigterm_during_a_json_batch_prints_what_was_done(tmp_path: Path) -> None:
+    """`timeout -s TERM ... run in/ -o out/ --json > summary.json` (the README's Slurm recipe): a SIGTERM in a
+    batch still prints the batch document, with the finished runs, the interrupted input under
+    ``interrupted`` and the unstarted ones counted, and the stderr line says how far it got; exit 143.
+
+    No timing guess: the child stops itself right after its 2nd commit (``committed#2``); SIGTERM lands there,
+    after the 2nd output is complete but before its record was made."""
+    rng = np.random.default_rng(5)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b", "c"):
+        write_cube(inputs / f"{name}.hdr", Cube(rng.random((5, 9, 11), dtype=np.float32), CubeMeta()))
+    out = tmp_path / "out"
+    process = hsidenoise(
+        "run", inputs, "-o", out, "--method", "identity", "--json", "--quiet", "--threads", 1,
+        env={**os.environ, "HSIDENOISE_TEST_PAUSE_AT": "committed#2"},
+    )  # fmt: skip
+    try:
+        _, status = os.waitpid(process.pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            pytest.fail(f"the batch ended (status {status}) before its second commit")
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGCONT)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == TERMINATED_EXIT_CODE, stderr
+    document = json.loads(stdout)
+    assert [Path(run["input"]).name for run in document["runs"]] == ["a.hdr"]
+    assert document["failed"] == []
+    stopped = document["interrupted"]
+    assert Path(stopped["input"]).name == "b.hdr" and stopped["signal"] == "SIGTERM"
+    assert stopped["output_complete"] is True and (out / "b.hdr").is_file()
+    assert document["summary"] == {
+        "inputs": 3, "written": 1, "skipped": 0, "failed": 0, "interrupted": 1, "not_started": 1
+    }  # fmt: skip
+    assert not (out / "c.hdr").exists()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "SIGTERM" in lines[0] and "1 of 3 input(s) done" in lines[0], lines[0]
 
 
 # --------------------------------------------------------------------------------------------------- warnings

@@ -361,11 +361,11 @@ def test_hdf5_dataset_path_and_axes(tmp_path: Path, tiny_cube) -> None:
         file.create_dataset("product/reflectance", data=data.transpose(2, 1, 0))  # whb
         file.create_dataset("product/mask", data=np.ones((7, 13), dtype=np.uint8))
         file["product/reflectance"].attrs["wavelength"] = np.arange(5.0) + 500.0
-        file.create_dataset("plain", data=data.transpose(1, 2, 0))  # rows x cols x bands, the default
+        file.create_dataset("plain", data=data.transpose(1, 2, 0))  # 7 x 13 x 5: no axis clearly the bands
     cube = read_cube(tmp_path / "scene.h5", var="/product/reflectance", axes="whb")
     np.testing.assert_array_equal(cube.data, data)
     np.testing.assert_array_equal(cube.meta.wavelengths, np.arange(5.0) + 500.0)
-    np.testing.assert_array_equal(read_cube(tmp_path / "scene.h5", var="plain").data, data)
+    np.testing.assert_array_equal(read_cube(tmp_path / "scene.h5", var="plain", axes="hwb").data, data)
 
 
 # ------------------------------------------------------------------------------ bad input

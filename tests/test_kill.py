@@ -105,6 +105,27 @@ def test_killed_run_between_envi_renames_is_redone_not_refused(tmp_path, scene):
     np.testing.assert_array_equal(read_cube(out).data, read_cube(source).data)
 
 
+def test_killed_overwrite_between_envi_renames_never_pairs_the_old_header_with_new_data(tmp_path):
+    """Replacing an ENVI output with --overwrite: the old header is removed before the new data file is renamed
+    in, so a kill between the renames leaves a data file without a header (absent), never the old header over
+    the new data; the re-run, without --overwrite, replaces it."""
+    rng = np.random.default_rng(5)
+    source = tmp_path / "in.hdr"
+    old = rng.integers(0, 1000, (4, 13, 11)).astype(np.int16)
+    write_cube(source, Cube(old, CubeMeta()), dtype="same")
+    out = tmp_path / "out.hdr"
+    first = hsidenoise("run", source, "-o", out, "--method", "identity", "--dtype", "float32", "--quiet")
+    assert first.returncode == 0, first.stderr
+    hsidenoise("run", source, "-o", out, "--method", "identity", "--dtype", "same", "--overwrite",
+               pause_at="between-renames")  # fmt: skip
+    assert out.with_suffix(".img").exists() and not out.exists()
+    again = hsidenoise("run", source, "-o", out, "--method", "identity", "--dtype", "same", "--quiet")
+    assert again.returncode == 0, again.stderr
+    back = read_cube(out)
+    assert back.data.dtype == np.int16 and staged_files(tmp_path) == []
+    np.testing.assert_array_equal(back.data, old)
+
+
 def test_killed_batch_resumes_without_redoing_finished_outputs(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -47,6 +47,7 @@ def noise(
 
         from hsidenoise.batch import cube_files
         from hsidenoise.io import create_cube, read_cube
+        from hsidenoise.io.staging import output_folder
         from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube
 
         options: dict[str, Any] = {"recipe": recipe, "disjoint": disjoint}
@@ -68,11 +69,16 @@ def noise(
             meta.nodata = float("nan")
         meta.description = f"hsidenoise noise --recipe {recipe} --seed {seed} on {cube.name} (normalised to [0, 1])"
         # Both cubes are staged before either is committed, so a refused second output leaves no first one.
+        # Missing output folders are created (as by run and convert) and removed again if the write fails.
         with contextlib.ExitStack() as stack:
-            writers = [
-                stack.enter_context(create_cube(path, clean.shape, meta=meta, overwrite=overwrite, inputs=protected))
-                for path in outputs
-            ]
+            writers = []
+            for path in outputs:
+                stack.enter_context(output_folder(path))
+                writers.append(
+                    stack.enter_context(
+                        create_cube(path, clean.shape, meta=meta, overwrite=overwrite, inputs=protected)
+                    )
+                )
             for writer, data in zip(writers, (result.noisy, clean), strict=False):
                 writer.write(data, slice(0, clean.shape[1]), slice(0, clean.shape[2]))
         summary = {

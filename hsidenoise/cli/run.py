@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +27,7 @@ from hsidenoise.cli.options import (
     value_of,
 )
 from hsidenoise.cli.process import thread_count
-from hsidenoise.cli.terminal import ProgressBars, errors_as_one_line, print_json, say
+from hsidenoise.cli.terminal import ProgressBars, errors_as_one_line, interruption_exit, print_json, say
 
 
 def run(
@@ -113,7 +115,7 @@ def run(
         method = MethodChoice.decsc if model is not None else MethodChoice.lowrank
     with errors_as_one_line():
         cpu_threads = thread_count(threads)  # before numpy and torch load their thread pools
-        from hsidenoise.batch import batch_document, expand_inputs, plan_jobs, run_jobs, several_inputs
+        from hsidenoise.batch import batch_document, expand_inputs, jobs_of, plan_jobs, run_jobs, several_inputs
         from hsidenoise.methods import build_method
         from hsidenoise.provenance import method_provenance
         from hsidenoise.scaleout import RankGroup, Ranks, Shard
@@ -124,7 +126,7 @@ def run(
         share = Shard.parse(shard) if shard is not None else None
         ranks = Ranks.from_env()  # set under torchrun: this process runs its rank's share, on its own GPU
         several = several_inputs(inputs) or share is not None
-        jobs = plan_jobs(expand_inputs(inputs), output, overwrite=overwrite, several=several)
+        jobs = plan_jobs(expand_inputs(inputs), output, overwrite=overwrite, several=several, report=report)
         device_choice = ranks.device(device.value) if ranks is not None else device.value
         solver = {k: v for k, v in {"max_iter": max_iter, "tol": tol}.items() if v is not None}
         talk = not (quiet or json_output)
@@ -164,8 +166,13 @@ def run(
             elif json_output:
                 print_json(record)
 
-        with RankGroup(ranks) as group, ProgressBars(talk) as bars:
-            records = run_jobs(
+        shares = [part for part in (share, ranks.shard if ranks else None) if part is not None]
+        records: list[dict] = []  # filled as the batch goes: what was done is still known after Ctrl-C or SIGTERM
+        with RankGroup(ranks) as group, ProgressBars(talk) as bars, batch_interruption(
+            several, records, planned=len(jobs_of(jobs, shares)), json_output=json_output, shard=share,
+            main=group.is_main,
+        ):  # fmt: skip
+            run_jobs(
                 jobs,
                 make_method,  # built before the first input is read, and not at all when every output exists
                 config,
@@ -179,9 +186,10 @@ def run(
                 on_done=done,
                 on_failed=failed,
                 several=several,
-                shares=[part for part in (share, ranks.shard if ranks else None) if part is not None],
+                shares=shares,
                 provenance=provenance,
                 profile_bands=bands,
+                records=records,
             )
             records = group.gather(records, order=[job.source for job in jobs])  # rank 0 reports for all
         failures = sum("error" in record for record in records)
@@ -189,7 +197,10 @@ def run(
             if json_output:
                 world_size = ranks.world_size if ranks else None
                 print_json(batch_document(records, shard=share, world_size=world_size) if several else records[0])
-            elif not quiet:
+            if talk:
+                for record in records:
+                    if "report_note" in record:
+                        say(f"{record['output']} exists; wrote its missing report from it, without denoising again")
                 skipped = sum("skipped" in record for record in records)
                 if skipped:
                     say(f"skipped {skipped} input(s) whose output exists (use --overwrite to redo them)")
@@ -197,6 +208,39 @@ def run(
                 say(f"{failures} of {len(records)} input(s) failed and have no output; see the lines above")
         if failures:
             raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def batch_interruption(
+    several: bool, records: list[dict], *, planned: int, json_output: bool, shard, main: bool
+) -> Iterator[None]:
+    """After Ctrl-C or SIGTERM in several-input mode: print the ``--json`` document of what was done (with the
+    ``interrupted`` record, :func:`hsidenoise.batch.batch_document`) and one line saying how far the batch
+    got, then exit 130 or 143. Under torchrun each rank knows only its own share: rank 0 prints it."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if not several or not main:
+            raise
+        from hsidenoise.batch import batch_document
+
+        document = batch_document(records, shard=shard, planned=planned)
+        if json_output:
+            print_json(document)
+        counts = document["summary"]
+        stopped = document.get("interrupted")
+        if stopped is None:
+            where = ""
+        elif stopped["output_complete"]:
+            where = f"; it stopped after {stopped['output']} was written, before its record"
+        else:
+            where = f"; it stopped in {stopped['input']}, which left no output"
+        detail = (
+            f"{counts['written'] + counts['skipped'] + counts['failed']} of {counts['inputs']} input(s) done "
+            f"({counts['written']} written, {counts['skipped']} skipped, {counts['failed']} failed){where}; "
+            "no output was left half-written: re-run the same command to do the rest"
+        )
+        raise interruption_exit(stop, detail) from None
 
 
 def parse_profile_bands(text: str | None, *, report: Path | None) -> list[int] | None:

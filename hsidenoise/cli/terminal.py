@@ -63,10 +63,8 @@ def errors_as_one_line() -> Iterator[None]:
         raise fail("error", str(error), 1) from None
     except (OSError, MemoryError) as error:
         raise fail("error", f"{type(error).__name__}: {error}", 1) from None
-    except Terminated:
-        raise fail("terminated", "SIGTERM; no output was left half-written", TERMINATED_EXIT_CODE) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", "no output was left half-written", 130) from None
+    except KeyboardInterrupt as stop:
+        raise interruption_exit(stop, "no output was left half-written") from None
     except Exception as error:  # a bug: still one line, the traceback on request
         if os.environ.get("HSIDENOISE_DEBUG"):
             raise
@@ -75,6 +73,19 @@ def errors_as_one_line() -> Iterator[None]:
             f"{type(error).__name__}: {error} (set HSIDENOISE_DEBUG=1 to see the traceback, and please report it)",
             1,
         ) from None
+
+
+def interruption_exit(stop: KeyboardInterrupt, detail: str) -> typer.Exit:
+    """Print the one line of a Ctrl-C (``interrupted: <detail>``, exit 130) or a SIGTERM (``terminated: SIGTERM;
+    <detail>``, exit 143) on stderr and return the :class:`typer.Exit` to raise."""
+    from rich.markup import escape
+
+    if isinstance(stop, Terminated):
+        label, message, code = "terminated", f"SIGTERM; {detail}", TERMINATED_EXIT_CODE
+    else:
+        label, message, code = "interrupted", detail, 130
+    stderr_console().print(f"[bold red]{label}:[/] {escape(one_line(message))}", soft_wrap=True)
+    return typer.Exit(code=code)
 
 
 def print_json(document: Any) -> None:

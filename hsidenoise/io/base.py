@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import weakref
 from abc import ABC, abstractmethod
@@ -25,7 +26,15 @@ import numpy as np
 from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeShapeError, CubeWriteError
 from hsidenoise.io.dtypes import cast_and_count
-from hsidenoise.io.staging import PathLike, StagedFile, discard_all, pause_point, protect_inputs, release_inputs
+from hsidenoise.io.staging import (
+    PathLike,
+    StagedFile,
+    discard_all,
+    pause_point,
+    protect_inputs,
+    release_inputs,
+    retire_final,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,16 @@ def check_not_empty(path: PathLike, name: str, shape: Sequence[int]) -> None:
         )
 
 
+def usable_scale_factor(value: float, where: str) -> float | None:
+    """`value` when it is a usable reflectance scale factor (finite and > 0), else None with one logged warning
+    naming `where` (e.g. ``"x.hdr: 'reflectance scale factor'"``): 0, a negative or a non-finite factor would
+    turn every stored value into nonsense, so it is ignored rather than copied into outputs."""
+    if math.isfinite(value) and value > 0:
+        return value
+    logger.warning("%s is %s; a scale factor must be a finite number > 0, so it is ignored", where, value)
+    return None
+
+
 # -------------------------------------------------------------------------------------- layout
 
 
@@ -95,35 +114,77 @@ def parse_axes(axes: str, *, ndim: int = 3) -> str:
     return text
 
 
-def infer_axes(shape: Sequence[int], wavelength_count: int | None, *, where: str) -> str:
-    """The axis order of a 3-D MAT/HDF5 array given without ``axes``: ``"hwb"`` unless the file says otherwise.
+def clearly_smallest_axis(shape: Sequence[int]) -> int | None:
+    """The axis of `shape` shorter than half of each other axis (``2 * n[i] < n[j]`` for both others), or None."""
+    for axis, size in enumerate(shape):
+        if all(2 * size < other for index, other in enumerate(shape) if index != axis):
+            return axis
+    return None
 
-    The rule, in order (``shape`` = (n0, n1, n2) as MATLAB, or h5py for plain HDF5, sees the array):
 
-    1. a wavelength vector of L entries and exactly one axis of length L: that axis holds the bands
-       (``"bhw"``, ``"hbw"`` or ``"hwb"``, the other two staying rows then columns);
-    2. otherwise (no wavelengths, or several axes of length L), when n1 == n2 != n0 (a stack of square
-       images): ``"bhw"`` if n0 < n1 (fewer bands than pixels per side, e.g. 31 x 256 x 256); if n0 > n1
-       (e.g. 40 x 23 x 23: 40 bands of 23 x 23, or a 40 x 23 image of 23 bands?) the layout is refused as
-       ambiguous, and ``axes`` must be given;
-    3. otherwise ``"hwb"`` (rows x cols x bands, the usual MATLAB layout), as without this rule.
+BAND_AXIS_LAYOUT = {0: "bhw", 1: "hbw", 2: "hwb"}
+"""The axis order that puts the bands at that position, the other two staying rows then columns."""
+
+
+def infer_axes(shape: Sequence[int], wavelength_count: int | None, *, where: str, matlab: bool) -> str:
+    """The axis order of a 3-D MAT/HDF5 array for which neither the caller nor the file names one.
+
+    An ``axes`` given by the caller (``--axes``) or stored in the file (our writers store one: an ``axes``
+    attribute in HDF5, an ``axes`` variable in MAT files) wins, and this function is not called. Otherwise, with
+    ``shape`` = (n0, n1, n2) as MATLAB sees the array (`matlab` True: MAT v5 and v7.3) or as h5py sees the
+    dataset (plain HDF5), and "clearly the smallest" meaning shorter than half of each of the other two axes
+    (`clearly_smallest_axis`), the first rule that applies decides:
+
+    1. n0 == n1 == n2: refused (nothing tells bands from pixels).
+    2. a wavelength vector of L entries and exactly one axis of length L: that axis holds the bands
+       (``"bhw"``, ``"hbw"`` or ``"hwb"``, the other two staying rows then columns).
+       L matching two axes: MAT keeps ``"hwb"`` when n2 == L, anything else is refused.
+       L matching no axis is ignored here (the reader warns that the wavelengths do not fit).
+    3. plain HDF5: n0 clearly the smallest (and n0 > 1) → ``"bhw"`` (224 x 512 x 614), n2 clearly the
+       smallest → ``"hwb"`` (610 x 340 x 103); anything else (n1 the smallest, no axis clearly the smallest,
+       e.g. 31 x 64 x 48 or 145 x 145 x 200, or 1 x 50 x 30) is refused.
+    4. MAT: n0 clearly the smallest and n0 > 1 → ``"bhw"`` (31 x 256 x 256, or 224 x 512 x 614 saved from a
+       bands-first numpy array); n1 == n2 != n0 (a stack of square images, 40 x 23 x 23 or 20 x 23 x 23: n0 bands of
+       n1 x n2 pixels, or n0 x n1 pixels of n2 bands?) → refused; otherwise ``"hwb"``, MATLAB's
+       rows x cols x bands convention (HYDICE 80 x 100 x 162, MUUFL 51 x 88 x 72, CAVE 256 x 256 x 31).
 
     Raises:
-        CubeShapeError: the ambiguous case of rule 2; the one-line message asks for ``--axes``.
+        CubeShapeError: a refused shape; the one-line message names the readings and their ``--axes``.
     """
-    n0, n1, n2 = (int(n) for n in shape)
-    if wavelength_count is not None:
-        matches = [axis for axis, size in enumerate(shape) if size == wavelength_count]
-        if len(matches) == 1:
-            return {0: "bhw", 1: "hbw", 2: "hwb"}[matches[0]]
-    if n1 == n2 != n0:
-        if n0 < n1:
-            return "bhw"
-        raise CubeShapeError(
-            f"{where} has shape {n0}x{n1}x{n2}: {n0} bands of {n1}x{n2} pixels, or {n0}x{n1} pixels of {n2} "
-            "bands? pass --axes bhw or --axes hwb (axes=)"
+    n0, n1, n2 = shape = tuple(int(n) for n in shape)
+    def bands(count: int) -> str:
+        return f"{count} band{'' if count == 1 else 's'}"
+
+    readings = f"{bands(n0)} of {n1}x{n2} pixels (--axes bhw) or {n0}x{n1} pixels of {bands(n2)} (--axes hwb)"
+
+    def refuse(why: str, readings: str = readings) -> CubeShapeError:
+        return CubeShapeError(
+            f"{where} has shape {'x'.join(map(str, shape))}: {readings}? {why}; pass --axes (axes= in Python)"
         )
-    return "hwb"
+
+    if n0 == n1 == n2:
+        raise refuse("all three axes are equal")
+    if wavelength_count is not None:
+        matches = [axis for axis, length in enumerate(shape) if length == wavelength_count]
+        if len(matches) == 1:
+            return BAND_AXIS_LAYOUT[matches[0]]
+        if len(matches) > 1:
+            if matlab and 2 in matches:
+                return "hwb"
+            raise refuse(f"its {wavelength_count} wavelengths fit several axes")
+    smallest = clearly_smallest_axis(shape)
+    if smallest == 0 and n0 > 1:  # 1 x W x B is one row of pixels in MATLAB (a single band is 2-D there)
+        return "bhw"
+    if matlab:
+        if n1 == n2:
+            raise refuse("no axis is clearly the band axis")
+        return "hwb"
+    if smallest == 2:
+        return "hwb"
+    if smallest == 1:
+        middle = f"{n0}x{n2} pixels of {bands(n1)} (--axes hbw) or {n0}x{n1} pixels of {bands(n2)} (--axes hwb)"
+        raise refuse("no axes attribute says which", middle)
+    raise refuse("no axis is clearly the band axis and no axes attribute or wavelengths say which")
 
 
 def to_cube_order(array: np.ndarray, axes: str, *, rows: int | None = None, cols: int | None = None) -> np.ndarray:
@@ -145,7 +206,7 @@ def to_cube_order(array: np.ndarray, axes: str, *, rows: int | None = None, cols
         if bands_by_pixels.shape[1] != rows * cols:
             raise CubeShapeError(
                 f"a bands x pixels array of shape {tuple(array.shape)} does not hold nRow*nCol = "
-                f"{rows}*{cols} = {rows * cols} pixels; check nRow/nCol or pass axes="
+                f"{rows}*{cols} = {rows * cols} pixels; check nRow/nCol or pass --axes (axes= in Python)"
             )
         # MATLAB column-major pixel order: pixel index = row + col * rows.
         return bands_by_pixels.reshape(bands_by_pixels.shape[0], cols, rows).transpose(0, 2, 1)
@@ -408,6 +469,10 @@ class CubeWriter(ABC):
         try:
             self._finish()
             pause_point("before-commit")
+            if len(self._staged) > 1:
+                # Replacing a multi-file output (ENVI with --overwrite): the old header goes first, so that at no
+                # moment does it describe the new data file; a data file without its header counts as absent.
+                retire_final(self._staged[-1].final)
             for number, item in enumerate(self._staged, start=1):
                 item.commit()  # in order: for ENVI the data file, then the header (see `unfinished_commit`)
                 if number < len(self._staged):

@@ -40,7 +40,7 @@ from spectral.io import envi as spy_envi
 
 from hsidenoise.cube import PROVENANCE_KEYS, CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HeaderError
-from hsidenoise.io.base import CUBE_AXES, CubeReader, CubeWriter, check_readable
+from hsidenoise.io.base import CUBE_AXES, CubeReader, CubeWriter, check_readable, usable_scale_factor
 from hsidenoise.io.dtypes import check_dtype
 from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
@@ -144,7 +144,8 @@ def _rotation_degrees(map_info: list[str]) -> float | None:
 
 
 def transform_from_map_info(map_info: list[str]) -> tuple[float, float, float, float, float, float] | None:
-    """Affine transform (rasterio order) from ENVI ``map info``, rotation included; None when unreadable.
+    """Affine transform (rasterio order) from ENVI ``map info``, rotation included; None when unreadable
+    (fewer than six numbers after the projection name, a value that is not a finite number).
 
     ``map info = {name, ref x, ref y, easting, northing, size x, size y, [zone, North|South,] datum,
     units=..., rotation=deg}``: the reference pixel (1-based; (1, 1) is the outer corner of the upper-left
@@ -160,11 +161,12 @@ def transform_from_map_info(map_info: list[str]) -> tuple[float, float, float, f
     """
     try:
         ref_x, ref_y, easting, northing, size_x, size_y = (float(v) for v in map_info[1:7])
-    except (ValueError, IndexError):
+    except ValueError:
+        return None
+    if len(map_info) < 7:  # fewer than six numbers after the name
         return None
     rotation = _rotation_degrees(map_info)
     if rotation is None or not all(map(math.isfinite, (ref_x, ref_y, easting, northing, size_x, size_y, rotation))):
-        logger.warning("map info %s is not readable; the transform is not derived (map info is kept)", map_info)
         return None
     if rotation == 0.0:
         cos, sin = 1.0, 0.0
@@ -434,15 +436,25 @@ def meta_from_header(header: dict, bands: int, hdr_path: Path) -> CubeMeta:
         meta.wavelength_units = str(header["wavelength units"])
     if "description" in header:
         meta.description = str(header["description"])
-    for key, attribute in (("data ignore value", "nodata"), ("reflectance scale factor", "scale_factor")):
-        if key in header:
-            setattr(meta, attribute, float(_floats(_as_list(header[key])[:1], key, hdr_path)[0]))
+    if "data ignore value" in header:
+        meta.nodata = float(_floats(_as_list(header["data ignore value"])[:1], "data ignore value", hdr_path)[0])
+    if "reflectance scale factor" in header:
+        scale_key = "reflectance scale factor"
+        factor = float(_floats(_as_list(header[scale_key])[:1], scale_key, hdr_path)[0])
+        meta.scale_factor = usable_scale_factor(factor, f"{hdr_path}: '{scale_key}'")
     if "coordinate system string" in header:
         # SPy splits every braced value at commas; WKT has commas of its own.
         meta.crs_wkt = ",".join(_as_list(header["coordinate system string"]))
     if "map info" in header:
         meta.map_info = _as_list(header["map info"])
         meta.transform = transform_from_map_info(meta.map_info)
+        if meta.transform is None:
+            logger.warning(
+                "%s: 'map info' {%s} is not readable (expected {projection, reference x, reference y, easting, "
+                "northing, pixel size x, pixel size y, ...} with finite numbers); the cube is read without "
+                "georeferencing and the map info is copied as it is",
+                hdr_path, ", ".join(meta.map_info),
+            )  # fmt: skip
         if meta.crs_wkt is None:
             meta.crs_wkt = crs_from_map_info(meta.map_info)
     for key, value in header.items():

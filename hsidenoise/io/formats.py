@@ -85,7 +85,7 @@ def format_for(path: PathLike, fmt: str | None = None) -> Format:
     known = " ".join(s for format_ in FORMATS.values() for s in format_.suffixes)
     raise UnsupportedFormatError(
         f"cannot tell the format of {path} from its suffix {suffix or '(none)'!r}; known suffixes: {known}; "
-        f"or pass fmt= (--format) one of {', '.join(FORMATS)}"
+        f"or pass --format (fmt= in Python), one of {', '.join(FORMATS)}"
     )
 
 

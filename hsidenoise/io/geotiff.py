@@ -34,7 +34,7 @@ from rasterio.windows import Window
 
 from hsidenoise.cube import PROVENANCE_KEYS, CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError
-from hsidenoise.io.base import CubeReader, CubeWriter, check_readable
+from hsidenoise.io.base import CubeReader, CubeWriter, check_readable, usable_scale_factor
 from hsidenoise.io.dtypes import check_dtype
 from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
@@ -92,7 +92,8 @@ def meta_from_dataset(dataset: rasterio.io.DatasetReader) -> CubeMeta:
         meta.wavelength_units = tags["wavelength_units"]
     meta.description = tags.get("TIFFTAG_IMAGEDESCRIPTION")
     if "reflectance_scale_factor" in tags:
-        meta.scale_factor = float(tags["reflectance_scale_factor"])
+        factor = float(tags["reflectance_scale_factor"])
+        meta.scale_factor = usable_scale_factor(factor, f"{dataset.name}: tag reflectance_scale_factor")
     meta.extra = dict(dataset.tags(ns=EXTRA_DOMAIN))
     meta.provenance = {
         key: tags[PROVENANCE_PREFIX + key] for key in PROVENANCE_KEYS if PROVENANCE_PREFIX + key in tags
@@ -131,6 +132,19 @@ def quiet_gdal() -> Iterator[None]:
         sys.unraisablehook = hook
 
 
+def gdal_message(error: BaseException) -> str:
+    """The message of the innermost exception chained to `error` (GDAL's own words, e.g. "ZIPDecode:Decoding
+    error at scanline 0", where rasterio says "Read failed. See previous exception for details."), on one line."""
+    message, seen = str(error), set()
+    cause = error.__cause__ or error.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause).strip():
+            message = str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return " ".join(message.split())
+
+
 class GeoTiffReader(CubeReader):
     """Windowed reads with rasterio; the dataset stays open until `close`."""
 
@@ -161,7 +175,10 @@ class GeoTiffReader(CubeReader):
             with quiet_gdal():
                 return self._dataset.read(indexes, window=_window(rows, cols))
         except (RasterioError, ValueError, OSError) as error:
-            raise CubeReadError(f"cannot read {self.path} rows {rows} cols {cols}: {error}") from error
+            raise CubeReadError(
+                f"cannot read rows {rows.start}-{rows.stop - 1}, cols {cols.start}-{cols.stop - 1} of {self.path}: "
+                f"{gdal_message(error)}; the file is damaged, re-copy it"
+            ) from error
 
     def _release(self) -> None:
         self._dataset.close()

@@ -2,9 +2,9 @@
 
 Reading: ``var`` is the dataset path (``"/data/reflectance"``); without it the file must hold
 exactly one 3-D numeric dataset. ``axes`` gives the dataset's axis order; without it the
-dataset's own ``axes`` attribute is used, else ``"hwb"`` (rows x cols x bands) unless a wavelength
-attribute or the shape says the bands come first (`hsidenoise.io.base.infer_axes`; an ambiguous shape
-is refused with a message asking for ``axes``). A 2-D
+dataset's own ``axes`` attribute is used (our writer stores one), else the band axis is the one a wavelength
+attribute's length names, or the clearly smallest one at either end (`hsidenoise.io.base.infer_axes`); a shape
+that could be either is refused with a message asking for ``axes``. A 2-D
 bands x pixels dataset is read with ``axes="b(hw)"`` (or ``"(hw)b"``) when ``nRow`` / ``nCol``
 are attributes of the dataset or datasets/attributes at the file root. Slices are read lazily.
 
@@ -38,6 +38,7 @@ from hsidenoise.io.base import (
     infer_axes,
     parse_axes,
     to_cube_order,
+    usable_scale_factor,
 )
 from hsidenoise.io.dtypes import check_dtype
 from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
@@ -168,7 +169,8 @@ def select_dataset(file: h5py.File, var: str | None, path: Path) -> h5py.Dataset
         return cubes[0]
     if not cubes:
         raise VariableError(
-            f"{path} has no 3-D numeric dataset; numeric datasets: {listing}; pass var=PATH (--var) and axes"
+            f"{path} has no 3-D numeric dataset; numeric datasets: {listing}; pass --var PATH and --axes "
+            "(var=, axes= in Python)"
         )
     raise VariableError(
         f"{path} has several 3-D datasets: {describe((d.name, d.shape, d.dtype.name) for d in cubes)}; "
@@ -204,7 +206,8 @@ def meta_from_attributes(attrs: h5py.AttributeManager, bands: int) -> CubeMeta:
         meta.nodata = float(np.asarray(attrs["nodata"]).reshape(-1)[0])
     for name in ("reflectance_scale_factor", "scale_factor"):
         if name in attrs:
-            meta.scale_factor = float(np.asarray(attrs[name]).reshape(-1)[0])
+            factor = float(np.asarray(attrs[name]).reshape(-1)[0])
+            meta.scale_factor = usable_scale_factor(factor, f"attribute {name!r}")
     if "transform" in attrs and np.asarray(attrs["transform"]).size == 6:
         meta.transform = tuple(float(v) for v in np.asarray(attrs["transform"]).reshape(-1))
     if "map_info" in attrs:
@@ -236,10 +239,11 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
         dataset = select_dataset(file, var, path)
         order = axes if axes is not None else (text(dataset.attrs["axes"]) if "axes" in dataset.attrs else None)
         meta_bands = None
+        check_not_empty(path, dataset.name, dataset.shape)
         if dataset.ndim == 3:
             if order is None:
                 where = f"dataset {dataset.name} in {path}"
-                order = infer_axes(dataset.shape, wavelength_count(file, dataset), where=where)
+                order = infer_axes(dataset.shape, wavelength_count(file, dataset), where=where, matlab=False)
             order = parse_axes(order)
             meta_bands = dataset.shape[order.index("b")]
             array: Any = dataset
@@ -250,9 +254,8 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
         else:
             raise CubeShapeError(
                 f"dataset {dataset.name} in {path} has shape {dataset.shape}; a cube needs 3 axes "
-                "(or a 2-D bands x pixels array with axes='b(hw)' and nRow/nCol)"
+                "(or a 2-D bands x pixels array: pass --axes 'b(hw)' and give nRow/nCol attributes)"
             )
-        check_not_empty(path, dataset.name, dataset.shape)
         check_storage(dataset, path)
         meta = meta_from_attributes(dataset.attrs, meta_bands)
         meta.dtype = np.dtype(dataset.dtype).newbyteorder("=")

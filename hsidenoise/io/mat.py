@@ -6,9 +6,12 @@ Reading:
   variable; if it holds none, a single 2-D variable with ``nRow * nCol`` pixels along one
   axis is taken when ``nRow`` and ``nCol`` are in the file (the unmixing layout, e.g.
   Samson's ``V``, 156 bands x 9025 pixels). Otherwise a `VariableError` lists the candidates.
-- ``axes`` is the variable's axis order as MATLAB sees it: ``"hwb"`` (rows x cols x bands,
-  the default), ``"bhw"``, ``"whb"``, ... and ``"b(hw)"`` / ``"(hw)b"`` for bands x pixels,
-  where pixels are in MATLAB's column-major order (the row index varies fastest).
+- ``axes`` is the variable's axis order as MATLAB sees it: ``"hwb"`` (rows x cols x bands),
+  ``"bhw"``, ``"whb"``, ... and ``"b(hw)"`` / ``"(hw)b"`` for bands x pixels,
+  where pixels are in MATLAB's column-major order (the row index varies fastest). Without it, an
+  ``axes`` char variable in the file (our writers store one) is used, else `hsidenoise.io.base.infer_axes`:
+  ``"hwb"`` unless the wavelengths or the shape say otherwise, and a shape that could be either is refused.
+- A plain HDF5 file named ``.mat`` (no MATLAB header, e.g. written by h5py) is read as HDF5.
 - v5 files are loaded whole (scipy cannot read part of a variable). v7.3 cubes are read
   lazily with h5py, which sees MATLAB's axes reversed (an H x W x B variable is (B, W, H)).
 - Metadata comes from variables next to the cube: ``wavelengths`` (or ``wavelength``,
@@ -60,9 +63,18 @@ from hsidenoise.io.base import (
     infer_axes,
     parse_axes,
     to_cube_order,
+    usable_scale_factor,
 )
 from hsidenoise.io.dtypes import check_dtype
-from hsidenoise.io.hdf5 import H5_ERRORS, PROVENANCE_NAMES, SIZE_NAMES, Hdf5Writer, check_storage, describe
+from hsidenoise.io.hdf5 import (
+    H5_ERRORS,
+    PROVENANCE_NAMES,
+    SIZE_NAMES,
+    Hdf5Writer,
+    check_storage,
+    describe,
+)
+from hsidenoise.io.hdf5 import open_reader as open_hdf5_reader
 from hsidenoise.io.mat_v5 import check_v5
 from hsidenoise.io.staging import PathLike, check_output, describe_os_error, estimated_size
 
@@ -175,12 +187,12 @@ def _layout(
 ) -> str:
     """The axis order (as MATLAB sees it) of the chosen variable of `shape`; `size` is (nRow, nCol).
 
-    A 3-D variable without `axes` gets `hsidenoise.io.base.infer_axes` (``"hwb"`` unless the wavelength
-    vector or the shape says the bands come first)."""
+    A 3-D variable without `axes` gets `hsidenoise.io.base.infer_axes` (MATLAB's ``"hwb"`` unless the
+    wavelength vector or the shape says where the bands are; a shape that could be either is refused)."""
     if len(shape) == 3:
         if axes is not None:
             return parse_axes(axes)
-        return infer_axes(shape, wavelength_count, where=f"variable {name!r} in {path}")
+        return infer_axes(shape, wavelength_count, where=f"variable {name!r} in {path}", matlab=True)
     rows, cols = size
     if len(shape) == 2 and rows and cols:
         if axes is not None:
@@ -226,7 +238,8 @@ def meta_from_variables(values: dict[str, Any], bands: int) -> CubeMeta:
     if "nodata" in values:
         meta.nodata = float(np.asarray(values["nodata"]).reshape(-1)[0])
     if "scale_factor" in values:
-        meta.scale_factor = float(np.asarray(values["scale_factor"]).reshape(-1)[0])
+        factor = float(np.asarray(values["scale_factor"]).reshape(-1)[0])
+        meta.scale_factor = usable_scale_factor(factor, "variable 'scale_factor'")
     if "transform" in values and np.asarray(values["transform"]).size == 6:
         meta.transform = tuple(float(v) for v in np.asarray(values["transform"]).reshape(-1))
     if "map_info" in values:
@@ -311,11 +324,11 @@ def _open_v5(path: Path, var: str | None, axes: str | None, major: int) -> Array
             f"variable {name!r} in {path} holds {kind}; hsidenoise reads real numeric cubes: "
             "save real(x) or abs(x) in MATLAB and read that"
         )
+    check_not_empty(path, name, array.shape)
     axes = axes if axes is not None else declared_axes(values)
     order = _layout(name, array.shape, axes, size, path, _metadata(path, _wavelength_count, values))
     if "(hw)" in order:
         array, order = to_cube_order(array, order, rows=size[0], cols=size[1]), CUBE_AXES
-    check_not_empty(path, name, array.shape)
     meta = _metadata(path, meta_from_variables, values, array.shape[order.index("b")])
     meta.dtype = np.dtype(array.dtype).newbyteorder("=")
     return ArrayCubeReader(path, array, order, meta, files=[path])
@@ -411,8 +424,23 @@ def _open_v73(path: Path, var: str | None, axes: str | None) -> ArrayCubeReader:
         raise
 
 
+def is_plain_hdf5(path: Path) -> bool:
+    """True for an HDF5 file without a user block, hence without MATLAB's v7.3 header (e.g. written by h5py
+    under a ``.mat`` name); a v7.3 file always starts with a 512-byte user block holding that header."""
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as file:
+            return file.userblock_size == 0
+    except H5_ERRORS:
+        return False
+
+
 def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = None) -> ArrayCubeReader:
     """Open a MAT file (v5 in memory, v7.3 lazily); see the module docstring for `var` and `axes`.
+
+    A plain HDF5 file named ``.mat`` (`is_plain_hdf5`) is read as HDF5 (`hsidenoise.io.hdf5.open_reader`, whose
+    band-axis rule is that of C-order arrays).
 
     Raises:
         CubeReadError: missing, unreadable or not a MAT file.
@@ -423,7 +451,13 @@ def open_reader(path: PathLike, *, var: str | None = None, axes: str | None = No
     try:
         major, _ = matfile_version(str(path))
     except (MatReadError, ValueError, OSError, IndexError) as error:  # scipy: IndexError on tiny junk
-        raise CubeReadError(f"{path} is not a MAT file ({error}); check the file or pass another fmt=") from error
+        if is_plain_hdf5(path):
+            logger.info("%s is a plain HDF5 file (no MATLAB header); reading it as HDF5", path)
+            return open_hdf5_reader(path, var=var, axes=axes)
+        raise CubeReadError(
+            f"{path} is not a MAT file ({error}); check the file, or pass --format with its format "
+            "(fmt= in Python)"
+        ) from error
     if major == 2:
         return _open_v73(path, var, axes)
     return _open_v5(path, var, axes, major)
@@ -478,7 +512,7 @@ class MatV5Writer(CubeWriter):
             nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
             raise ResourceError(
                 f"a MAT v5 output is built in memory and needs {nbytes / 2**30:.2f} GiB; "
-                "write fmt='mat73', HDF5 or ENVI instead"
+                "write --format mat73 (fmt='mat73' in Python), HDF5 or ENVI instead"
             ) from error
 
     def _write_window(self, block: np.ndarray, rows: slice, cols: slice) -> None:

@@ -346,6 +346,16 @@ def staged(final: PathLike) -> Iterator[Path]:
         raise
 
 
+def retire_final(final: Path) -> None:
+    """Remove an existing output file before the files of its replacement are renamed in (and make the removal
+    durable), so that a kill between the renames never leaves an old header next to new data."""
+    try:
+        final.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_directory(final.parent)
+
+
 def _fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

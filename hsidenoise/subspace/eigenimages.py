@@ -25,15 +25,24 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from hsidenoise.errors import ConfigError
 from hsidenoise.subspace.config import LowRankConfig
 
+if TYPE_CHECKING:
+    import torch
+
 DCT_BLOCK = 8
 """Block side of the DCT denoiser (smaller images are padded symmetrically)."""
+
+DCT_CHUNK_BYTES = 64 << 20
+"""Bytes of one image group's block coefficients in :func:`dct_denoise_stack`: 64 float64 values per block, about
+32 MiB per 256 x 256 image, of which about three copies are alive at once. Images go through in groups of at
+most this much (one image at least), so the working set does not grow with the number of eigen-images (kept
+components); grouping does not change the result, each image being denoised independently."""
 
 @runtime_checkable
 class EigenImageDenoiser(Protocol):
@@ -217,28 +226,45 @@ def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.
 
     count, height, width = images.shape
     padded = np.stack([_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK) for image in images])
-    padded_t = torch.from_numpy(padded)[:, None]
     transform = torch.from_numpy(_dct_matrix(DCT_BLOCK))
     # Coefficient (u, v) of every stride-1 block is a correlation with the basis image T[u] T[v]^T, so the
     # sliding DCT is one convolution with 64 output channels and the weighted average of the inverse blocks
     # one transposed convolution (2x faster than batched 8 x 8 matrix products, same float64 result).
     basis = torch.einsum("ua,vb->uvab", transform, transform).reshape(DCT_BLOCK * DCT_BLOCK, 1, DCT_BLOCK, DCT_BLOCK)
     ones = torch.ones(1, 1, DCT_BLOCK, DCT_BLOCK, dtype=torch.float64)
-
-    def aggregate(coefficients: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted average of the overlapping inverse blocks: (n, 64, h', w'), (n, 1, h', w') -> (n, 1, h, w)."""
-        return F.conv_transpose2d(coefficients * weights, basis) / F.conv_transpose2d(weights, ones)
-
+    block_rows, block_cols = padded.shape[1] - DCT_BLOCK + 1, padded.shape[2] - DCT_BLOCK + 1
+    group = max(1, DCT_CHUNK_BYTES // (DCT_BLOCK * DCT_BLOCK * block_rows * block_cols * 8))
+    estimate = np.empty((count, height, width), dtype=np.float64)
     with torch.inference_mode():
-        noisy = F.conv2d(padded_t, basis)  # (n, 64, h - 7, w - 7)
-        keep = noisy.abs() > threshold * sigma
-        keep[:, 0] = True
-        pilot = aggregate(torch.where(keep, noisy, 0.0), 1.0 / keep.sum(dim=1, keepdim=True).double())
-        power = F.conv2d(pilot, basis) ** 2
-        shrink = power / (power + sigma * sigma)
-        weights = 1.0 / (shrink**2).sum(dim=1, keepdim=True).clamp_min(1e-12)
-        estimate = aggregate(shrink * noisy, weights)
-    return estimate[:, 0, :height, :width].numpy().copy()
+        for first in range(0, count, group):
+            chunk = torch.from_numpy(padded[first : first + group])[:, None]
+            estimate[first : first + group] = _dct_two_stages(chunk, basis, ones, sigma, threshold)[:, 0, :height, :width]
+    return estimate
+
+
+def _dct_two_stages(
+    padded: torch.Tensor, basis: torch.Tensor, ones: torch.Tensor, sigma: float, threshold: float
+) -> torch.Tensor:
+    """The two stages of :func:`dct_denoise_stack` on a group of padded images, (n, 1, h, w) -> (n, 1, h, w).
+
+    In-place where a block-coefficient tensor (n, 64, h - 7, w - 7) is no longer needed, so that about three
+    of them are alive at once (the same operations as out of place: the same values).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    noisy = F.conv2d(padded, basis)  # (n, 64, h - 7, w - 7)
+    keep = noisy.abs() > threshold * sigma
+    keep[:, 0] = True
+    weights = 1.0 / keep.sum(dim=1, keepdim=True).double()
+    kept = torch.where(keep, noisy, 0.0)
+    del keep
+    pilot = F.conv_transpose2d(kept.mul_(weights), basis) / F.conv_transpose2d(weights, ones)
+    del kept
+    shrink = F.conv2d(pilot, basis).pow_(2)  # the pilot's power, then the Wiener factor in its place
+    shrink.div_(shrink + sigma * sigma)
+    weights = 1.0 / shrink.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return F.conv_transpose2d(shrink.mul_(noisy).mul_(weights), basis) / F.conv_transpose2d(weights, ones)
 
 
 # ----------------------------------------------------------------------------------------------------------

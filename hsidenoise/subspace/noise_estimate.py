@@ -34,6 +34,10 @@ MAX_OUTLIER_FRACTION = 0.5
 """At most this fraction of a pixel's bands is declared missing (beyond it, the pixel is genuine signal)."""
 FILL_SWEEPS = 3
 """Gauss-Seidel sweeps that impute missing entries from the other bands."""
+IMPLAUSIBLE_OUTLIER_FRACTION = 0.9
+"""A band whose entries were nearly all (beyond this fraction) flagged as outliers has a broken scale, not
+impulses: its residuals have no core around zero (a two-valued band: two clusters far apart, each narrow), so
+the shortest quarter measured one cluster. Its next scale is the plain standard deviation of its residuals."""
 SIGMA_FLOOR = 1e-3
 """Sigma is at least this fraction of the median sigma, so a noise-free band stays finite when whitened."""
 
@@ -308,6 +312,11 @@ def fit_band_regression(
         else:
             refined = _mad_scale(residuals, missing)
             scale = np.where(np.isfinite(refined) & (refined > 0), refined, scale)
+        if iteration > 0:
+            broken = missing.mean(axis=0) > IMPLAUSIBLE_OUTLIER_FRACTION
+            if broken.any():
+                scale = np.where(broken, residuals.std(axis=0), scale)
+                logger.debug("band regression pass %d: %d band(s) without a core, plain scale", iteration, broken.sum())
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
         cleaned_t, missing_t = clean_entries(observed.T, np.zeros(observed.T.shape, bool), regression, config)
