@@ -16,7 +16,8 @@ memory and mapped files alike):
   predicts for it (``run_peak_lowrank``: `hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES` +
   `hsidenoise.denoise.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
   estimate were calibrated with this mode (``--estimate --bands 31 --sizes 32 256 512 1024`` and
-  ``--estimate --bands 64 --sizes 512``).
+  ``--estimate --bands 64 --sizes 512``); ``--cube PATH`` (repeatable) adds a real cube (any format ``run``
+  reads) to the ``--estimate`` rows, measured in place.
 
 Memory that does not grow with the scene shows as ratios near 1 against the smallest scene (the issue's target:
 4096² within 1.2x of 512²). Scenes and outputs are deleted after each size.
@@ -27,6 +28,7 @@ Usage::
     .venv/bin/python bench/memory.py --sizes 512 1024 --json /tmp/memory.json
     .venv/bin/python bench/memory.py --sizes 512 --real-model --real-model-size 1024
     .venv/bin/python bench/memory.py --estimate --bands 31 --sizes 256 512 1024   # estimate vs measured
+    .venv/bin/python bench/memory.py --estimate --sizes --cube examples/santa_barbara.hdr   # a real cube only
 """
 
 from __future__ import annotations
@@ -185,6 +187,22 @@ def measure_size(size: int, jobs: tuple[str, ...], workdir: Path, args: argparse
     return rows
 
 
+def measure_cube(path: Path, workdir: Path, args: argparse.Namespace) -> dict:
+    """``run-lowrank`` (with the estimate) on a real cube, read in place; one row."""
+    from hsidenoise.io import open_cube
+
+    with open_cube(path) as reader:
+        bands, rows, cols = reader.shape
+    target = workdir / "out-cube.hdr"
+    measured = run_child("run-lowrank", path, target, args, threads=1)
+    for leftover in workdir.glob("out-cube*"):
+        leftover.unlink()
+    print(f"run-lowrank  {path.name}: {measured['seconds']:8.1f} s, peak RSS {measured['peak_rss_mib']:8.1f} MiB",
+          file=sys.stderr)
+    gib = bands * rows * cols * 4 / 2**30
+    return {"size": rows, "cols": cols, "bands": bands, "gib": gib, "job": "run-lowrank", "cube": str(path), **measured}
+
+
 def table(rows: list[dict]) -> str:
     """A Markdown table; each job's peak also as a ratio to the same job on the smallest scene."""
     smallest: dict[str, dict] = {}
@@ -199,7 +217,9 @@ def table(rows: list[dict]) -> str:
         ratio = row["peak_rss_mib"] / base["peak_rss_mib"]
         estimate = row.get("estimate_mib")
         versus = "" if estimate is None else f"{estimate:.0f} | {estimate / row['peak_rss_mib']:.2f}"
-        lines.append(f"| {row['size']}² x {row['bands']} ({row['gib']:.2f} GiB) | {row['job']} | "
+        scene = (f"{Path(row['cube']).name} {row['size']} x {row['cols']} x {row['bands']}" if "cube" in row
+                 else f"{row['size']}² x {row['bands']} ({row['gib']:.2f} GiB)")
+        lines.append(f"| {scene} | {row['job']} | "
                      f"{row['seconds']:.1f} | {row['peak_rss_mib']:.0f} | {ratio:.2f} (vs {base['size']}²) | "
                      f"{versus or ' | '} |")
     return "\n".join(lines)
@@ -207,7 +227,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096], help="scene sides")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[512, 1024, 2048, 4096], help="scene sides")
     parser.add_argument("--bands", type=int, default=64)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
@@ -215,6 +235,8 @@ def main() -> None:
     parser.add_argument("--real-model", action="store_true", help="also run the lite DECSC (shipped weights) once")
     parser.add_argument("--estimate", action="store_true",
                         help="measure run --method lowrank against the peak `hsidenoise info` predicts (only that job)")
+    parser.add_argument("--cube", type=Path, action="append", default=[],
+                        help="with --estimate: also measure this real cube (repeatable)")
     parser.add_argument("--real-model-size", type=int, default=1024, help="scene side for --real-model")
     parser.add_argument("--real-model-max-iter", type=int, default=0,
                         help="solver iterations for --real-model (0: the preset's); fewer is faster")
@@ -224,6 +246,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("memory.json"))
     parser.add_argument("--child", nargs=3, metavar=("JOB", "SOURCE", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cube and not args.estimate:
+        parser.error("--cube goes with --estimate")
     if args.child:
         child(*args.child, args)
         return
@@ -239,6 +263,7 @@ def main() -> None:
             rows += measure_size(size, jobs, workdir, args)
         if args.real_model and args.real_model_size not in args.sizes:
             rows += measure_size(args.real_model_size, ("run-decsc",), workdir, args)
+        rows += [measure_cube(path, workdir, args) for path in args.cube]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

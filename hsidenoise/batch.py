@@ -276,6 +276,7 @@ def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | No
         },
         "untouched_bands": {"dead": result.dead_bands, "nan_or_nodata": result.nan_bands},
         "clipped_values": result.clipped_values,
+        "underflowed_values": result.underflowed_values,
         "warnings": list(result.warnings),
         "passed_through": result.passed_through,
         "value_scale": result.value_scale,

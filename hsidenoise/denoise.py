@@ -91,6 +91,7 @@ class RunResult:
         timings: seconds per stage: ``statistics``, ``prepare``, ``read``, ``method``, ``write`` and ``total``.
         batch_size: tiles per method call at the end of the run (lower than asked after an out-of-memory).
         clipped_values: output values that did not fit the output dtype and were clipped to its range.
+        underflowed_values: non-zero output values too small for the output dtype, written as zero.
         warnings: one sentence per thing the user should know about the output, e.g. that the cube was passed
             through unchanged because nothing in it can be denoised (``"one band: nothing to regress against;
             passed through unchanged"``).
@@ -109,6 +110,7 @@ class RunResult:
     timings: dict[str, float]
     batch_size: int
     clipped_values: int = 0
+    underflowed_values: int = 0
     warnings: list[str] = field(default_factory=list)
     passed_through: bool = False
     value_scale: float = 1.0
@@ -192,6 +194,18 @@ def denoise(
         )
     result.output_path = output_path
     result.clipped_values = writer.clipped
+    result.underflowed_values = writer.underflowed
+    dtype_name = writer.dtype.name
+    if writer.clipped:
+        result.warnings.append(
+            f"{writer.clipped} value(s) did not fit the output type {dtype_name} and were clipped to its range; "
+            "write float64 (--dtype same for float64 input) to keep them"
+        )
+    if writer.underflowed:
+        result.warnings.append(
+            f"{writer.underflowed} non-zero value(s) were too small for the output type {dtype_name} and became 0; "
+            "write float64 (--dtype same for float64 input) to keep them"
+        )
     result.timings["total"] = time.perf_counter() - started
     logger.info("denoised %s into %s in %.1f s", getattr(reader, "path", source), output_path, result.timings["total"])
     return result
@@ -244,9 +258,10 @@ def estimate_memory(
     The pipeline: the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in
     flight + stitching buffers for one row of overlaps + one block being written). It does not grow with the
     number of rows. With ``method="lowrank"`` or ``"decsc"`` (the subspace front end both run), the
-    method's working memory is added: `SUBSPACE_SAMPLE_BYTES` per sampled pixel, whatever the band count
-    (measured: it hardly grows with the bands or the scene, see the constant); a DECSC network's own memory
-    is not. The interpreter and its
+    method's working memory is added: the statistics sample as float64 spectra (the fit's working copy) and
+    `SUBSPACE_DCT_COPIES` block-coefficient tensors of the DCT eigen-image denoiser on one tile
+    (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`, for min(B, max_rank) eigen-images: the rank is
+    only known after the fit, so its bound is taken); a DECSC network's own memory is not. The interpreter and its
     imports are not counted (see :data:`hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES`).
 
     Args:
@@ -270,16 +285,19 @@ def estimate_memory(
     pipeline = sample + max(strip, in_flight + stitching + block)
     if method not in ("lowrank", "decsc"):
         return pipeline
-    return pipeline + min(sample_pixels, height * width) * SUBSPACE_SAMPLE_BYTES
+    from hsidenoise.subspace.config import LowRankConfig
+    from hsidenoise.subspace.eigenimages import dct_group_bytes
+
+    rank_bound = min(bands, LowRankConfig().max_rank)
+    fit = min(sample_pixels, height * width) * bands * 8
+    return pipeline + fit + SUBSPACE_DCT_COPIES * dct_group_bytes(tile_height, tile_width, rank_bound)
 
 
-SUBSPACE_SAMPLE_BYTES = 6400
-"""Working memory of the subspace method (``lowrank``, DECSC's front end) per pixel of the statistics sample.
-
-Calibrated with ``bench/memory.py --estimate`` (``run --method lowrank``, one thread): with the default 65 536
-sampled pixels that is 400 MiB, which puts the whole-process estimate within 25 % of the measured peak from
-256² to 1024² at 31 bands and at 512² x 64 bands (the measured peak grows slowly with the scene and hardly
-with the bands: it is mostly the method's fit on the fixed-size sample and its per-tile work)."""
+SUBSPACE_DCT_COPIES = 4
+"""Block-coefficient tensors of one DCT image group (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`)
+counted for the subspace method's per-tile peak: about three are alive at once, plus what the allocator keeps.
+Calibrated with ``bench/memory.py --estimate`` (``run --method lowrank``, one thread; the synthetic scenes and
+the real cubes of bench/README.md): the whole-process estimate is within about 25 % of the measured peak."""
 
 
 def available_memory() -> int | None:
@@ -727,10 +745,12 @@ class _ArrayWriter:
     def __init__(self, shape: Sequence[int], dtype: np.dtype) -> None:
         self.data = np.empty(tuple(shape), dtype=dtype)
         self.clipped = 0
+        self.underflowed = 0
 
     def write(self, block: np.ndarray, rows: slice, cols: slice) -> None:
-        from hsidenoise.io.dtypes import cast_and_count
+        from hsidenoise.io.dtypes import cast_and_count, count_underflow
 
         values, clipped = cast_and_count(block, self.data.dtype)  # float64 beyond float32: clipped, never Inf
         self.clipped += clipped
+        self.underflowed += count_underflow(block, values)
         self.data[:, rows, cols] = values

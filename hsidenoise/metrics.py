@@ -3,7 +3,10 @@
 Conventions (the peers disagree; ``shared/reference/peers-and-conventions.md`` section 5):
 
 - PSNR: per band, 10 log10(peak^2 / MSE_b) with peak 1 for [0, 1] data; MPSNR is the mean over bands.
-  Identical bands give +inf (kept as inf in arrays; :meth:`MetricsReport.to_dict` writes None).
+  Identical bands give +inf (kept as inf in arrays; :meth:`MetricsReport.to_dict` writes None). The means of
+  :func:`evaluate` and :func:`mpsnr` are over the bands that differ from the reference: a band passed through
+  unchanged (a dead band, a band the method left alone) is listed apart (``identical_bands``, with a note)
+  instead of making MPSNR infinite; only when every band is identical is MPSNR +inf, and a note says so.
 - SSIM ``wang``: Wang et al. 2004 as scikit-image computes it with ``gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1``: an 11x11 Gaussian window (sigma 1.5, truncated at 3.5 sigma),
   K1 0.01, K2 0.03, population covariance, reflect padding, then the 5-pixel border cropped before averaging.
@@ -91,8 +94,11 @@ def psnr_per_band(x: np.ndarray, ref: np.ndarray, peak: float = 1.0) -> np.ndarr
 
 
 def mpsnr(x: np.ndarray, ref: np.ndarray, peak: float = 1.0) -> float:
-    """Mean over bands of :func:`psnr_per_band` (NaN bands left out; inf if any band is identical)."""
-    return _nanmean(psnr_per_band(x, ref, peak))
+    """Mean over the bands that differ of :func:`psnr_per_band` (NaN bands and identical bands left out; +inf
+    when every band is identical)."""
+    psnr = psnr_per_band(x, ref, peak)
+    differ = ~np.isnan(psnr) & ~np.isposinf(psnr)
+    return _nanmean(psnr[differ]) if differ.any() else _nanmean(psnr)
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -233,10 +239,11 @@ class MetricsReport:
         psnr: (B,) dB per band (inf = identical band, NaN = excluded band).
         ssim: (B,) per band (NaN = excluded, or SSIM undefined; see ``notes``).
         rmse: (B,) root mean squared error per band.
-        mpsnr: mean of ``psnr`` over the bands not excluded.
-        mssim: mean of ``ssim`` over the bands not excluded.
-        sam: mean spectral angle in radians, over the bands not excluded.
-        ergas: Wald's ERGAS with ratio 1, over the bands not excluded.
+        mpsnr: mean of ``psnr`` over the bands that differ from the reference (not excluded, not
+            identical); +inf when every band is identical.
+        mssim: mean of ``ssim`` over the same bands (over all kept bands when every one is identical).
+        sam: mean spectral angle in radians, over the same bands.
+        ergas: Wald's ERGAS with ratio 1, over the same bands.
         ssim_mode: ``"wang"`` or ``"matlab"``.
         peak: the PSNR peak.
         excluded_bands: indices of bands without a finite pixel (in either cube).
@@ -261,8 +268,14 @@ class MetricsReport:
 
     @property
     def identical_bands(self) -> tuple[int, ...]:
-        """Bands equal to the reference (PSNR = +inf)."""
+        """Bands equal to the reference (PSNR = +inf), left out of the means."""
         return tuple(int(i) for i in np.flatnonzero(np.isposinf(self.psnr)))
+
+    @property
+    def all_identical(self) -> bool:
+        """Whether every band not excluded equals the reference (the cubes are the same)."""
+        kept = ~np.isnan(self.psnr)
+        return bool(kept.any() and np.isposinf(self.psnr[kept]).all())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: every non-finite number becomes None.
@@ -279,9 +292,10 @@ class MetricsReport:
             "band_count": self.band_count,
             "excluded_bands": list(self.excluded_bands),
             "identical_bands": list(self.identical_bands),
+            "all_identical": self.all_identical,
             "notes": list(self.notes),
             "conventions": {
-                "psnr": f"per band, peak {self.peak:g}, averaged over bands",
+                "psnr": f"per band, peak {self.peak:g}, averaged over the bands that differ from the reference",
                 "ssim": f"{self.ssim_mode}: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, border excluded",
                 "sam": "radians, mean over pixels, all-zero pixels skipped",
                 "ergas": "100 * sqrt(mean_b (RMSE_b / mean ref_b)^2), ratio 1",
@@ -304,8 +318,10 @@ def evaluate(x: np.ndarray, ref: np.ndarray, *, ssim_mode: SsimMode = "wang", pe
         peak: PSNR peak (1 for [0, 1] data).
 
     Returns:
-        MetricsReport. Bands without a finite pixel are excluded from every mean and listed; on bands
-        smaller than 11 x 11 pixels SSIM is NaN and a note says why.
+        MetricsReport. Bands without a finite pixel are excluded from every mean and listed; bands identical
+        to the reference (PSNR +inf: dead bands passed through unchanged) are listed apart and left out of
+        every mean, with a note, unless every band is identical (then MPSNR is +inf and a note says the
+        cubes are equal); on bands smaller than 11 x 11 pixels SSIM is NaN and a note says why.
 
     Raises:
         CubeShapeError: the cubes are not 3-D or differ in shape.
@@ -322,6 +338,18 @@ def evaluate(x: np.ndarray, ref: np.ndarray, *, ssim_mode: SsimMode = "wang", pe
         notes.append(f"{int(excluded.sum())} band(s) without a finite pixel are excluded from the means")
     with np.errstate(divide="ignore"):
         psnr = 10.0 * np.log10(peak**2 / mse)
+    identical = kept & (mse == 0)
+    if identical.any() and identical.sum() == kept.sum():
+        notes.append("every band is identical to the reference: the cubes are equal (MPSNR is infinite)")
+    elif identical.any():
+        listed = ", ".join(str(int(i)) for i in np.flatnonzero(identical)[:20])
+        more = " ..." if identical.sum() > 20 else ""
+        notes.append(
+            f"{int(identical.sum())} band(s) identical to the reference (e.g. dead bands passed through "
+            f"unchanged; 0-based: {listed}{more}) are left out of the means, which are over the "
+            f"{int(kept.sum() - identical.sum())} band(s) that differ"
+        )
+        kept = kept & ~identical
     if min(x.shape[1:]) >= SSIM_WINDOW:
         ssim = ssim_per_band(x, ref, ssim_mode)
     else:

@@ -353,6 +353,38 @@ def test_eval_json_and_report_files(runner, work):
     assert "MPSNR" in table and f"{document['denoised']['mpsnr']:.2f}" in table
 
 
+def test_eval_leaves_dead_bands_passed_through_out_of_the_means(runner, tmp_path):
+    """`eval out.hdr --ref scene.hdr` on a real run's output: its dead bands were passed through unchanged and
+    gave MPSNR inf (table) and null (JSON). The means are over the bands that differ, a note lists the others;
+    --quiet prints nothing; --peak's help says what the default is."""
+    rng = np.random.default_rng(11)
+    ref = rng.random((7, 13, 17)).astype(np.float32) * 900.0 - 20.0  # raw units with negative values
+    ref[[0, 4]] = 0.0  # dead bands
+    denoised = ref + rng.normal(0, 3.0, ref.shape).astype(np.float32)
+    denoised[[0, 4]] = 0.0  # passed through unchanged
+    write_cube(tmp_path / "ref.hdr", Cube(ref, CubeMeta()))
+    write_cube(tmp_path / "out.hdr", Cube(denoised, CubeMeta()))
+    result = invoke(runner, "eval", tmp_path / "out.hdr", "--ref", tmp_path / "ref.hdr", "--json")
+    scores = json.loads(result.stdout)["denoised"]
+    differ = [1, 2, 3, 5, 6]
+    peak = float(ref.max() - ref.min())
+    errors = (denoised.astype(np.float64) - ref) ** 2
+    expected = np.mean([10 * np.log10(peak**2 / errors[b].mean()) for b in differ])
+    assert scores["mpsnr"] == pytest.approx(expected, abs=1e-6)
+    assert scores["identical_bands"] == [0, 4] and scores["all_identical"] is False
+    assert any("left out of the means" in note for note in scores["notes"])
+    table = invoke(runner, "eval", tmp_path / "out.hdr", "--ref", tmp_path / "ref.hdr")
+    assert f"{expected:.2f}" in table.stdout and "inf" not in table.stdout
+    assert "left out of the means" in " ".join(table.stderr.split())
+    same = invoke(runner, "eval", tmp_path / "ref.hdr", "--ref", tmp_path / "ref.hdr")
+    assert "identical" in same.stdout and "every band is identical" in " ".join(same.stderr.split())
+    quiet = invoke(runner, "eval", tmp_path / "out.hdr", "--ref", tmp_path / "ref.hdr", "--quiet", "-o", tmp_path / "s")
+    assert quiet.stdout == "" and quiet.stderr == "" and (tmp_path / "s" / "metrics.json").is_file()
+    help_result = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "2000"})
+    help_text = " ".join(help_result.stdout.split())
+    assert "max - min when it has negative values" in help_text and "--quiet" in help_text
+
+
 def test_eval_refuses_cubes_of_different_shapes(runner, work):
     before = snapshot(work)
     result = runner.invoke(app, ["eval", str(work / "clean.hdr"), "--ref", str(work / "clean.tif"), "--json"])

@@ -203,3 +203,87 @@ def test_statistics_of_float64_values_near_their_maximum_stay_finite(tmp_path: P
             stats = compute_statistics(reader)
     np.testing.assert_allclose(stats.mean, [1.5e308, 0.9 * -1.7e308 + 0.1 * -1.6e308], rtol=1e-12)
     assert stats.dead_bands.tolist() == [0] and stats.pixel_count == 0  # beyond float32: no spectrum sampled
+
+
+# ------------------------------------------------------------------- gross outliers, two-valued cubes (review)
+
+
+def with_gross_outlier(value: float, dtype: str) -> np.ndarray:
+    """A noisy low-rank cube with one entry (band 5, row 5, col 5) set to ``value``: a flipped exponent bit."""
+    cube = noisy_low_rank(bands=9, rows=13, cols=15).astype(dtype)
+    cube[5, 5, 5] = value
+    return cube
+
+
+@pytest.mark.parametrize(("value", "dtype"), [(1e10, "float32"), (1e20, "float32"), (-1e30, "float32"), (1e300, "float64")])
+def test_one_gross_outlier_is_an_impulse_written_unchanged_that_spreads_to_no_other_value(value: float, dtype: str) -> None:
+    cube = with_gross_outlier(value, dtype)
+    ordinary = np.ones(cube.shape, bool)
+    ordinary[5, 5, 5] = False
+    with pytest.warns(UserWarning, match=r"^1 value\(s\) far outside their band's range .*treated as impulses"):
+        out = denoise_array(cube, lowrank(), CONFIG)
+    assert out[5, 5, 5] == cube[5, 5, 5]
+    low, high = cube[ordinary].min(), cube[ordinary].max()
+    margin = 0.25 * (high - low)
+    assert low - margin <= out[ordinary].min() and out[ordinary].max() <= high + margin
+
+
+def test_the_value_scale_ignores_a_gross_outlier_and_the_run_reports_it(tmp_path: Path) -> None:
+    cube = with_gross_outlier(1e37, "float32")  # beyond 2**120: alone it used to scale the whole cube
+    result, record, written = run_cli(tmp_path, cube)
+    assert record["value_scale"] == 1.0
+    assert len(record["warnings"]) == 1 and "treated as impulses" in record["warnings"][0]
+    assert result.stderr.strip().splitlines() == record["warnings"]
+    assert written[5, 5, 5] == cube[5, 5, 5] and np.abs(np.delete(written.ravel(), 5 * 13 * 15 + 5 * 15 + 5)).max() < 2
+
+
+def test_no_gross_outlier_is_found_in_an_ordinary_cube_or_a_sparse_band() -> None:
+    from hsidenoise.statistics import gross_limits
+
+    cube = noisy_low_rank()
+    sparse = np.zeros((1, *cube.shape[1:]))
+    sparse[0, 3, 4] = 1e6  # a band that is zero but for one pixel has no central spread: no limits
+    spectra = np.concatenate([cube, sparse]).reshape(cube.shape[0] + 1, -1).T
+    lower, upper = gross_limits(spectra)
+    assert ((spectra >= lower) & (spectra <= upper)).all()
+    assert np.isinf(lower[-1]) and np.isinf(upper[-1])
+
+
+@pytest.mark.parametrize("spatial", ["dct", "none"])
+def test_a_two_valued_noise_cube_is_never_amplified(spatial: str) -> None:
+    from hsidenoise.subspace import fit_lowrank
+
+    cube = (np.random.default_rng(2).random((30, 40, 12)) > 0.5).astype(np.float32).transpose(2, 0, 1).copy()
+    config = LowRankConfig(spatial=spatial)
+    sigma = fit_lowrank(cube.reshape(12, -1).T, config).sigma
+    assert (sigma > 0.25).all() and (sigma < 1.0).all(), sigma  # the noise is the whole band: sd 0.5
+    out = denoise_array(cube, LowRankDenoiser(config), CONFIG)
+    assert (out.reshape(12, -1).std(axis=1) <= cube.reshape(12, -1).std(axis=1)).all()
+    assert out.min() >= -1.0 and out.max() <= 2.0
+
+
+def run_cli_float32(tmp_path: Path, cube: np.ndarray, command: str = "run"):
+    source = write_envi(tmp_path / "in.hdr", cube)
+    output = tmp_path / "out.hdr"
+    extra = ["--method", "lowrank"] if command == "run" else []
+    result = CliRunner().invoke(app, [command, str(source), "-o", str(output), "--json", *extra])
+    assert result.exit_code == 0, result.stderr
+    return result, json.loads(result.stdout), read_cube(output).data
+
+
+def test_run_into_float32_warns_about_clipped_values(tmp_path: Path) -> None:
+    cube = 1e300 + 1e300 * np.random.default_rng(11).random((5, 9, 8))
+    result, record, written = run_cli_float32(tmp_path, cube)
+    assert written.dtype == np.float32 and record["clipped_values"] == cube.size
+    assert len(record["warnings"]) == 1 and f"{cube.size} value(s) did not fit" in record["warnings"][0]
+    assert result.stderr.strip().splitlines() == record["warnings"]
+
+
+@pytest.mark.parametrize("command", ["run", "convert"])
+def test_values_that_underflow_float32_are_counted_and_warned_about(tmp_path: Path, command: str) -> None:
+    cube = 1e-300 * (1.0 + np.random.default_rng(12).random((5, 9, 8)))
+    result, record, written = run_cli_float32(tmp_path, cube, command)
+    assert not written.any() and record["underflowed_values"] == cube.size
+    if command == "run":
+        assert len(record["warnings"]) == 1 and "too small for the output type" in record["warnings"][0]
+        assert result.stderr.strip().splitlines() == record["warnings"]

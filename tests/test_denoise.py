@@ -272,6 +272,21 @@ def test_methods_follow_the_protocol() -> None:
     assert isinstance(BandWindowDenoiser(lambda w: w), Denoiser)
 
 
+def test_lowrank_memory_estimate_counts_the_tile_work_not_the_scene() -> None:
+    from hsidenoise.subspace.eigenimages import dct_group_bytes
+
+    config = TileConfig()
+    method, pipeline = (
+        {side: estimate_memory((31, side, side), "float32", config, method=name) for side in (256, 4096)}
+        for name in ("lowrank", None)
+    )
+    work = {side: method[side] - pipeline[side] for side in method}
+    assert work[256] == work[4096]  # the same sample and the same tiles
+    assert work[256] >= denoise_module.SUBSPACE_DCT_COPIES * dct_group_bytes(256, 256, 31)
+    small_tiles = estimate_memory((31, 256, 256), "float32", TileConfig(tile=64, overlap=8), method="lowrank")
+    assert small_tiles < method[256]
+
+
 def test_memory_estimate_does_not_grow_with_rows_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     config = TileConfig()
     short, tall = (estimate_memory((64, 256 + k * 224, 4096), "float32", config) for k in (2, 290))

@@ -161,3 +161,18 @@ def test_coordinate_system_string_is_read_and_written(tmp_path: Path, tiny_cube)
     back = read_cube(tmp_path / "b.hdr").meta
     assert CRS.from_wkt(back.crs_wkt) == CRS.from_wkt(read_cube(tmp_path / "a.tif").meta.crs_wkt)
     assert back.transform == pytest.approx(transform)
+
+
+@pytest.mark.parametrize(
+    "map_info", ["{ UTM , 1 , 1 , abc }", "{UTM}", "{ UTM , 1 , 1 , 579717.18 , 3714550.7 , 16.9 , inf , 11 , North }"]
+)
+def test_an_unreadable_map_info_warns_once_and_is_kept(tmp_path: Path, caplog, map_info: str) -> None:
+    import logging
+
+    header = write_envi(tmp_path, np.zeros((3, 5, 4), np.float32), f"map info = {map_info}\n")
+    with caplog.at_level(logging.WARNING, logger="hsidenoise"):
+        cube = read_cube(header)
+    assert cube.meta.transform is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'map info'" in warnings[0] and str(header) in warnings[0]
+    assert cube.meta.map_info is not None  # copied as it is into ENVI outputs

@@ -599,3 +599,31 @@ def test_real_salton_sea_as_geotiff_and_mat73(shared_data: Path, tmp_path: Path)
     with open_cube(tmp_path / "salton73.mat") as reader:
         np.testing.assert_array_equal(reader.read(rows=slice(10, 20), bands=slice(100, 120)), expected[100:120, 10:20])
         np.testing.assert_array_equal(reader.meta.bbl, source.meta.bbl)
+
+
+def test_read_errors_name_the_command_line_flags(tmp_path: Path, tiny_cube) -> None:
+    (tmp_path / "junk.mat").write_bytes(b"not a MAT file at all" * 10)
+    with pytest.raises(CubeReadError, match=r"--format") as error:
+        open_cube(tmp_path / "junk.mat")
+    assert "another fmt=" not in str(error.value)
+    with pytest.raises(UnsupportedFormatError, match=r"--format \(fmt= in Python\)"):
+        format_for(tmp_path / "scene.xyz")
+    with h5py.File(tmp_path / "flat.h5", "w") as file:
+        file.create_dataset("image", data=np.zeros((7, 13)))
+    with pytest.raises(VariableError, match=r"--var PATH and --axes"):
+        open_cube(tmp_path / "flat.h5")
+
+
+def test_a_damaged_geotiff_block_names_the_window_and_gdals_reason(tmp_path: Path, tiny_cube) -> None:
+    write_cube(tmp_path / "scene.tif", Cube(tiny_cube(bands=5, rows=12, cols=14)))
+    raw = bytearray((tmp_path / "scene.tif").read_bytes())
+    for index in range(len(raw) // 3, len(raw) // 3 + 64):
+        raw[index] ^= 0xFF  # inside the deflated pixel blocks, after the TIFF header and tags
+    (tmp_path / "bad.tif").write_bytes(bytes(raw))
+    with pytest.raises(CubeReadError) as error, open_cube(tmp_path / "bad.tif") as reader:
+        reader.read()
+    message = str(error.value)
+    assert "rows 0-11, cols 0-13 of" in message and "re-copy" in message
+    assert "Decoding error" in message  # GDAL's own reason, from the chained exceptions
+    assert "See previous exception" not in message and "slice(" not in message
+    assert_one_line(error)

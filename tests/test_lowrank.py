@@ -127,6 +127,22 @@ def test_dct_fallback_handles_images_smaller_than_a_block() -> None:
     np.testing.assert_allclose(denoised, image, atol=1e-6)
 
 
+def test_dct_stack_goes_through_in_groups_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = np.random.default_rng(9).standard_normal((7, 23, 29)) + smooth_maps(7, 23, 29, np.random.default_rng(10))
+    whole = eigenimages.dct_denoise_stack(images, 0.5, FAST.dct_threshold)  # one group: 7 small images
+    groups: list[int] = []
+    two_stages = eigenimages._dct_two_stages
+    monkeypatch.setattr(eigenimages, "DCT_CHUNK_BYTES", 3 * 64 * (23 - 7) * (29 - 7) * 8)  # three images a group
+    monkeypatch.setattr(
+        eigenimages, "_dct_two_stages", lambda padded, *rest: groups.append(len(padded)) or two_stages(padded, *rest)
+    )
+    grouped = eigenimages.dct_denoise_stack(images, 0.5, FAST.dct_threshold)
+    assert groups == [3, 3, 1]
+    np.testing.assert_array_equal(grouped, whole)
+    one_by_one = np.stack([dct_denoise(image, 0.5, FAST.dct_threshold) for image in images])
+    np.testing.assert_array_equal(grouped, one_by_one)
+
+
 @pytest.mark.parametrize("spatial", ["dct", "none"])
 def test_lowrank_denoise_beats_noisy_input_with_band_varying_noise(spatial: str) -> None:
     cube = low_rank_cube(37, 48, 55, rank=4)

@@ -315,6 +315,128 @@ def test_the_usual_layout_is_kept_when_wavelengths_agree(tmp_path: Path) -> None
     assert read_cube(tmp_path / "d.mat").shape == (162, 80, 100)
 
 
+AXIS_RULE_CASES = [  # (shape, wavelengths, matlab, expected axes or None for a refusal)
+    ((224, 512, 614), None, False, "bhw"),  # a real bands-first scene, plain HDF5
+    ((224, 512, 614), None, True, "bhw"),  # the same saved with scipy from a bands-first numpy array
+    ((610, 340, 103), None, False, "hwb"),
+    ((31, 64, 48), None, False, None),  # 31 bands of 64 x 48, or 48 bands of 31 x 64: refused
+    ((31, 64, 48), None, True, "hwb"),  # MATLAB's convention when nothing is clear
+    ((40, 40, 40), None, False, None),
+    ((40, 40, 40), None, True, None),
+    ((40, 40, 40), 40, True, None),
+    ((100, 10, 120), None, False, None),  # the smallest axis in the middle: refused for plain HDF5
+    ((100, 10, 120), None, True, "hwb"),
+    ((40, 23, 23), None, True, None),  # a stack of square images behind more "bands" than pixels per side
+    ((20, 23, 23), None, True, None),  # ... or behind not clearly fewer
+    ((11, 23, 23), None, True, "bhw"),
+    ((1, 50, 30), None, True, "hwb"),  # one row of pixels in MATLAB
+    ((1, 50, 30), None, False, None),
+    ((51, 56, 224), 224, True, "hwb"),  # Salton Sea with its `wl` vector
+    ((11, 9, 13), 9, False, "hbw"),  # the wavelengths name the middle axis
+    ((9, 11, 9), 9, True, "hwb"),  # they fit two axes: MATLAB's last one
+    ((9, 11, 9), 9, False, None),
+    ((31, 64, 48), 50, False, None),  # wavelengths that fit no axis say nothing
+    ((51, 88, 72), None, True, "hwb"),  # MUUFL
+    ((80, 100, 162), None, True, "hwb"),  # HYDICE
+    ((100, 100, 205), None, True, "hwb"),  # ABU
+    ((256, 256, 31), None, True, "hwb"),  # CAVE
+]
+
+
+@pytest.mark.parametrize(("shape", "wavelengths", "matlab", "expected"), AXIS_RULE_CASES)
+def test_the_band_axis_rule(shape, wavelengths, matlab: bool, expected: str | None) -> None:
+    from hsidenoise.errors import CubeShapeError
+    from hsidenoise.io.base import infer_axes
+
+    if expected is not None:
+        assert infer_axes(shape, wavelengths, where="x", matlab=matlab) == expected
+        return
+    with pytest.raises(CubeShapeError, match="--axes") as error:
+        infer_axes(shape, wavelengths, where="x", matlab=matlab)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "x".join(map(str, shape)) in message
+    assert ("--axes bhw" in message or "--axes hbw" in message) and "--axes hwb" in message  # both readings
+
+
+def test_a_plain_hdf5_array_without_a_clear_band_axis_is_refused(tmp_path: Path) -> None:
+    array = bands_first(31, 64, 48)  # read as 48 bands of 31 x 64 before
+    write_array(tmp_path / "c.h5", array)
+    result = invoke("info", tmp_path / "c.h5", code=1)
+    message = result.stderr.strip()
+    assert message.count("\n") == 0
+    assert "31 bands of 64x48 pixels (--axes bhw)" in message and "31x64 pixels of 48 bands (--axes hwb)" in message
+    np.testing.assert_array_equal(read_cube(tmp_path / "c.h5", axes="bhw").data, array)
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_three_equal_axes_are_refused(tmp_path: Path, suffix: str) -> None:
+    from hsidenoise.errors import CubeShapeError
+
+    array = bands_first(6, 6, 6)
+    write_array(tmp_path / f"c{suffix}", array)
+    with pytest.raises(CubeShapeError, match="equal.*--axes"):
+        read_cube(tmp_path / f"c{suffix}")
+    np.testing.assert_array_equal(read_cube(tmp_path / f"c{suffix}", axes="bhw").data, array)
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_a_clearly_smallest_first_axis_holds_the_bands(tmp_path: Path, suffix: str) -> None:
+    array = bands_first(5, 17, 13)  # not square: the square-image rule of before missed it
+    write_array(tmp_path / f"c{suffix}", array)
+    np.testing.assert_array_equal(read_cube(tmp_path / f"c{suffix}").data, array)
+
+
+def test_a_clearly_smallest_last_axis_holds_the_bands_in_plain_hdf5(tmp_path: Path) -> None:
+    array = bands_first(5, 17, 13)
+    write_array(tmp_path / "c.h5", array.transpose(1, 2, 0))  # 17 x 13 x 5
+    np.testing.assert_array_equal(read_cube(tmp_path / "c.h5").data, array)
+
+
+def test_mat_files_keep_matlabs_layout_when_nothing_is_clear(tmp_path: Path) -> None:
+    array = bands_first(9, 13, 17)
+    write_array(tmp_path / "c.mat", array.transpose(1, 2, 0))  # 13 x 17 x 9: no axis clearly the smallest
+    np.testing.assert_array_equal(read_cube(tmp_path / "c.mat").data, array)
+    write_array(tmp_path / "c.h5", array.transpose(1, 2, 0))  # the same shape in plain HDF5 is refused
+    with pytest.raises(Exception, match="--axes hwb"):
+        read_cube(tmp_path / "c.h5")
+
+
+def test_the_wavelengths_can_name_the_middle_axis(tmp_path: Path) -> None:
+    array = bands_first(9, 11, 13)
+    write_array(tmp_path / "c.h5", array.transpose(1, 0, 2), wavelength=np.linspace(400, 900, 9))  # 11 x 9 x 13
+    np.testing.assert_array_equal(read_cube(tmp_path / "c.h5").data, array)
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_an_axes_attribute_or_variable_and_then_the_option_win(tmp_path: Path, suffix: str) -> None:
+    array = bands_first(7, 13, 11)  # refused by shape alone in plain HDF5; "hwb" by MATLAB's convention
+    write_array(tmp_path / f"c{suffix}", array, axes="bhw")
+    np.testing.assert_array_equal(read_cube(tmp_path / f"c{suffix}").data, array)
+    np.testing.assert_array_equal(read_cube(tmp_path / f"c{suffix}", axes="hwb").data, array.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("x.h5", None), ("x.mat", "mat"), ("x.mat", "mat73")])
+@pytest.mark.parametrize("shape", [(6, 6, 6), (5, 7, 13), (40, 23, 23)])
+def test_our_own_outputs_never_depend_on_the_shape_rule(tmp_path: Path, name, fmt, shape) -> None:
+    cube = Cube(bands_first(*shape).astype(np.float32), CubeMeta())
+    write_cube(tmp_path / name, cube, fmt=fmt)
+    np.testing.assert_array_equal(read_cube(tmp_path / name).data, cube.data)
+
+
+def test_a_plain_hdf5_file_named_mat_is_read_as_hdf5(tmp_path: Path) -> None:
+    import h5py
+
+    array = bands_first(5, 17, 13)
+    with h5py.File(tmp_path / "c.mat", "w") as file:  # what h5py users save under .mat
+        file.create_dataset("cube", data=array.transpose(1, 2, 0))  # 17 x 13 x 5 in C order
+    np.testing.assert_array_equal(read_cube(tmp_path / "c.mat").data, array)
+    with h5py.File(tmp_path / "d.mat", "w") as file:
+        file.create_dataset("cube", data=bands_first(7, 13, 11))  # the HDF5 rule applies: refused
+    result = invoke("info", tmp_path / "d.mat", code=1)
+    assert "--axes bhw" in result.stderr and "Unknown mat file type" not in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------- info
 
 
@@ -365,3 +487,39 @@ def test_our_mat_files_read_back_when_cols_equal_bands(tmp_path, fmt):
     write_cube(path, cube, fmt=fmt)
     back = read_cube(path)
     np.testing.assert_array_equal(back.data, cube.data)
+
+
+# ------------------------------------------------------------------------------ header values that are unusable
+
+
+@pytest.mark.parametrize("factor", ["0", "-inf", "-2.5", "nan"])
+def test_an_unusable_scale_factor_is_ignored_with_a_warning(tmp_path: Path, tiny_cube, caplog, factor) -> None:
+    import logging
+
+    write_cube(tmp_path / "x.hdr", Cube(tiny_cube()))
+    header = tmp_path / "x.hdr"
+    header.write_text(header.read_text() + f"reflectance scale factor = {factor}\n")
+    with caplog.at_level(logging.WARNING, logger="hsidenoise"):
+        cube = read_cube(header)
+    assert cube.meta.scale_factor is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "reflectance scale factor" in warnings[0]
+    write_cube(tmp_path / "y.hdr", cube)
+    assert "scale factor" not in (tmp_path / "y.hdr").read_text()  # not copied into outputs
+
+
+def test_a_usable_scale_factor_is_kept(tmp_path: Path, tiny_cube) -> None:
+    write_cube(tmp_path / "x.hdr", Cube(tiny_cube(), CubeMeta(scale_factor=10000.0)))
+    assert read_cube(tmp_path / "x.hdr").meta.scale_factor == 10000.0
+
+
+def test_noise_creates_a_missing_output_folder(tmp_path: Path, tiny_cube) -> None:
+    write_cube(tmp_path / "clean.h5", Cube(tiny_cube()))
+    invoke("noise", tmp_path / "clean.h5", "-o", tmp_path / "new" / "dir" / "x.h5", "--recipe", "gauss",
+           "--write-clean", tmp_path / "other" / "c.h5")  # fmt: skip
+    assert read_cube(tmp_path / "new" / "dir" / "x.h5").shape == (5, 7, 13)
+    assert read_cube(tmp_path / "other" / "c.h5").shape == (5, 7, 13)
+    # A refused run leaves no folder behind: the second output exists already.
+    invoke("noise", tmp_path / "clean.h5", "-o", tmp_path / "gone" / "x.h5", "--recipe", "gauss",
+           "--write-clean", tmp_path / "clean.h5", code=1)  # fmt: skip
+    assert not (tmp_path / "gone").exists()

@@ -61,12 +61,15 @@ def test_psnr_on_a_hand_computed_2x2x2_cube() -> None:
     np.testing.assert_allclose(psnr_per_band(x, ref, peak=2.0), [20.0 + 20 * math.log10(2), 10 * math.log10(64)])
 
 
-def test_identical_bands_give_infinite_psnr() -> None:
+def test_identical_bands_give_infinite_psnr_and_are_left_out_of_the_mean() -> None:
+    """A dead band passed through unchanged must not make MPSNR infinite (issue 12): the mean is over the bands
+    that differ; only cubes equal in every band give +inf."""
     x, ref = _pair((3, 4, 5))
     x[1] = ref[1]
     psnr = psnr_per_band(x, ref)
     assert np.isposinf(psnr[1]) and np.isfinite(psnr[[0, 2]]).all()
-    assert math.isinf(mpsnr(x, ref))
+    assert mpsnr(x, ref) == pytest.approx(psnr[[0, 2]].mean())
+    assert math.isinf(mpsnr(ref, ref))
 
 
 def test_psnr_matches_scikit_image() -> None:
@@ -138,14 +141,17 @@ def test_evaluate_excludes_and_lists_nan_bands_and_stays_json_safe() -> None:
     assert report.excluded_bands == (1,)
     assert report.identical_bands == (3,)
     assert np.isnan(report.psnr[1]) and np.isnan(report.ssim[1])
-    assert math.isinf(report.mpsnr)
-    expected_ssim = [_skimage_ssim(x[b], ref[b]) for b in (0, 2, 3)]
+    assert report.mpsnr == pytest.approx(report.psnr[[0, 2]].mean())  # the identical band 3 is left out
+    expected_ssim = [_skimage_ssim(x[b], ref[b]) for b in (0, 2)]
     assert report.mssim == pytest.approx(np.mean(expected_ssim), abs=1e-9)
-    assert report.sam == pytest.approx(sam(x[[0, 2, 3]], ref[[0, 2, 3]]))
+    assert report.sam == pytest.approx(sam(x[[0, 2]], ref[[0, 2]]))
+    assert report.ergas == pytest.approx(ergas(x[[0, 2]], ref[[0, 2]]))
+    assert any("identical" in note and "left out of the means" in note for note in report.notes)
     data = report.to_dict()
     text = json.dumps(data, allow_nan=False)
     assert json.loads(text)["per_band"]["psnr"][1] is None
-    assert data["mpsnr"] is None and data["identical_bands"] == [3] and data["excluded_bands"] == [1]
+    assert data["mpsnr"] == pytest.approx(report.mpsnr) and data["all_identical"] is False
+    assert data["identical_bands"] == [3] and data["excluded_bands"] == [1]
     assert data["sam_deg"] == pytest.approx(math.degrees(report.sam))
 
 
@@ -179,3 +185,11 @@ def test_noise_estimate_ignores_stripes_and_nan_pixels() -> None:
     assert sigma[0] == pytest.approx(0.0, abs=1e-12)
     assert sigma[1] == pytest.approx(0.02, rel=0.06)
     assert np.isnan(estimate_noise_mad(np.zeros((2, 2, 9)))).all()
+
+
+def test_evaluate_of_cubes_equal_in_every_band_says_so() -> None:
+    _, ref = _pair((3, 15, 16), seed=2)
+    report = evaluate(ref.copy(), ref)
+    assert math.isinf(report.mpsnr) and report.all_identical and report.identical_bands == (0, 1, 2)
+    assert any("every band is identical" in note for note in report.notes)
+    assert report.to_dict()["mpsnr"] is None and report.to_dict()["all_identical"] is True

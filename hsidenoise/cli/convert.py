@@ -45,6 +45,7 @@ def convert(
         from hsidenoise.io import convert_cube
 
         clipped: list[int] = []
+        underflowed: list[int] = []
         with ProgressBars(not (quiet or json_output)) as bars:
             written = convert_cube(
                 cube,
@@ -57,12 +58,21 @@ def convert(
                 overwrite=overwrite,
                 progress=bars.callback("converting"),
                 on_clipped=clipped.append,
+                on_underflowed=underflowed.append,
             )
         if json_output:
             print_json(
-                {"input": str(cube), "output": str(written), "dtype": dtype.value, "clipped_values": sum(clipped)}
+                {
+                    "input": str(cube),
+                    "output": str(written),
+                    "dtype": dtype.value,
+                    "clipped_values": sum(clipped),
+                    "underflowed_values": sum(underflowed),
+                }
             )
         elif not quiet:
             if clipped:
                 say(f"warning: {clipped[0]} value(s) did not fit the output type and were clipped to its range")
+            if underflowed:
+                say(f"warning: {underflowed[0]} non-zero value(s) were too small for the output type and became 0")
             say(f"wrote {written}")

@@ -11,6 +11,7 @@ import typer
 from hsidenoise.cli.options import (
     FrontEnd,
     JsonOpt,
+    QuietOpt,
     RandomWeightsOpt,
     SsimMode,
     SureMethodChoice,
@@ -50,8 +51,9 @@ def evaluate_command(
         float | None,
         typer.Option(
             "--peak",
-            help="PSNR peak value of the data (default: 1 for 0..1 data, else the reference's maximum, said in the "
-            "output; no-reference: the noisy max - min).",
+            help="PSNR peak value of the data. Default with --ref: 1 when the reference's valid values lie in "
+            "-0.01..1.01, else its maximum, or its max - min when it has negative values (said in the output). "
+            "Default without --ref: the noisy input's max - min.",
         ),
     ] = None,
     method: Annotated[
@@ -71,6 +73,7 @@ def evaluate_command(
     random_weights: RandomWeightsOpt = False,
     threads: ThreadsOpt = None,
     var: VarOpt = None,
+    quiet: QuietOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Score a denoised cube: against a reference (--ref: MPSNR, SSIM, SAM, ERGAS), or without one (--noisy:
@@ -92,6 +95,7 @@ def evaluate_command(
                 threads=threads,
                 var=var,
                 json_output=json_output,
+                quiet=quiet,
             )
             return
         if method is not None or model is not None or random_weights:
@@ -111,7 +115,7 @@ def evaluate_command(
                 f"{reference.shape}; score cubes of the same scene"
             )
         scale = _peak_of(reference, peak)
-        if scale.warning:
+        if scale.warning and not quiet:
             say(scale.warning)
         report = _scored(evaluate, scored.data, reference.data, ssim.value, scale)
         noisy_report = None
@@ -135,6 +139,8 @@ def evaluate_command(
         if json_output:
             print_json(document)
             return
+        if quiet:
+            return
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
@@ -144,10 +150,14 @@ def evaluate_command(
             table.add_column(column)
         rows = [("noisy", noisy_report)] if noisy_report is not None else []
         for name, rep in rows + [("denoised", report)]:
-            table.add_row(name, f"{rep.mpsnr:.2f}", f"{rep.mssim:.4f}", f"{rep.sam:.4f}", f"{rep.ergas:.2f}")
+            mpsnr = "identical" if rep.all_identical else f"{rep.mpsnr:.2f}"
+            table.add_row(name, mpsnr, f"{rep.mssim:.4f}", f"{rep.sam:.4f}", f"{rep.ergas:.2f}")
         Console().print(table)
         if scale.source == "reference":
             say(scale.note)
+        for note in report.notes:
+            if note != scale.note:
+                say(f"note: {note}")
 
 
 UNIT_RANGE_SLACK = 0.01
@@ -238,6 +248,7 @@ def _evaluate_without_reference(
     threads: int,
     var: str | None,
     json_output: bool,
+    quiet: bool = False,
 ) -> None:
     """``eval DENOISED --noisy NOISY`` without ``--ref``: :func:`hsidenoise.noreference.no_reference_quality`."""
     if noisy is None:
@@ -293,6 +304,8 @@ def _evaluate_without_reference(
     document = {**extra, "no_reference": result.to_dict(), "files": {k: str(v) for k, v in files.items()}}
     if json_output:
         print_json(_json_safe(document))
+        return
+    if quiet:
         return
     from rich.console import Console
     from rich.markup import escape

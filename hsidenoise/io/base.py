@@ -25,7 +25,7 @@ import numpy as np
 
 from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeReadError, CubeShapeError, CubeWriteError
-from hsidenoise.io.dtypes import cast_and_count
+from hsidenoise.io.dtypes import cast_and_count, count_underflow
 from hsidenoise.io.staging import (
     PathLike,
     StagedFile,
@@ -392,6 +392,7 @@ class CubeWriter(ABC):
         dtype: the output dtype.
         meta: the metadata that is written.
         clipped: values so far that did not fit `dtype` and were clipped to its range (`cast_and_count`).
+        underflowed: non-zero values so far too small for `dtype`, written as zero (`count_underflow`).
     """
 
     def __init__(
@@ -404,6 +405,7 @@ class CubeWriter(ABC):
         self.dtype = np.dtype(dtype)
         self.meta = meta
         self.clipped = 0
+        self.underflowed = 0
         self._staged: list[StagedFile] = []
         self._finalizer = weakref.finalize(self, discard_all, self._staged)
         self._done = False
@@ -447,6 +449,7 @@ class CubeWriter(ABC):
         window_cols = slice(col_range.start, col_range.stop)
         cast, clipped = cast_and_count(block, self.dtype, self.meta.nodata)
         self.clipped += clipped
+        self.underflowed += count_underflow(block, cast)
         self._write_window(cast, window_rows, window_cols)
         pause_point("block-written")
 

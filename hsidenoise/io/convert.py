@@ -103,6 +103,7 @@ def convert_cube(
     progress: ProgressCallback | None = None,
     source_fmt: str | None = None,
     on_clipped: Callable[[int], None] | None = None,
+    on_underflowed: Callable[[int], None] | None = None,
 ) -> Path:
     """Copy the cube `src` into `dst` (any format to any other) block by block, keeping its metadata.
 
@@ -119,6 +120,8 @@ def convert_cube(
         on_clipped: called once, after the commit, with the number of values that did not fit `dtype` and were
             clipped to its range (float64 beyond 3.4e38 into float32, or out of an integer type's range), when
             there were any.
+        on_underflowed: likewise with the number of non-zero values too small for `dtype`, written as zero
+            (float64 1e-300 into float32).
 
     The folders above `dst` are created when missing (and removed again if the conversion fails).
 
@@ -144,5 +147,7 @@ def convert_cube(
                     progress(done, len(blocks))
     if writer.clipped and on_clipped is not None:
         on_clipped(writer.clipped)
+    if writer.underflowed and on_underflowed is not None:
+        on_underflowed(writer.underflowed)
     logger.info("converted %s (%s) into %s (%s)", src, formats[0], dst, formats[1])
     return dst

@@ -2,7 +2,8 @@
 
 `resolve_dtype` turns ``"same"`` into the source's dtype; `check_dtype` refuses a dtype a format cannot store.
 Values that do not fit the output dtype are clipped to its range and counted (`cast_and_count`), so a
-float64 1e39 written as float32 becomes 3.4e38, never Inf.
+float64 1e39 written as float32 becomes 3.4e38, never Inf; values too small for it are counted too
+(`count_underflow`: float64 1e-300 written as float32 becomes 0).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def check_dtype(dtype: np.dtype, supported: Iterable[np.dtype], format_name: str
 def cast_block(block: np.ndarray, dtype: np.dtype, nodata: float | None = None) -> np.ndarray:
     """`cast_and_count` without the count."""
     return cast_and_count(block, dtype, nodata)[0]
+
+
+def count_underflow(block: np.ndarray, cast: np.ndarray) -> int:
+    """How many non-zero values of `block` became zero in `cast`: too small for a narrower float type (float64
+    1e-300 into float32). Rounding to an integer type is not counted."""
+    if block.dtype.kind != "f" or cast.dtype.kind != "f" or cast.dtype.itemsize >= block.dtype.itemsize:
+        return 0
+    return int(np.count_nonzero((cast == 0) & (block != 0)))
 
 
 def cast_and_count(block: np.ndarray, dtype: np.dtype, nodata: float | None = None) -> tuple[np.ndarray, int]:

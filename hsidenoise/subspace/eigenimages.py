@@ -205,6 +205,21 @@ def dct_denoise(image: np.ndarray, sigma: float, threshold: float) -> np.ndarray
     return dct_denoise_stack(np.asarray(image)[None], sigma, threshold)[0]
 
 
+def dct_group_size(height: int, width: int) -> int:
+    """Images of ``height`` x ``width`` that :func:`dct_denoise_stack` denoises together (:data:`DCT_CHUNK_BYTES`)."""
+    blocks = (max(height, DCT_BLOCK) - DCT_BLOCK + 1) * (max(width, DCT_BLOCK) - DCT_BLOCK + 1)
+    return max(1, DCT_CHUNK_BYTES // (DCT_BLOCK * DCT_BLOCK * blocks * 8))
+
+
+def dct_group_bytes(height: int, width: int, count: int) -> int:
+    """Bytes of one block-coefficient tensor of :func:`dct_denoise_stack` on ``count`` images of that size.
+
+    (min(count, group), 64, h - 7, w - 7) float64, the unit of its working set (about three are alive at once).
+    """
+    blocks = (max(height, DCT_BLOCK) - DCT_BLOCK + 1) * (max(width, DCT_BLOCK) - DCT_BLOCK + 1)
+    return min(max(count, 1), dct_group_size(height, width)) * DCT_BLOCK * DCT_BLOCK * blocks * 8
+
+
 def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
     """Two-stage sliding-window 2-D DCT denoising of a stack of images with the same noise level, in one call.
 
@@ -222,7 +237,6 @@ def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.
         (n, h, w) float64.
     """
     import torch
-    import torch.nn.functional as F
 
     count, height, width = images.shape
     padded = np.stack([_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK) for image in images])
@@ -232,8 +246,7 @@ def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.
     # one transposed convolution (2x faster than batched 8 x 8 matrix products, same float64 result).
     basis = torch.einsum("ua,vb->uvab", transform, transform).reshape(DCT_BLOCK * DCT_BLOCK, 1, DCT_BLOCK, DCT_BLOCK)
     ones = torch.ones(1, 1, DCT_BLOCK, DCT_BLOCK, dtype=torch.float64)
-    block_rows, block_cols = padded.shape[1] - DCT_BLOCK + 1, padded.shape[2] - DCT_BLOCK + 1
-    group = max(1, DCT_CHUNK_BYTES // (DCT_BLOCK * DCT_BLOCK * block_rows * block_cols * 8))
+    group = dct_group_size(height, width)
     estimate = np.empty((count, height, width), dtype=np.float64)
     with torch.inference_mode():
         for first in range(0, count, group):

@@ -37,7 +37,11 @@ FILL_SWEEPS = 3
 IMPLAUSIBLE_OUTLIER_FRACTION = 0.9
 """A band whose entries were nearly all (beyond this fraction) flagged as outliers has a broken scale, not
 impulses: its residuals have no core around zero (a two-valued band: two clusters far apart, each narrow), so
-the shortest quarter measured one cluster. Its next scale is the plain standard deviation of its residuals."""
+the shortest quarter measured one cluster. Its next scale is the plain standard deviation of its residuals,
+when the other bands leave at least :data:`UNEXPLAINED_FRACTION` of the band's spread unexplained."""
+UNEXPLAINED_FRACTION = 0.1
+"""Below it, residuals that are all outliers are the rounding of bands that predict each other exactly (two
+spectra, duplicated bands): noise-free data, whose tiny scale must stay tiny."""
 SIGMA_FLOOR = 1e-3
 """Sigma is at least this fraction of the median sigma, so a noise-free band stays finite when whitened."""
 
@@ -313,9 +317,12 @@ def fit_band_regression(
             refined = _mad_scale(residuals, missing)
             scale = np.where(np.isfinite(refined) & (refined > 0), refined, scale)
         if iteration > 0:
-            broken = missing.mean(axis=0) > IMPLAUSIBLE_OUTLIER_FRACTION
+            plain = residuals.std(axis=0)
+            broken = (missing.mean(axis=0) > IMPLAUSIBLE_OUTLIER_FRACTION) & (
+                plain > UNEXPLAINED_FRACTION * observed.std(axis=0)
+            )
             if broken.any():
-                scale = np.where(broken, residuals.std(axis=0), scale)
+                scale = np.where(broken, plain, scale)
                 logger.debug("band regression pass %d: %d band(s) without a core, plain scale", iteration, broken.sum())
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)

@@ -114,8 +114,7 @@ def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig 
     value, the median of the band given the eigen-coefficients is the clean value even when most pixels
     are hit. Each band's row is refitted by iteratively reweighted least squares for the L1 loss and kept
     where it fits the bulk of the band clearly better (median |residual| below :data:`ROBUST_LOADING_GAIN`
-    times the plain row's) without amplifying it (the synthesised band varies no more than the observed one);
-    clean bands keep the exact plain row.
+    times the plain row's); clean bands keep the exact plain row.
 
     Args:
         spectra: (n, B) raw pixel samples in data units.
@@ -146,10 +145,7 @@ def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig 
     robust = np.where(np.isfinite(robust).all(axis=0)[None, :], robust, plain)
     robust_spread = np.median(np.abs(observed - design @ robust), axis=0)
     plain_spread = np.median(np.abs(observed - design @ plain), axis=0)
-    # A synthesis row may not amplify: the band it synthesises cannot vary more than the band as observed
-    # (impulses included). On a two-valued band the L1 fit threads the points with large loadings instead.
-    amplifies = np.std(design @ robust, axis=0) > np.std(observed, axis=0)
-    use_robust = (robust_spread < ROBUST_LOADING_GAIN * plain_spread) & ~amplifies
+    use_robust = robust_spread < ROBUST_LOADING_GAIN * plain_spread
     rows = np.where(use_robust[None, :], robust, plain)
     logger.debug("L1 synthesis rows for %d of %d bands", int(use_robust.sum()), use_robust.size)
     return dataclasses.replace(subspace, intercept=rows[0].copy(), loadings=np.ascontiguousarray(rows[1:].T))
