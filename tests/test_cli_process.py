@@ -37,6 +37,25 @@ def hsidenoise(*args: object, **kwargs) -> subprocess.Popen:
 # ---------------------------------------------------------------------------------------------------- SIGTERM
 
 
+def sigterm_where_it_stopped(process: subprocess.Popen, where: str, check=None) -> tuple[str, str]:
+    """Wait until the child stops itself (``HSIDENOISE_TEST_PAUSE_AT``), send SIGTERM, let it go on; its output.
+
+    `check`, called while the child is stopped, returns True or the failure message."""
+    try:
+        _, status = os.waitpid(process.pid, os.WUNTRACED)  # returns once the child has stopped itself
+        if not os.WIFSTOPPED(status):
+            pytest.fail(f"the child ended (status {status}) before it reached {where}")
+        if check is not None:
+            verdict = check()
+            assert verdict is True, verdict
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGCONT)
+        return process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_sigterm_during_run_leaves_no_output_and_no_temporary_file(tmp_path: Path) -> None:
     """`kill`, `timeout` and Slurm send SIGTERM: the run stops with a non-zero status and, as after Ctrl-C,
     the staged output (`.<name>.<random>.tmp`) is removed and no output appears.
@@ -53,17 +72,9 @@ def test_sigterm_during_run_leaves_no_output_and_no_temporary_file(tmp_path: Pat
         "--tile", 32, "--overlap", 4, "--threads", 1,
         env={**os.environ, "HSIDENOISE_TEST_PAUSE_AT": "block-written#1"},
     )  # fmt: skip
-    try:
-        _, status = os.waitpid(process.pid, os.WUNTRACED)  # returns once the child has stopped itself
-        if not os.WIFSTOPPED(status):
-            pytest.fail(f"the run ended (status {status}) before it reached its first written block")
-        assert any(out.iterdir()), "the staged output should exist while the run is stopped mid-write"
-        process.send_signal(signal.SIGTERM)
-        process.send_signal(signal.SIGCONT)
-        _, stderr = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    _, stderr = sigterm_where_it_stopped(
+        process, "its first written block", check=lambda: any(out.iterdir()) or "no staged output mid-write"
+    )
     assert process.returncode == TERMINATED_EXIT_CODE, stderr
     assert sorted(p.name for p in out.iterdir()) == [], "a temporary or partial output was left behind"
     lines = [line for line in stderr.splitlines() if line.strip()]
@@ -87,16 +98,7 @@ def test_sigterm_during_a_json_batch_prints_what_was_done(tmp_path: Path) -> Non
         "run", inputs, "-o", out, "--method", "identity", "--json", "--quiet", "--threads", 1,
         env={**os.environ, "HSIDENOISE_TEST_PAUSE_AT": "committed#2"},
     )  # fmt: skip
-    try:
-        _, status = os.waitpid(process.pid, os.WUNTRACED)
-        if not os.WIFSTOPPED(status):
-            pytest.fail(f"the batch ended (status {status}) before its second commit")
-        process.send_signal(signal.SIGTERM)
-        process.send_signal(signal.SIGCONT)
-        stdout, stderr = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    stdout, stderr = sigterm_where_it_stopped(process, "its second commit")
     assert process.returncode == TERMINATED_EXIT_CODE, stderr
     document = json.loads(stdout)
     assert [Path(run["input"]).name for run in document["runs"]] == ["a.hdr"]
