@@ -23,6 +23,7 @@ import numpy as np
 
 from hsidenoise.errors import CubeShapeError, NothingToDenoise
 from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.stuck_values import StuckValues
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class BandRegression:
     mean: np.ndarray
     coefficients: np.ndarray
     residual_scale: np.ndarray
+    effective_scale: np.ndarray | None = None
 
     @property
     def band_count(self) -> int:
@@ -115,6 +117,21 @@ def _shorth_scale(residuals: np.ndarray) -> np.ndarray:
         return residuals.std(axis=0)
     ordered = np.sort(residuals, axis=0)
     return (ordered[count - 1 :] - ordered[: n - count + 1]).min(axis=0) / (2.0 * SHORTH_HALF_WIDTH)
+
+
+def _masked_shorth_scale(residuals: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """:func:`_shorth_scale` of each column of (n, B) ``residuals`` over its entries not ``missing`` ((n, B) bool).
+
+    A column with fewer than 2 entries left keeps the scale of all its entries.
+    """
+    if not missing.any():
+        return _shorth_scale(residuals)
+    scale = _shorth_scale(residuals)
+    for band in np.flatnonzero(missing.any(axis=0)):
+        kept = residuals[~missing[:, band], band]
+        if kept.size >= 2:
+            scale[band] = _shorth_scale(kept[:, None])[0]
+    return scale
 
 
 def _mad_scale(residuals: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -261,7 +278,10 @@ def clean_entries(
 
 
 def fit_band_regression(
-    spectra: np.ndarray, config: LowRankConfig | None = None, effective: bool = False
+    spectra: np.ndarray,
+    config: LowRankConfig | None = None,
+    effective: bool = False,
+    stuck: StuckValues | None = None,
 ) -> BandRegression:
     """Fit the robust leave-one-band-out predictor (HySime's regression) to pixel samples.
 
@@ -283,6 +303,8 @@ def fit_band_regression(
         spectra: (n, B) pixel samples in data units; rows with a non-finite value are dropped.
         config: pipeline settings; the defaults when None.
         effective: which scale the later passes measure (see above).
+        stuck: the values at which entries are stuck (:mod:`hsidenoise.subspace.stuck_values`); those entries
+            are missing from the start: imputed, and left out of every scale. None: no entry is.
 
     Returns:
         The fitted :class:`BandRegression`.
@@ -298,17 +320,19 @@ def fit_band_regression(
             f"the band regression needs at least 2 bands to tell noise from signal, got {observed.shape[1]}; "
             "use a spatial denoiser for single-band images"
         )
-    cleaned = observed.copy()
-    missing = np.zeros(observed.shape, bool)
+    known = stuck.mask(observed.T).T if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
+    missing = known.copy()
+    cleaned = _impute_columns(observed, known)
     scale: np.ndarray | None = None
     imputed_variance = None
+    residuals = None
     for iteration in range(config.regression_iterations):
         mean = cleaned.mean(axis=0)
         coefficients = _regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
         # each observed entry minus its prediction from the cleaned other bands of its pixel
         residuals = (cleaned - mean) @ coefficients + (observed - cleaned)
         if scale is None:
-            scale = _shorth_scale(residuals)
+            scale = _masked_shorth_scale(residuals, known)
         elif effective:
             inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
             refined = _trimmed_scale(residuals, inliers, config.outlier_threshold)
@@ -317,22 +341,48 @@ def fit_band_regression(
             refined = _mad_scale(residuals, missing)
             scale = np.where(np.isfinite(refined) & (refined > 0), refined, scale)
         if iteration > 0:
-            plain = residuals.std(axis=0)
-            broken = (missing.mean(axis=0) > IMPLAUSIBLE_OUTLIER_FRACTION) & (
-                plain > UNEXPLAINED_FRACTION * observed.std(axis=0)
+            plain = residuals.std(axis=0) if not known.any() else _kept_std(residuals, known)
+            detected = (missing & ~known).sum(axis=0) / np.maximum((~known).sum(axis=0), 1)
+            broken = (detected > IMPLAUSIBLE_OUTLIER_FRACTION) & (
+                plain > UNEXPLAINED_FRACTION * (observed.std(axis=0) if not known.any() else _kept_std(observed, known))
             )
             if broken.any():
                 scale = np.where(broken, plain, scale)
                 logger.debug("band regression pass %d: %d band(s) without a core, plain scale", iteration, broken.sum())
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
-        cleaned_t, missing_t = clean_entries(observed.T, np.zeros(observed.T.shape, bool), regression, config)
+        cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
         cleaned, missing = cleaned_t.T, missing_t.T
         imputed_variance = missing.sum(axis=0) * scale**2
         logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing.mean())
+    effective_scale = None
+    if not effective and residuals is not None:
+        inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
+        refined = _trimmed_scale(residuals, inliers, config.outlier_threshold)
+        effective_scale = np.where(np.isfinite(refined) & (refined > scale), refined, scale)
     mean = cleaned.mean(axis=0)
     coefficients = _regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
-    return BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
+    return BandRegression(
+        mean=mean, coefficients=coefficients, residual_scale=scale, effective_scale=effective_scale
+    )
+
+
+def _kept_std(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(B,) standard deviation of each column of (n, B) ``values`` over the entries not ``known`` missing."""
+    count = np.maximum((~known).sum(axis=0), 1)
+    kept = np.where(known, 0.0, values)
+    mean = kept.sum(axis=0) / count
+    return np.sqrt(np.where(known, 0.0, (values - mean) ** 2).sum(axis=0) / count)
+
+
+def _impute_columns(observed: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(n, B) float64 copy of ``observed`` with the ``known`` missing entries set to their band's mean of the rest."""
+    cleaned = observed.copy()
+    if known.any():
+        kept = np.where(known, 0.0, observed)
+        count = np.maximum((~known).sum(axis=0), 1)
+        cleaned[known] = np.broadcast_to(kept.sum(axis=0) / count, observed.shape)[known]
+    return cleaned
 
 
 def band_noise(regression: BandRegression) -> np.ndarray:
@@ -360,7 +410,9 @@ def band_noise(regression: BandRegression) -> np.ndarray:
     return np.maximum(sigma, floor)
 
 
-def estimate_band_noise(spectra: np.ndarray, config: LowRankConfig | None = None) -> np.ndarray:
+def estimate_band_noise(
+    spectra: np.ndarray, config: LowRankConfig | None = None, stuck: StuckValues | None = None
+) -> np.ndarray:
     """Per-band Gaussian noise standard deviation of pixel samples (the robust HySime estimator above).
 
     This is the noise a sensor model would quote. The pipeline itself whitens by the larger effective noise
@@ -369,9 +421,10 @@ def estimate_band_noise(spectra: np.ndarray, config: LowRankConfig | None = None
     Args:
         spectra: (n, B) pixel samples in data units, e.g. ``CubeStatistics.sample_spectra``.
         config: pipeline settings; the defaults when None.
+        stuck: entries left out (see :func:`fit_band_regression`).
 
     Returns:
         (B,) float64 sigma in data units.
     """
-    return band_noise(fit_band_regression(spectra, config))
+    return band_noise(fit_band_regression(spectra, config, stuck=stuck))
 

@@ -1,0 +1,121 @@
+"""The front end on mixed noise: stuck values, dead lines and stripes in both orientations are found per entry.
+
+Each case plants one kind of corruption on a tiny synthetic cube (odd sizes) with non-i.i.d. Gaussian noise and
+checks that (a) the corrupted entries are found (precision and recall), and (b) the bands come back close to
+the result on the very same Gaussian noise without the corruption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hsidenoise.subspace import LowRankConfig, fit_lowrank, lowrank_denoise, remove_outliers, sample_pixels
+from hsidenoise.subspace.stuck_values import find_stuck_values
+
+CONFIG = LowRankConfig(spatial="dct")
+BANDS, ROWS, COLS = 37, 41, 45
+
+
+def clean_cube(seed: int = 0) -> np.ndarray:
+    """(B, h, w) float64 in about [0.1, 0.9], rank 4, smooth textured maps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:ROWS, 0:COLS] / 40.0
+    maps = np.stack([np.sin(5 * yy + 1) ** 2, np.cos(4 * xx) ** 2, (xx > 0.5) * 0.6, np.sin(9 * xx * yy) ** 2])
+    spectra = rng.uniform(0.05, 0.25, (BANDS, 4))
+    return 0.1 + np.einsum("bk,khw->bhw", spectra, maps)
+
+
+def gaussian(cube: np.ndarray, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sigma = rng.uniform(0.005, 0.04, BANDS)
+    return cube + sigma[:, None, None] * rng.standard_normal(cube.shape), sigma
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+@pytest.mark.parametrize("density", [0.1, 0.7])
+def test_impulse_at_any_density_is_found_and_its_band_recovered(density: float) -> None:
+    clean = clean_cube()
+    noisy, _ = gaussian(clean)
+    rng = np.random.default_rng(5)
+    corrupted = noisy.copy()
+    truth = np.zeros(clean.shape, bool)
+    for band in (3, 17, 30):
+        hit = rng.random((ROWS, COLS)) < density
+        corrupted[band][hit] = (rng.random(hit.sum()) < 0.5).astype(float)  # salt 1, pepper 0
+        truth[band] = hit
+    subspace = fit_lowrank(sample_pixels(corrupted, 65536, 0), CONFIG)
+    _, missing = remove_outliers(corrupted, subspace, CONFIG)
+    found = missing & truth
+    assert found.sum() / truth.sum() > 0.99  # recall
+    assert found.sum() / missing.sum() > 0.95  # precision
+    reference, _ = lowrank_denoise(noisy, CONFIG)
+    denoised, _ = lowrank_denoise(corrupted, CONFIG)
+    for band in (3, 17, 30):
+        assert rmse(denoised[band], clean[band]) < 2.0 * rmse(reference[band], clean[band]) + 0.002
+    untouched = [b for b in range(BANDS) if b not in (3, 17, 30)]
+    assert rmse(denoised[untouched], clean[untouched]) < 1.3 * rmse(reference[untouched], clean[untouched])
+
+
+@pytest.mark.parametrize("axis", ["columns", "rows"])
+def test_stripes_along_either_axis_are_removed(axis: str) -> None:
+    clean = clean_cube(2)
+    noisy, _ = gaussian(clean, 3)
+    rng = np.random.default_rng(7)
+    corrupted = noisy.copy()
+    for band in (5, 20):
+        lines = rng.choice(COLS if axis == "columns" else ROWS, 6, replace=False)
+        offsets = rng.choice([-1.0, 1.0], 6) * rng.uniform(0.08, 0.2, 6)
+        if axis == "columns":
+            corrupted[band][:, lines] += offsets
+        else:
+            corrupted[band][lines, :] += offsets[:, None]
+    reference, _ = lowrank_denoise(noisy, CONFIG)
+    denoised, _ = lowrank_denoise(corrupted, CONFIG)
+    for band in (5, 20):
+        before = rmse(corrupted[band], clean[band])
+        assert rmse(denoised[band], clean[band]) < 0.15 * before
+        assert rmse(denoised[band], clean[band]) < 2.0 * rmse(reference[band], clean[band]) + 0.003
+
+
+@pytest.mark.parametrize("axis", ["columns", "rows"])
+def test_dead_lines_along_either_axis_are_found(axis: str) -> None:
+    clean = clean_cube(4)
+    noisy, _ = gaussian(clean, 5)
+    corrupted = noisy.copy()
+    truth = np.zeros(clean.shape, bool)
+    for band, lines in ((8, [2, 11, 30]), (25, [0, 19])):
+        if axis == "columns":
+            truth[band][:, lines] = True
+        else:
+            truth[band][lines, :] = True
+    corrupted[truth] = 0.0
+    subspace = fit_lowrank(sample_pixels(corrupted, 65536, 0), CONFIG)
+    _, missing = remove_outliers(corrupted, subspace, CONFIG)
+    assert (missing & truth).sum() == truth.sum()
+    assert (missing & truth).sum() / missing.sum() > 0.95
+    reference, _ = lowrank_denoise(noisy, CONFIG)
+    denoised, _ = lowrank_denoise(corrupted, CONFIG)
+    for band in (8, 25):
+        assert rmse(denoised[band], clean[band]) < 1.5 * rmse(reference[band], clean[band]) + 0.002
+
+
+def test_a_cube_without_outliers_passes_the_outlier_step_unchanged() -> None:
+    noisy, _ = gaussian(clean_cube(6), 7)
+    subspace = fit_lowrank(sample_pixels(noisy, 65536, 0), CONFIG)
+    assert not subspace.stuck.any()
+    cleaned, missing = remove_outliers(noisy, subspace, CONFIG)
+    assert not missing.any()
+    np.testing.assert_array_equal(cleaned, noisy)
+
+
+def test_integer_data_repeats_values_without_being_stuck() -> None:
+    rng = np.random.default_rng(8)
+    counts = np.round(200 + 30 * rng.standard_normal((5000, 6))).astype(np.int16)
+    assert not find_stuck_values(counts).any()
+    counts[:600, 2] = 4095  # a saturated detector element, 12 % of the pixels
+    stuck = find_stuck_values(counts)
+    assert [values.tolist() for values in stuck.values] == [[], [], [4095.0], [], [], []]
