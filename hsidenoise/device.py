@@ -7,6 +7,7 @@ error rather than a silent fall-back, so a batch script that asks for a GPU lear
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from hsidenoise.errors import ConfigError
@@ -79,12 +80,14 @@ def configure_threads(threads: int | None = None) -> int:
     Returns:
         The thread count now in effect.
     """
-    import torch
-
     if threads is None:
         threads = default_threads()
     if threads < 1:
         raise ConfigError(f"threads must be at least 1; got {threads}")
+    torch = sys.modules.get("torch")
+    if torch is None:  # not loaded (``--method lowrank`` never loads it): it reads OMP_NUM_THREADS when it is
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        return threads
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -3,7 +3,7 @@
 An :class:`EigenImageDenoiser` takes the k eigen-images of a tile, (k, h, w) in whitened units, and the noise
 level of each (1 after whitening), and returns the denoised stack of the same shape. Three implement it:
 
-- :class:`DCTDenoiser` (numpy/torch only): a two-stage sliding-window 8 x 8 DCT denoiser (hard threshold, then
+- :class:`DCTDenoiser` (numpy only): a two-stage sliding-window 8 x 8 DCT denoiser (hard threshold, then
   empirical Wiener with the first stage as pilot; G. Yu and G. Sapiro, "DCT image denoising", IPOL 2011, with
   BM3D's aggregation weights);
 - :class:`BM3DDenoiser`: BM3D (Dabov et al. 2007), the ``bm3d`` package (``baselines`` extra);
@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from hsidenoise.errors import ConfigError
 from hsidenoise.subspace.config import LowRankConfig
-
-if TYPE_CHECKING:
-    import torch
 
 DCT_BLOCK = 8
 """Block side of the DCT denoiser (smaller images are padded symmetrically)."""
@@ -228,6 +225,8 @@ def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.
     1 / (kept coefficients). Stage 2 shrinks the noisy coefficients by the empirical Wiener factor
     P^2 / (P^2 + sigma^2), P being stage 1's coefficients, with weights 1 / sum of squared factors.
     Each image is denoised independently (the same result as one :func:`dct_denoise` call per image).
+    numpy only: the separable transform of every block costs two small matrix products over a sliding-window
+    view, and the aggregation 64 shifted additions, so ``--method lowrank`` never imports torch.
 
     Args:
         images: (n, h, w); sigma: noise standard deviation in the images' units; threshold: the first
@@ -236,48 +235,71 @@ def dct_denoise_stack(images: np.ndarray, sigma: float, threshold: float) -> np.
     Returns:
         (n, h, w) float64.
     """
-    import torch
-
     count, height, width = images.shape
     padded = np.stack([_pad_to(np.asarray(image, dtype=np.float64), DCT_BLOCK) for image in images])
-    transform = torch.from_numpy(_dct_matrix(DCT_BLOCK))
-    # Coefficient (u, v) of every stride-1 block is a correlation with the basis image T[u] T[v]^T, so the
-    # sliding DCT is one convolution with 64 output channels and the weighted average of the inverse blocks
-    # one transposed convolution (2x faster than batched 8 x 8 matrix products, same float64 result).
-    basis = torch.einsum("ua,vb->uvab", transform, transform).reshape(DCT_BLOCK * DCT_BLOCK, 1, DCT_BLOCK, DCT_BLOCK)
-    ones = torch.ones(1, 1, DCT_BLOCK, DCT_BLOCK, dtype=torch.float64)
+    transform = _dct_matrix(DCT_BLOCK)
     group = dct_group_size(height, width)
     estimate = np.empty((count, height, width), dtype=np.float64)
-    with torch.inference_mode():
-        for first in range(0, count, group):
-            chunk = torch.from_numpy(padded[first : first + group])[:, None]
-            estimate[first : first + group] = _dct_two_stages(chunk, basis, ones, sigma, threshold)[:, 0, :height, :width]
+    for first in range(0, count, group):
+        chunk = padded[first : first + group]
+        estimate[first : first + group] = _dct_two_stages(chunk, transform, sigma, threshold)[:, :height, :width]
     return estimate
 
 
-def _dct_two_stages(
-    padded: torch.Tensor, basis: torch.Tensor, ones: torch.Tensor, sigma: float, threshold: float
-) -> torch.Tensor:
-    """The two stages of :func:`dct_denoise_stack` on a group of padded images, (n, 1, h, w) -> (n, 1, h, w).
+def _block_dct(images: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """The 2-D DCT of every stride-1 block: (n, H, W) -> (n, H - 7, W - 7, 8, 8), coefficient (u, v) last."""
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    In-place where a block-coefficient tensor (n, 64, h - 7, w - 7) is no longer needed, so that about three
-    of them are alive at once (the same operations as out of place: the same values).
+    rows = sliding_window_view(images, DCT_BLOCK, axis=1) @ transform.T  # (n, H - 7, W, u)
+    return sliding_window_view(rows, DCT_BLOCK, axis=2) @ transform.T  # (n, H - 7, W - 7, u, v)
+
+
+def _aggregate(coefficients: np.ndarray, weights: np.ndarray, transform: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Weighted average of the inverse blocks at their places: sum_blocks w * idct(C) / sum_blocks w.
+
+    Args:
+        coefficients: (n, H - 7, W - 7, 8, 8), already multiplied by their block's weight (overwritten).
+        weights: (n, H - 7, W - 7) block weights.
+        shape: (n, H, W).
+
+    Returns:
+        (n, H, W) float64.
     """
-    import torch
-    import torch.nn.functional as F
+    blocks = np.matmul(transform.T, coefficients, out=coefficients)
+    blocks = np.matmul(blocks, transform, out=coefficients)  # (n, i, j, a, b): D^T C D per block
+    total = np.zeros(shape)
+    norm = np.zeros(shape)
+    rows, cols = shape[1] - DCT_BLOCK + 1, shape[2] - DCT_BLOCK + 1
+    for a in range(DCT_BLOCK):
+        for b in range(DCT_BLOCK):
+            total[:, a : a + rows, b : b + cols] += blocks[..., a, b]
+            norm[:, a : a + rows, b : b + cols] += weights
+    return total / norm
 
-    noisy = F.conv2d(padded, basis)  # (n, 64, h - 7, w - 7)
-    keep = noisy.abs() > threshold * sigma
-    keep[:, 0] = True
-    weights = 1.0 / keep.sum(dim=1, keepdim=True).double()
-    kept = torch.where(keep, noisy, 0.0)
+
+def _dct_two_stages(padded: np.ndarray, transform: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """The two stages of :func:`dct_denoise_stack` on a group of padded images, (n, H, W) -> (n, H, W).
+
+    In place where a block-coefficient array (n, H - 7, W - 7, 8, 8) is no longer needed, so that about three
+    of them are alive at once.
+    """
+    noisy = _block_dct(padded, transform)
+    keep = np.abs(noisy) > threshold * sigma
+    keep[..., 0, 0] = True
+    weights = 1.0 / keep.sum(axis=(3, 4))
+    kept = np.where(keep, noisy, 0.0)
     del keep
-    pilot = F.conv_transpose2d(kept.mul_(weights), basis) / F.conv_transpose2d(weights, ones)
+    kept *= weights[..., None, None]
+    pilot = _aggregate(kept, weights, transform, padded.shape)
     del kept
-    shrink = F.conv2d(pilot, basis).pow_(2)  # the pilot's power, then the Wiener factor in its place
-    shrink.div_(shrink + sigma * sigma)
-    weights = 1.0 / shrink.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return F.conv_transpose2d(shrink.mul_(noisy).mul_(weights), basis) / F.conv_transpose2d(weights, ones)
+    shrink = _block_dct(pilot, transform)
+    shrink *= shrink  # the pilot's power, then the Wiener factor in its place
+    shrink /= shrink + sigma * sigma
+    weights = 1.0 / np.maximum(np.square(shrink).sum(axis=(3, 4)), 1e-12)
+    shrink *= noisy
+    del noisy
+    shrink *= weights[..., None, None]
+    return _aggregate(shrink, weights, transform, padded.shape)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,11 +142,24 @@ def _mad_scale(residuals: np.ndarray, missing: np.ndarray) -> np.ndarray:
     Returns:
         (B,) scale; NaN for a column whose entries are all missing.
     """
-    values = np.where(missing, np.nan, residuals)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-        centre = np.nanmedian(values, axis=0)
-        return 1.4826 * np.nanmedian(np.abs(values - centre), axis=0)
+    centre = _column_median(residuals, missing)
+    return 1.4826 * _column_median(np.abs(residuals - centre), missing)
+
+
+def _column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """(B,) median of each column of (n, B) ``values`` over its entries not ``missing``; NaN for a column without any.
+
+    One sort of all columns with the missing entries last (``np.nanmedian`` goes column by column in Python).
+    """
+    ordered = np.sort(np.where(missing, np.inf, values), axis=0)
+    count = values.shape[0] - missing.sum(axis=0)
+    low = np.maximum(count - 1, 0) // 2
+    high = count // 2
+    columns = np.arange(values.shape[1])
+    high = np.minimum(high, values.shape[0] - 1)
+    with np.errstate(invalid="ignore"):
+        median = 0.5 * (ordered[low, columns] + ordered[high, columns])
+    return np.where(count > 0, median, np.nan)
 
 
 def _trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float) -> np.ndarray:

@@ -36,6 +36,13 @@ LOADING_SAMPLE = 4096
 EFFECTIVE_MARGIN = 1.1
 """A band is whitened by its effective noise when that exceeds its Gaussian noise by this factor (see
 :func:`whitening_sigma`)."""
+HEAVY_TAIL_SIGMAS = 4.0
+HEAVY_TAIL_FRACTION = 0.01
+"""Only bands with more than this fraction of plain residuals beyond HEAVY_TAIL_SIGMAS robust sigmas are refitted
+(a Gaussian band has 6e-5 there; salt and pepper fills the tail): the others would keep their plain row anyway."""
+WIDE_SPREAD = 1.5
+"""... or whose plain residuals spread wider than this times the band regression's residual scale (dense impulses,
+where more than half of the entries are hit and the median itself moves)."""
 ROBUST_LOADING_GAIN = 0.9
 """A band keeps its L1 row only when that row's median |residual| is below this fraction of the plain row's."""
 
@@ -142,20 +149,30 @@ def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig 
     size = design.shape[1]
     outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], -1)  # (n, (k + 1)^2)
     plain = np.vstack([subspace.mean, (subspace.sigma[:, None] * subspace.basis).T])  # (k + 1, B)
-    robust = plain.copy()
-    floor = 1e-3 * subspace.sigma
-    jitter = 1e-9 * np.eye(size)
-    for _ in range(config.loading_iterations):
-        weights = np.where(stuck, 0.0, 1.0 / np.maximum(np.abs(observed - design @ robust), floor))  # (n, B)
-        gram = (weights.T @ outer).reshape(-1, size, size) + jitter
-        rhs = (design.T @ (weights * observed)).T  # (B, k + 1)
-        robust = _solve_rows(gram, rhs)
-    robust = np.where(np.isfinite(robust).all(axis=0)[None, :], robust, plain)
-    robust_spread = _kept_median(np.abs(observed - design @ robust), stuck)
-    plain_spread = _kept_median(np.abs(observed - design @ plain), stuck)
-    use_robust = robust_spread < ROBUST_LOADING_GAIN * plain_spread
-    rows = np.where(use_robust[None, :], robust, plain)
-    logger.debug("L1 synthesis rows for %d of %d bands", int(use_robust.sum()), use_robust.size)
+    plain_residuals = np.abs(observed - design @ plain)
+    plain_spread = _kept_median(plain_residuals, stuck)
+    # only bands whose plain residuals have heavy tails can gain (Gaussian ones: 6e-5 beyond 4 sigma)
+    tail = np.mean((plain_residuals > HEAVY_TAIL_SIGMAS * 1.4826 * plain_spread) & ~stuck, axis=0)
+    heavy = tail > HEAVY_TAIL_FRACTION
+    if subspace.regression is not None:  # dense impulses widen the whole spread instead (no tail left to see)
+        heavy |= 1.4826 * plain_spread > WIDE_SPREAD * subspace.regression.residual_scale
+    candidates = np.flatnonzero(heavy)
+    rows = plain.copy()
+    if candidates.size:
+        target, left_out = observed[:, candidates], stuck[:, candidates]
+        robust = plain[:, candidates].copy()
+        floor = 1e-3 * subspace.sigma[candidates]
+        jitter = 1e-9 * np.eye(size)
+        for _ in range(config.loading_iterations):
+            weights = np.where(left_out, 0.0, 1.0 / np.maximum(np.abs(target - design @ robust), floor))  # (n, c)
+            gram = (weights.T @ outer).reshape(-1, size, size) + jitter
+            rhs = (design.T @ (weights * target)).T  # (c, k + 1)
+            robust = _solve_rows(gram, rhs)
+        robust = np.where(np.isfinite(robust).all(axis=0)[None, :], robust, plain[:, candidates])
+        robust_spread = _kept_median(np.abs(target - design @ robust), left_out)
+        use_robust = robust_spread < ROBUST_LOADING_GAIN * plain_spread[candidates]
+        rows[:, candidates[use_robust]] = robust[:, use_robust]
+        logger.debug("L1 synthesis rows for %d of %d bands", int(use_robust.sum()), plain.shape[1])
     return dataclasses.replace(subspace, intercept=rows[0].copy(), loadings=np.ascontiguousarray(rows[1:].T))
 
 
