@@ -13,7 +13,7 @@ memory and mapped files alike):
 * ``run-decsc`` (``--real-model``): ``run`` with the shipped ``lite`` DECSC weights (the untrained ``lite``
   preset when there are none) on one scene of ``--real-model-size``;
 * ``run-lowrank`` (``--estimate``): ``run --method lowrank``, printed next to the peak ``hsidenoise info``
-  predicts for it (``run_peak_lowrank``: `hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES` +
+  predicts for it (``run_peak_lowrank``: `hsidenoise.quality.describe.RUN_PROCESS_FLOOR_BYTES` +
   `hsidenoise.denoise.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
   estimate were calibrated with this mode (``--estimate --bands 31 --sizes 32 256 512 1024`` and
   ``--estimate --bands 64 --sizes 512``); ``--cube PATH`` (repeatable) adds a real cube (any format ``run``
@@ -124,7 +124,7 @@ def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
         result = denoise(source, target, method, config)
         info = {"tiles": len(result.tiles), "method_seconds": result.timings["method"]}
     elif job == "run-lowrank":
-        from hsidenoise.describe import RUN_PROCESS_FLOOR_BYTES
+        from hsidenoise.quality.describe import RUN_PROCESS_FLOOR_BYTES
         from hsidenoise.device import configure_threads
         from hsidenoise.denoise import estimate_memory
         from hsidenoise.io import open_cube

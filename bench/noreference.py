@@ -4,7 +4,7 @@ For every cube (default: the CAVE, HYDICE and AVIRIS scenes of ``bench/quality.p
 [0, 1] as a whole, the script adds non-i.i.d. Gaussian and mixture noise (``hsidenoise.noise``, sigma_max 95,
 fixed seeds), prepares the method on the whole noisy cube (``method.prepare`` with its statistics), denoises
 the central ``--crop`` window with ``method.denoise_tile`` and prints, for that crop: the true MPSNR (peak 1),
-the SURE-estimated MPSNR of :func:`hsidenoise.noreference.no_reference_quality` (sigma estimated on the
+the SURE-estimated MPSNR of :func:`hsidenoise.quality.noreference.no_reference_quality` (sigma estimated on the
 noisy crop, peak 1), their difference, the same with the true (oracle) per-band sigma, the share of entries
 SURE left out, and the number of bands whose removed part is flagged as not white.
 
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from hsidenoise.denoise import _ArrayReader
     from hsidenoise.cube import CubeMeta
-    from hsidenoise.metrics import psnr_per_band
-    from hsidenoise.noreference import central_crop, no_reference_quality
+    from hsidenoise.quality.metrics import psnr_per_band
+    from hsidenoise.quality.noreference import central_crop, no_reference_quality
     from hsidenoise.statistics import compute_statistics
 
     name, method = build(args.weights)

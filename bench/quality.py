@@ -52,7 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hsidenoise.metrics import evaluate  # noqa: E402
+from hsidenoise.quality.metrics import evaluate  # noqa: E402
 from hsidenoise.noise import NoiseSpec, NoisyResult, add_noise, normalise_cube  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -162,7 +162,7 @@ def build_decsc(
     preset: str = "lite",
     adapt_seconds: float = 0.0,
 ):
-    """A DECSC denoiser (:class:`hsidenoise.model.denoiser.DECSCDenoiser`) for the benches.
+    """A DECSC denoiser (:class:`hsidenoise.methods.decsc_bands.DECSCDenoiser`) for the benches.
 
     Args:
         weights: a ``.safetensors`` file (with its ``.json``), a preset name (an untrained network), or a
@@ -189,7 +189,7 @@ def build_decsc(
     from hsidenoise.device import select_device
     from hsidenoise.errors import CheckpointError
     from hsidenoise.model import build_model
-    from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+    from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,11 +199,11 @@ def build_decsc(
         raise CheckpointError(f"cannot load {path} as a {preset} training checkpoint: {error}") from None
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
 
     if isinstance(network, SubspaceDECSC):
-        from hsidenoise.adapt import AdaptConfig
-        from hsidenoise.model.subspace_denoiser import build_subspace_decsc
+        from hsidenoise.model.adapt import AdaptConfig
+        from hsidenoise.methods.decsc import build_subspace_decsc
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
         return build_subspace_decsc(network, device=select_device(device), adaptation=adaptation)
@@ -280,7 +280,7 @@ def load_clean(path: str, quick: bool) -> np.ndarray:
 
 
 def run_bench(cubes: list[str], methods: list[str], quick: bool, seeds: int = 1) -> Bench:
-    from hsidenoise.metrics import psnr_per_band
+    from hsidenoise.quality.metrics import psnr_per_band
 
     bench = Bench()
     skipped: dict[str, str] = {}

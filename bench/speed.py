@@ -275,7 +275,7 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def score(row: dict[str, Any], output: Path, clean: np.ndarray) -> None:
-    from hsidenoise.metrics import mpsnr
+    from hsidenoise.quality.metrics import mpsnr
 
     if output.is_file():
         row["mpsnr"] = mpsnr(np.load(output), clean)

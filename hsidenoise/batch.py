@@ -325,7 +325,7 @@ def solver_convergence(records: Sequence[Any]) -> dict[str, Any]:
 def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
     """The central ``side`` x ``side`` window of a cube at full resolution: (B, h, w) float32 and its slices."""
     from hsidenoise.io import open_cube
-    from hsidenoise.noreference import central_crop
+    from hsidenoise.quality.noreference import central_crop
 
     with open_cube(path, **open_options) as reader:
         rows, cols = central_crop(reader.shape, side)
@@ -340,13 +340,13 @@ def no_reference_section(
     nodata: float | None = None,
     open_options: dict[str, Any] | None = None,
 ):
-    """The report's no-reference figures (:func:`hsidenoise.noreference.no_reference_quality`) of one job.
+    """The report's no-reference figures (:func:`hsidenoise.quality.noreference.no_reference_quality`) of one job.
 
     Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
-    (whiteness and SURE on its central :data:`hsidenoise.noreference.DEFAULT_CROP` part), in the bands the
+    (whiteness and SURE on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
     method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
     """
-    from hsidenoise.noreference import no_reference_quality
+    from hsidenoise.quality.noreference import no_reference_quality
 
     noisy, _ = read_central_window(job.source, NO_REFERENCE_WINDOW, **(open_options or {}))
     denoised, _ = read_central_window(job.output, NO_REFERENCE_WINDOW)
@@ -370,14 +370,14 @@ def write_report(
     """Write the ``run --report`` bundle for one job (decimated previews of input and output).
 
     The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
-    measured stripes and noise among those the method denoised (:func:`hsidenoise.artefacts.choose_profile_bands`:
+    measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
     the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
     no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
     band was denoised.
     """
     from hsidenoise.io import open_cube
-    from hsidenoise.plot_labels import value_units_of
-    from hsidenoise.report import write_run_report
+    from hsidenoise.quality.labels import value_units_of
+    from hsidenoise.quality.plots import write_run_report
 
     open_options = open_options or {}
     noisy, step = read_preview(job.source, **open_options)
@@ -413,8 +413,8 @@ REPORT_FROM_OUTPUT_NOTE = (
 
 
 def report_complete(report_dir: Path) -> bool:
-    """Whether ``report_dir`` holds a complete ``--report`` bundle (:func:`hsidenoise.report.report_complete`)."""
-    from hsidenoise.report import report_complete as complete
+    """Whether ``report_dir`` holds a complete ``--report`` bundle (:func:`hsidenoise.quality.plots.report_complete`)."""
+    from hsidenoise.quality.plots import report_complete as complete
 
     return complete(report_dir)
 
@@ -466,7 +466,7 @@ def check_report_space(job: Job, report_dir: Path, shape: Sequence[int], dtype: 
     """Refuse, before any work, a run whose output and ``--report`` bundle do not fit on disk together.
 
     The output's own check (:func:`hsidenoise.io.staging.check_output`) counts only the cube; the report
-    (:func:`hsidenoise.report.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
+    (:func:`hsidenoise.quality.plots.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
     the cube but not the report would end in a committed cube and a failed report. When the report folder is
     on another file system, only the report is counted there.
 
@@ -477,7 +477,7 @@ def check_report_space(job: Job, report_dir: Path, shape: Sequence[int], dtype: 
 
     from hsidenoise.errors import ResourceError
     from hsidenoise.io.staging import estimated_size
-    from hsidenoise.report import estimated_report_size
+    from hsidenoise.quality.plots import estimated_report_size
 
     report_bytes = estimated_report_size(shape[0], tiles)
     cube_bytes = estimated_size(shape, dtype)

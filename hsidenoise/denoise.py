@@ -262,7 +262,7 @@ def estimate_memory(
     `SUBSPACE_DCT_COPIES` block-coefficient tensors of the DCT eigen-image denoiser on one tile
     (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`, for min(B, max_rank) eigen-images: the rank is
     only known after the fit, so its bound is taken); a DECSC network's own memory is not. The interpreter and its
-    imports are not counted (see :data:`hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES`).
+    imports are not counted (see :data:`hsidenoise.quality.describe.RUN_PROCESS_FLOOR_BYTES`).
 
     Args:
         shape: (B, H, W) of the cube. dtype: its data type. config: the tiling. batch_size: tiles per call.

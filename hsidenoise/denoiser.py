@@ -9,7 +9,7 @@ A denoiser that can process several tiles at once (a GPU model) also implements 
 pipeline (:func:`hsidenoise.denoise.denoise`) then hands it up to ``batch_size`` tiles per call and keeps each
 tile's result and info separate.
 
-The methods (:mod:`hsidenoise.subspace`, :mod:`hsidenoise.model.denoiser`, ...) import their types from here,
+The methods (:mod:`hsidenoise.subspace`, :mod:`hsidenoise.methods.decsc_bands`, ...) import their types from here,
 and the registry behind ``run --method`` (:mod:`hsidenoise.methods`) imports the methods: the graph has no loop.
 """
 

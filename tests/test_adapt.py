@@ -1,4 +1,4 @@
-"""Self-supervised adaptation (hsidenoise.adapt): SURE in whitened units, the held-out guard, run --adapt."""
+"""Self-supervised adaptation (hsidenoise.model.adapt): SURE in whitened units, the held-out guard, run --adapt."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from hsidenoise.adapt import AdaptConfig, EigenCrop, adapt, sure
+from hsidenoise.model.adapt import AdaptConfig, EigenCrop, adapt, sure
 from hsidenoise.subspace import LowRankConfig, spatial_denoiser
 from hsidenoise.model import build_model
-from hsidenoise.model.subspace import SubspaceDECSCConfig
-from hsidenoise.solver import SolverConfig
+from hsidenoise.model.subspace_decsc import SubspaceDECSCConfig
+from hsidenoise.model.solver import SolverConfig
 
 torch.set_num_threads(1)
 TINY = SubspaceDECSCConfig(
@@ -133,8 +133,8 @@ def test_run_adapt_from_the_cli_reports_what_it_did(tmp_path: Path) -> None:
 
 
 def test_self_supervised_sampler_adds_no_noise_and_hides_no_target() -> None:
-    from hsidenoise.data import TrainingCube, make_rng
-    from hsidenoise.subspace_data import SubspaceSampler, SubspaceSamplerConfig
+    from hsidenoise.training.data import TrainingCube, make_rng
+    from hsidenoise.training.subspace_pairs import SubspaceSampler, SubspaceSamplerConfig
 
     from tests.test_subspace import low_rank_cube
 

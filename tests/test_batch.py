@@ -192,7 +192,7 @@ def test_a_rerun_writes_a_missing_or_half_report_without_denoising_again(scenes,
 
 
 def test_a_failed_report_leaves_no_partial_files(tmp_path, monkeypatch):
-    from hsidenoise import report as report_module
+    from hsidenoise.quality import plots as report_module
     from hsidenoise.errors import CubeWriteError
 
     def full_disk(*args, **kwargs):

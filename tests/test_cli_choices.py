@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.io import write_cube
-from hsidenoise.metrics import evaluate
+from hsidenoise.quality.metrics import evaluate
 from hsidenoise.model import PRESETS, weights_dir
 
 

@@ -14,7 +14,7 @@ from hsidenoise.errors import ConfigError
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 from hsidenoise.methods import build_method
 from hsidenoise.model import PRESETS, build_model
-from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
 from hsidenoise.tiling import mirror_bands
 from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.tiling import TileConfig
@@ -184,7 +184,7 @@ def _statistics(cube: np.ndarray):
 def test_cuda_window_batch_follows_free_memory(monkeypatch):
     import torch
 
-    from hsidenoise.model.denoiser import BYTES_PER_WINDOW_VOXEL, MAX_CUDA_WINDOW_BATCH, cuda_window_batch
+    from hsidenoise.methods.decsc_bands import BYTES_PER_WINDOW_VOXEL, MAX_CUDA_WINDOW_BATCH, cuda_window_batch
 
     per_window = BYTES_PER_WINDOW_VOXEL * 31 * 256 * 256
     for free, expected in ((10 * per_window, 6), (per_window // 3, 1), (10**6 * per_window, MAX_CUDA_WINDOW_BATCH)):

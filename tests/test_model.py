@@ -31,7 +31,7 @@ from hsidenoise.model.diffconv import (
 from hsidenoise.model.gic import GICLayer, ResidualConvPrior
 from hsidenoise.model.lsu import LSULayer
 from hsidenoise.model.swin import SwinBlock
-from hsidenoise.solver import SolverConfig
+from hsidenoise.model.solver import SolverConfig
 
 torch.set_num_threads(1)
 

@@ -17,7 +17,7 @@ from hsidenoise.denoise import denoise_array
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.io import write_cube
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-from hsidenoise.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
+from hsidenoise.quality.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsidenoise.data import (
+from hsidenoise.training.data import (
     LowRankFrontEnd,
     PatchSampler,
     SamplerConfig,
@@ -197,7 +197,7 @@ def test_load_training_set_skips_cubes_without_enough_bands_or_pixels(tmp_path: 
 
 def tiny_model_config():
     from hsidenoise.model import DECSCConfig
-    from hsidenoise.solver import SolverConfig
+    from hsidenoise.model.solver import SolverConfig
 
     return DECSCConfig(
         bands=31,

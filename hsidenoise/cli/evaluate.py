@@ -104,8 +104,8 @@ def evaluate_command(
             )
         from hsidenoise.errors import CubeShapeError
         from hsidenoise.io import read_cube
-        from hsidenoise.metrics import evaluate
-        from hsidenoise.report import write_metrics_report
+        from hsidenoise.quality.metrics import evaluate
+        from hsidenoise.quality.plots import write_metrics_report
 
         reference = read_cube(ref, var=var)
         scored = read_cube(denoised, var=var)
@@ -250,7 +250,7 @@ def _evaluate_without_reference(
     json_output: bool,
     quiet: bool = False,
 ) -> None:
-    """``eval DENOISED --noisy NOISY`` without ``--ref``: :func:`hsidenoise.noreference.no_reference_quality`."""
+    """``eval DENOISED --noisy NOISY`` without ``--ref``: :func:`hsidenoise.quality.noreference.no_reference_quality`."""
     if noisy is None:
         raise ConfigError("eval needs --ref REFERENCE (full-reference scores) or --noisy NOISY (no-reference figures)")
     if model is not None and method != "decsc":
@@ -259,8 +259,8 @@ def _evaluate_without_reference(
 
     from hsidenoise.errors import CubeShapeError
     from hsidenoise.io import read_cube
-    from hsidenoise.noreference import no_reference_quality
-    from hsidenoise.report import _json_safe, write_no_reference_report
+    from hsidenoise.quality.noreference import no_reference_quality
+    from hsidenoise.quality.plots import _json_safe, write_no_reference_report
 
     source = read_cube(noisy, var=var)
     scored = read_cube(denoised, var=var)

@@ -4,7 +4,7 @@ X = C + U (eq. 2): C = K (x) S, global inter-band common structures with codes S
 layer), U = D * H, local spatial-spectral unique structures with 3-D atoms (LSU layer). One layer of the
 equilibrium is the Gauss-Seidel ISTA update of S, then of H (eq. 20); its fixed point (S*, H*) (eq. 14) is
 found by Anderson acceleration without gradient and differentiated by the phantom gradient
-(:mod:`hsidenoise.deq`); the output is X-hat = K (x) S* + D * H* (eq. 21).
+(:mod:`hsidenoise.model.deq`); the output is X-hat = K (x) S* + D * H* (eq. 21).
 
 Noise-aware mode (``noise_aware=True``, the ``lite`` preset): the network does not denoise the noisy window
 itself but the whitened residual of a classical estimate, r = (noisy - init) / sigma, which has unit noise in
@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hsidenoise.deq import DEQ
+from hsidenoise.model.deq import DEQ
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.model.gic import GICLayer, ResidualConvPrior
 from hsidenoise.model.lsu import LSULayer
 from hsidenoise.model.swin import SwinPrior
-from hsidenoise.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats
 
 SIGMA_FLOOR = 1e-4
 """Per-band noise levels are clamped from below to this before whitening (in the data's units)."""
@@ -318,7 +318,7 @@ class DECSC(nn.Module):
         return self
 
 
-from hsidenoise.model.subspace import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
+from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
 
 PRESETS.update(SUBSPACE_PRESETS)  # type: ignore[arg-type]  # one registry for both families
 

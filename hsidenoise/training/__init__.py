@@ -1,11 +1,11 @@
 """Training and fine-tuning DECSC: the loop behind ``hsidenoise train`` and ``hsidenoise finetune``.
 
 One loop serves both (:func:`fit` from a fresh model, :func:`finetune` from saved weights at a lower learning
-rate). Per step: a batch from :class:`hsidenoise.data.PatchSampler` (noise, low-rank front end, random windows,
+rate). Per step: a batch from :class:`hsidenoise.training.data.PatchSampler` (noise, low-rank front end, random windows,
 each normalised as at inference), the model's output compared with the clean window by MSE (or log-MSE), Adam,
 and the learning rate halved every ``lr_step_epochs`` epochs (the paper's schedule). bf16 autocast on CUDA only.
-The subspace DECSC trains on eigen-domain pairs instead (:mod:`hsidenoise.subspace_data`), with its own loss and
-validation (:mod:`~hsidenoise.training.subspace`).
+The subspace DECSC trains on eigen-domain pairs instead (:mod:`hsidenoise.training.subspace_pairs`), with its own loss and
+validation (:mod:`~hsidenoise.training.families`).
 
 One module per concern:
 
@@ -21,7 +21,7 @@ One module per concern:
 - :mod:`~hsidenoise.training.processes`: under ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs data-parallel:
   one process per device (gloo on CPU, nccl on CUDA), ``DistributedDataParallel``, one sampler stream per rank,
   and only rank 0 validates and writes. ``batch_size`` is per process;
-- :mod:`~hsidenoise.training.subspace`: what the loop does differently for the subspace DECSC.
+- :mod:`~hsidenoise.training.families`: what the loop does differently for the subspace DECSC.
 
 The library never prints: progress goes to the ``progress`` callback as :class:`TrainProgress` events.
 """

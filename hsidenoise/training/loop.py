@@ -1,7 +1,7 @@
 """The training loop: :func:`fit` and :func:`finetune`, behind ``hsidenoise train`` and ``hsidenoise finetune``.
 
 One loop serves both (:func:`fit` from a fresh model, :func:`finetune` from saved weights at a lower learning
-rate). Per step: a batch from :class:`hsidenoise.data.PatchSampler` (noise, low-rank front end, random windows,
+rate). Per step: a batch from :class:`hsidenoise.training.data.PatchSampler` (noise, low-rank front end, random windows,
 each normalised as at inference), the model's output compared with the clean window by MSE (or log-MSE), Adam,
 and the learning rate halved every ``lr_step_epochs`` epochs (the paper's schedule). bf16 autocast on CUDA only.
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hsidenoise.data import LowRankFrontEnd, PatchSampler, SamplerConfig, load_training_set, make_rng
+from hsidenoise.training.data import LowRankFrontEnd, PatchSampler, SamplerConfig, load_training_set, make_rng
 from hsidenoise.device import autocast
 from hsidenoise.errors import ConfigError
 from hsidenoise.training.card import model_card, write_weights
@@ -45,7 +45,7 @@ from hsidenoise.training.validation import (
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.data import FrontEnd
+    from hsidenoise.training.data import FrontEnd
     from hsidenoise.model import DECSC, DECSCConfig
 
 logger = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ def _loop(
 
     device = processes.device()
     subspace = _is_subspace(model)
-    from hsidenoise.subspace_data import SubspaceSamplerConfig
+    from hsidenoise.training.subspace_pairs import SubspaceSamplerConfig
 
     if isinstance(cfg.sampler, SubspaceSamplerConfig) and not subspace:
         raise ConfigError(
@@ -305,7 +305,7 @@ def _loop(
     if processes.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     if subspace:
-        from hsidenoise.training.subspace import prepare_subspace_validation, subspace_sampler_config
+        from hsidenoise.training.families import prepare_subspace_validation, subspace_sampler_config
 
         subspace_sampler = subspace_sampler_config(cfg.sampler)
         front_end: FrontEnd | None = None
@@ -359,7 +359,7 @@ def _loop(
 
     sampler: Any
     if subspace:
-        from hsidenoise.subspace_data import SubspaceSampler
+        from hsidenoise.training.subspace_pairs import SubspaceSampler
 
         sampler = SubspaceSampler(
             training.cubes, subspace_sampler, rng=make_rng(cfg.seed, processes.rank), on_round=lambda _: report("round")
@@ -390,7 +390,7 @@ def _loop(
             batch = sampler.next_batch(cfg.batch_size).to(device)
             with autocast(device):
                 if subspace:
-                    from hsidenoise.training.subspace import subspace_loss
+                    from hsidenoise.training.families import subspace_loss
 
                     probe_rng = np.random.default_rng([cfg.seed, processes.rank, position.step])  # resumable
                     loss = subspace_loss(network, batch, sampler=subspace_sampler, rng=probe_rng)
@@ -466,7 +466,7 @@ def _loss(name: str, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
 
 
 def _is_subspace(model: Any) -> bool:
-    from hsidenoise.model.subspace import KIND
+    from hsidenoise.model.subspace_decsc import KIND
 
     return getattr(model.config, "kind", None) == KIND
 

@@ -2,12 +2,12 @@
 
 :mod:`hsidenoise.training.loop` runs one loop for every model family; for a subspace model it asks this module for
 
-- the sampler (:class:`hsidenoise.subspace_data.SubspaceSampler`, built from the run's sampler settings),
+- the sampler (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`, built from the run's sampler settings),
 - the loss: mean squared error of the corrected eigen-images against the clean projection, in unit-noise
   units, over the real (unpadded) components; in these units every component's error has the same scale, and
   with the back-projection's orthonormal basis a uniform weight is what the per-band MPSNR asks for,
 - the validation: the real inference path (:func:`hsidenoise.denoise.denoise_array` with
-  :func:`hsidenoise.model.subspace_denoiser.build_subspace_decsc`) on fixed noisy crops of the validation
+  :func:`hsidenoise.methods.decsc.build_subspace_decsc`) on fixed noisy crops of the validation
   cubes, next to the front end alone (``--method lowrank`` with the same settings).
 """
 
@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hsidenoise.data import SamplerConfig, TrainingCube
+from hsidenoise.training.data import SamplerConfig, TrainingCube
 from hsidenoise.noise import add_noise
-from hsidenoise.subspace_data import EigenBatch, SubspaceSamplerConfig
+from hsidenoise.training.subspace_pairs import EigenBatch, SubspaceSamplerConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
 
 
 def subspace_sampler_config(sampler: SamplerConfig | SubspaceSamplerConfig) -> SubspaceSamplerConfig:
@@ -65,10 +65,10 @@ def subspace_loss(
     """Masked MSE of the corrected eigen-images (unit-noise units), mean over real components and pixels.
 
     With a self-supervised ``sampler`` (no clean target) the loss is instead the Monte-Carlo SURE of
-    :func:`hsidenoise.adapt.sure_batch`, whose expectation is that MSE; ``rng`` draws its probes.
+    :func:`hsidenoise.model.adapt.sure_batch`, whose expectation is that MSE; ``rng`` draws its probes.
     """
     if sampler is not None and sampler.self_supervised:
-        from hsidenoise.adapt import sure_batch
+        from hsidenoise.model.adapt import sure_batch
         from hsidenoise.subspace import spatial_denoiser
 
         def pilot_of(eigen: np.ndarray) -> np.ndarray:
@@ -124,8 +124,8 @@ def validate_subspace(
 ) -> dict[str, tuple[float, float, float]]:
     """``"cube/recipe"`` -> (model, front end, noisy) MPSNR through the real inference path."""
     from hsidenoise.denoise import denoise_array
-    from hsidenoise.metrics import mpsnr
-    from hsidenoise.model.subspace_denoiser import build_subspace_decsc
+    from hsidenoise.quality.metrics import mpsnr
+    from hsidenoise.methods.decsc import build_subspace_decsc
 
     denoiser = build_subspace_decsc(model, front_end=sampler.front_end, device=device)
     return {

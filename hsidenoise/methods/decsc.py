@@ -22,8 +22,8 @@ from hsidenoise.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.adapt import AdaptConfig, AdaptResult
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.adapt import AdaptConfig, AdaptResult
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
     from hsidenoise.subspace import EigenImageDenoiser, LowRankConfig, LowRankDenoiser, Subspace
 
 
@@ -132,7 +132,7 @@ class DECSCEigenImageDenoiser:
     def adapt_to(
         self, eigen_images: Sequence[np.ndarray], progress: Callable[[float, float], None] | None = None
     ) -> AdaptResult:
-        """Fine-tune the model on eigen-image crops of this cube by SURE (see :mod:`hsidenoise.adapt`).
+        """Fine-tune the model on eigen-image crops of this cube by SURE (see :mod:`hsidenoise.model.adapt`).
 
         Args:
             eigen_images: (k, h, w) whitened eigen-images of crops of the cube (after ``prepare``).
@@ -141,7 +141,7 @@ class DECSCEigenImageDenoiser:
         Returns:
             What happened; the adapted weights are used for the following tiles only if they measured better.
         """
-        from hsidenoise.adapt import AdaptConfig, EigenCrop, adapt
+        from hsidenoise.model.adapt import AdaptConfig, EigenCrop, adapt
 
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before adapt_to(crops)")
@@ -162,7 +162,7 @@ class DECSCEigenImageDenoiser:
         """Preset, device, adaptation and solver work, for the run report."""
         from dataclasses import asdict
 
-        from hsidenoise.model.subspace import SUBSPACE_PRESETS
+        from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS
 
         preset = next((name for name, c in SUBSPACE_PRESETS.items() if c == self.model.config), None)
         return {

@@ -40,7 +40,7 @@ def build_method(
         config: the tiling (its band window must match the model's, its stride is used).
         window_batch: band windows per model call; None: 1 on the CPU (measured fastest: smaller working
             set, `bench/README.md`), 16 on CUDA as the floor of a batch sized from free GPU memory.
-        solver: overrides of the model's :class:`hsidenoise.solver.SolverConfig` fields (e.g. ``max_iter``).
+        solver: overrides of the model's :class:`hsidenoise.model.solver.SolverConfig` fields (e.g. ``max_iter``).
         adapt_seconds: ``decsc`` with subspace weights only: seconds of self-supervised adaptation to each cube
             before it is denoised (``--adapt``; 0: none). Other methods refuse a positive value.
         spatial: ``lowrank`` only: the eigen-image denoiser (``auto``, ``bm3d``, ``dct``, ``none``). DECSC's
@@ -66,7 +66,7 @@ def build_method(
     from hsidenoise.device import select_device
     from hsidenoise.subspace import LowRankConfig
     from hsidenoise.model import PRESETS, build_model, find_default_weights, load_weights
-    from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+    from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
 
     torch_device = select_device(device)
     front_end = None
@@ -84,11 +84,11 @@ def build_method(
             front_end = LowRankConfig(**card["front_end"])
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
 
     if isinstance(network, SubspaceDECSC):  # works on the eigen-images: no band windows
-        from hsidenoise.adapt import AdaptConfig
-        from hsidenoise.model.subspace_denoiser import build_subspace_decsc
+        from hsidenoise.model.adapt import AdaptConfig
+        from hsidenoise.methods.decsc import build_subspace_decsc
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
         return build_subspace_decsc(network, front_end=front_end, device=torch_device, adaptation=adaptation)
