@@ -9,7 +9,9 @@ validation (:mod:`~hsidenoise.training.families`).
 
 One module per concern:
 
-- :mod:`~hsidenoise.training.loop`: :class:`TrainConfig`, :func:`fit`, :func:`finetune` and the loop itself;
+- :mod:`~hsidenoise.training.config`: :class:`TrainConfig`, what a run needs (its own module: the loop, the
+  checkpoints and the card all use the type);
+- :mod:`~hsidenoise.training.loop`: :func:`fit`, :func:`finetune` and the loop itself;
 - :mod:`~hsidenoise.training.validation`: after every epoch the model denoises fixed noisy crops of the
   validation cubes (never trained on) as at inference, and its MPSNR is reported next to the front end's;
 - :mod:`~hsidenoise.training.checkpoints`: a checkpoint (model, optimizer, scheduler, sampler and torch random
@@ -27,12 +29,9 @@ The library never prints: progress goes to the ``progress`` callback as :class:`
 """
 
 from hsidenoise.training.checkpoints import CHECKPOINT_NAME
+from hsidenoise.training.config import DEFAULT_LR, FINETUNE_LR, LOSSES, TrainConfig
 from hsidenoise.training.loop import (
-    DEFAULT_LR,
-    FINETUNE_LR,
-    LOSSES,
     ProgressCallback,
-    TrainConfig,
     TrainProgress,
     TrainResult,
     finetune,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hsidenoise.model import DECSC
     from hsidenoise.subspace import LowRankConfig
     from hsidenoise.training.checkpoints import Position
-    from hsidenoise.training.loop import TrainConfig
+    from hsidenoise.training.config import TrainConfig
     from hsidenoise.training.processes import Processes
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from hsidenoise.training.data import PatchSampler, TrainingSet
     from hsidenoise.model import DECSC, DECSCConfig
-    from hsidenoise.training.loop import TrainConfig
+    from hsidenoise.training.config import TrainConfig
     from hsidenoise.training.processes import Processes
 
 logger = logging.getLogger(__name__)
