@@ -1,22 +1,68 @@
-"""The registry behind ``hsidenoise run --method``: :data:`METHODS` and :func:`build_method`.
+"""The registry behind ``hsidenoise run --method`` (step 5 of the data flow): :data:`METHODS` and :func:`build_method`.
 
-Each method implements the :class:`hsidenoise.denoiser.Denoiser` protocol (defined in its own module, so that
+Each entry is a :class:`MethodSpec` carrying its description, the options it reads and its builder (as
+xarray's backend entry points carry their opener). The DECSC builder, :func:`hsidenoise.methods.decsc.build_decsc`,
+chooses between the subspace DECSC (:mod:`~hsidenoise.methods.decsc`) and the band-window DECSC of the ``paper``
+preset (:mod:`~hsidenoise.methods.decsc_bands`) from the weights. Each method implements the :class:`hsidenoise.denoiser.Denoiser` protocol (defined in its own module, so that
 the methods never import this registry back). A method's module is imported when it is built, so importing the
 registry loads neither torch nor the models.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from hsidenoise.denoiser import Denoiser, IdentityDenoiser
 from hsidenoise.errors import ConfigError
 from hsidenoise.tiling import TileConfig
 
-METHODS: dict[str, str] = {
-    "decsc": "the DECSC network (shipped lite weights by default, or --model PRESET|PATH)",
-    "lowrank": "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)",
-    "identity": "returns the input unchanged (measures the pipeline alone)",
+@dataclass(frozen=True)
+class MethodSpec:
+    """One entry of :data:`METHODS`: what ``run --method NAME`` is and how it is built.
+
+    Attributes:
+        description: one line, as ``hsidenoise models`` shows it.
+        options: the keyword arguments of :func:`build_method` the method reads beyond ``config``; the others
+            are ignored, except a positive ``adapt_seconds``, which a method without it refuses.
+        build: keyword arguments (those named in ``options``, plus ``config``) -> the method; imports its module
+            only when called, so the registry loads neither torch nor the models.
+    """
+
+    description: str
+    options: tuple[str, ...]
+    build: Callable[..., Denoiser]
+
+
+def _identity(**_: Any) -> Denoiser:
+    return IdentityDenoiser()
+
+
+def _lowrank(*, spatial: str, **_: Any) -> Denoiser:
+    from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
+
+    return LowRankDenoiser(LowRankConfig(spatial=spatial))
+
+
+def _decsc(**options: Any) -> Denoiser:
+    from hsidenoise.methods.decsc import build_decsc
+
+    return build_decsc(**options)
+
+
+METHODS: dict[str, MethodSpec] = {
+    "decsc": MethodSpec(
+        "the DECSC network (shipped subspace weights by default, or --model PRESET|PATH)",
+        ("model", "device", "window_batch", "solver", "adapt_seconds"),
+        _decsc,
+    ),
+    "lowrank": MethodSpec(
+        "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)", ("spatial",), _lowrank
+    ),
+    "identity": MethodSpec("returns the input unchanged (measures the pipeline alone)", (), _identity),
 }
-"""Method name -> one-line description, as ``hsidenoise run --help`` and ``hsidenoise models`` show them."""
+"""Method name -> :class:`MethodSpec`: the registry behind ``hsidenoise run --method``."""
 
 
 def build_method(
@@ -51,60 +97,17 @@ def build_method(
         CheckpointError: a weights file that is missing, corrupt or mismatched.
     """
     config = config if config is not None else TileConfig()
-    if adapt_seconds > 0 and name != "decsc":
+    spec = METHODS.get(name)
+    if adapt_seconds > 0 and (spec is None or "adapt_seconds" not in spec.options):
         raise ConfigError(f"--adapt adapts the DECSC model; --method {name} has nothing to adapt; drop --adapt")
-    if name == "identity":
-        return IdentityDenoiser()
-    if name == "lowrank":
-        from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-
-        return LowRankDenoiser(LowRankConfig(spatial=spatial))
-    if name != "decsc":
+    if spec is None:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}")
-    from dataclasses import replace
-
-    from hsidenoise.device import select_device
-    from hsidenoise.subspace import LowRankConfig
-    from hsidenoise.model import PRESETS, build_model, find_default_weights, load_weights
-    from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
-
-    torch_device = select_device(device)
-    front_end = None
-    if model is not None and model in PRESETS:
-        network = build_model(model).fold_for_inference()
-    else:
-        path = model if model is not None else find_default_weights()
-        if path is None:
-            raise ConfigError(
-                "no DECSC weights found in weights/ (decsc-subspace.safetensors + .json); pass --model PATH, "
-                "train some with hsidenoise train, or use --method lowrank"
-            )
-        network, _, card = load_weights(path, device=torch_device)
-        if card.get("front_end"):
-            front_end = LowRankConfig(**card["front_end"])
-    if solver:
-        network.deq.config = replace(network.deq.config, **solver)
-    from hsidenoise.model.subspace_decsc import SubspaceDECSC
-
-    if isinstance(network, SubspaceDECSC):  # works on the eigen-images: no band windows
-        from hsidenoise.model.adapt import AdaptConfig
-        from hsidenoise.methods.decsc import build_subspace_decsc
-
-        adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
-        return build_subspace_decsc(network, front_end=front_end, device=torch_device, adaptation=adaptation)
-    if adapt_seconds > 0:
-        raise ConfigError(
-            "--adapt needs subspace DECSC weights (preset subspace); the band-window model cannot adapt; drop --adapt"
-        )
-    if config.band_window != network.config.bands:
-        raise ConfigError(
-            f"--band-window {config.band_window} does not match the model's {network.config.bands}-band window; "
-            f"leave it at {network.config.bands} for DECSC"
-        )
-    return DECSCDenoiser(
-        network,
-        front_end=front_end,
-        device=torch_device,
-        config=InferenceConfig(window_batch=window_batch or (16 if torch_device.type == "cuda" else 1)),
-        band_stride=config.band_stride,
-    )
+    given = {
+        "model": model,
+        "device": device,
+        "window_batch": window_batch,
+        "solver": solver,
+        "spatial": spatial,
+        "adapt_seconds": adapt_seconds,
+    }
+    return spec.build(config=config, **{option: given[option] for option in spec.options})
