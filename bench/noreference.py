@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="score decsc with these weights instead of lowrank-dct")
     args = parser.parse_args(argv)
 
-    from hsidenoise.denoise import _ArrayReader
+    from hsidenoise.io.memory import ArrayReader
     from hsidenoise.cube import CubeMeta
     from hsidenoise.quality.metrics import psnr_per_band
     from hsidenoise.quality.noreference import central_crop, no_reference_quality
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for noise_index, (noise_name, spec) in enumerate(NOISES.items()):
             started = time.perf_counter()
             truth = add_noise(clean, spec, np.random.default_rng(SEED + 100 * cube_index + noise_index))
-            method.prepare(compute_statistics(_ArrayReader(truth.noisy, CubeMeta())))
+            method.prepare(compute_statistics(ArrayReader(truth.noisy, CubeMeta())))
             noisy = truth.noisy[:, rows, cols]
             denoised = method.denoise_tile(noisy)
             true_mpsnr = float(np.mean(psnr_per_band(denoised, clean[:, rows, cols], peak=1.0)))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -232,11 +232,13 @@ def denoise_array(
     """
     import warnings
 
+    from hsidenoise.io.memory import ArrayReader, ArrayWriter
+
     cube = np.asarray(cube)
     if cube.ndim != 3:
         raise CubeShapeError(f"a cube must be 3-D (bands, rows, cols); got an array of shape {tuple(cube.shape)}")
-    reader = _ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
-    writer = _ArrayWriter(cube.shape, _working_dtype(cube.dtype))
+    reader = ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
+    writer = ArrayWriter(cube.shape, _working_dtype(cube.dtype))
     result = _run(reader, writer, method, config if config is not None else TileConfig(), nodata=nodata,
                   batch_size=batch_size, progress=None)
     for message in result.warnings:
@@ -717,40 +719,3 @@ class _ScaledReader:
 
     def close(self) -> None:
         """The wrapped reader belongs to the caller."""
-
-
-class _ArrayReader:
-    """A ``CubeReader`` over an in-memory (B, H, W) array, for :func:`denoise_array`."""
-
-    def __init__(self, data: np.ndarray, meta: CubeMeta) -> None:
-        self.data = data
-        self.shape = tuple(int(n) for n in data.shape)
-        self.dtype = data.dtype
-        self.meta = meta
-        self.path = None
-
-    def read(
-        self, rows: slice = slice(None), cols: slice = slice(None), bands: slice | np.ndarray | None = None
-    ) -> np.ndarray:
-        block = self.data[:, rows, cols]
-        return block if bands is None else block[bands]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class _ArrayWriter:
-    """A ``CubeWriter`` that fills an in-memory array, for :func:`denoise_array`."""
-
-    def __init__(self, shape: Sequence[int], dtype: np.dtype) -> None:
-        self.data = np.empty(tuple(shape), dtype=dtype)
-        self.clipped = 0
-        self.underflowed = 0
-
-    def write(self, block: np.ndarray, rows: slice, cols: slice) -> None:
-        from hsidenoise.io.dtypes import cast_and_count, count_underflow
-
-        values, clipped = cast_and_count(block, self.data.dtype)  # float64 beyond float32: clipped, never Inf
-        self.clipped += clipped
-        self.underflowed += count_underflow(block, values)
-        self.data[:, rows, cols] = values

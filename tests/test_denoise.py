@@ -10,6 +10,7 @@ from scipy import ndimage
 from spectral.io import envi
 
 from hsidenoise import denoise as denoise_module
+from hsidenoise.io.memory import ArrayWriter
 from hsidenoise.cube import CubeMeta
 from hsidenoise.denoise import check_memory, denoise, denoise_array, estimate_memory
 from hsidenoise.denoiser import BandWindowDenoiser, Denoiser, IdentityDenoiser, TileResult
@@ -241,7 +242,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_going(error: type[Exception]) 
     cube = np.random.default_rng(6).random((3, 20, 16)).astype(np.float32)
     method = SmallMemoryDenoiser(limit=2, error=error)
     config = TileConfig(tile=4, overlap=0)  # 20 tiles: 8 = 4 calls of 2, then 6 batches of 2
-    result = denoise_module._run(MemoryReader(cube), denoise_module._ArrayWriter(cube.shape, np.float32), method,
+    result = denoise_module._run(MemoryReader(cube), ArrayWriter(cube.shape, np.float32), method,
                                  config, nodata=None, batch_size=8, progress=None)
     assert result.batch_size == 2
     assert method.calls[:3] == [8, 4, 2] and set(method.calls[3:]) == {2}

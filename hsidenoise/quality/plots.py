@@ -71,14 +71,14 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Numpy scalars/arrays -> Python, paths -> str, non-finite floats -> None, recursively."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):
@@ -92,7 +92,7 @@ def _json_safe(value: Any) -> Any:
 
 def write_json(payload: Mapping[str, Any], path: Path | str) -> Path:
     """Write ``payload`` as indented JSON (numpy values converted, inf/NaN as null); returns the path."""
-    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
 
 
