@@ -540,7 +540,7 @@ def report_dirs(jobs: Sequence[Job], report: Path, *, several: bool | None = Non
 
 def run_jobs(
     jobs: Sequence[Job],
-    method: Denoiser | Callable[[], Denoiser],
+    method: Callable[[], Denoiser],
     config: TileConfig,
     *,
     dtype: str = "float32",
@@ -566,8 +566,8 @@ def run_jobs(
 
     Args:
         jobs: the plan.
-        method: the denoiser, or a function that builds it (called once, only when some job runs, so a batch
-            whose outputs all exist does not load a model).
+        method: a function that builds the denoiser (called once, only when some job runs, so a batch whose
+            outputs all exist does not load a model).
         config: the tiling.
         dtype, overwrite, batch_size: as for :func:`hsidenoise.denoise.denoise`.
         report: write the ``--report`` bundle of each run under this folder (:func:`report_dirs`).
@@ -600,7 +600,7 @@ def run_jobs(
     mine = jobs_of(jobs, shares)
     if profile_bands is not None and report is not None:  # before any work, not after the first cube's run
         check_profile_bands([job for job in mine if not job.skip], profile_bands, open_options)
-    denoiser: Denoiser | None = None if callable(method) and not hasattr(method, "denoise_tile") else method
+    denoiser: Denoiser | None = None
     documents: list[dict[str, Any]] = [] if records is None else records
     current: Job | None = None
     try:
@@ -753,7 +753,7 @@ def _run_job(
             with contextlib.suppress(OSError):  # another process may have put a file there meanwhile
                 created.rmdir()
         raise
-    info = denoiser.info() if hasattr(denoiser, "info") else {}
+    info = denoiser.info()
     summary = run_summary(result, job, method_info=info)
     if report is not None:
         files = write_report(

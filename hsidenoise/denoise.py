@@ -482,10 +482,10 @@ def _run(
                 progress(len(records), len(tiles))
         timings["write"] = time.perf_counter() - started
     else:
-        if getattr(method, "wants_samples", False):  # --adapt: the method learns from crops of this cube first
+        if method.wants_samples:  # --adapt: the method learns from crops of this cube first
             started = time.perf_counter()
             announce("adapt")
-            method.adapt_to(_sample_crops(source, roles, height, width))  # type: ignore[attr-defined]
+            method.adapt_to(_sample_crops(source, roles, height, width))
             timings["adapt"] = time.perf_counter() - started
         stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
         gross_found = 0
@@ -624,15 +624,11 @@ def _denoise_batch(
     Returns:
         One result per input, and the batch size that worked.
     """
-    batch_call = getattr(method, "denoise_tiles", None)
     results: list[TileResult] = []
     while len(results) < len(inputs):
         chunk = inputs[len(results) : len(results) + batch_size]
         try:
-            if batch_call is not None:
-                chunk_results = list(batch_call(chunk))
-            else:
-                chunk_results = [TileResult(method.denoise_tile(tile)) for tile in chunk]
+            chunk_results = list(method.denoise_tiles(chunk))
         except Exception as error:
             if not is_out_of_memory(error):
                 raise

@@ -122,7 +122,7 @@ def test_run_jobs_announces_each_phase_before_the_first_tile(cube, tmp_path) -> 
     events: list[tuple[str, str]] = []
     run_jobs(
         plan_jobs([cube], tmp_path / "out.hdr"),
-        build_method("lowrank", config=config, spatial="dct"),
+        lambda: build_method("lowrank", config=config, spatial="dct"),
         config,
         progress=lambda name: lambda done, total: events.append((name, f"tile {done}/{total}")),
         phase=lambda name: lambda stage: events.append((name, stage)),

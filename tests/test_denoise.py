@@ -13,7 +13,7 @@ from hsidenoise import denoise as denoise_module
 from hsidenoise.io.memory import ArrayWriter
 from hsidenoise.cube import CubeMeta
 from hsidenoise.denoise import check_memory, denoise, denoise_array, estimate_memory
-from hsidenoise.denoiser import BandWindowDenoiser, Denoiser, IdentityDenoiser, TileResult
+from hsidenoise.denoiser import BandWindowDenoiser, Denoiser, DenoiserBase, IdentityDenoiser, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError, ResourceError
 from hsidenoise.statistics import compute_statistics
 from hsidenoise.tiling import TileConfig
@@ -40,7 +40,7 @@ class MemoryReader:
         pass
 
 
-class PixelMixer:
+class PixelMixer(DenoiserBase):
     """Visibly changes every value: half of it plus half the pixel's mean spectrum (a per-pixel method)."""
 
     name = "pixel-mixer"
@@ -52,7 +52,7 @@ class PixelMixer:
         return 0.5 * tile + 0.5 * tile.mean(axis=0, keepdims=True)
 
 
-class BoxFilter:
+class BoxFilter(DenoiserBase):
     """A 3 x 3 spatial mean per band: a NaN handed to it would spread to the eight neighbours."""
 
     name = "box"
@@ -216,7 +216,7 @@ class OutOfMemoryError(RuntimeError):
     """Named like torch's CUDA out-of-memory error."""
 
 
-class SmallMemoryDenoiser:
+class SmallMemoryDenoiser(DenoiserBase):
     """Fails with an out-of-memory error when given more than `limit` tiles at once."""
 
     name = "small-memory"
@@ -427,3 +427,26 @@ def test_real_dead_and_nan_bands_are_found_and_left_untouched(
     np.testing.assert_array_equal(output[dead + nan], cube[dead + nan])
     others = result.statistics.valid_bands
     assert np.abs(output[others].astype(float) - cube[others]).mean() > 0  # the method changed the rest
+
+
+def test_denoiser_base_gives_every_optional_hook_a_default() -> None:
+    """A method that implements only denoise_tile runs through the pipeline; the hooks have their defaults."""
+
+    class Halver(DenoiserBase):
+        name = "halver"
+
+        def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+            return tile * 0.5
+
+    method = Halver()
+    assert isinstance(method, Denoiser)
+    assert not method.wants_samples and method.adapt_progress is None and method.info() == {}
+    cube = np.random.default_rng(3).random((3, 10, 9)).astype(np.float32)
+    np.testing.assert_allclose(denoise_array(cube, method, TileConfig(tile=4, overlap=1)), cube * 0.5, rtol=1e-6)
+    [result] = method.denoise_tiles([cube])
+    np.testing.assert_array_equal(result.denoised, cube * 0.5)
+    assert result.info == {}
+    with pytest.raises(ConfigError, match="does not adapt"):
+        method.adapt_to([cube])
+    with pytest.raises(NotImplementedError, match="denoise_tile"):
+        DenoiserBase().denoise_tile(cube)

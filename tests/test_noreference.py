@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.denoise import denoise_array
+from hsidenoise.denoiser import DenoiserBase
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.io import write_cube
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
@@ -33,7 +34,7 @@ def smooth_cube(bands: int, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     return np.einsum("bk,khw->bhw", spectra, abundances) / 2.2 + 0.1
 
 
-class BoxSmoother:
+class BoxSmoother(DenoiserBase):
     """A linear denoiser: a 3 x 3 mean filter per band (its divergence is known, its SURE exact on average)."""
 
     name = "box"

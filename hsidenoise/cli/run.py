@@ -143,7 +143,7 @@ def run(
                 method.value, model=weights, device=device_choice, config=config, solver=solver, spatial=spatial.value,
                 adapt_seconds=adapt_seconds if adapt else 0.0,
             )  # fmt: skip
-            if adapt and hasattr(denoiser, "adapt_progress"):
+            if adapt:
                 tick = bars.callback("adapting")
                 denoiser.adapt_progress = lambda spent, allowed: tick(int(spent), int(allowed))
             if talk and method.value == "decsc":

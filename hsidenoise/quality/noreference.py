@@ -314,7 +314,7 @@ def _front_end_changes(method: Denoiser, tile: np.ndarray) -> np.ndarray | None:
     """(B, h, w) bool: entries the method's low-rank front end replaces or corrects; None without one."""
     from hsidenoise.subspace import LowRankDenoiser, remove_outliers
 
-    front = method if isinstance(method, LowRankDenoiser) else getattr(method, "front_end", None)
+    front = method if isinstance(method, LowRankDenoiser) else method.front_end
     if not isinstance(front, LowRankDenoiser) or front.subspace is None:
         return None
     if front.subspace.band_count != tile.shape[0]:
