@@ -4,9 +4,9 @@
 skips pairs whose output already exists (unless ``overwrite``), so a killed batch resumes where it stopped:
 outputs are written to a temporary file and renamed, so an existing output is always a complete one.
 
-Several inputs, a glob or a folder make a batch (:func:`several_inputs`) whatever they match, even one cube:
+Several inputs, a glob or a folder make a batch (:func:`~hsidenoise.io.discovery.several_inputs`) whatever they match, even one cube:
 ``-o`` is then a folder (created), a cube that fails is recorded and the batch goes on, and the ``--json``
-document always has the shape of :func:`batch_document`. :func:`expand_inputs` turns the command line into
+document always has the shape of :func:`batch_document`. :func:`hsidenoise.io.discovery.expand_inputs` turns the command line into
 cube files, :func:`plan_jobs` pairs them with outputs and refuses, before any work, an output that is an input
 (also through a symlink, or the other file of an ENVI pair) or, for a single cube, an output that exists;
 :func:`run_jobs` runs the plan, or one share of it (:mod:`hsidenoise.scaleout`: ``--shard``, torchrun ranks),
@@ -16,10 +16,9 @@ and returns one JSON-able record per input (with the ``--report`` bundle when as
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HsiDenoiseError
+from hsidenoise.io.discovery import cube_files
 from hsidenoise.io.staging import same_file, unfinished_commit
 
 if TYPE_CHECKING:
@@ -54,97 +54,6 @@ class Job:
     skip: bool
 
 
-def expand_inputs(patterns: Iterable[str | Path]) -> list[Path]:
-    """Expand globs (``scenes/*.hdr``) and folders (``scenes/``) and keep plain paths; the order is kept,
-    duplicates dropped.
-
-    A glob or a folder keeps only the files whose suffix a format claims (so ``scenes/*`` skips ``README.txt``
-    and GDAL's ``.aux.xml`` side files) and, of an ENVI pair, only the header (``a.img`` is dropped when
-    ``a.hdr`` is next to it); a folder gives the cube files directly in it, sorted. Plain paths are kept as
-    given: an unknown suffix is then an error when the cube is opened.
-
-    Raises:
-        CubeReadError: a plain path that does not exist, or a glob or folder that holds no cube file.
-    """
-    found: list[Path] = []
-    for pattern in map(str, patterns):
-        if glob.has_magic(pattern) or Path(pattern).is_dir():
-            if glob.has_magic(pattern):
-                matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
-                where = repr(pattern)
-                hint = "check the pattern (quote it to stop the shell expanding it)"
-            else:
-                matches = sorted(path for path in Path(pattern).iterdir() if path.is_file())
-                where = f"folder {pattern}"
-                hint = "pass a folder of cube files, or the cubes themselves"
-            cubes = [path for path in matches if _is_cube_file(path)]
-            if not cubes:
-                what = f"{len(matches)} file(s), none of them a cube" if matches else "nothing"
-                verb = "holds" if where.startswith("folder") else "matches"
-                raise CubeReadError(f"{where} {verb} {what}; {hint}")
-            found.extend(cubes)
-        else:
-            path = Path(pattern)
-            if not path.exists() and not path.is_symlink():
-                raise CubeReadError(f"input {path} does not exist; pass an existing cube file")
-            found.append(path)
-    return list(dict.fromkeys(found))
-
-
-def several_inputs(patterns: Sequence[str | Path]) -> bool:
-    """Whether a command line's inputs mean several-input mode: more than one, or any glob or folder.
-
-    In that mode the output is a folder (created when missing) and the summary has the same shape however
-    many cubes matched (:func:`batch_document`), so a script can rely on it.
-    """
-    return len(patterns) > 1 or any(glob.has_magic(str(p)) or Path(p).is_dir() for p in patterns)
-
-
-def _is_cube_file(path: Path) -> bool:
-    """Whether a glob match is a cube to run: a known suffix, and not the data file of an ENVI header."""
-    from hsidenoise.io import FORMATS
-    from hsidenoise.io.envi import DATA_SUFFIXES
-
-    suffix = path.suffix.lower()
-    if not any(suffix in format_.suffixes for format_ in FORMATS.values()):
-        return False
-    if suffix != ".hdr" and suffix in FORMATS["envi"].suffixes + DATA_SUFFIXES:
-        return not any(candidate.is_file() for candidate in _envi_headers(path))
-    return True
-
-
-def _envi_headers(data_path: Path) -> list[Path]:
-    return [data_path.with_suffix(".hdr"), data_path.with_name(data_path.name + ".hdr"), data_path.with_suffix(".HDR")]
-
-
-def cube_files(path: Path, *, existing: bool) -> list[Path]:
-    """The files a cube path stands for: both files of an ENVI pair, else the path itself.
-
-    Args:
-        path: a cube path (ENVI: header or data file).
-        existing: True for an input (the data file is looked up as the reader would), False for an output
-            (the files the writer would create).
-    """
-    from hsidenoise.errors import HsiDenoiseError
-    from hsidenoise.io import format_for
-
-    try:
-        is_envi = format_for(path).name == "envi"
-    except HsiDenoiseError:
-        return [path]
-    if not is_envi:
-        return [path]
-    from hsidenoise.io.envi import header_and_data_paths, output_paths
-
-    if existing:
-        try:
-            return list(header_and_data_paths(path))
-        except HsiDenoiseError:  # the reader reports a missing half later, with the full message
-            return [path]
-    header, data, _ = output_paths(path)
-    return [header, data]
-
-
 def plan_jobs(
     inputs: Sequence[Path],
     output: str | Path,
@@ -157,16 +66,16 @@ def plan_jobs(
 
     Single-input mode: ``output`` is the output file, or, when it is an existing directory or ends with a
     slash (``-o clean/``), the folder of ``output/<name>``; an output that exists is refused unless
-    ``overwrite``. Several-input mode (:func:`several_inputs`; default: more than one input): ``output`` is a
+    ``overwrite``. Several-input mode (:func:`~hsidenoise.io.discovery.several_inputs`; default: more than one input): ``output`` is a
     directory (created when the first cube is written) and each input writes ``output/<name>`` under its own
     file name, so formats are kept; an output that exists is skipped unless ``overwrite``, so a killed batch
     resumes.
 
     Args:
-        inputs: the cube files (:func:`expand_inputs`).
+        inputs: the cube files (:func:`~hsidenoise.io.discovery.expand_inputs`).
         output: ``-o`` as typed (a string keeps its trailing slash).
         overwrite: replace outputs that exist.
-        several: several-input mode, as :func:`several_inputs` tells from the command line (a glob that
+        several: several-input mode, as :func:`~hsidenoise.io.discovery.several_inputs` tells from the command line (a glob that
             matched one cube is still a batch); None: more than one input.
         report: the ``--report`` folder. A single output that exists while this folder holds no complete
             report (the run was done, its report was not: a full disk, a kill) is then a skip, whose report

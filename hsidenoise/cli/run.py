@@ -115,7 +115,8 @@ def run(
         method = MethodChoice.decsc if model is not None else MethodChoice.lowrank
     with errors_as_one_line():
         cpu_threads = thread_count(threads)  # before numpy and torch load their thread pools
-        from hsidenoise.batch import batch_document, expand_inputs, jobs_of, plan_jobs, run_jobs, several_inputs
+        from hsidenoise.batch import batch_document, jobs_of, plan_jobs, run_jobs
+        from hsidenoise.io.discovery import expand_inputs, several_inputs
         from hsidenoise.methods import build_method
         from hsidenoise.provenance import method_provenance
         from hsidenoise.scaleout import RankGroup, Ranks, Shard
