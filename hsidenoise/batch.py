@@ -25,19 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HsiDenoiseError
+from hsidenoise.errors import ConfigError, CubeWriteError, HsiDenoiseError
 from hsidenoise.io.discovery import cube_files
 from hsidenoise.io.staging import same_file, unfinished_commit
+from hsidenoise.quality.run_report import (
+    REPORT_FROM_OUTPUT_NOTE,
+    check_report_space,
+    write_report,
+    write_report_of_output,
+)
 
 if TYPE_CHECKING:
     from hsidenoise.denoise import RunResult
     from hsidenoise.denoiser import Denoiser
     from hsidenoise.scaleout import Shard
     from hsidenoise.tiling import TileConfig
-
-PREVIEW_PIXELS = 512 * 512
-"""The report reads at most about this many pixels of each cube (every k-th row and column beyond it)."""
-
 
 @dataclass(frozen=True)
 class Job:
@@ -102,7 +104,7 @@ def plan_jobs(
             and not overwrite
             and all(path.is_file() for path in files)
             and not unfinished_commit(files[::-1])
-            and not report_complete(report)
+            and not _report_complete(report)
         )
         jobs = [Job(inputs[0], target, skip=finish_report)]
     else:
@@ -140,28 +142,6 @@ def plan_jobs(
             if not several and not overwrite and not interrupted and (path.exists() or path.is_symlink()):
                 raise CubeWriteError(f"{path} already exists; use --overwrite to replace it")
     return jobs
-
-
-def read_preview(path: Path, *, max_pixels: int = PREVIEW_PIXELS, **open_options: Any) -> tuple[np.ndarray, int]:
-    """A decimated copy of a cube for reports: every k-th row and column, k as small as fits ``max_pixels``.
-
-    Reads one row at a time, so the preview of a huge scene costs only the preview's memory.
-
-    Returns:
-        (B, ceil(H / k), ceil(W / k)) float32 and the step k.
-    """
-    from hsidenoise.io import open_cube
-
-    with open_cube(path, **open_options) as reader:
-        _, height, width = reader.shape
-        step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
-        if step == 1:
-            return np.asarray(reader.read(), dtype=np.float32), 1
-        rows = [
-            np.asarray(reader.read(rows=slice(r, r + 1), cols=slice(0, width, step)), dtype=np.float32)
-            for r in range(0, height, step)
-        ]
-    return np.concatenate(rows, axis=1), step
 
 
 def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -229,199 +209,6 @@ def solver_convergence(records: Sequence[Any]) -> dict[str, Any]:
         "max_residual": float(max(residuals)) if residuals else None,
         "tol": float(max(tolerances)) if tolerances else None,
     }
-
-
-def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """The central ``side`` x ``side`` window of a cube at full resolution: (B, h, w) float32 and its slices."""
-    from hsidenoise.io import open_cube
-    from hsidenoise.quality.noreference import central_crop
-
-    with open_cube(path, **open_options) as reader:
-        rows, cols = central_crop(reader.shape, side)
-        return np.asarray(reader.read(rows, cols), dtype=np.float32), (rows, cols)
-
-
-def no_reference_section(
-    job: Job,
-    valid: np.ndarray,
-    *,
-    method: Denoiser | None = None,
-    nodata: float | None = None,
-    open_options: dict[str, Any] | None = None,
-):
-    """The report's no-reference figures (:func:`hsidenoise.quality.noreference.no_reference_quality`) of one job.
-
-    Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
-    (whiteness and SURE on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
-    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
-    """
-    from hsidenoise.quality.noreference import no_reference_quality
-
-    noisy, _ = read_central_window(job.source, NO_REFERENCE_WINDOW, **(open_options or {}))
-    denoised, _ = read_central_window(job.output, NO_REFERENCE_WINDOW)
-    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
-
-
-NO_REFERENCE_WINDOW = 256
-"""Side of the full-resolution central window the report's no-reference section reads."""
-
-
-def write_report(
-    report_dir: Path,
-    job: Job,
-    summary: dict[str, Any],
-    *,
-    open_options: dict[str, Any] | None = None,
-    method: Denoiser | None = None,
-    nodata: float | None = None,
-    profile_bands: Sequence[int] | None = None,
-) -> dict[str, Path]:
-    """Write the ``run --report`` bundle for one job (decimated previews of input and output).
-
-    The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
-    measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
-    the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
-    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
-    band was denoised.
-    """
-    from hsidenoise.io import open_cube
-    from hsidenoise.quality.labels import value_units_of
-    from hsidenoise.quality.plots import write_run_report
-
-    open_options = open_options or {}
-    noisy, step = read_preview(job.source, **open_options)
-    denoised, _ = read_preview(job.output)
-    with open_cube(job.source, **open_options) as reader:
-        meta = reader.meta
-    wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
-    untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
-    valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
-    section = None
-    # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
-    if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:
-        section = no_reference_section(job, valid, method=method, nodata=nodata, open_options=open_options)
-    return write_run_report(
-        report_dir,
-        noisy,
-        denoised,
-        summary={**summary, "preview_step": step},
-        wavelengths=wavelengths,
-        wavelength_units=meta.wavelength_units,
-        value_units=value_units_of(meta),
-        profile_bands=profile_bands,
-        untouched_bands=untouched,
-        no_reference=section,
-    )
-
-
-REPORT_FROM_OUTPUT_NOTE = (
-    "written from the existing output (its run was done before, but not its report): the run's timings, tile "
-    "plan and SURE are not known; untouched bands are those the output has unchanged"
-)
-"""The ``report_note`` of a skipped job whose report :func:`write_report_of_output` wrote."""
-
-
-def report_complete(report_dir: Path) -> bool:
-    """Whether ``report_dir`` holds a complete ``--report`` bundle (:func:`hsidenoise.quality.plots.report_complete`)."""
-    from hsidenoise.quality.plots import report_complete as complete
-
-    return complete(report_dir)
-
-
-def write_report_of_output(
-    report_dir: Path,
-    job: Job,
-    *,
-    open_options: dict[str, Any] | None = None,
-    profile_bands: Sequence[int] | None = None,
-) -> dict[str, Path]:
-    """Write the ``--report`` bundle of a job whose output exists but whose report does not (a full disk or a
-    kill after the commit): from the input and the existing output, without denoising again.
-
-    The run's own facts are gone; the summary has the input, output, shape, the method the output's provenance
-    names, :data:`REPORT_FROM_OUTPUT_NOTE`, and as untouched bands those the output has unchanged from the
-    input (the dead and NaN bands a run passes through). No SURE (it needs the method prepared for the cube).
-    """
-    from hsidenoise.io import open_cube
-
-    open_options = open_options or {}
-    noisy, _ = read_preview(job.source, **open_options)
-    denoised, _ = read_preview(job.output)
-    with open_cube(job.output) as reader:
-        provenance = dict(reader.meta.provenance)
-        shape = reader.shape
-    if noisy.shape != denoised.shape:
-        raise CubeReadError(
-            f"cannot write the report of {job.source} from {job.output}: their shapes differ "
-            f"({noisy.shape[0]} x {noisy.shape[1]} x {noisy.shape[2]} against {denoised.shape[0]} x "
-            f"{denoised.shape[1]} x {denoised.shape[2]} in the preview); re-run with --overwrite"
-        )
-    same = np.all((noisy == denoised) | (np.isnan(noisy) & np.isnan(denoised)), axis=(1, 2))
-    unchanged = [int(band) for band in np.flatnonzero(same)]
-    summary = {
-        "input": str(job.source),
-        "output": str(job.output),
-        "shape": {"bands": shape[0], "rows": shape[1], "cols": shape[2]},
-        "method": provenance.get("method"),
-        "provenance": provenance,
-        "report_note": REPORT_FROM_OUTPUT_NOTE,
-        "untouched_bands": {"unchanged": unchanged},
-        "passed_through": len(unchanged) == shape[0],
-    }
-    return write_report(report_dir, job, summary, open_options=open_options, profile_bands=profile_bands)
-
-
-def check_report_space(job: Job, report_dir: Path, shape: Sequence[int], dtype: np.dtype, tiles: int = 1) -> None:
-    """Refuse, before any work, a run whose output and ``--report`` bundle do not fit on disk together.
-
-    The output's own check (:func:`hsidenoise.io.staging.check_output`) counts only the cube; the report
-    (:func:`hsidenoise.quality.plots.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
-    the cube but not the report would end in a committed cube and a failed report. When the report folder is
-    on another file system, only the report is counted there.
-
-    Raises:
-        ResourceError: less free space than needed.
-    """
-    import shutil
-
-    from hsidenoise.errors import ResourceError
-    from hsidenoise.io.staging import estimated_size
-    from hsidenoise.quality.plots import estimated_report_size
-
-    report_bytes = estimated_report_size(shape[0], tiles)
-    cube_bytes = estimated_size(shape, dtype)
-    where = _nearest_existing(report_dir)
-    output_folder = _nearest_existing(job.output.parent)
-    try:
-        same_device = os.stat(where).st_dev == os.stat(output_folder).st_dev
-        free = shutil.disk_usage(where).free
-    except OSError:  # the writers report what is wrong with the folders
-        return
-    needed = report_bytes + (cube_bytes if same_device else 0)
-    if free < needed:
-        mib = 2**20
-        what = f"{job.output} and its report in {report_dir}" if same_device else f"the report in {report_dir}"
-        parts = f" (cube {cube_bytes / mib:.1f} + report about {report_bytes / mib:.1f})" if same_device else ""
-        raise ResourceError(
-            f"not enough disk space for {what}: need {needed / mib:.1f} MiB{parts}, {free / mib:.1f} MiB free; "
-            "free space, write elsewhere or leave out --report"
-        )
-
-
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(".")
-
-
-def read_wavelengths(path: Path, **open_options: Any) -> np.ndarray | None:
-    """The wavelengths recorded in a cube's metadata, or None."""
-    from hsidenoise.io import open_cube
-
-    with open_cube(path, **open_options) as reader:
-        wavelengths = reader.meta.wavelengths
-    return None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)
 
 
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
@@ -562,8 +349,10 @@ def _skipped_job(
     """The record of a job whose output exists; with ``report`` and no complete report there (the run was done
     but its report was not: a full disk, a kill), the report is written from the existing output first."""
     record: dict[str, Any] = {"input": str(job.source), "output": str(job.output), "skipped": "output exists"}
-    if report is not None and not report_complete(report):
-        files = write_report_of_output(report, job, open_options=open_options, profile_bands=profile_bands)
+    if report is not None and not _report_complete(report):
+        files = write_report_of_output(
+            report, job.source, job.output, open_options=open_options, profile_bands=profile_bands
+        )
         record["report"] = {key: str(value) for key, value in files.items()}
         record["report_note"] = REPORT_FROM_OUTPUT_NOTE
     return record
@@ -643,7 +432,7 @@ def _run_job(
         with open_cube(job.source, **open_options) as reader:
             if report is not None:
                 out_dtype = reader.dtype if str(dtype) == "same" else np.dtype(dtype)
-                check_report_space(job, report, reader.shape, out_dtype, tiles=_tile_count(reader.shape, config))
+                check_report_space(job.output, report, reader.shape, out_dtype, tiles=_tile_count(reader.shape, config))
             if provenance:  # the output's metadata is the reader's (hsidenoise.denoise.denoise)
                 reader.meta.provenance = dict(provenance)
             result = denoise(
@@ -667,7 +456,8 @@ def _run_job(
     if report is not None:
         files = write_report(
             report,
-            job,
+            job.source,
+            job.output,
             summary,
             open_options=open_options,
             method=denoiser,
@@ -743,6 +533,12 @@ def batch_document(
         document["interrupted"] = stopped[-1]
     document["summary"] = summary
     return document
+
+
+def _report_complete(report_dir: Path) -> bool:
+    from hsidenoise.quality.plots import report_complete  # lazily: matplotlib's writer module
+
+    return report_complete(report_dir)
 
 
 def _make_parent(path: Path) -> Path | None:
