@@ -1,6 +1,8 @@
-"""What the training loop does differently for the subspace DECSC: its sampler, loss and validation.
+"""What the training loop does differently per model family: a :class:`Family` strategy each
+(:class:`BandWindowFamily`, :class:`SubspaceFamily`), picked by :func:`family_of`.
 
-:mod:`hsidenoise.training.loop` runs one loop for every model family; for a subspace model it asks this module for
+:mod:`hsidenoise.training.loop` runs one loop for every model family, with no branch on it; for a subspace model
+the family supplies
 
 - the sampler (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`, built from the run's sampler settings),
 - the loss: mean squared error of the corrected eigen-images against the clean projection, in unit-noise
@@ -13,21 +15,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.training.data import SamplerConfig, TrainingCube
+from hsidenoise.errors import ConfigError
 from hsidenoise.noise import add_noise
+from hsidenoise.training.data import SamplerConfig, TrainingCube
 from hsidenoise.training.subspace_pairs import EigenBatch, SubspaceSamplerConfig
 
 if TYPE_CHECKING:
     import torch
 
     from hsidenoise.model.subspace_decsc import SubspaceDECSC
+    from hsidenoise.training.config import TrainConfig
+    from hsidenoise.training.validation import ValidationScore
 
 
 def subspace_sampler_config(sampler: SamplerConfig | SubspaceSamplerConfig) -> SubspaceSamplerConfig:
@@ -136,3 +141,186 @@ def validate_subspace(
         )
         for case in cases
     }
+
+
+# ------------------------------------------------------------------------------------------ the two families
+
+
+class Family:
+    """What the training loop asks of a model family: its band window, validation cases, sampler, loss, score,
+    parameter groups and the front end its card records. :func:`family_of` picks the one for a model; the loop
+    (:mod:`hsidenoise.training.loop`) has no branch on the family.
+
+    Args:
+        cfg: the run's settings.
+        model: the network being trained.
+    """
+
+    name: str = ""
+
+    def __init__(self, cfg: TrainConfig, model: Any) -> None:
+        self.cfg = cfg
+        self.model = model
+
+    @property
+    def band_window(self) -> int:
+        """The fewest bands a training cube needs."""
+        raise NotImplementedError
+
+    @property
+    def card_front_end(self) -> Any:
+        """The front-end settings the model card records (None: the model uses none)."""
+        raise NotImplementedError
+
+    def validation_cases(self) -> list[Any]:
+        """Fixed noisy crops of the validation cubes (computed once, on the main process)."""
+        raise NotImplementedError
+
+    def sampler(self, cubes: Sequence[TrainingCube], rng: np.random.Generator, on_round: Callable[[int], None]) -> Any:
+        """The sampler of training batches (its state is part of the checkpoint)."""
+        raise NotImplementedError
+
+    def loss(self, network: torch.nn.Module, batch: Any, key: tuple[int, int, int]) -> torch.Tensor:
+        """The loss of one batch; ``key`` = (seed, rank, step) seeds any randomness of the loss (resumable)."""
+        raise NotImplementedError
+
+    def validate(self, cases: Sequence[Any], device: torch.device) -> ValidationScore:
+        """The model's score on the validation cases."""
+        raise NotImplementedError
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Adam's parameter groups: one, by default."""
+        return [{"params": list(self.model.parameters())}]
+
+
+class BandWindowFamily(Family):
+    """The band-window DECSC (``paper``): random windows of ``band_window`` bands, normalised as at inference
+    (:class:`hsidenoise.training.data.PatchSampler`), MSE or log-MSE against the clean window."""
+
+    name = "band-window"
+
+    def __init__(self, cfg: TrainConfig, model: Any) -> None:
+        super().__init__(cfg, model)
+        from hsidenoise.training.data import LowRankFrontEnd
+        from hsidenoise.training.validation import band_window_of
+
+        self._band_window = band_window_of(model)
+        self.front_end = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
+
+    @property
+    def band_window(self) -> int:
+        return self._band_window
+
+    @property
+    def card_front_end(self) -> Any:
+        return self.cfg.sampler.front_end if self.front_end else None
+
+    def validation_cases(self) -> list[Any]:
+        from hsidenoise.training.validation import prepare_validation
+
+        cfg = self.cfg
+        return prepare_validation(
+            cfg.validation, cfg.sampler, band_window=self.band_window, crop=cfg.validation_crop, front_end=self.front_end
+        )
+
+    def sampler(self, cubes: Sequence[TrainingCube], rng: np.random.Generator, on_round: Callable[[int], None]) -> Any:
+        from hsidenoise.training.data import PatchSampler
+
+        return PatchSampler(
+            cubes, self.cfg.sampler, band_window=self.band_window, rng=rng, front_end=self.front_end, on_round=on_round
+        )
+
+    def loss(self, network: torch.nn.Module, batch: Any, key: tuple[int, int, int]) -> torch.Tensor:
+        output, _ = network(batch.noisy, init=batch.init, sigma=batch.sigma)
+        return window_loss(self.cfg.loss, output.float(), batch.clean)
+
+    def validate(self, cases: Sequence[Any], device: torch.device) -> ValidationScore:
+        from hsidenoise.training.validation import validate
+
+        return validate(self.model, cases, device=device)
+
+
+THRESHOLD_LR_FACTOR = 10.0
+"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest."""
+
+
+class SubspaceFamily(Family):
+    """The subspace DECSC (``subspace``): eigen-domain pairs (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`),
+    :func:`subspace_loss`, validation through the real inference path (:func:`validate_subspace`)."""
+
+    name = "subspace"
+
+    def __init__(self, cfg: TrainConfig, model: Any) -> None:
+        super().__init__(cfg, model)
+        self.settings = subspace_sampler_config(cfg.sampler)
+
+    @property
+    def band_window(self) -> int:
+        return 2  # the subspace model takes any band count >= 2
+
+    @property
+    def card_front_end(self) -> Any:
+        return self.settings.front_end
+
+    def validation_cases(self) -> list[Any]:
+        from hsidenoise.training.validation import VALIDATION_SEED
+
+        return prepare_subspace_validation(
+            self.cfg.validation, self.settings, crop=self.cfg.validation_crop, seed=VALIDATION_SEED
+        )
+
+    def sampler(self, cubes: Sequence[TrainingCube], rng: np.random.Generator, on_round: Callable[[int], None]) -> Any:
+        from hsidenoise.training.subspace_pairs import SubspaceSampler
+
+        return SubspaceSampler(cubes, self.settings, rng=rng, on_round=on_round)
+
+    def loss(self, network: torch.nn.Module, batch: Any, key: tuple[int, int, int]) -> torch.Tensor:
+        return subspace_loss(network, batch, sampler=self.settings, rng=np.random.default_rng(list(key)))
+
+    def validate(self, cases: Sequence[Any], device: torch.device) -> ValidationScore:
+        """Mean (model, front end, noisy) MPSNR over the cases; the random state and the model's mode untouched."""
+        import torch
+
+        from hsidenoise.training.validation import mean_score
+
+        was_training = self.model.training
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                return mean_score(validate_subspace(self.model, cases, self.settings, device=device))
+        finally:
+            self.model.train(was_training)
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The thresholds get their own, larger learning rate (:data:`THRESHOLD_LR_FACTOR`)."""
+        named = list(self.model.named_parameters())
+        thresholds = [p for name, p in named if name.endswith(("rho", "snr_gain"))]
+        rest = [p for name, p in named if not name.endswith(("rho", "snr_gain"))]
+        return [{"params": rest}, {"params": thresholds, "lr": lr * THRESHOLD_LR_FACTOR}]
+
+
+def family_of(cfg: TrainConfig, model: Any) -> Family:
+    """The family of ``model`` (by its config's type).
+
+    Raises:
+        ConfigError: subspace training settings for a band-window model.
+    """
+    from hsidenoise.model.subspace_decsc import SubspaceDECSCConfig
+
+    if isinstance(model.config, SubspaceDECSCConfig):
+        return SubspaceFamily(cfg, model)
+    if isinstance(cfg.sampler, SubspaceSamplerConfig):
+        raise ConfigError(
+            "subspace training settings (self-supervised or eigen-domain pairs) need a subspace DECSC model; "
+            "use --preset subspace or subspace weights"
+        )
+    return BandWindowFamily(cfg, model)
+
+
+def window_loss(name: str, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """``mse``: mean squared error; ``logmse``: mean over examples of log(MSE_n + 1e-10)."""
+    import torch
+
+    if name == "mse":
+        return torch.nn.functional.mse_loss(output, clean)
+    per_example = (output - clean).square().flatten(1).mean(dim=1)
+    return torch.log(per_example + 1e-10).mean()

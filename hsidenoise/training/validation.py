@@ -2,7 +2,7 @@
 
 The crops and their noise are fixed (:data:`VALIDATION_SEED`), so every epoch and every run sees the same cases.
 The band-window model denoises them window by window as inference does (:func:`denoise_windows`); the subspace
-model goes through the real inference path (:func:`hsidenoise.training.families.validate_subspace`). Either
+model goes through the real inference path (:meth:`hsidenoise.training.families.SubspaceFamily.validate`). Either
 way the model's MPSNR is reported next to the front end's and the noisy input's.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -166,22 +166,6 @@ def validate(model: DECSC, cases: Sequence[ValidationCase], *, device: torch.dev
     return mean_score(per_case)
 
 
-
-
-def validate_subspace_model(
-    model: Any, cases: Sequence[Any], sampler: Any, *, device: torch.device
-) -> dict[str, tuple[float, float, float]]:
-    """``"cube/recipe"`` -> (model, front end, noisy) MPSNR of the subspace model (random state and mode untouched)."""
-    import torch
-
-    from hsidenoise.training.families import validate_subspace
-
-    was_training = model.training
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return validate_subspace(model, cases, sampler, device=device)
-    finally:
-        model.train(was_training)
 
 
 def mean_score(per_case: dict[str, tuple[float, float, float]]) -> ValidationScore:
