@@ -14,7 +14,7 @@ memory and mapped files alike):
   preset when there are none) on one scene of ``--real-model-size``;
 * ``run-lowrank`` (``--estimate``): ``run --method lowrank``, printed next to the peak ``hsidenoise info``
   predicts for it (``run_peak_lowrank``: `hsidenoise.quality.describe.RUN_PROCESS_FLOOR_BYTES` +
-  `hsidenoise.denoise.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
+  `hsidenoise.methods.memory.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
   estimate were calibrated with this mode (``--estimate --bands 31 --sizes 32 256 512 1024`` and
   ``--estimate --bands 64 --sizes 512``); ``--cube PATH`` (repeatable) adds a real cube (any format ``run``
   reads) to the ``--estimate`` rows, measured in place.
@@ -126,7 +126,7 @@ def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
     elif job == "run-lowrank":
         from hsidenoise.quality.describe import RUN_PROCESS_FLOOR_BYTES
         from hsidenoise.device import configure_threads
-        from hsidenoise.denoise import estimate_memory
+        from hsidenoise.methods.memory import estimate_memory
         from hsidenoise.io import open_cube
 
         configure_threads()  # as `hsidenoise run` does before a torch-backed method

@@ -234,6 +234,41 @@ def report_dirs(jobs: Sequence[Job], report: Path, *, several: bool | None = Non
     }
 
 
+def parse_profile_bands(text: str | None, *, report: Path | None) -> list[int] | None:
+    """``--profile-bands 3,103,150`` as band numbers (from 0); whether each input has them is checked by
+    :func:`run_jobs` before any work.
+
+    Raises:
+        ConfigError: not a comma-separated list of whole numbers >= 0, or given without ``--report``.
+    """
+    if text is None:
+        return None
+    if report is None:
+        raise ConfigError("--profile-bands chooses the bands of the report's profile plot; add --report DIR")
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ConfigError(
+            f"--profile-bands takes band numbers from 0 separated by commas, e.g. 3,103,150; got {text!r}"
+        )
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def convergence_warning(solver: dict[str, Any]) -> str | None:
+    """The one line about tiles whose solver stopped above its tolerance (:func:`run_summary`'s ``solver``), or
+    None; the CLI prints it."""
+    missed = solver.get("tiles_not_converged") or 0
+    if not missed:
+        return None
+    residual, tol = solver.get("max_residual"), solver.get("tol")
+    why = f" (residual {residual:.2g} > tol {tol:.2g})" if residual is not None and tol is not None else ""
+    evaluations = solver.get("evaluations_max")
+    after = f" after {evaluations:.0f} evaluations" if evaluations is not None else ""
+    return (
+        f"{missed} of {solver.get('tiles', missed)} tiles did not converge{why}{after}; "
+        "the output is the solver's best iterate, as in training (--max-iter sets the budget)"
+    )
+
+
 def run_jobs(
     jobs: Sequence[Job],
     method: Callable[[], Denoiser],

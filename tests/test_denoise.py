@@ -12,7 +12,9 @@ from spectral.io import envi
 from hsidenoise import denoise as denoise_module
 from hsidenoise.io.memory import ArrayWriter
 from hsidenoise.cube import CubeMeta
-from hsidenoise.denoise import check_memory, denoise, denoise_array, estimate_memory
+from hsidenoise.denoise import denoise, denoise_array
+from hsidenoise.methods import memory as memory_module
+from hsidenoise.methods.memory import check_memory, estimate_memory
 from hsidenoise.denoiser import BandWindowDenoiser, Denoiser, DenoiserBase, IdentityDenoiser, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError, ResourceError
 from hsidenoise.statistics import compute_statistics
@@ -283,7 +285,7 @@ def test_lowrank_memory_estimate_counts_the_tile_work_not_the_scene() -> None:
     )
     work = {side: method[side] - pipeline[side] for side in method}
     assert work[256] == work[4096]  # the same sample and the same tiles
-    assert work[256] >= denoise_module.SUBSPACE_DCT_COPIES * dct_group_bytes(256, 256, 31)
+    assert work[256] >= memory_module.SUBSPACE_DCT_COPIES * dct_group_bytes(256, 256, 31)
     small_tiles = estimate_memory((31, 256, 256), "float32", TileConfig(tile=64, overlap=8), method="lowrank")
     assert small_tiles < method[256]
 
@@ -292,7 +294,7 @@ def test_memory_estimate_does_not_grow_with_rows_and_is_checked(monkeypatch: pyt
     config = TileConfig()
     short, tall = (estimate_memory((64, 256 + k * 224, 4096), "float32", config) for k in (2, 290))
     assert short == tall  # the same overlaps (rows are 224 apart in both), so the same memory
-    monkeypatch.setattr(denoise_module, "available_memory", lambda: 10 * 2**20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 10 * 2**20)
     with pytest.raises(ResourceError, match="MiB"):
         check_memory((64, 4096, 4096), np.float32, config)
     with pytest.raises(ConfigError):
@@ -395,7 +397,7 @@ def test_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
 
 def test_too_little_memory_is_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_envi(tmp_path / "in.hdr", np.ones((3, 5, 6), dtype=np.float32))
-    monkeypatch.setattr(denoise_module, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 2**20)
     with pytest.raises(ResourceError, match="MiB of memory"):
         denoise(source, tmp_path / "out.hdr", IdentityDenoiser())
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.hdr", "in.img"]
