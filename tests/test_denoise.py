@@ -21,7 +21,6 @@ from hsidenoise.statistics import compute_statistics
 from hsidenoise.tiling import TileConfig
 
 NODATA = -9999.0
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
 
 class MemoryReader:
@@ -413,13 +412,11 @@ def test_too_little_memory_is_refused_before_writing(tmp_path: Path, monkeypatch
     ],
 )
 def test_real_dead_and_nan_bands_are_found_and_left_untouched(
-    tmp_path: Path, relative: str, variable: str, dead: list[int], nan: list[int]
+    tmp_path: Path, shared_data: Path, relative: str, variable: str, dead: list[int], nan: list[int]
 ) -> None:
     from hsidenoise.io import open_cube
 
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.fail(f"{path} is missing: this test needs the shared data set next to the repository")
+    path = shared_data / relative
     with open_cube(path, var=variable) as reader:
         cube = reader.read()
         result = denoise(reader, tmp_path / "out.hdr", PixelMixer(), TileConfig(tile=32, overlap=8), dtype="same")
