@@ -18,6 +18,8 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+pytest_plugins = ["cli_support"]  # the CLI tests' runner and tiny cubes (fixtures)
+
 SHARED_DATA_MISSING = (
     f"needs the real cubes of ../shared/data ({SHARED_DATA} not found); "
     "put the shared/ folder next to the repository to run it"

@@ -35,7 +35,8 @@ def _run_pytest(folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
 def test_missing_shared_data_skips_with_one_line_or_fails_where_required(tmp_path: Path) -> None:
     folder = tmp_path / "clone" / "tests"
     folder.mkdir(parents=True)
-    shutil.copy(TESTS / "conftest.py", folder / "conftest.py")
+    for name in ("conftest.py", "cli_support.py"):
+        shutil.copy(TESTS / name, folder / name)
     (folder / "test_real.py").write_text(NEEDS_DATA, encoding="utf-8")
     assert not (tmp_path / "shared").exists()
 
