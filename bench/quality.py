@@ -16,7 +16,7 @@ Methods:
   (its non-i.i.d. mode returns garbage; ``shared/reference/cpu-probes.md``).
 * ``lowrank-bm3d`` and ``lowrank-dct``: ``hsidenoise run --method lowrank`` through the same tiled
   pipeline (``hsidenoise.denoise.denoise_array``), with BM3D or with the numpy-only DCT fallback.
-* ``decsc``: the shipped DECSC weights (``weights/decsc-lite.safetensors``, or ``--weights PATH``: weights, a
+* ``decsc``: the shipped DECSC weights (``weights/decsc-subspace.safetensors``, or ``--weights PATH``: weights, a
   preset name, or a training checkpoint ``.pt``) through the same tiled pipeline; skipped with a note while
   there are none.
 
@@ -26,7 +26,7 @@ Usage::
     .venv/bin/python bench/quality.py --quick                 # 64 x 64 centre crops: a smoke run in minutes
     .venv/bin/python bench/quality.py --cubes cave_256/chart_and_stuffed_toy_ms_256.mat --json out.json
     .venv/bin/python bench/quality.py --methods noisy lowrank-dct
-    .venv/bin/python bench/quality.py --methods noisy lowrank-dct decsc --weights runs/lite/checkpoint.pt
+    .venv/bin/python bench/quality.py --methods noisy lowrank-dct decsc --weights runs/paper/checkpoint.pt
 
 A cube path is absolute or relative to ``../shared/data``. Unavailable methods (a baseline package not
 installed, no weights) are reported as skipped, never silently dropped.
@@ -123,11 +123,11 @@ def lowrank_method(spatial: str) -> Method:
 
 DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4, "adapt_seconds": 60.0}
 """What ``run_decsc`` uses (set by ``--weights``, ``--device``, ``--batch-size``): weights None means the shipped
-``weights/decsc-lite.safetensors``."""
+``weights/decsc-subspace.safetensors``."""
 
 
 def default_weights() -> Path | None:
-    """The shipped lite weights (``weights/decsc-lite.safetensors`` with its JSON), or None while there are none."""
+    """The shipped default weights (``weights/decsc-subspace.safetensors`` with its JSON), or None without them."""
     from hsidenoise.model import find_default_weights
 
     return find_default_weights()
@@ -145,7 +145,7 @@ def describe_weights(weights: str | Path | None) -> str:
 
     if weights is None:
         shipped = default_weights()
-        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-lite.safetensors yet)"
+        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-subspace.safetensors)"
     if str(weights) in PRESETS:
         return f"untrained {weights} preset (random initialisation: timing only, not quality)"
     path = Path(weights)
@@ -159,7 +159,7 @@ def build_decsc(
     device: str = "cpu",
     window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
-    preset: str = "lite",
+    preset: str = "paper",
     adapt_seconds: float = 0.0,
 ):
     """A DECSC denoiser (:class:`hsidenoise.methods.decsc_bands.DECSCDenoiser`) for the benches.
@@ -222,7 +222,7 @@ def run_decsc(noisy: np.ndarray, truth: NoisyResult, adapt_seconds: float = 0.0)
     weights = DECSC_SETTINGS["weights"] or default_weights()
     if weights is None:
         raise Skipped(
-            f"no DECSC weights at {WEIGHTS / 'decsc-lite.safetensors'} yet (training writes them); "
+            f"no DECSC weights at {WEIGHTS / 'decsc-subspace.safetensors'} (training writes them); "
             "pass --weights PATH (.safetensors, or a training checkpoint .pt)"
         )
     try:
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="decsc: cpu, cuda or auto (default cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="decsc: tiles per model call (default 4)")
-    parser.add_argument("--preset", default="lite", help="decsc: the network of a checkpoint .pt (default lite)")
+    parser.add_argument("--preset", default="paper", help="decsc: the network of a band-window checkpoint .pt (default paper)")
     parser.add_argument("--seeds", type=int, default=2, help="noise seeds per case (default 2)")
     parser.add_argument("--adapt-seconds", type=float, default=60.0, help="decsc-adapt: adaptation budget (default 60)")
     args = parser.parse_args(argv)

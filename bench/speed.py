@@ -286,7 +286,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     methods = list(args.methods or (QUICK_METHODS if args.quick else METHODS))
     needed = set(cubes) | ({"256x256x31"} if args.sweep else set())
     folders = make_cubes([name for name in CUBES if name in needed], workdir, args.crop)
-    weights = args.weights or quality.default_weights() or "lite"
+    weights = args.weights or "paper"  # the band-window rows: --weights, else the untrained paper network (lite was retired)
     subspace = args.subspace_weights or quality.shipped("decsc-subspace") or "subspace"
     base = {
         "weights": str(weights),

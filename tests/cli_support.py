@@ -124,3 +124,18 @@ def real_crop(tmp_path_factory, shared_data: Path) -> Path:
     )
     return path
 
+
+
+@pytest.fixture(scope="session")
+def noise_aware_weights(tmp_path_factory) -> Path:
+    """Untrained weights of the noise-aware band-window network (the retired ``lite`` architecture,
+    :data:`small_models.NOISE_AWARE`), seeded, for ``--model PATH``: the band-window method end to end at a
+    fraction of the ``paper`` preset's cost."""
+    import torch
+
+    from hsidenoise.model import build_model, save_weights
+    from small_models import NOISE_AWARE
+
+    torch.manual_seed(0)
+    model = build_model(NOISE_AWARE)
+    return save_weights(model, model.config, tmp_path_factory.mktemp("weights") / "decsc-noise-aware", {})

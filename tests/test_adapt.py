@@ -177,5 +177,7 @@ def test_finetune_self_supervised_runs_on_noisy_cubes_and_says_so(tmp_path: Path
     assert result.exit_code == 0, result.output
     card = json.loads((out / "tiny-finetuned.json").read_text())["card"]
     assert card["self_supervised"] is True and card["clean_reference_used"] is False and card["loss"] == "sure"
-    lite = CliRunner().invoke(app, [*arguments[:3], "--from", "lite", *arguments[5:7], str(tmp_path / "r2"), *arguments[7:]])
-    assert lite.exit_code != 0
+    band_window = CliRunner().invoke(
+        app, [*arguments[:3], "--from", "paper", *arguments[5:7], str(tmp_path / "r2"), *arguments[7:]]
+    )
+    assert band_window.exit_code != 0

@@ -145,7 +145,8 @@ BAD_OPTIONS = {
     ),
     "unknown preset": (["run", "clean.hdr", "-o", "o.hdr", "--model", "nosuch"], True),
     "band window not the model's": (
-        ["run", "clean.hdr", "-o", "o.hdr", "--model", "lite", "--band-window", 7, "--band-stride", 4],
+        ["run", "clean.hdr", "-o", "o.hdr", "--model", "paper", "--random-weights", "--band-window", 7,
+         "--band-stride", 4],
         True,
     ),
     "band stride above the window": (

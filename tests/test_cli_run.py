@@ -101,8 +101,9 @@ def test_run_lowrank_geotiff_with_report(runner, work):
         assert (report / name).read_bytes()[:8] == PNG_MAGIC
 
 
-def test_run_decsc_lite_on_a_real_crop_with_report(runner, real_crop, tmp_path):
-    """The untrained lite preset through the whole pipeline: 4 tiles, solver statistics per tile."""
+def test_run_band_window_decsc_on_a_real_crop_with_report(runner, real_crop, noise_aware_weights, tmp_path):
+    """The untrained noise-aware band-window network through the whole pipeline: 4 tiles, solver statistics per
+    tile."""
     report = tmp_path / "report"
     result = invoke(
         runner,
@@ -111,8 +112,7 @@ def test_run_decsc_lite_on_a_real_crop_with_report(runner, real_crop, tmp_path):
         "-o",
         tmp_path / "apples_out.hdr",
         "--model",
-        "lite",
-        "--random-weights",
+        noise_aware_weights,
         "--tile",
         32,
         "--overlap",
@@ -124,9 +124,9 @@ def test_run_decsc_lite_on_a_real_crop_with_report(runner, real_crop, tmp_path):
         "--json",
     )
     document = json.loads(result.stdout)  # the whole of stdout is one JSON document
-    assert document["method"] == "decsc" and document["method_info"]["preset"] == "lite"
+    assert document["method"] == "decsc" and document["method_info"]["preset"] == "custom"  # not a preset
     assert document["tiling"]["tiles"] == 4
-    # at most --max-iter evaluations in the solve, plus the initial point and lite's two phantom steps
+    # at most --max-iter evaluations in the solve, plus the initial point and the model's two phantom steps
     assert 1 <= document["solver"]["evaluations_max"] <= 4 + 3
     facts = json.loads((report / "report.json").read_text())
     assert [tile["rows"] for tile in facts["tiles"]] == [[0, 32], [0, 32], [8, 40], [8, 40]]

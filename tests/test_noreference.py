@@ -190,7 +190,7 @@ def test_cli_eval_without_reference_json_and_files(pair: Path) -> None:
         (["eval", "half.tif", "--noisy", "small.tif"], 1),  # shapes differ
         (["eval", "half.tif", "--noisy", "missing.tif"], 1),
         (["eval", "half.tif", "--ref", "noisy.tif", "--method", "lowrank"], 2),
-        (["eval", "half.tif", "--noisy", "noisy.tif", "--model", "lite"], 2),  # --model without --method decsc
+        (["eval", "half.tif", "--noisy", "noisy.tif", "--model", "paper"], 2),  # --model without --method decsc
     ],
 )
 def test_cli_eval_without_reference_refuses_with_one_line(pair: Path, args: list[str], code: int, monkeypatch) -> None:

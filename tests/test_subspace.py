@@ -93,7 +93,7 @@ def test_subspace_config_round_trips_and_rejects_bad_sizes() -> None:
     from hsidenoise.model.decsc import config_from_dict
 
     assert config_from_dict(TINY.to_dict()) == TINY
-    assert config_from_dict(PRESETS["lite"].to_dict()) == PRESETS["lite"]
+    assert config_from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
     with pytest.raises(ConfigError):
         SubspaceDECSCConfig(gic_kernel=4)
     with pytest.raises(ConfigError):

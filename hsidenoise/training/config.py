@@ -52,7 +52,7 @@ class TrainConfig:
         validation_crop: side of the central crop of each validation cube that is scored (keeps it cheap).
     """
 
-    model: str | DECSCConfig = "lite"
+    model: str | DECSCConfig = "subspace"
     data: tuple[Path, ...] = ()
     validation: tuple[Path, ...] = ()
     out_dir: Path = Path("runs/decsc")
