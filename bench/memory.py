@@ -10,11 +10,11 @@ memory and mapped files alike):
   stitching and writing an ENVI output: the pipeline alone, no model);
 * ``convert-envi``: :func:`hsidenoise.io.convert_cube` ENVI -> ENVI;
 * ``convert-tif``: :func:`hsidenoise.io.convert_cube` ENVI -> GeoTIFF (deflate, tiled);
-* ``run-decsc`` (``--real-model``): ``run`` with the shipped ``lite`` DECSC weights (the untrained ``lite``
+* ``run-decsc`` (``--real-model``): ``run`` with the shipped DECSC weights (the untrained ``subspace``
   preset when there are none) on one scene of ``--real-model-size``;
 * ``run-lowrank`` (``--estimate``): ``run --method lowrank``, printed next to the peak ``hsidenoise info``
-  predicts for it (``run_peak_lowrank``: `hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES` +
-  `hsidenoise.denoise.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
+  predicts for it (``run_peak_lowrank``: `hsidenoise.quality.describe.RUN_PROCESS_FLOOR_BYTES` +
+  `hsidenoise.methods.memory.estimate_memory` with ``method="lowrank"``) and their ratio; the constants of that
   estimate were calibrated with this mode (``--estimate --bands 31 --sizes 32 256 512 1024`` and
   ``--estimate --bands 64 --sizes 512``); ``--cube PATH`` (repeatable) adds a real cube (any format ``run``
   reads) to the ``--estimate`` rows, measured in place.
@@ -119,14 +119,14 @@ def child(job: str, source: str, target: str, args: argparse.Namespace) -> None:
         solver = {"max_iter": args.real_model_max_iter} if args.real_model_max_iter else None
         from hsidenoise.model import find_default_weights
 
-        model = None if find_default_weights() is not None else "lite"  # the shipped weights, else untrained lite
+        model = None if find_default_weights() is not None else "subspace"  # the shipped weights, else untrained subspace
         method = build_method("decsc", model=model, device="cpu", config=config, solver=solver)
         result = denoise(source, target, method, config)
         info = {"tiles": len(result.tiles), "method_seconds": result.timings["method"]}
     elif job == "run-lowrank":
-        from hsidenoise.describe import RUN_PROCESS_FLOOR_BYTES
+        from hsidenoise.quality.describe import RUN_PROCESS_FLOOR_BYTES
         from hsidenoise.device import configure_threads
-        from hsidenoise.denoise import estimate_memory
+        from hsidenoise.methods.memory import estimate_memory
         from hsidenoise.io import open_cube
 
         configure_threads()  # as `hsidenoise run` does before a torch-backed method
@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS), help="jobs to measure per size")
-    parser.add_argument("--real-model", action="store_true", help="also run the lite DECSC (shipped weights) once")
+    parser.add_argument("--real-model", action="store_true", help="also run DECSC (shipped weights) once")
     parser.add_argument("--estimate", action="store_true",
                         help="measure run --method lowrank against the peak `hsidenoise info` predicts (only that job)")
     parser.add_argument("--cube", type=Path, action="append", default=[],

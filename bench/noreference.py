@@ -4,7 +4,7 @@ For every cube (default: the CAVE, HYDICE and AVIRIS scenes of ``bench/quality.p
 [0, 1] as a whole, the script adds non-i.i.d. Gaussian and mixture noise (``hsidenoise.noise``, sigma_max 95,
 fixed seeds), prepares the method on the whole noisy cube (``method.prepare`` with its statistics), denoises
 the central ``--crop`` window with ``method.denoise_tile`` and prints, for that crop: the true MPSNR (peak 1),
-the SURE-estimated MPSNR of :func:`hsidenoise.noreference.no_reference_quality` (sigma estimated on the
+the SURE-estimated MPSNR of :func:`hsidenoise.quality.noreference.no_reference_quality` (sigma estimated on the
 noisy crop, peak 1), their difference, the same with the true (oracle) per-band sigma, the share of entries
 SURE left out, and the number of bands whose removed part is flagged as not white.
 
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="score decsc with these weights instead of lowrank-dct")
     args = parser.parse_args(argv)
 
-    from hsidenoise.denoise import _ArrayReader
+    from hsidenoise.io.memory import ArrayReader
     from hsidenoise.cube import CubeMeta
-    from hsidenoise.metrics import psnr_per_band
-    from hsidenoise.noreference import central_crop, no_reference_quality
+    from hsidenoise.quality.metrics import psnr_per_band
+    from hsidenoise.quality.noreference import central_crop, no_reference_quality
     from hsidenoise.statistics import compute_statistics
 
     name, method = build(args.weights)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for noise_index, (noise_name, spec) in enumerate(NOISES.items()):
             started = time.perf_counter()
             truth = add_noise(clean, spec, np.random.default_rng(SEED + 100 * cube_index + noise_index))
-            method.prepare(compute_statistics(_ArrayReader(truth.noisy, CubeMeta())))
+            method.prepare(compute_statistics(ArrayReader(truth.noisy, CubeMeta())))
             noisy = truth.noisy[:, rows, cols]
             denoised = method.denoise_tile(noisy)
             true_mpsnr = float(np.mean(psnr_per_band(denoised, clean[:, rows, cols], peak=1.0)))

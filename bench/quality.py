@@ -16,7 +16,7 @@ Methods:
   (its non-i.i.d. mode returns garbage; ``shared/reference/cpu-probes.md``).
 * ``lowrank-bm3d`` and ``lowrank-dct``: ``hsidenoise run --method lowrank`` through the same tiled
   pipeline (``hsidenoise.denoise.denoise_array``), with BM3D or with the numpy-only DCT fallback.
-* ``decsc``: the shipped DECSC weights (``weights/decsc-lite.safetensors``, or ``--weights PATH``: weights, a
+* ``decsc``: the shipped DECSC weights (``weights/decsc-subspace.safetensors``, or ``--weights PATH``: weights, a
   preset name, or a training checkpoint ``.pt``) through the same tiled pipeline; skipped with a note while
   there are none.
 
@@ -26,7 +26,7 @@ Usage::
     .venv/bin/python bench/quality.py --quick                 # 64 x 64 centre crops: a smoke run in minutes
     .venv/bin/python bench/quality.py --cubes cave_256/chart_and_stuffed_toy_ms_256.mat --json out.json
     .venv/bin/python bench/quality.py --methods noisy lowrank-dct
-    .venv/bin/python bench/quality.py --methods noisy lowrank-dct decsc --weights runs/lite/checkpoint.pt
+    .venv/bin/python bench/quality.py --methods noisy lowrank-dct decsc --weights runs/paper/checkpoint.pt
 
 A cube path is absolute or relative to ``../shared/data``. Unavailable methods (a baseline package not
 installed, no weights) are reported as skipped, never silently dropped.
@@ -52,7 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hsidenoise.metrics import evaluate  # noqa: E402
+from hsidenoise.quality.metrics import evaluate  # noqa: E402
 from hsidenoise.noise import NoiseSpec, NoisyResult, add_noise, normalise_cube  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -123,11 +123,11 @@ def lowrank_method(spatial: str) -> Method:
 
 DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4, "adapt_seconds": 60.0}
 """What ``run_decsc`` uses (set by ``--weights``, ``--device``, ``--batch-size``): weights None means the shipped
-``weights/decsc-lite.safetensors``."""
+``weights/decsc-subspace.safetensors``."""
 
 
 def default_weights() -> Path | None:
-    """The shipped lite weights (``weights/decsc-lite.safetensors`` with its JSON), or None while there are none."""
+    """The shipped default weights (``weights/decsc-subspace.safetensors`` with its JSON), or None without them."""
     from hsidenoise.model import find_default_weights
 
     return find_default_weights()
@@ -145,7 +145,7 @@ def describe_weights(weights: str | Path | None) -> str:
 
     if weights is None:
         shipped = default_weights()
-        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-lite.safetensors yet)"
+        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-subspace.safetensors)"
     if str(weights) in PRESETS:
         return f"untrained {weights} preset (random initialisation: timing only, not quality)"
     path = Path(weights)
@@ -159,10 +159,10 @@ def build_decsc(
     device: str = "cpu",
     window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
-    preset: str = "lite",
+    preset: str = "paper",
     adapt_seconds: float = 0.0,
 ):
-    """A DECSC denoiser (:class:`hsidenoise.model.denoiser.DECSCDenoiser`) for the benches.
+    """A DECSC denoiser (:class:`hsidenoise.methods.decsc_bands.DECSCDenoiser`) for the benches.
 
     Args:
         weights: a ``.safetensors`` file (with its ``.json``), a preset name (an untrained network), or a
@@ -189,7 +189,7 @@ def build_decsc(
     from hsidenoise.device import select_device
     from hsidenoise.errors import CheckpointError
     from hsidenoise.model import build_model
-    from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+    from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,11 +199,11 @@ def build_decsc(
         raise CheckpointError(f"cannot load {path} as a {preset} training checkpoint: {error}") from None
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
 
     if isinstance(network, SubspaceDECSC):
-        from hsidenoise.adapt import AdaptConfig
-        from hsidenoise.model.subspace_denoiser import build_subspace_decsc
+        from hsidenoise.model.adapt import AdaptConfig
+        from hsidenoise.methods.decsc import build_subspace_decsc
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
         return build_subspace_decsc(network, device=select_device(device), adaptation=adaptation)
@@ -222,7 +222,7 @@ def run_decsc(noisy: np.ndarray, truth: NoisyResult, adapt_seconds: float = 0.0)
     weights = DECSC_SETTINGS["weights"] or default_weights()
     if weights is None:
         raise Skipped(
-            f"no DECSC weights at {WEIGHTS / 'decsc-lite.safetensors'} yet (training writes them); "
+            f"no DECSC weights at {WEIGHTS / 'decsc-subspace.safetensors'} (training writes them); "
             "pass --weights PATH (.safetensors, or a training checkpoint .pt)"
         )
     try:
@@ -280,7 +280,7 @@ def load_clean(path: str, quick: bool) -> np.ndarray:
 
 
 def run_bench(cubes: list[str], methods: list[str], quick: bool, seeds: int = 1) -> Bench:
-    from hsidenoise.metrics import psnr_per_band
+    from hsidenoise.quality.metrics import psnr_per_band
 
     bench = Bench()
     skipped: dict[str, str] = {}
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="decsc: cpu, cuda or auto (default cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="decsc: tiles per model call (default 4)")
-    parser.add_argument("--preset", default="lite", help="decsc: the network of a checkpoint .pt (default lite)")
+    parser.add_argument("--preset", default="paper", help="decsc: the network of a band-window checkpoint .pt (default paper)")
     parser.add_argument("--seeds", type=int, default=2, help="noise seeds per case (default 2)")
     parser.add_argument("--adapt-seconds", type=float, default=60.0, help="decsc-adapt: adaptation budget (default 60)")
     args = parser.parse_args(argv)

@@ -275,7 +275,7 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def score(row: dict[str, Any], output: Path, clean: np.ndarray) -> None:
-    from hsidenoise.metrics import mpsnr
+    from hsidenoise.quality.metrics import mpsnr
 
     if output.is_file():
         row["mpsnr"] = mpsnr(np.load(output), clean)
@@ -286,7 +286,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     methods = list(args.methods or (QUICK_METHODS if args.quick else METHODS))
     needed = set(cubes) | ({"256x256x31"} if args.sweep else set())
     folders = make_cubes([name for name in CUBES if name in needed], workdir, args.crop)
-    weights = args.weights or quality.default_weights() or "lite"
+    weights = args.weights or "paper"  # the band-window rows: --weights, else the untrained paper network (lite was retired)
     subspace = args.subspace_weights or quality.shipped("decsc-subspace") or "subspace"
     base = {
         "weights": str(weights),

@@ -4,9 +4,9 @@
 skips pairs whose output already exists (unless ``overwrite``), so a killed batch resumes where it stopped:
 outputs are written to a temporary file and renamed, so an existing output is always a complete one.
 
-Several inputs, a glob or a folder make a batch (:func:`several_inputs`) whatever they match, even one cube:
+Several inputs, a glob or a folder make a batch (:func:`~hsidenoise.io.discovery.several_inputs`) whatever they match, even one cube:
 ``-o`` is then a folder (created), a cube that fails is recorded and the batch goes on, and the ``--json``
-document always has the shape of :func:`batch_document`. :func:`expand_inputs` turns the command line into
+document always has the shape of :func:`batch_document`. :func:`hsidenoise.io.discovery.expand_inputs` turns the command line into
 cube files, :func:`plan_jobs` pairs them with outputs and refuses, before any work, an output that is an input
 (also through a symlink, or the other file of an ENVI pair) or, for a single cube, an output that exists;
 :func:`run_jobs` runs the plan, or one share of it (:mod:`hsidenoise.scaleout`: ``--shard``, torchrun ranks),
@@ -16,28 +16,30 @@ and returns one JSON-able record per input (with the ``--report`` bundle when as
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError, CubeReadError, CubeWriteError, HsiDenoiseError
+from hsidenoise.errors import ConfigError, CubeWriteError, HsiDenoiseError
+from hsidenoise.io.discovery import cube_files
 from hsidenoise.io.staging import same_file, unfinished_commit
+from hsidenoise.quality.run_report import (
+    REPORT_FROM_OUTPUT_NOTE,
+    check_report_space,
+    write_report,
+    write_report_of_output,
+)
 
 if TYPE_CHECKING:
     from hsidenoise.denoise import RunResult
     from hsidenoise.denoiser import Denoiser
     from hsidenoise.scaleout import Shard
     from hsidenoise.tiling import TileConfig
-
-PREVIEW_PIXELS = 512 * 512
-"""The report reads at most about this many pixels of each cube (every k-th row and column beyond it)."""
-
 
 @dataclass(frozen=True)
 class Job:
@@ -54,97 +56,6 @@ class Job:
     skip: bool
 
 
-def expand_inputs(patterns: Iterable[str | Path]) -> list[Path]:
-    """Expand globs (``scenes/*.hdr``) and folders (``scenes/``) and keep plain paths; the order is kept,
-    duplicates dropped.
-
-    A glob or a folder keeps only the files whose suffix a format claims (so ``scenes/*`` skips ``README.txt``
-    and GDAL's ``.aux.xml`` side files) and, of an ENVI pair, only the header (``a.img`` is dropped when
-    ``a.hdr`` is next to it); a folder gives the cube files directly in it, sorted. Plain paths are kept as
-    given: an unknown suffix is then an error when the cube is opened.
-
-    Raises:
-        CubeReadError: a plain path that does not exist, or a glob or folder that holds no cube file.
-    """
-    found: list[Path] = []
-    for pattern in map(str, patterns):
-        if glob.has_magic(pattern) or Path(pattern).is_dir():
-            if glob.has_magic(pattern):
-                matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
-                where = repr(pattern)
-                hint = "check the pattern (quote it to stop the shell expanding it)"
-            else:
-                matches = sorted(path for path in Path(pattern).iterdir() if path.is_file())
-                where = f"folder {pattern}"
-                hint = "pass a folder of cube files, or the cubes themselves"
-            cubes = [path for path in matches if _is_cube_file(path)]
-            if not cubes:
-                what = f"{len(matches)} file(s), none of them a cube" if matches else "nothing"
-                verb = "holds" if where.startswith("folder") else "matches"
-                raise CubeReadError(f"{where} {verb} {what}; {hint}")
-            found.extend(cubes)
-        else:
-            path = Path(pattern)
-            if not path.exists() and not path.is_symlink():
-                raise CubeReadError(f"input {path} does not exist; pass an existing cube file")
-            found.append(path)
-    return list(dict.fromkeys(found))
-
-
-def several_inputs(patterns: Sequence[str | Path]) -> bool:
-    """Whether a command line's inputs mean several-input mode: more than one, or any glob or folder.
-
-    In that mode the output is a folder (created when missing) and the summary has the same shape however
-    many cubes matched (:func:`batch_document`), so a script can rely on it.
-    """
-    return len(patterns) > 1 or any(glob.has_magic(str(p)) or Path(p).is_dir() for p in patterns)
-
-
-def _is_cube_file(path: Path) -> bool:
-    """Whether a glob match is a cube to run: a known suffix, and not the data file of an ENVI header."""
-    from hsidenoise.io import FORMATS
-    from hsidenoise.io.envi import DATA_SUFFIXES
-
-    suffix = path.suffix.lower()
-    if not any(suffix in format_.suffixes for format_ in FORMATS.values()):
-        return False
-    if suffix != ".hdr" and suffix in FORMATS["envi"].suffixes + DATA_SUFFIXES:
-        return not any(candidate.is_file() for candidate in _envi_headers(path))
-    return True
-
-
-def _envi_headers(data_path: Path) -> list[Path]:
-    return [data_path.with_suffix(".hdr"), data_path.with_name(data_path.name + ".hdr"), data_path.with_suffix(".HDR")]
-
-
-def cube_files(path: Path, *, existing: bool) -> list[Path]:
-    """The files a cube path stands for: both files of an ENVI pair, else the path itself.
-
-    Args:
-        path: a cube path (ENVI: header or data file).
-        existing: True for an input (the data file is looked up as the reader would), False for an output
-            (the files the writer would create).
-    """
-    from hsidenoise.errors import HsiDenoiseError
-    from hsidenoise.io import format_for
-
-    try:
-        is_envi = format_for(path).name == "envi"
-    except HsiDenoiseError:
-        return [path]
-    if not is_envi:
-        return [path]
-    from hsidenoise.io.envi import header_and_data_paths, output_paths
-
-    if existing:
-        try:
-            return list(header_and_data_paths(path))
-        except HsiDenoiseError:  # the reader reports a missing half later, with the full message
-            return [path]
-    header, data, _ = output_paths(path)
-    return [header, data]
-
-
 def plan_jobs(
     inputs: Sequence[Path],
     output: str | Path,
@@ -157,16 +68,16 @@ def plan_jobs(
 
     Single-input mode: ``output`` is the output file, or, when it is an existing directory or ends with a
     slash (``-o clean/``), the folder of ``output/<name>``; an output that exists is refused unless
-    ``overwrite``. Several-input mode (:func:`several_inputs`; default: more than one input): ``output`` is a
+    ``overwrite``. Several-input mode (:func:`~hsidenoise.io.discovery.several_inputs`; default: more than one input): ``output`` is a
     directory (created when the first cube is written) and each input writes ``output/<name>`` under its own
     file name, so formats are kept; an output that exists is skipped unless ``overwrite``, so a killed batch
     resumes.
 
     Args:
-        inputs: the cube files (:func:`expand_inputs`).
+        inputs: the cube files (:func:`~hsidenoise.io.discovery.expand_inputs`).
         output: ``-o`` as typed (a string keeps its trailing slash).
         overwrite: replace outputs that exist.
-        several: several-input mode, as :func:`several_inputs` tells from the command line (a glob that
+        several: several-input mode, as :func:`~hsidenoise.io.discovery.several_inputs` tells from the command line (a glob that
             matched one cube is still a batch); None: more than one input.
         report: the ``--report`` folder. A single output that exists while this folder holds no complete
             report (the run was done, its report was not: a full disk, a kill) is then a skip, whose report
@@ -193,7 +104,7 @@ def plan_jobs(
             and not overwrite
             and all(path.is_file() for path in files)
             and not unfinished_commit(files[::-1])
-            and not report_complete(report)
+            and not _report_complete(report)
         )
         jobs = [Job(inputs[0], target, skip=finish_report)]
     else:
@@ -231,28 +142,6 @@ def plan_jobs(
             if not several and not overwrite and not interrupted and (path.exists() or path.is_symlink()):
                 raise CubeWriteError(f"{path} already exists; use --overwrite to replace it")
     return jobs
-
-
-def read_preview(path: Path, *, max_pixels: int = PREVIEW_PIXELS, **open_options: Any) -> tuple[np.ndarray, int]:
-    """A decimated copy of a cube for reports: every k-th row and column, k as small as fits ``max_pixels``.
-
-    Reads one row at a time, so the preview of a huge scene costs only the preview's memory.
-
-    Returns:
-        (B, ceil(H / k), ceil(W / k)) float32 and the step k.
-    """
-    from hsidenoise.io import open_cube
-
-    with open_cube(path, **open_options) as reader:
-        _, height, width = reader.shape
-        step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
-        if step == 1:
-            return np.asarray(reader.read(), dtype=np.float32), 1
-        rows = [
-            np.asarray(reader.read(rows=slice(r, r + 1), cols=slice(0, width, step)), dtype=np.float32)
-            for r in range(0, height, step)
-        ]
-    return np.concatenate(rows, axis=1), step
 
 
 def run_summary(result: RunResult, job: Job, *, method_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -322,199 +211,6 @@ def solver_convergence(records: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """The central ``side`` x ``side`` window of a cube at full resolution: (B, h, w) float32 and its slices."""
-    from hsidenoise.io import open_cube
-    from hsidenoise.noreference import central_crop
-
-    with open_cube(path, **open_options) as reader:
-        rows, cols = central_crop(reader.shape, side)
-        return np.asarray(reader.read(rows, cols), dtype=np.float32), (rows, cols)
-
-
-def no_reference_section(
-    job: Job,
-    valid: np.ndarray,
-    *,
-    method: Denoiser | None = None,
-    nodata: float | None = None,
-    open_options: dict[str, Any] | None = None,
-):
-    """The report's no-reference figures (:func:`hsidenoise.noreference.no_reference_quality`) of one job.
-
-    Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
-    (whiteness and SURE on its central :data:`hsidenoise.noreference.DEFAULT_CROP` part), in the bands the
-    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
-    """
-    from hsidenoise.noreference import no_reference_quality
-
-    noisy, _ = read_central_window(job.source, NO_REFERENCE_WINDOW, **(open_options or {}))
-    denoised, _ = read_central_window(job.output, NO_REFERENCE_WINDOW)
-    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
-
-
-NO_REFERENCE_WINDOW = 256
-"""Side of the full-resolution central window the report's no-reference section reads."""
-
-
-def write_report(
-    report_dir: Path,
-    job: Job,
-    summary: dict[str, Any],
-    *,
-    open_options: dict[str, Any] | None = None,
-    method: Denoiser | None = None,
-    nodata: float | None = None,
-    profile_bands: Sequence[int] | None = None,
-) -> dict[str, Path]:
-    """Write the ``run --report`` bundle for one job (decimated previews of input and output).
-
-    The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
-    measured stripes and noise among those the method denoised (:func:`hsidenoise.artefacts.choose_profile_bands`:
-    the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
-    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
-    band was denoised.
-    """
-    from hsidenoise.io import open_cube
-    from hsidenoise.plot_labels import value_units_of
-    from hsidenoise.report import write_run_report
-
-    open_options = open_options or {}
-    noisy, step = read_preview(job.source, **open_options)
-    denoised, _ = read_preview(job.output)
-    with open_cube(job.source, **open_options) as reader:
-        meta = reader.meta
-    wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
-    untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
-    valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
-    section = None
-    # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
-    if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:
-        section = no_reference_section(job, valid, method=method, nodata=nodata, open_options=open_options)
-    return write_run_report(
-        report_dir,
-        noisy,
-        denoised,
-        summary={**summary, "preview_step": step},
-        wavelengths=wavelengths,
-        wavelength_units=meta.wavelength_units,
-        value_units=value_units_of(meta),
-        profile_bands=profile_bands,
-        untouched_bands=untouched,
-        no_reference=section,
-    )
-
-
-REPORT_FROM_OUTPUT_NOTE = (
-    "written from the existing output (its run was done before, but not its report): the run's timings, tile "
-    "plan and SURE are not known; untouched bands are those the output has unchanged"
-)
-"""The ``report_note`` of a skipped job whose report :func:`write_report_of_output` wrote."""
-
-
-def report_complete(report_dir: Path) -> bool:
-    """Whether ``report_dir`` holds a complete ``--report`` bundle (:func:`hsidenoise.report.report_complete`)."""
-    from hsidenoise.report import report_complete as complete
-
-    return complete(report_dir)
-
-
-def write_report_of_output(
-    report_dir: Path,
-    job: Job,
-    *,
-    open_options: dict[str, Any] | None = None,
-    profile_bands: Sequence[int] | None = None,
-) -> dict[str, Path]:
-    """Write the ``--report`` bundle of a job whose output exists but whose report does not (a full disk or a
-    kill after the commit): from the input and the existing output, without denoising again.
-
-    The run's own facts are gone; the summary has the input, output, shape, the method the output's provenance
-    names, :data:`REPORT_FROM_OUTPUT_NOTE`, and as untouched bands those the output has unchanged from the
-    input (the dead and NaN bands a run passes through). No SURE (it needs the method prepared for the cube).
-    """
-    from hsidenoise.io import open_cube
-
-    open_options = open_options or {}
-    noisy, _ = read_preview(job.source, **open_options)
-    denoised, _ = read_preview(job.output)
-    with open_cube(job.output) as reader:
-        provenance = dict(reader.meta.provenance)
-        shape = reader.shape
-    if noisy.shape != denoised.shape:
-        raise CubeReadError(
-            f"cannot write the report of {job.source} from {job.output}: their shapes differ "
-            f"({noisy.shape[0]} x {noisy.shape[1]} x {noisy.shape[2]} against {denoised.shape[0]} x "
-            f"{denoised.shape[1]} x {denoised.shape[2]} in the preview); re-run with --overwrite"
-        )
-    same = np.all((noisy == denoised) | (np.isnan(noisy) & np.isnan(denoised)), axis=(1, 2))
-    unchanged = [int(band) for band in np.flatnonzero(same)]
-    summary = {
-        "input": str(job.source),
-        "output": str(job.output),
-        "shape": {"bands": shape[0], "rows": shape[1], "cols": shape[2]},
-        "method": provenance.get("method"),
-        "provenance": provenance,
-        "report_note": REPORT_FROM_OUTPUT_NOTE,
-        "untouched_bands": {"unchanged": unchanged},
-        "passed_through": len(unchanged) == shape[0],
-    }
-    return write_report(report_dir, job, summary, open_options=open_options, profile_bands=profile_bands)
-
-
-def check_report_space(job: Job, report_dir: Path, shape: Sequence[int], dtype: np.dtype, tiles: int = 1) -> None:
-    """Refuse, before any work, a run whose output and ``--report`` bundle do not fit on disk together.
-
-    The output's own check (:func:`hsidenoise.io.staging.check_output`) counts only the cube; the report
-    (:func:`hsidenoise.report.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
-    the cube but not the report would end in a committed cube and a failed report. When the report folder is
-    on another file system, only the report is counted there.
-
-    Raises:
-        ResourceError: less free space than needed.
-    """
-    import shutil
-
-    from hsidenoise.errors import ResourceError
-    from hsidenoise.io.staging import estimated_size
-    from hsidenoise.report import estimated_report_size
-
-    report_bytes = estimated_report_size(shape[0], tiles)
-    cube_bytes = estimated_size(shape, dtype)
-    where = _nearest_existing(report_dir)
-    output_folder = _nearest_existing(job.output.parent)
-    try:
-        same_device = os.stat(where).st_dev == os.stat(output_folder).st_dev
-        free = shutil.disk_usage(where).free
-    except OSError:  # the writers report what is wrong with the folders
-        return
-    needed = report_bytes + (cube_bytes if same_device else 0)
-    if free < needed:
-        mib = 2**20
-        what = f"{job.output} and its report in {report_dir}" if same_device else f"the report in {report_dir}"
-        parts = f" (cube {cube_bytes / mib:.1f} + report about {report_bytes / mib:.1f})" if same_device else ""
-        raise ResourceError(
-            f"not enough disk space for {what}: need {needed / mib:.1f} MiB{parts}, {free / mib:.1f} MiB free; "
-            "free space, write elsewhere or leave out --report"
-        )
-
-
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(".")
-
-
-def read_wavelengths(path: Path, **open_options: Any) -> np.ndarray | None:
-    """The wavelengths recorded in a cube's metadata, or None."""
-    from hsidenoise.io import open_cube
-
-    with open_cube(path, **open_options) as reader:
-        wavelengths = reader.meta.wavelengths
-    return None if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)
-
-
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
 """Given an input's name, the progress callback ``(done, total)`` for its run (or None)."""
 
@@ -538,9 +234,44 @@ def report_dirs(jobs: Sequence[Job], report: Path, *, several: bool | None = Non
     }
 
 
+def parse_profile_bands(text: str | None, *, report: Path | None) -> list[int] | None:
+    """``--profile-bands 3,103,150`` as band numbers (from 0); whether each input has them is checked by
+    :func:`run_jobs` before any work.
+
+    Raises:
+        ConfigError: not a comma-separated list of whole numbers >= 0, or given without ``--report``.
+    """
+    if text is None:
+        return None
+    if report is None:
+        raise ConfigError("--profile-bands chooses the bands of the report's profile plot; add --report DIR")
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ConfigError(
+            f"--profile-bands takes band numbers from 0 separated by commas, e.g. 3,103,150; got {text!r}"
+        )
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def convergence_warning(solver: dict[str, Any]) -> str | None:
+    """The one line about tiles whose solver stopped above its tolerance (:func:`run_summary`'s ``solver``), or
+    None; the CLI prints it."""
+    missed = solver.get("tiles_not_converged") or 0
+    if not missed:
+        return None
+    residual, tol = solver.get("max_residual"), solver.get("tol")
+    why = f" (residual {residual:.2g} > tol {tol:.2g})" if residual is not None and tol is not None else ""
+    evaluations = solver.get("evaluations_max")
+    after = f" after {evaluations:.0f} evaluations" if evaluations is not None else ""
+    return (
+        f"{missed} of {solver.get('tiles', missed)} tiles did not converge{why}{after}; "
+        "the output is the solver's best iterate, as in training (--max-iter sets the budget)"
+    )
+
+
 def run_jobs(
     jobs: Sequence[Job],
-    method: Denoiser | Callable[[], Denoiser],
+    method: Callable[[], Denoiser],
     config: TileConfig,
     *,
     dtype: str = "float32",
@@ -566,8 +297,8 @@ def run_jobs(
 
     Args:
         jobs: the plan.
-        method: the denoiser, or a function that builds it (called once, only when some job runs, so a batch
-            whose outputs all exist does not load a model).
+        method: a function that builds the denoiser (called once, only when some job runs, so a batch whose
+            outputs all exist does not load a model).
         config: the tiling.
         dtype, overwrite, batch_size: as for :func:`hsidenoise.denoise.denoise`.
         report: write the ``--report`` bundle of each run under this folder (:func:`report_dirs`).
@@ -600,7 +331,7 @@ def run_jobs(
     mine = jobs_of(jobs, shares)
     if profile_bands is not None and report is not None:  # before any work, not after the first cube's run
         check_profile_bands([job for job in mine if not job.skip], profile_bands, open_options)
-    denoiser: Denoiser | None = None if callable(method) and not hasattr(method, "denoise_tile") else method
+    denoiser: Denoiser | None = None
     documents: list[dict[str, Any]] = [] if records is None else records
     current: Job | None = None
     try:
@@ -653,8 +384,10 @@ def _skipped_job(
     """The record of a job whose output exists; with ``report`` and no complete report there (the run was done
     but its report was not: a full disk, a kill), the report is written from the existing output first."""
     record: dict[str, Any] = {"input": str(job.source), "output": str(job.output), "skipped": "output exists"}
-    if report is not None and not report_complete(report):
-        files = write_report_of_output(report, job, open_options=open_options, profile_bands=profile_bands)
+    if report is not None and not _report_complete(report):
+        files = write_report_of_output(
+            report, job.source, job.output, open_options=open_options, profile_bands=profile_bands
+        )
         record["report"] = {key: str(value) for key, value in files.items()}
         record["report_note"] = REPORT_FROM_OUTPUT_NOTE
     return record
@@ -734,7 +467,7 @@ def _run_job(
         with open_cube(job.source, **open_options) as reader:
             if report is not None:
                 out_dtype = reader.dtype if str(dtype) == "same" else np.dtype(dtype)
-                check_report_space(job, report, reader.shape, out_dtype, tiles=_tile_count(reader.shape, config))
+                check_report_space(job.output, report, reader.shape, out_dtype, tiles=_tile_count(reader.shape, config))
             if provenance:  # the output's metadata is the reader's (hsidenoise.denoise.denoise)
                 reader.meta.provenance = dict(provenance)
             result = denoise(
@@ -753,12 +486,13 @@ def _run_job(
             with contextlib.suppress(OSError):  # another process may have put a file there meanwhile
                 created.rmdir()
         raise
-    info = denoiser.info() if hasattr(denoiser, "info") else {}
+    info = denoiser.info()
     summary = run_summary(result, job, method_info=info)
     if report is not None:
         files = write_report(
             report,
-            job,
+            job.source,
+            job.output,
             summary,
             open_options=open_options,
             method=denoiser,
@@ -834,6 +568,12 @@ def batch_document(
         document["interrupted"] = stopped[-1]
     document["summary"] = summary
     return document
+
+
+def _report_complete(report_dir: Path) -> bool:
+    from hsidenoise.quality.plots import report_complete  # lazily: matplotlib's writer module
+
+    return report_complete(report_dir)
 
 
 def _make_parent(path: Path) -> Path | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,16 +34,10 @@ import numpy as np
 from hsidenoise.cube import CubeMeta
 from hsidenoise.denoiser import Denoiser, TileResult
 from hsidenoise.device import is_out_of_memory
-from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise, ResourceError
-from hsidenoise.statistics import (
-    CHUNK_BYTES,
-    GROSS_FACTOR,
-    CubeStatistics,
-    compute_statistics,
-    invalid_mask,
-    value_scale,
-)
-from hsidenoise.tiling import StitchedBlock, Stitcher, Tile, TileConfig, plan_axis, plan_tiles
+from hsidenoise.errors import CubeShapeError, NothingToDenoise, ResourceError
+from hsidenoise.methods.memory import SAMPLE_PIXELS, check_batch_size, check_memory
+from hsidenoise.statistics import GROSS_FACTOR, CubeStatistics, compute_statistics, invalid_mask, value_scale
+from hsidenoise.tiling import StitchedBlock, Stitcher, Tile, TileConfig, plan_tiles
 
 if TYPE_CHECKING:
     from hsidenoise.io import CubeReader
@@ -57,8 +51,6 @@ PhaseCallback = Callable[[str], None]
 """Called as each stage of a run begins: ``"statistics"`` (the streaming pass), ``"prepare"`` (the method's
 fit, e.g. noise and subspace), ``"adapt"`` (``--adapt`` only) and ``"tiles"`` (before the first tile)."""
 
-SAMPLE_PIXELS = 65536
-"""Pixel spectra sampled by the statistics pass (for the Gram matrix and the low-rank front end)."""
 
 
 @dataclass(frozen=True)
@@ -232,107 +224,18 @@ def denoise_array(
     """
     import warnings
 
+    from hsidenoise.io.memory import ArrayReader, ArrayWriter
+
     cube = np.asarray(cube)
     if cube.ndim != 3:
         raise CubeShapeError(f"a cube must be 3-D (bands, rows, cols); got an array of shape {tuple(cube.shape)}")
-    reader = _ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
-    writer = _ArrayWriter(cube.shape, _working_dtype(cube.dtype))
+    reader = ArrayReader(cube, CubeMeta(nodata=nodata, dtype=cube.dtype))
+    writer = ArrayWriter(cube.shape, _working_dtype(cube.dtype))
     result = _run(reader, writer, method, config if config is not None else TileConfig(), nodata=nodata,
                   batch_size=batch_size, progress=None)
     for message in result.warnings:
         warnings.warn(message, stacklevel=2)
     return writer.data
-
-
-def estimate_memory(
-    shape: tuple[int, int, int],
-    dtype: np.dtype | str,
-    config: TileConfig,
-    *,
-    batch_size: int = 1,
-    sample_pixels: int = SAMPLE_PIXELS,
-    method: str | None = None,
-) -> int:
-    """Bytes the pipeline itself holds at its peak, plus the subspace method's working memory when `method` is set.
-
-    The pipeline: the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in
-    flight + stitching buffers for one row of overlaps + one block being written). It does not grow with the
-    number of rows. With ``method="lowrank"`` or ``"decsc"`` (the subspace front end both run), the
-    method's working memory is added: the statistics sample as float64 spectra (the fit's working copy) and
-    `SUBSPACE_DCT_COPIES` block-coefficient tensors of the DCT eigen-image denoiser on one tile
-    (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`, for min(B, max_rank) eigen-images: the rank is
-    only known after the fit, so its bound is taken); a DECSC network's own memory is not. The interpreter and its
-    imports are not counted (see :data:`hsidenoise.describe.RUN_PROCESS_FLOOR_BYTES`).
-
-    Args:
-        shape: (B, H, W) of the cube. dtype: its data type. config: the tiling. batch_size: tiles per call.
-        sample_pixels: pixel spectra kept by the statistics pass.
-        method: a ``--method`` name, or None for the pipeline alone.
-    """
-    bands, height, width = shape
-    itemsize = np.dtype(dtype).itemsize
-    tile_height, tile_width = min(config.tile, height), min(config.tile, width)
-    tile_values = bands * tile_height * tile_width
-    sample = min(sample_pixels, height * width) * bands * 4
-    strip = max(CHUNK_BYTES // itemsize, bands * width) * (itemsize + 8 + 1)  # as read, as float, valid mask
-    in_flight = tile_values * itemsize + batch_size * tile_values * 2 * 4  # one raw tile; inputs and outputs
-    row_overlap, col_overlap = (
-        max((before.stop - after.start for before, after in zip(plan, plan[1:])), default=0)
-        for plan in (plan_axis(height, config.tile, config.stride), plan_axis(width, config.tile, config.stride))
-    )
-    stitching = bands * (row_overlap * width + col_overlap * tile_height) * 4 * 2 + tile_values * 4
-    block = tile_values * (itemsize + 2 * 8)  # restored input, output block, its cast in the writer
-    pipeline = sample + max(strip, in_flight + stitching + block)
-    if method not in ("lowrank", "decsc"):
-        return pipeline
-    from hsidenoise.subspace.config import LowRankConfig
-    from hsidenoise.subspace.eigenimages import dct_group_bytes
-
-    rank_bound = min(bands, LowRankConfig().max_rank)
-    fit = min(sample_pixels, height * width) * bands * 8
-    return pipeline + fit + SUBSPACE_DCT_COPIES * dct_group_bytes(tile_height, tile_width, rank_bound)
-
-
-SUBSPACE_DCT_COPIES = 4
-"""Block-coefficient tensors of one DCT image group (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`)
-counted for the subspace method's per-tile peak: about three are alive at once, plus what the allocator keeps.
-Calibrated with ``bench/memory.py --estimate`` (``run --method lowrank``, one thread; the synthetic scenes and
-the real cubes of bench/README.md): the whole-process estimate is within about 25 % of the measured peak."""
-
-
-def available_memory() -> int | None:
-    """Bytes of memory this process can still get (MemAvailable, capped by a cgroup limit), None if unknown."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        return None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
-    except (OSError, ValueError):
-        return available
-    if limit.isdigit() and available is not None:
-        available = min(available, int(limit) - current)
-    return available
-
-
-def check_memory(
-    shape: tuple[int, int, int], dtype: np.dtype | str, config: TileConfig, *, batch_size: int = 1
-) -> None:
-    """Raise ResourceError when :func:`estimate_memory` exceeds the memory available now."""
-    _check_batch_size(batch_size)
-    needed = estimate_memory(shape, dtype, config, batch_size=batch_size)
-    available = available_memory()
-    if available is not None and needed > available:
-        raise ResourceError(
-            f"denoising a {shape[0]} x {shape[1]} x {shape[2]} cube needs about {needed / 2**20:.0f} MiB of memory "
-            f"but {available / 2**20:.0f} MiB are available; lower --tile or --batch-size, or free memory"
-        )
 
 
 def _working_dtype(dtype: np.dtype) -> np.dtype:
@@ -413,11 +316,6 @@ class _BandRoles:
         )
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a whole number >= 1; got {batch_size!r}")
-
-
 def _run(
     reader: CubeReader,
     writer: _BlockWriter,
@@ -435,7 +333,7 @@ def _run(
     ``spill_dir``: where the :class:`Stitcher` parks the overlaps waiting for the next row of tiles (None: in
     memory), so that memory does not grow with the width of the scene. ``phase``: as for :func:`denoise`.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     announce = phase if phase is not None else (lambda stage: None)
     timings = dict.fromkeys(("statistics", "prepare", "read", "method", "write"), 0.0)
     started = time.perf_counter()
@@ -480,10 +378,10 @@ def _run(
                 progress(len(records), len(tiles))
         timings["write"] = time.perf_counter() - started
     else:
-        if getattr(method, "wants_samples", False):  # --adapt: the method learns from crops of this cube first
+        if method.wants_samples:  # --adapt: the method learns from crops of this cube first
             started = time.perf_counter()
             announce("adapt")
-            method.adapt_to(_sample_crops(source, roles, height, width))  # type: ignore[attr-defined]
+            method.adapt_to(_sample_crops(source, roles, height, width))
             timings["adapt"] = time.perf_counter() - started
         stitcher = Stitcher(roles.valid.size, (height, width), tiles, spill_dir=spill_dir)
         gross_found = 0
@@ -622,15 +520,11 @@ def _denoise_batch(
     Returns:
         One result per input, and the batch size that worked.
     """
-    batch_call = getattr(method, "denoise_tiles", None)
     results: list[TileResult] = []
     while len(results) < len(inputs):
         chunk = inputs[len(results) : len(results) + batch_size]
         try:
-            if batch_call is not None:
-                chunk_results = list(batch_call(chunk))
-            else:
-                chunk_results = [TileResult(method.denoise_tile(tile)) for tile in chunk]
+            chunk_results = list(method.denoise_tiles(chunk))
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
@@ -717,40 +611,3 @@ class _ScaledReader:
 
     def close(self) -> None:
         """The wrapped reader belongs to the caller."""
-
-
-class _ArrayReader:
-    """A ``CubeReader`` over an in-memory (B, H, W) array, for :func:`denoise_array`."""
-
-    def __init__(self, data: np.ndarray, meta: CubeMeta) -> None:
-        self.data = data
-        self.shape = tuple(int(n) for n in data.shape)
-        self.dtype = data.dtype
-        self.meta = meta
-        self.path = None
-
-    def read(
-        self, rows: slice = slice(None), cols: slice = slice(None), bands: slice | np.ndarray | None = None
-    ) -> np.ndarray:
-        block = self.data[:, rows, cols]
-        return block if bands is None else block[bands]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class _ArrayWriter:
-    """A ``CubeWriter`` that fills an in-memory array, for :func:`denoise_array`."""
-
-    def __init__(self, shape: Sequence[int], dtype: np.dtype) -> None:
-        self.data = np.empty(tuple(shape), dtype=dtype)
-        self.clipped = 0
-        self.underflowed = 0
-
-    def write(self, block: np.ndarray, rows: slice, cols: slice) -> None:
-        from hsidenoise.io.dtypes import cast_and_count, count_underflow
-
-        values, clipped = cast_and_count(block, self.data.dtype)  # float64 beyond float32: clipped, never Inf
-        self.clipped += clipped
-        self.underflowed += count_underflow(block, values)
-        self.data[:, rows, cols] = values

@@ -1,15 +1,16 @@
-"""What the pipeline needs from a method: the :class:`Denoiser` protocol, its result type and two adapters.
+"""What the pipeline needs from a method: the :class:`Denoiser` protocol, :class:`DenoiserBase` with its
+default hooks, the result type and the identity method.
 
 A denoiser sees one spatial tile at a time, as (B_valid, h, w) float32 in the cube's own units: only the valid
 bands (:attr:`CubeStatistics.valid_bands`, in that order), with missing pixels already filled by the band mean.
 It returns the same shape. ``prepare`` runs once per cube with the whole-cube statistics, so that every tile
 of a scene is treated alike (one normalisation, one noise estimate).
 
-A denoiser that can process several tiles at once (a GPU model) also implements ``denoise_tiles``; the
-pipeline (:func:`hsidenoise.denoise.denoise`) then hands it up to ``batch_size`` tiles per call and keeps each
-tile's result and info separate.
+The pipeline (:func:`hsidenoise.denoise.denoise`) hands ``denoise_tiles`` up to ``batch_size`` tiles per call and
+keeps each tile's result and info separate. The optional hooks (batching, ``--adapt``, report facts) have their
+defaults in :class:`DenoiserBase`, which every method derives from, so the pipeline calls them without probing.
 
-The methods (:mod:`hsidenoise.subspace`, :mod:`hsidenoise.model.denoiser`, ...) import their types from here,
+The methods (:mod:`hsidenoise.subspace`, :mod:`hsidenoise.methods.decsc_bands`, ...) import their types from here,
 and the registry behind ``run --method`` (:mod:`hsidenoise.methods`) imports the methods: the graph has no loop.
 """
 
@@ -17,27 +18,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError, CubeShapeError
+from hsidenoise.errors import ConfigError
 from hsidenoise.statistics import CubeStatistics
-from hsidenoise.tiling import BandWindowPlan, TileConfig
-
-WindowFunction = Callable[[np.ndarray], np.ndarray]
-"""A function of band windows: (N, b, h, w) float32 in [0, 1] -> (N, b, h, w) float32 in [0, 1]."""
-
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """What the pipeline needs from a method.
+    """What the pipeline needs from a method: the two steps, and the hooks :class:`DenoiserBase` gives defaults.
 
     Attributes:
         name: short name, shown in reports.
+        wants_samples: True when the method learns from crops of the cube before its tiles (``run --adapt``).
+        adapt_progress: called ``(seconds spent, seconds allowed)`` while :meth:`adapt_to` runs, or None.
     """
 
     name: str
+    wants_samples: bool
+    adapt_progress: Callable[[float, float], None] | None
 
     def prepare(self, stats: CubeStatistics) -> None:
         """Take the whole-cube statistics; called once per cube before the first tile."""
@@ -45,6 +45,18 @@ class Denoiser(Protocol):
 
     def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
         """Denoise one tile: (B_valid, h, w) float32 -> (B_valid, h, w) float32, in the cube's units."""
+        ...
+
+    def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
+        """Denoise tiles, each (B_valid, h, w) float32; one result per tile, in order (the GPU batching hook)."""
+        ...
+
+    def adapt_to(self, crops: Sequence[np.ndarray]) -> Any:
+        """Learn from crops (B_valid, h, w) of the prepared cube before its tiles; only when ``wants_samples``."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the method for the run report (JSON-serialisable values)."""
         ...
 
 
@@ -61,95 +73,45 @@ class TileResult:
     info: dict[str, float | int | str] = field(default_factory=dict)
 
 
-@runtime_checkable
-class BatchDenoiser(Denoiser, Protocol):
-    """A denoiser that takes several tiles in one call (the hook for GPU batching)."""
+class DenoiserBase:
+    """A method's defaults for every optional hook of :class:`Denoiser` (as deepinv's ``models.base.Denoiser``):
+    a subclass implements :meth:`denoise_tile` (and usually :meth:`prepare`) and overrides the hooks it has.
 
-    def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
-        """Denoise tiles, each (B_valid, h, w) float32; one result per tile, in order."""
-        ...
+    Defaults: nothing to prepare; :meth:`denoise_tiles` calls :meth:`denoise_tile` per tile; no adaptation;
+    no facts; no front end (:attr:`front_end`: the low-rank pipeline whose changes the no-reference report
+    measures, see :func:`hsidenoise.quality.noreference.no_reference_quality`).
+    """
 
-
-class IdentityDenoiser:
-    """Returns every tile unchanged: a stand-in for tests and for measuring the pipeline alone."""
-
-    name = "identity"
+    name: str = "denoiser"
+    wants_samples: bool = False
+    adapt_progress: Callable[[float, float], None] | None = None
+    front_end: Any = None
 
     def prepare(self, stats: CubeStatistics) -> None:
         """Nothing to prepare."""
 
     def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
-        """Return a copy of ``tile`` (B_valid, h, w) float32."""
-        return np.array(tile, dtype=np.float32, copy=True)
-
-
-class BandWindowDenoiser:
-    """Adapts a function of fixed-size, normalised band windows into a :class:`Denoiser`.
-
-    Inside each tile the valid bands are cut into windows of ``config.band_window`` bands at most
-    ``config.band_stride`` bands apart (one window of all bands when there are fewer), each window is mapped to
-    [0, 1] with its whole-cube range (:meth:`CubeStatistics.band_window_range`), all windows of all tiles in a
-    call go through ``window_function`` at once, are mapped back, and overlapping bands are blended with
-    :func:`hsidenoise.tiling.blend_weights`.
-
-    Args:
-        window_function: (N, b, h, w) float32 in [0, 1] -> same shape; b is the band window, or the number of
-            valid bands when that is smaller.
-        name: name shown in reports.
-        config: supplies ``band_window`` and ``band_stride``; the default :class:`TileConfig` when None.
-    """
-
-    def __init__(
-        self, window_function: WindowFunction, *, name: str = "band-window", config: TileConfig | None = None
-    ) -> None:
-        self.window_function = window_function
-        self.name = name
-        self.config = config if config is not None else TileConfig()
-        self._plan: BandWindowPlan | None = None
-
-    def prepare(self, stats: CubeStatistics) -> None:
-        """Plan the band windows over the valid bands and fix each window's normalisation range."""
-        self._plan = BandWindowPlan.plan(stats, self.config.band_window, self.config.band_stride, mirror=False)
-
-    def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
-        """Denoise one tile (B_valid, h, w) float32 -> same shape."""
-        return self.denoise_tiles([tile])[0].denoised
+        """Denoise one tile: (B_valid, h, w) float32 -> same shape; every method implements it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement denoise_tile")
 
     def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
-        """Denoise tiles of equal shape in one call of the window function (tiles of other shapes in another)."""
-        plan = self._plan
-        if plan is None:
-            raise ConfigError(f"{self.name}: call prepare(stats) before denoising tiles")
-        for tile in tiles:
-            if tile.ndim != 3 or tile.shape[0] != plan.bands:
-                raise CubeShapeError(
-                    f"{self.name} was prepared for tiles of {plan.bands} valid bands (B_valid, h, w); "
-                    f"got an array of shape {tuple(tile.shape)}"
-                )
-        if plan.bands == 0:
-            return [TileResult(np.array(tile, dtype=np.float32)) for tile in tiles]
-        results: dict[int, TileResult] = {}
-        for shape in dict.fromkeys(tile.shape for tile in tiles):
-            members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
-            denoised = self._denoise_same_shape([tiles[i] for i in members], plan)
-            results.update((index, TileResult(values)) for index, values in zip(members, denoised, strict=True))
-        return [results[index] for index in range(len(tiles))]
+        """One :meth:`denoise_tile` call per tile, each result without facts."""
+        return [TileResult(self.denoise_tile(tile)) for tile in tiles]
 
-    def _denoise_same_shape(self, tiles: list[np.ndarray], plan: BandWindowPlan) -> list[np.ndarray]:
-        windows = np.stack(
-            [plan.normalise(tile, k) for tile in tiles for k in range(len(plan.windows))]
-        ).astype(np.float32, copy=False)
-        denoised_windows = np.asarray(self.window_function(windows))
-        if denoised_windows.shape != windows.shape:
-            raise CubeShapeError(
-                f"{self.name}: the window function must return the shape it was given {windows.shape}; "
-                f"got {denoised_windows.shape}"
-            )
-        outputs = []
-        per_tile = len(plan.windows)
-        for tile_index, tile in enumerate(tiles):
-            blended = np.zeros(tile.shape, dtype=np.float32)
-            for k in range(per_tile):
-                plan.accumulate(blended, k, denoised_windows[tile_index * per_tile + k])
-            outputs.append(plan.finish(blended))
-        return outputs
+    def adapt_to(self, crops: Sequence[np.ndarray]) -> Any:
+        """No adaptation: a method that adapts sets ``wants_samples`` and overrides this."""
+        raise ConfigError(f"method {self.name!r} does not adapt to a cube; drop --adapt")
+
+    def info(self) -> dict[str, Any]:
+        """No facts."""
+        return {}
+
+
+class IdentityDenoiser(DenoiserBase):
+    """Returns every tile unchanged: a stand-in for tests and for measuring the pipeline alone."""
+
+    name = "identity"
+
+    def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+        """Return a copy of ``tile`` (B_valid, h, w) float32."""
+        return np.array(tile, dtype=np.float32, copy=True)

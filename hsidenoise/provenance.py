@@ -50,7 +50,7 @@ def run_provenance(
     Args:
         method: the ``--method`` name.
         weights: the weights file used (``.safetensors``, its ``.json`` or the stem), or None.
-        preset: the preset name of an untrained network (``--model lite``), instead of `weights`.
+        preset: the preset name of an untrained network (``--model paper``), instead of `weights`.
         argv: the command line (None: ``sys.argv``, the program shown as ``hsidenoise``).
     """
     from hsidenoise import __version__

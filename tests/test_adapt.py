@@ -1,4 +1,4 @@
-"""Self-supervised adaptation (hsidenoise.adapt): SURE in whitened units, the held-out guard, run --adapt."""
+"""Self-supervised adaptation (hsidenoise.model.adapt): SURE in whitened units, the held-out guard, run --adapt."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from hsidenoise.adapt import AdaptConfig, EigenCrop, adapt, sure
+from hsidenoise.model.adapt import AdaptConfig, EigenCrop, adapt, sure
 from hsidenoise.subspace import LowRankConfig, spatial_denoiser
 from hsidenoise.model import build_model
-from hsidenoise.model.subspace import SubspaceDECSCConfig
-from hsidenoise.solver import SolverConfig
+from hsidenoise.model.subspace_decsc import SubspaceDECSCConfig
+from hsidenoise.model.solver import SolverConfig
 
 torch.set_num_threads(1)
 TINY = SubspaceDECSCConfig(
@@ -133,8 +133,8 @@ def test_run_adapt_from_the_cli_reports_what_it_did(tmp_path: Path) -> None:
 
 
 def test_self_supervised_sampler_adds_no_noise_and_hides_no_target() -> None:
-    from hsidenoise.data import TrainingCube, make_rng
-    from hsidenoise.subspace_data import SubspaceSampler, SubspaceSamplerConfig
+    from hsidenoise.training.data import TrainingCube, make_rng
+    from hsidenoise.training.subspace_pairs import SubspaceSampler, SubspaceSamplerConfig
 
     from tests.test_subspace import low_rank_cube
 
@@ -177,5 +177,7 @@ def test_finetune_self_supervised_runs_on_noisy_cubes_and_says_so(tmp_path: Path
     assert result.exit_code == 0, result.output
     card = json.loads((out / "tiny-finetuned.json").read_text())["card"]
     assert card["self_supervised"] is True and card["clean_reference_used"] is False and card["loss"] == "sure"
-    lite = CliRunner().invoke(app, [*arguments[:3], "--from", "lite", *arguments[5:7], str(tmp_path / "r2"), *arguments[7:]])
-    assert lite.exit_code != 0
+    band_window = CliRunner().invoke(
+        app, [*arguments[:3], "--from", "paper", *arguments[5:7], str(tmp_path / "r2"), *arguments[7:]]
+    )
+    assert band_window.exit_code != 0

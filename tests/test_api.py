@@ -53,3 +53,28 @@ def test_bad_arguments_are_our_errors():
         denoise(noisy, method="bogus")
     with pytest.raises(HsiDenoiseError, match="3-D"):
         denoise(noisy[0])
+
+
+def test_evaluate_scores_files_with_and_without_a_reference(tmp_path):
+    """`api.evaluate` is what `hsidenoise eval` prints: full-reference scores, or no-reference figures."""
+    from hsidenoise.api import evaluate
+    from hsidenoise.errors import ConfigError
+    from hsidenoise.quality.metrics import mpsnr as library_mpsnr
+
+    clean, noisy = _noisy_pair(bands=9, rows=24, cols=24)
+    clean = clean.astype(np.float32)
+    write_cube(tmp_path / "clean.h5", Cube(clean, CubeMeta()))
+    write_cube(tmp_path / "noisy.h5", Cube(noisy, CubeMeta()))
+    denoised = denoise(noisy, tile=24, overlap=6)
+    write_cube(tmp_path / "denoised.h5", denoised)
+    scored = evaluate(tmp_path / "denoised.h5", ref=tmp_path / "clean.h5", noisy=tmp_path / "noisy.h5")
+    assert scored.denoised.mpsnr == pytest.approx(library_mpsnr(denoised.data, clean, peak=scored.peak.peak))
+    assert scored.denoised.mpsnr > scored.noisy.mpsnr
+    assert scored.to_dict()["peak"]["source"] in {"0..1 data", "reference"}
+    blind = evaluate(tmp_path / "denoised.h5", noisy=tmp_path / "noisy.h5", out_dir=tmp_path / "report")
+    assert blind.to_dict()["no_reference"]["noise"]["median_after"] < blind.to_dict()["no_reference"]["noise"][
+        "median_before"
+    ]
+    assert (tmp_path / "report" / "no_reference.json").is_file()
+    with pytest.raises(ConfigError, match="--ref REFERENCE"):
+        evaluate(tmp_path / "denoised.h5")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hsidenoise.batch import expand_inputs, plan_jobs, report_dirs, several_inputs
+from hsidenoise.batch import plan_jobs, report_dirs
+from hsidenoise.io.discovery import expand_inputs, several_inputs
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.errors import CubeReadError
@@ -95,6 +96,18 @@ def test_a_folder_input_takes_the_cubes_in_it(scenes):
     (scenes.parent / "empty").mkdir()
     with pytest.raises(CubeReadError, match="folder"):
         expand_inputs([scenes.parent / "empty"])
+
+
+def test_run_and_train_find_the_same_cubes_in_a_folder(scenes):
+    """One rule (io/discovery.py): a training folder is searched recursively with the rule `run` uses."""
+    from hsidenoise.io.discovery import find_cube_files
+
+    nested = scenes / "more"
+    nested.mkdir()
+    (nested / "c.tif").write_bytes((scenes / "b.tif").read_bytes())
+    (nested / "orphan.img").write_bytes(b"")  # an ENVI data file without its header is not a pair's data file
+    assert find_cube_files([scenes]) == sorted([*expand_inputs([scenes]), *expand_inputs([nested])])
+    assert nested / "orphan.img" in find_cube_files([scenes]) and scenes / "a.img" not in find_cube_files([scenes])
 
 
 def test_plan_of_a_batch_of_one_is_a_folder_and_skips_what_exists(scenes, tmp_path):
@@ -192,7 +205,7 @@ def test_a_rerun_writes_a_missing_or_half_report_without_denoising_again(scenes,
 
 
 def test_a_failed_report_leaves_no_partial_files(tmp_path, monkeypatch):
-    from hsidenoise import report as report_module
+    from hsidenoise.quality import plots as report_module
     from hsidenoise.errors import CubeWriteError
 
     def full_disk(*args, **kwargs):

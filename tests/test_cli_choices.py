@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
-from hsidenoise.io import write_cube
-from hsidenoise.metrics import evaluate
+from hsidenoise.io import read_cube, write_cube
+from hsidenoise.quality.metrics import evaluate
 from hsidenoise.model import PRESETS, weights_dir
 
 
@@ -45,11 +45,14 @@ def test_paper_has_no_shipped_weights_so_the_refusal_is_tested() -> None:
 
 
 def test_random_weights_run_the_untrained_preset_and_need_a_preset(runner, tmp_path) -> None:
-    write_cube(tmp_path / "c.hdr", Cube(np.random.default_rng(0).random((31, 17, 19)).astype(np.float32), CubeMeta()))
+    """``paper`` (the authors' network, no shipped weights) runs untrained; the smallest cube keeps it quick."""
+    write_cube(tmp_path / "c.hdr", Cube(np.random.default_rng(0).random((31, 9, 11)).astype(np.float32), CubeMeta()))
     run = ["run", str(tmp_path / "c.hdr"), "-o", str(tmp_path / "o.hdr")]
-    result = runner.invoke(app, [*run, "--model", "lite", "--random-weights", "--max-iter", "2", "--json"])
+    result = runner.invoke(app, [*run, "--model", "paper", "--random-weights", "--max-iter", "1", "--json"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["method_info"]["preset"] == "lite"
+    document = json.loads(result.stdout)
+    assert document["method_info"]["preset"] == "paper" and document["tiling"]["tiles"] == 1
+    assert np.isfinite(read_cube(tmp_path / "o.hdr").data).all()
     refused = runner.invoke(app, [*run, "--method", "decsc", "--random-weights", "--overwrite"])
     assert refused.exit_code == 2 and "--random-weights needs --model PRESET" in refused.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,17 @@ from scipy import ndimage
 from spectral.io import envi
 
 from hsidenoise import denoise as denoise_module
+from hsidenoise.io.memory import ArrayWriter
 from hsidenoise.cube import CubeMeta
-from hsidenoise.denoise import check_memory, denoise, denoise_array, estimate_memory
-from hsidenoise.denoiser import BandWindowDenoiser, Denoiser, IdentityDenoiser, TileResult
+from hsidenoise.denoise import denoise, denoise_array
+from hsidenoise.methods import memory as memory_module
+from hsidenoise.methods.memory import check_memory, estimate_memory
+from hsidenoise.denoiser import Denoiser, DenoiserBase, IdentityDenoiser, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError, ResourceError
-from hsidenoise.statistics import compute_statistics
-from hsidenoise.tiling import TileConfig
+from hsidenoise.statistics import CubeStatistics, compute_statistics
+from hsidenoise.tiling import BandWindowPlan, TileConfig
 
 NODATA = -9999.0
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
 
 class MemoryReader:
@@ -39,7 +42,83 @@ class MemoryReader:
         pass
 
 
-class PixelMixer:
+WindowFunction = Callable[[np.ndarray], np.ndarray]
+"""A function of band windows: (N, b, h, w) float32 in [0, 1] -> (N, b, h, w) float32 in [0, 1]."""
+
+
+class BandWindowDenoiser(DenoiserBase):
+    """A test adapter (the band-window planning of the paper preset's method, without a network). Adapts a function of fixed-size, normalised band windows into a :class:`Denoiser`.
+
+    Inside each tile the valid bands are cut into windows of ``config.band_window`` bands at most
+    ``config.band_stride`` bands apart (one window of all bands when there are fewer), each window is mapped to
+    [0, 1] with its whole-cube range (:meth:`CubeStatistics.band_window_range`), all windows of all tiles in a
+    call go through ``window_function`` at once, are mapped back, and overlapping bands are blended with
+    :func:`hsidenoise.tiling.blend_weights`.
+
+    Args:
+        window_function: (N, b, h, w) float32 in [0, 1] -> same shape; b is the band window, or the number of
+            valid bands when that is smaller.
+        name: name shown in reports.
+        config: supplies ``band_window`` and ``band_stride``; the default :class:`TileConfig` when None.
+    """
+
+    def __init__(
+        self, window_function: WindowFunction, *, name: str = "band-window", config: TileConfig | None = None
+    ) -> None:
+        self.window_function = window_function
+        self.name = name
+        self.config = config if config is not None else TileConfig()
+        self._plan: BandWindowPlan | None = None
+
+    def prepare(self, stats: CubeStatistics) -> None:
+        """Plan the band windows over the valid bands and fix each window's normalisation range."""
+        self._plan = BandWindowPlan.plan(stats, self.config.band_window, self.config.band_stride, mirror=False)
+
+    def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+        """Denoise one tile (B_valid, h, w) float32 -> same shape."""
+        return self.denoise_tiles([tile])[0].denoised
+
+    def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
+        """Denoise tiles of equal shape in one call of the window function (tiles of other shapes in another)."""
+        plan = self._plan
+        if plan is None:
+            raise ConfigError(f"{self.name}: call prepare(stats) before denoising tiles")
+        for tile in tiles:
+            if tile.ndim != 3 or tile.shape[0] != plan.bands:
+                raise CubeShapeError(
+                    f"{self.name} was prepared for tiles of {plan.bands} valid bands (B_valid, h, w); "
+                    f"got an array of shape {tuple(tile.shape)}"
+                )
+        if plan.bands == 0:
+            return [TileResult(np.array(tile, dtype=np.float32)) for tile in tiles]
+        results: dict[int, TileResult] = {}
+        for shape in dict.fromkeys(tile.shape for tile in tiles):
+            members = [index for index, tile in enumerate(tiles) if tile.shape == shape]
+            denoised = self._denoise_same_shape([tiles[i] for i in members], plan)
+            results.update((index, TileResult(values)) for index, values in zip(members, denoised, strict=True))
+        return [results[index] for index in range(len(tiles))]
+
+    def _denoise_same_shape(self, tiles: list[np.ndarray], plan: BandWindowPlan) -> list[np.ndarray]:
+        windows = np.stack(
+            [plan.normalise(tile, k) for tile in tiles for k in range(len(plan.windows))]
+        ).astype(np.float32, copy=False)
+        denoised_windows = np.asarray(self.window_function(windows))
+        if denoised_windows.shape != windows.shape:
+            raise CubeShapeError(
+                f"{self.name}: the window function must return the shape it was given {windows.shape}; "
+                f"got {denoised_windows.shape}"
+            )
+        outputs = []
+        per_tile = len(plan.windows)
+        for tile_index, tile in enumerate(tiles):
+            blended = np.zeros(tile.shape, dtype=np.float32)
+            for k in range(per_tile):
+                plan.accumulate(blended, k, denoised_windows[tile_index * per_tile + k])
+            outputs.append(plan.finish(blended))
+        return outputs
+
+
+class PixelMixer(DenoiserBase):
     """Visibly changes every value: half of it plus half the pixel's mean spectrum (a per-pixel method)."""
 
     name = "pixel-mixer"
@@ -51,7 +130,7 @@ class PixelMixer:
         return 0.5 * tile + 0.5 * tile.mean(axis=0, keepdims=True)
 
 
-class BoxFilter:
+class BoxFilter(DenoiserBase):
     """A 3 x 3 spatial mean per band: a NaN handed to it would spread to the eight neighbours."""
 
     name = "box"
@@ -215,7 +294,7 @@ class OutOfMemoryError(RuntimeError):
     """Named like torch's CUDA out-of-memory error."""
 
 
-class SmallMemoryDenoiser:
+class SmallMemoryDenoiser(DenoiserBase):
     """Fails with an out-of-memory error when given more than `limit` tiles at once."""
 
     name = "small-memory"
@@ -241,7 +320,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_going(error: type[Exception]) 
     cube = np.random.default_rng(6).random((3, 20, 16)).astype(np.float32)
     method = SmallMemoryDenoiser(limit=2, error=error)
     config = TileConfig(tile=4, overlap=0)  # 20 tiles: 8 = 4 calls of 2, then 6 batches of 2
-    result = denoise_module._run(MemoryReader(cube), denoise_module._ArrayWriter(cube.shape, np.float32), method,
+    result = denoise_module._run(MemoryReader(cube), ArrayWriter(cube.shape, np.float32), method,
                                  config, nodata=None, batch_size=8, progress=None)
     assert result.batch_size == 2
     assert method.calls[:3] == [8, 4, 2] and set(method.calls[3:]) == {2}
@@ -282,7 +361,7 @@ def test_lowrank_memory_estimate_counts_the_tile_work_not_the_scene() -> None:
     )
     work = {side: method[side] - pipeline[side] for side in method}
     assert work[256] == work[4096]  # the same sample and the same tiles
-    assert work[256] >= denoise_module.SUBSPACE_DCT_COPIES * dct_group_bytes(256, 256, 31)
+    assert work[256] >= memory_module.SUBSPACE_DCT_COPIES * dct_group_bytes(256, 256, 31)
     small_tiles = estimate_memory((31, 256, 256), "float32", TileConfig(tile=64, overlap=8), method="lowrank")
     assert small_tiles < method[256]
 
@@ -291,7 +370,7 @@ def test_memory_estimate_does_not_grow_with_rows_and_is_checked(monkeypatch: pyt
     config = TileConfig()
     short, tall = (estimate_memory((64, 256 + k * 224, 4096), "float32", config) for k in (2, 290))
     assert short == tall  # the same overlaps (rows are 224 apart in both), so the same memory
-    monkeypatch.setattr(denoise_module, "available_memory", lambda: 10 * 2**20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 10 * 2**20)
     with pytest.raises(ResourceError, match="MiB"):
         check_memory((64, 4096, 4096), np.float32, config)
     with pytest.raises(ConfigError):
@@ -394,7 +473,7 @@ def test_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
 
 def test_too_little_memory_is_refused_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_envi(tmp_path / "in.hdr", np.ones((3, 5, 6), dtype=np.float32))
-    monkeypatch.setattr(denoise_module, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 2**20)
     with pytest.raises(ResourceError, match="MiB of memory"):
         denoise(source, tmp_path / "out.hdr", IdentityDenoiser())
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.hdr", "in.img"]
@@ -410,13 +489,11 @@ def test_too_little_memory_is_refused_before_writing(tmp_path: Path, monkeypatch
     ],
 )
 def test_real_dead_and_nan_bands_are_found_and_left_untouched(
-    tmp_path: Path, relative: str, variable: str, dead: list[int], nan: list[int]
+    tmp_path: Path, shared_data: Path, relative: str, variable: str, dead: list[int], nan: list[int]
 ) -> None:
     from hsidenoise.io import open_cube
 
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.fail(f"{path} is missing: this test needs the shared data set next to the repository")
+    path = shared_data / relative
     with open_cube(path, var=variable) as reader:
         cube = reader.read()
         result = denoise(reader, tmp_path / "out.hdr", PixelMixer(), TileConfig(tile=32, overlap=8), dtype="same")
@@ -426,3 +503,26 @@ def test_real_dead_and_nan_bands_are_found_and_left_untouched(
     np.testing.assert_array_equal(output[dead + nan], cube[dead + nan])
     others = result.statistics.valid_bands
     assert np.abs(output[others].astype(float) - cube[others]).mean() > 0  # the method changed the rest
+
+
+def test_denoiser_base_gives_every_optional_hook_a_default() -> None:
+    """A method that implements only denoise_tile runs through the pipeline; the hooks have their defaults."""
+
+    class Halver(DenoiserBase):
+        name = "halver"
+
+        def denoise_tile(self, tile: np.ndarray) -> np.ndarray:
+            return tile * 0.5
+
+    method = Halver()
+    assert isinstance(method, Denoiser)
+    assert not method.wants_samples and method.adapt_progress is None and method.info() == {}
+    cube = np.random.default_rng(3).random((3, 10, 9)).astype(np.float32)
+    np.testing.assert_allclose(denoise_array(cube, method, TileConfig(tile=4, overlap=1)), cube * 0.5, rtol=1e-6)
+    [result] = method.denoise_tiles([cube])
+    np.testing.assert_array_equal(result.denoised, cube * 0.5)
+    assert result.info == {}
+    with pytest.raises(ConfigError, match="does not adapt"):
+        method.adapt_to([cube])
+    with pytest.raises(NotImplementedError, match="denoise_tile"):
+        DenoiserBase().denoise_tile(cube)

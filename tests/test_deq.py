@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hsidenoise.deq import DEQ
-from hsidenoise.solver import SolverConfig, anderson, fixed_point_iteration
+from hsidenoise.model.deq import DEQ
+from hsidenoise.model.solver import SolverConfig, anderson, fixed_point_iteration
 
 torch.set_num_threads(1)
 

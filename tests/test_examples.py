@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hsidenoise.cli import app
 from hsidenoise.io import read_cube
-from hsidenoise.metrics import estimate_noise_mad
+from hsidenoise.quality.metrics import estimate_noise_mad
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

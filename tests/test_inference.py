@@ -12,9 +12,9 @@ import torch
 from hsidenoise.denoise import denoise_array
 from hsidenoise.errors import ConfigError
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-from hsidenoise.methods import build_method
-from hsidenoise.model import PRESETS, build_model
-from hsidenoise.model.denoiser import DECSCDenoiser, InferenceConfig
+from hsidenoise.model import build_model
+from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
+from small_models import NOISE_AWARE
 from hsidenoise.tiling import mirror_bands
 from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.tiling import TileConfig
@@ -33,10 +33,10 @@ def smooth_cube(bands: int = 45, rows: int = 37, cols: int = 40, seed: int = 0) 
 
 
 def network(**solver: float | int):
-    """The lite network, untrained but with full-size corrections (synthesis_init 1) so that the model visibly
+    """The noise-aware band-window network (the retired ``lite`` architecture), untrained but with full-size corrections (synthesis_init 1) so that the model visibly
     changes the front end's estimate, and a deterministic initialisation."""
     torch.manual_seed(0)
-    config = replace(PRESETS["lite"], synthesis_init=1.0)
+    config = replace(NOISE_AWARE, synthesis_init=1.0)
     if solver:
         config = replace(config, solver=replace(config.solver, **solver))
     return build_model(config)
@@ -64,7 +64,7 @@ def test_the_optimised_and_naive_paths_agree_to_1e_3(front_end_only):
     # the naive path left the model as it found it: folded kernels, class forward, per-sample solver config
     convolutions = [m for m in model.modules() if isinstance(m, DifferenceConv3d)]
     assert convolutions and all(m.folded is not None and "forward" not in m.__dict__ for m in convolutions)
-    assert model.deq.config.per_sample == PRESETS["lite"].solver.per_sample
+    assert model.deq.config.per_sample == NOISE_AWARE.solver.per_sample
 
 
 def test_the_naive_path_runs_the_unfolded_definition_one_window_per_call(monkeypatch):
@@ -128,11 +128,11 @@ def test_fewer_bands_than_the_window_are_mirrored_and_cut_back(front_end_only):
 
 def test_info_reports_solver_evaluations_per_tile():
     cube = smooth_cube()
-    denoiser = build_method("decsc", model="lite", device="cpu", config=TILES, solver={"max_iter": 3})
+    denoiser = DECSCDenoiser(network(max_iter=3), band_stride=TILES.band_stride)
     tiles = [cube[:, :24, :24], cube[:, :24, 16:], cube[:, 13:, :24]]
     denoiser.prepare(_statistics(cube))
     results = denoiser.denoise_tiles(tiles)
-    lite = PRESETS["lite"].solver
+    lite = NOISE_AWARE.solver
     most = 1 + 3 + lite.phantom_steps  # initial point + at most max_iter solver evaluations + phantom steps
     for result in results:
         assert 1 + 1 + lite.phantom_steps <= result.info["evaluations"] <= most
@@ -184,7 +184,7 @@ def _statistics(cube: np.ndarray):
 def test_cuda_window_batch_follows_free_memory(monkeypatch):
     import torch
 
-    from hsidenoise.model.denoiser import BYTES_PER_WINDOW_VOXEL, MAX_CUDA_WINDOW_BATCH, cuda_window_batch
+    from hsidenoise.methods.decsc_bands import BYTES_PER_WINDOW_VOXEL, MAX_CUDA_WINDOW_BATCH, cuda_window_batch
 
     per_window = BYTES_PER_WINDOW_VOXEL * 31 * 256 * 256
     for free, expected in ((10 * per_window, 6), (per_window // 3, 1), (10**6 * per_window, MAX_CUDA_WINDOW_BATCH)):

@@ -463,7 +463,7 @@ def test_info_shows_the_georeferencing(tmp_path: Path, tiny_cube) -> None:
 
 
 def test_memory_estimate_counts_the_method_and_its_sample() -> None:
-    from hsidenoise.denoise import estimate_memory
+    from hsidenoise.methods.memory import estimate_memory
     from hsidenoise.tiling import TileConfig
 
     config = TileConfig()

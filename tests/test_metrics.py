@@ -10,7 +10,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from hsidenoise.errors import ConfigError, CubeShapeError
-from hsidenoise.metrics import (
+from hsidenoise.quality.metrics import (
     ergas,
     estimate_noise_mad,
     evaluate,

@@ -31,18 +31,21 @@ from hsidenoise.model.diffconv import (
 from hsidenoise.model.gic import GICLayer, ResidualConvPrior
 from hsidenoise.model.lsu import LSULayer
 from hsidenoise.model.swin import SwinBlock
-from hsidenoise.solver import SolverConfig
+from hsidenoise.model.solver import SolverConfig
+from small_models import NOISE_AWARE
 
 torch.set_num_threads(1)
 
 # The paper preset replicates each window 49 times (7 x 7 cycle spinning) and runs 96-atom 3-D convolutions, so
 # its smoke tests use the smallest window it accepts.
-SMOKE_SHAPES = {"paper": (1, 31, 7, 9), "lite": (2, 31, 20, 23)}
+SMOKE_SHAPES = {"paper": (1, 31, 7, 9), "noise-aware": (2, 31, 20, 23)}
+CONFIGS = {"paper": PRESETS["paper"], "noise-aware": NOISE_AWARE}
+"""The band-window family: the paper preset, and the noise-aware mode (the retired ``lite`` architecture)."""
 FAST_SOLVER = SolverConfig(max_iter=2, phantom_steps=1)
 
 
 def small(name: str) -> DECSCConfig:
-    return replace(PRESETS[name], solver=FAST_SOLVER)
+    return replace(CONFIGS[name], solver=FAST_SOLVER)
 
 
 def inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,7 +57,7 @@ def inputs(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.T
     return noisy, init, sigma
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in PRESETS.items() if isinstance(c, DECSCConfig)))  # band-window family; the subspace family: test_subspace.py
+@pytest.mark.parametrize("name", sorted(CONFIGS))  # band-window family; the subspace family: test_subspace.py
 def test_every_preset_denoises_to_the_input_shape_and_every_parameter_learns(name):
     torch.manual_seed(0)
     model = build_model(small(name)).train()
@@ -93,19 +96,21 @@ def test_paper_preset_is_the_papers_network_with_4_29_million_parameters():
     assert abs(parameters - 4.29e6) <= 0.01 * 4.29e6
 
 
-def test_lite_preset_is_small():
-    assert 0.1e6 <= count_parameters(build_model("lite")) <= 0.3e6
+def test_the_presets_are_paper_and_subspace_lite_is_retired():
+    assert set(PRESETS) == {"paper", "subspace"}
+    with pytest.raises(ConfigError, match="unknown DECSC preset 'lite'"):
+        build_model("lite")
 
 
 def test_list_presets_reports_each_preset_with_its_parameter_count():
     rows = {row["name"]: row for row in list_presets()}
     assert set(rows) == set(PRESETS)
-    assert rows["lite"]["parameters"] == count_parameters(build_model("lite"))
-    assert rows["lite"]["noise_aware"] and not rows["paper"]["noise_aware"]
+    assert rows["subspace"]["parameters"] == count_parameters(build_model("subspace"))
+    assert rows["subspace"]["noise_aware"] and not rows["paper"]["noise_aware"]
 
 
 def test_unknown_preset_is_a_config_error():
-    with pytest.raises(ConfigError, match="lite"):
+    with pytest.raises(ConfigError, match="paper"):
         build_model("huge")
 
 
@@ -114,7 +119,7 @@ def test_unknown_preset_is_a_config_error():
 
 def test_a_band_with_tiny_noise_is_left_at_the_initial_estimate():
     torch.manual_seed(0)
-    model = build_model("lite").eval()
+    model = build_model(NOISE_AWARE).eval()
     shape = (1, 31, 24, 24)
     generator = torch.Generator().manual_seed(1)
     init = torch.rand(shape, generator=generator)
@@ -131,7 +136,7 @@ def test_a_band_with_tiny_noise_is_left_at_the_initial_estimate():
 def test_the_correction_is_invariant_to_the_units_of_the_residual():
     # r = (noisy - init) / sigma is unchanged when the residual and sigma scale together; the correction scales.
     torch.manual_seed(0)
-    model = build_model("lite").eval()
+    model = build_model(NOISE_AWARE).eval()
     noisy, init, sigma = inputs((1, 31, 16, 16))
     with torch.inference_mode():
         base, _ = model(noisy, init=init, sigma=sigma)
@@ -151,7 +156,7 @@ def test_paper_mode_ignores_init_and_sigma():
 
 def test_windows_of_a_batch_are_denoised_independently():
     torch.manual_seed(0)
-    model = build_model("lite").eval()
+    model = build_model(NOISE_AWARE).eval()
     noisy, init, sigma = inputs((2, 31, 16, 16))
     noisy[1] = noisy[1] * 3  # a much harder second window: different convergence
     with torch.inference_mode():
@@ -169,7 +174,7 @@ def test_windows_of_a_batch_are_denoised_independently():
     ],
 )
 def test_bad_inputs_are_one_line_errors(shape, with_sigma, error):
-    model = build_model("lite")
+    model = build_model(NOISE_AWARE)
     noisy = torch.rand(shape)
     sigma = torch.full(shape[:2], 0.1) if with_sigma else None
     with pytest.raises(error) as info:
@@ -178,7 +183,7 @@ def test_bad_inputs_are_one_line_errors(shape, with_sigma, error):
 
 
 def test_cycle_spinning_copies_align_back_exactly():
-    model = build_model(replace(small("lite"), shifts=3))
+    model = build_model(replace(small("noise-aware"), shifts=3))
     image = torch.rand(2, 31, 7, 10)
     copies = model._spin(image)
     assert copies.shape == (2 * 9, 31, 9, 12)
@@ -271,7 +276,7 @@ def test_folded_kernel_is_refreshed_after_training_changes_the_weights():
 
 def test_model_folded_for_inference_gives_the_same_output():
     torch.manual_seed(0)
-    model = build_model("lite").eval()
+    model = build_model(NOISE_AWARE).eval()
     noisy, init, sigma = inputs((1, 31, 16, 16))
     with torch.inference_mode():
         before, _ = model(noisy, init=init, sigma=sigma)
@@ -366,7 +371,7 @@ def test_shifted_swin_block_mixes_across_window_borders_only_when_shifted():
 
 def test_weights_round_trip_exactly(tmp_path):
     torch.manual_seed(0)
-    model = build_model("lite")
+    model = build_model(NOISE_AWARE)
     model.train()
     noisy, init, sigma = inputs((1, 31, 16, 16))
     model(noisy, init=init, sigma=sigma)  # one training forward moves the power-iteration vectors
@@ -379,7 +384,7 @@ def test_weights_round_trip_exactly(tmp_path):
     assert set(original) == set(restored)
     assert all(torch.equal(original[k], restored[k]) for k in original)
     meta = json.loads((tmp_path / "decsc-lite.json").read_text())
-    assert (meta["preset"], meta["band_window"], meta["parameters"]) == ("lite", 31, count_parameters(model))
+    assert (meta["preset"], meta["band_window"], meta["parameters"]) == (None, 31, count_parameters(model))
     model.eval()
     with torch.inference_mode():
         torch.testing.assert_close(
@@ -388,7 +393,7 @@ def test_weights_round_trip_exactly(tmp_path):
 
 
 def _saved(tmp_path):
-    model = build_model("lite")
+    model = build_model(NOISE_AWARE)
     return save_weights(model, model.config, tmp_path / "w", {})
 
 
@@ -439,7 +444,7 @@ def test_saved_weights_are_readable_by_others(tmp_path):
     import os
     import stat
 
-    model = build_model("lite")
+    model = build_model(NOISE_AWARE)
     umask = os.umask(0o022)
     try:
         path = save_weights(model, model.config, tmp_path / "shared", {})

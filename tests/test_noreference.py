@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.denoise import denoise_array
+from hsidenoise.denoiser import DenoiserBase
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.io import write_cube
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-from hsidenoise.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
+from hsidenoise.quality.noreference import WHITENESS_SIGMAS, no_reference_quality, sure_mse, whiteness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,7 +34,7 @@ def smooth_cube(bands: int, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     return np.einsum("bk,khw->bhw", spectra, abundances) / 2.2 + 0.1
 
 
-class BoxSmoother:
+class BoxSmoother(DenoiserBase):
     """A linear denoiser: a 3 x 3 mean filter per band (its divergence is known, its SURE exact on average)."""
 
     name = "box"
@@ -189,7 +190,7 @@ def test_cli_eval_without_reference_json_and_files(pair: Path) -> None:
         (["eval", "half.tif", "--noisy", "small.tif"], 1),  # shapes differ
         (["eval", "half.tif", "--noisy", "missing.tif"], 1),
         (["eval", "half.tif", "--ref", "noisy.tif", "--method", "lowrank"], 2),
-        (["eval", "half.tif", "--noisy", "noisy.tif", "--model", "lite"], 2),  # --model without --method decsc
+        (["eval", "half.tif", "--noisy", "noisy.tif", "--model", "paper"], 2),  # --model without --method decsc
     ],
 )
 def test_cli_eval_without_reference_refuses_with_one_line(pair: Path, args: list[str], code: int, monkeypatch) -> None:

@@ -12,13 +12,13 @@ import pytest
 from matplotlib.image import imread
 from matplotlib.text import Text
 
-import hsidenoise.report as report_module
-from hsidenoise.artefacts import choose_profile_bands, measure_band_artefacts, spectral_band_noise
+import hsidenoise.quality.plots as report_module
+from hsidenoise.quality.artefacts import choose_profile_bands, measure_band_artefacts, spectral_band_noise
 from hsidenoise.cube import CubeMeta
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
-from hsidenoise.metrics import evaluate
-from hsidenoise.plot_labels import value_units_of, wavelength_unit_symbol
-from hsidenoise.report import (
+from hsidenoise.quality.metrics import evaluate
+from hsidenoise.quality.labels import value_units_of, wavelength_unit_symbol
+from hsidenoise.quality.plots import (
     _write_atomically,
     pick_rgb_bands,
     plot_noise_before_after,

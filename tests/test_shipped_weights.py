@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from hsidenoise.cli import app
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.io import read_cube, write_cube
-from hsidenoise.metrics import mpsnr
+from hsidenoise.quality.metrics import mpsnr
 from hsidenoise.model import find_default_weights, load_weights
 from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube
 

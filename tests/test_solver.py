@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import brentq
 
 from hsidenoise.errors import ConfigError, CubeShapeError
-from hsidenoise.solver import SolverConfig, anderson, fixed_point_iteration
+from hsidenoise.model.solver import SolverConfig, anderson, fixed_point_iteration
 
 torch.set_num_threads(1)
 

@@ -12,6 +12,7 @@ from spectral.io import envi as spy_envi
 
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.denoise import denoise, denoise_array
+from hsidenoise.denoiser import DenoiserBase
 from hsidenoise.errors import CubeReadError, CubeWriteError
 from hsidenoise.io import convert_cube, create_cube, open_cube, read_cube, write_cube
 from hsidenoise.io import convert as convert_module
@@ -108,7 +109,7 @@ def test_envi_blocks_written_in_any_order_give_the_same_file(tmp_path: Path, tin
 # --------------------------------------------------------------------------- the pipeline
 
 
-class SmoothAndMix:
+class SmoothAndMix(DenoiserBase):
     """A spatial 3 x 3 mean plus a per-pixel spectral mix: every tile edge and every overlap shows in the output."""
 
     name = "smooth-and-mix"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from hsidenoise.data import TrainingCube, make_rng
+from hsidenoise.training.data import TrainingCube, make_rng
 from hsidenoise.subspace import LowRankConfig
 from hsidenoise.model import PRESETS, build_model
-from hsidenoise.model.subspace import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig
+from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig
 from hsidenoise.noise import NoiseSpec
-from hsidenoise.solver import SolverConfig
-from hsidenoise.subspace_data import SubspaceSampler, SubspaceSamplerConfig, eigen_region
+from hsidenoise.model.solver import SolverConfig
+from hsidenoise.training.subspace_pairs import SubspaceSampler, SubspaceSamplerConfig, eigen_region
 
 torch.set_num_threads(1)
 
@@ -93,7 +93,7 @@ def test_subspace_config_round_trips_and_rejects_bad_sizes() -> None:
     from hsidenoise.model.decsc import config_from_dict
 
     assert config_from_dict(TINY.to_dict()) == TINY
-    assert config_from_dict(PRESETS["lite"].to_dict()) == PRESETS["lite"]
+    assert config_from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
     with pytest.raises(ConfigError):
         SubspaceDECSCConfig(gic_kernel=4)
     with pytest.raises(ConfigError):
@@ -218,8 +218,8 @@ def _train_config(cube_files: tuple[Path, Path], out: Path, **overrides: object)
 
 
 def test_subspace_training_lowers_the_loss_on_a_fixed_probe(cube_files: tuple[Path, Path], tmp_path: Path) -> None:
-    from hsidenoise.data import load_training_set
-    from hsidenoise.training.subspace import subspace_loss
+    from hsidenoise.training.data import load_training_set
+    from hsidenoise.training.families import subspace_loss
     from hsidenoise.training import fit
 
     # with the identity as the pilot the model has all of the noise to remove: a loss it can visibly lower
@@ -288,7 +288,7 @@ def test_weights_round_trip_and_an_untrained_model_runs_as_its_front_end(tmp_pat
 
 def test_a_trained_like_model_changes_the_result_and_stays_finite() -> None:
     from hsidenoise.denoise import denoise_array
-    from hsidenoise.model.subspace_denoiser import build_subspace_decsc
+    from hsidenoise.methods.decsc import build_subspace_decsc
     from hsidenoise.noise import add_noise
 
     torch.manual_seed(3)

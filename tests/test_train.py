@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hsidenoise.data import (
+from hsidenoise.training.data import (
     LowRankFrontEnd,
     PatchSampler,
     SamplerConfig,
@@ -197,7 +197,7 @@ def test_load_training_set_skips_cubes_without_enough_bands_or_pixels(tmp_path: 
 
 def tiny_model_config():
     from hsidenoise.model import DECSCConfig
-    from hsidenoise.solver import SolverConfig
+    from hsidenoise.model.solver import SolverConfig
 
     return DECSCConfig(
         bands=31,
@@ -306,6 +306,26 @@ def test_resume_after_a_kill_gives_bit_identical_weights(
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     assert [score.mpsnr for score in resumed.history] == [score.mpsnr for score in straight.history]
+
+
+def test_the_paper_network_takes_a_training_step(cube_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """The authors' network (``train --preset paper``, for GPU training) trains on the CPU: one step, its
+    architecture as the preset's, with a one-evaluation solve to keep it quick."""
+    from dataclasses import replace
+
+    from hsidenoise.model import PRESETS
+    from hsidenoise.model.solver import SolverConfig
+    from hsidenoise.training import fit
+
+    paper = replace(PRESETS["paper"], solver=SolverConfig(max_iter=1, phantom_steps=1))
+    result = fit(
+        tiny_train_config(
+            cube_files, tmp_path / "paper", model=paper, epochs=1, steps_per_epoch=1, batch_size=1, validation=()
+        )
+    )
+    assert result.steps == 1 and result.weights is not None and result.weights.is_file()
+    assert result.model.config.bands == 31 and result.model.config.prior == "swin"
+    assert all(bool(torch.isfinite(p).all()) for p in result.model.parameters())
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(cube_files: tuple[Path, Path], tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def info(
 ) -> None:
     """Shape, data type, layout, wavelengths, dead / NaN / nodata bands, per-band noise, memory needed."""
     with errors_as_one_line():
-        from hsidenoise.describe import describe_cube
+        from hsidenoise.quality.describe import describe_cube
 
         facts = describe_cube(cube, fmt=value_of(fmt), var=var, axes=axes)
         if json_output:

@@ -45,7 +45,7 @@ def noise(
     with errors_as_one_line():
         import numpy as np
 
-        from hsidenoise.batch import cube_files
+        from hsidenoise.io.discovery import cube_files
         from hsidenoise.io import create_cube, read_cube
         from hsidenoise.io.staging import output_folder
         from hsidenoise.noise import NoiseSpec, add_noise, normalise_cube

@@ -115,7 +115,10 @@ def run(
         method = MethodChoice.decsc if model is not None else MethodChoice.lowrank
     with errors_as_one_line():
         cpu_threads = thread_count(threads)  # before numpy and torch load their thread pools
-        from hsidenoise.batch import batch_document, expand_inputs, jobs_of, plan_jobs, run_jobs, several_inputs
+        from hsidenoise.batch import (
+            batch_document, convergence_warning, jobs_of, parse_profile_bands, plan_jobs, run_jobs,
+        )  # fmt: skip
+        from hsidenoise.io.discovery import expand_inputs, several_inputs
         from hsidenoise.methods import build_method
         from hsidenoise.provenance import method_provenance
         from hsidenoise.scaleout import RankGroup, Ranks, Shard
@@ -143,7 +146,7 @@ def run(
                 method.value, model=weights, device=device_choice, config=config, solver=solver, spatial=spatial.value,
                 adapt_seconds=adapt_seconds if adapt else 0.0,
             )  # fmt: skip
-            if adapt and hasattr(denoiser, "adapt_progress"):
+            if adapt:
                 tick = bars.callback("adapting")
                 denoiser.adapt_progress = lambda spent, allowed: tick(int(spent), int(allowed))
             if talk and method.value == "decsc":
@@ -241,39 +244,3 @@ def batch_interruption(
             "no output was left half-written: re-run the same command to do the rest"
         )
         raise interruption_exit(stop, detail) from None
-
-
-def parse_profile_bands(text: str | None, *, report: Path | None) -> list[int] | None:
-    """``--profile-bands 3,103,150`` as band numbers (from 0); whether each input has them is checked by
-    :func:`hsidenoise.batch.run_jobs` before any work.
-
-    Raises:
-        ConfigError: not a comma-separated list of whole numbers >= 0, or given without ``--report``.
-    """
-    from hsidenoise.errors import ConfigError
-
-    if text is None:
-        return None
-    if report is None:
-        raise ConfigError("--profile-bands chooses the bands of the report's profile plot; add --report DIR")
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise ConfigError(
-            f"--profile-bands takes band numbers from 0 separated by commas, e.g. 3,103,150; got {text!r}"
-        )
-    return list(dict.fromkeys(int(part) for part in parts))
-
-
-def convergence_warning(solver: dict) -> str | None:
-    """The one line about tiles whose solver stopped above its tolerance (``run_summary``'s ``solver``), or None."""
-    missed = solver.get("tiles_not_converged") or 0
-    if not missed:
-        return None
-    residual, tol = solver.get("max_residual"), solver.get("tol")
-    why = f" (residual {residual:.2g} > tol {tol:.2g})" if residual is not None and tol is not None else ""
-    evaluations = solver.get("evaluations_max")
-    after = f" after {evaluations:.0f} evaluations" if evaluations is not None else ""
-    return (
-        f"{missed} of {solver.get('tiles', missed)} tiles did not converge{why}{after}; "
-        "the output is the solver's best iterate, as in training (--max-iter sets the budget)"
-    )

@@ -35,7 +35,7 @@ def _train_config(
     loss: str,
     self_supervised: bool = False,
 ):
-    from hsidenoise.data import SamplerConfig, parse_noise_mix
+    from hsidenoise.training.data import SamplerConfig, parse_noise_mix
     from hsidenoise.subspace import LowRankConfig
     from hsidenoise.training import TrainConfig
 
@@ -48,7 +48,7 @@ def _train_config(
     if self_supervised:  # the data are the user's noisy cubes: no synthetic noise, SURE in whitened units
         from dataclasses import replace
 
-        from hsidenoise.training.subspace import subspace_sampler_config
+        from hsidenoise.training.families import subspace_sampler_config
 
         sampler = replace(subspace_sampler_config(sampler), self_supervised=True, real_fraction=1.0)
     return TrainConfig(
@@ -110,7 +110,7 @@ def _training_command(finetuning: bool):
         validation: Annotated[
             list[Path] | None, typer.Option("--validation", help="Cubes scored each epoch, never trained on.")
         ] = None,
-        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): subspace, lite or paper.")] = "subspace",
+        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): subspace or paper.")] = "subspace",
         from_weights: Annotated[
             Path | None, typer.Option("--from", help="Weights to start from (finetune; default: the shipped ones).")
         ] = None,

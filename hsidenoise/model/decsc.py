@@ -4,9 +4,10 @@ X = C + U (eq. 2): C = K (x) S, global inter-band common structures with codes S
 layer), U = D * H, local spatial-spectral unique structures with 3-D atoms (LSU layer). One layer of the
 equilibrium is the Gauss-Seidel ISTA update of S, then of H (eq. 20); its fixed point (S*, H*) (eq. 14) is
 found by Anderson acceleration without gradient and differentiated by the phantom gradient
-(:mod:`hsidenoise.deq`); the output is X-hat = K (x) S* + D * H* (eq. 21).
+(:mod:`hsidenoise.model.deq`); the output is X-hat = K (x) S* + D * H* (eq. 21).
 
-Noise-aware mode (``noise_aware=True``, the ``lite`` preset): the network does not denoise the noisy window
+Noise-aware mode (``noise_aware=True``; no shipped preset uses it since ``lite`` was retired, the subspace DECSC
+of :mod:`hsidenoise.model.subspace_decsc` works the same way on eigen-images): the network does not denoise the noisy window
 itself but the whitened residual of a classical estimate, r = (noisy - init) / sigma, which has unit noise in
 every band, and returns init + sigma * X-hat(r). A band with little noise thus receives a correction scaled by
 its small sigma, and the soft thresholds act on unit-noise data. Paper mode (``noise_aware=False``) is plain
@@ -26,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hsidenoise.deq import DEQ
+from hsidenoise.model.deq import DEQ
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.model.gic import GICLayer, ResidualConvPrior
 from hsidenoise.model.lsu import LSULayer
 from hsidenoise.model.swin import SwinPrior
-from hsidenoise.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats
 
 SIGMA_FLOOR = 1e-4
 """Per-band noise levels are clamped from below to this before whitening (in the data's units)."""
@@ -140,26 +141,6 @@ PRESETS: dict[str, DECSCConfig] = {
     # 16 heads, window 4, MLP ratio 4, 20 Anderson iterations, L = 5 phantom steps; strides 7 with 7x7 cycle
     # spinning as the authors' code most likely ran it (see ../shared/reference/peers-and-conventions.md §1.2).
     "paper": DECSCConfig(),
-    # Noise-aware and light enough to train on two CPU cores: it refines a classical estimate in whitened
-    # units. GIC 32 atoms 9x9 and LSU 8 atoms 3x7x7, both at stride 4 (LSU stride 2 was 2-4x slower), one
-    # residual conv block as Net1, 6 Anderson evaluations + 2 phantom steps: 0.27 M parameters, about 0.5 s
-    # per training step on 8 x 31 x 64 x 64 and 0.7 s per 31 x 256 x 256 window on two cores.
-    "lite": DECSCConfig(
-        gic_atoms=32,
-        gic_kernel=9,
-        gic_stride=4,
-        lsu_atoms=8,
-        lsu_kernel=7,
-        lsu_stride=4,
-        shifts=1,
-        prior="conv",
-        prior_depth=1,
-        prior_width=32,
-        noise_aware=True,
-        threshold_init=2.5,  # in whitened units the noise has std 1: start by passing only > 2.5 sigma structure
-        synthesis_init=0.05,  # start near the front end's estimate (a near-zero correction)
-        solver=SolverConfig(max_iter=6, phantom_steps=2),
-    ),
 }
 
 
@@ -170,7 +151,9 @@ class DECSC(nn.Module):
         config: architecture and solver.
 
     Example:
-        >>> model = DECSC(PRESETS["lite"]).eval()
+        >>> small = DECSCConfig(gic_atoms=8, gic_stride=4, lsu_atoms=4, lsu_kernel=5, lsu_stride=4, shifts=1,
+        ...                     prior="conv", prior_depth=1, prior_width=8, noise_aware=True)
+        >>> model = DECSC(small).eval()
         >>> noisy = torch.rand(1, 31, 32, 32)
         >>> with torch.inference_mode():
         ...     clean, stats = model(noisy, init=noisy, sigma=torch.full((1, 31), 0.05))
@@ -318,7 +301,7 @@ class DECSC(nn.Module):
         return self
 
 
-from hsidenoise.model.subspace import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
+from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
 
 PRESETS.update(SUBSPACE_PRESETS)  # type: ignore[arg-type]  # one registry for both families
 

@@ -23,7 +23,7 @@ from hsidenoise.model.decsc import AnyConfig, AnyModel, build_model, config_from
 WEIGHTS_FORMAT = "hsidenoise-decsc-weights/1"
 DEFAULT_WEIGHTS_NAME = "decsc-subspace"
 """Stem of the shipped weights in ``weights/`` that ``--method decsc`` uses without ``--model`` (the subspace
-weights: as good as the band-window ``lite`` weights, both level with the front end, and faster)."""
+weights, level with the front end; the only weights that ship)."""
 NORMALISATION = "min-max per band window, one (min, max) over the window's valid bands of the whole cube"
 
 

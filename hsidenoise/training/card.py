@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hsidenoise import __version__
-from hsidenoise.data import format_noise_mix
+from hsidenoise.training.data import format_noise_mix
 
 if TYPE_CHECKING:
-    from hsidenoise.data import TrainingSet
+    from hsidenoise.training.data import TrainingSet
     from hsidenoise.model import DECSC
     from hsidenoise.subspace import LowRankConfig
     from hsidenoise.training.checkpoints import Position
-    from hsidenoise.training.loop import TrainConfig
+    from hsidenoise.training.config import TrainConfig
     from hsidenoise.training.processes import Processes
 
 

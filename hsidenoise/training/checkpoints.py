@@ -21,9 +21,9 @@ from hsidenoise.training.validation import ValidationScore
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.data import PatchSampler, TrainingSet
+    from hsidenoise.training.data import PatchSampler, TrainingSet
     from hsidenoise.model import DECSC, DECSCConfig
-    from hsidenoise.training.loop import TrainConfig
+    from hsidenoise.training.config import TrainConfig
     from hsidenoise.training.processes import Processes
 
 logger = logging.getLogger(__name__)

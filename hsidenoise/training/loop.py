@@ -1,9 +1,10 @@
 """The training loop: :func:`fit` and :func:`finetune`, behind ``hsidenoise train`` and ``hsidenoise finetune``.
 
 One loop serves both (:func:`fit` from a fresh model, :func:`finetune` from saved weights at a lower learning
-rate). Per step: a batch from :class:`hsidenoise.data.PatchSampler` (noise, low-rank front end, random windows,
-each normalised as at inference), the model's output compared with the clean window by MSE (or log-MSE), Adam,
-and the learning rate halved every ``lr_step_epochs`` epochs (the paper's schedule). bf16 autocast on CUDA only.
+rate) and both model families: what differs per family (the sampler, the loss, the validation, the parameter
+groups) comes from its :class:`~hsidenoise.training.families.Family`, so the loop has no branch on it. Per step:
+a batch from the family's sampler, its loss, Adam, and the learning rate halved every ``lr_step_epochs`` epochs
+(the paper's schedule). bf16 autocast on CUDA only.
 
 Each step runs through :mod:`~hsidenoise.training.processes` (data-parallel under ``torchrun``); after every
 epoch the model is scored (:mod:`~hsidenoise.training.validation`), checkpoints are written on a timer
@@ -16,7 +17,6 @@ The library never prints: progress goes to the ``progress`` callback as :class:`
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -26,102 +26,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hsidenoise.data import LowRankFrontEnd, PatchSampler, SamplerConfig, load_training_set, make_rng
 from hsidenoise.device import autocast
 from hsidenoise.errors import ConfigError
 from hsidenoise.training.card import model_card, write_weights
 from hsidenoise.training.checkpoints import CHECKPOINT_NAME, Checkpoint, Position, run_identity
+from hsidenoise.training.config import DEFAULT_LR, FINETUNE_LR, LR_DECAY, TrainConfig
+from hsidenoise.training.data import load_training_set, make_rng
+from hsidenoise.training.families import family_of
 from hsidenoise.training.processes import Processes
-from hsidenoise.training.validation import (
-    VALIDATION_SEED,
-    ValidationScore,
-    band_window_of,
-    mean_score,
-    prepare_validation,
-    validate,
-    validate_subspace_model,
-)
+from hsidenoise.training.validation import ValidationScore
 
 if TYPE_CHECKING:
-    import torch
-
-    from hsidenoise.data import FrontEnd
-    from hsidenoise.model import DECSC, DECSCConfig
+    from hsidenoise.model import DECSC
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_LR = 1e-4
-"""Adam's learning rate for :func:`fit` (the paper's)."""
-FINETUNE_LR = 2e-5
-"""Adam's learning rate for :func:`finetune`: small steps away from weights that already work."""
-LR_DECAY = 0.5
-"""Factor applied to the learning rate every ``lr_step_epochs`` epochs (the paper halves it)."""
-LOSSES: tuple[str, ...] = ("mse", "logmse")
-"""``mse``: mean squared error over the batch. ``logmse``: mean over examples of log(MSE_n), i.e. -PSNR up to
-constants, so that easy (low-noise) and hard (mixture) examples weigh the same."""
-
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs.
-
-    Attributes:
-        model: a preset name of :data:`hsidenoise.model.PRESETS` or a :class:`DECSCConfig` (ignored by
-            :func:`finetune`, which takes the architecture from the weights).
-        data: cube files or directories of cubes (any format, any band count, searched recursively).
-        validation: cube files to score on after each epoch; never trained on, even when under ``data``.
-        out_dir: where ``checkpoint.pt``, the weights and the card go.
-        sampler: crops, noise mix and examples per front-end run.
-        batch_size: examples per optimizer step (per process under torchrun).
-        lr: Adam's initial learning rate; None is :data:`DEFAULT_LR` for fit, :data:`FINETUNE_LR` for finetune.
-        lr_step_epochs: the learning rate is multiplied by :data:`LR_DECAY` every this many epochs.
-        epochs: epochs to run; None runs until ``time_budget_s``.
-        time_budget_s: stop (checkpoint and weights written) once this much training time has passed,
-            counted across resumes; None for no limit.
-        steps_per_epoch: optimizer steps per epoch (validation runs between epochs).
-        seed: seeds the model initialisation, the sampler and torch's random state.
-        checkpoint_every_s: seconds between checkpoints (one is always written at the end).
-        loss: one of :data:`LOSSES`.
-        validation_crop: side of the central crop of each validation cube that is scored (keeps it cheap).
-    """
-
-    model: str | DECSCConfig = "lite"
-    data: tuple[Path, ...] = ()
-    validation: tuple[Path, ...] = ()
-    out_dir: Path = Path("runs/decsc")
-    sampler: SamplerConfig = SamplerConfig()
-    batch_size: int = 8
-    lr: float | None = None
-    lr_step_epochs: int = 10
-    epochs: int | None = 30
-    time_budget_s: float | None = None
-    steps_per_epoch: int = 250
-    seed: int = 0
-    checkpoint_every_s: float = 300.0
-    loss: Literal["mse", "logmse"] = "mse"
-    validation_crop: int = 96
-
-    def __post_init__(self) -> None:
-        if not self.data:
-            raise ConfigError("TrainConfig.data is empty; pass at least one cube file or directory (--data DIR)")
-        for name in ("batch_size", "lr_step_epochs", "steps_per_epoch", "validation_crop"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig.{name} must be at least 1; got {getattr(self, name)}")
-        if self.epochs is None and self.time_budget_s is None:
-            raise ConfigError("give epochs or a time budget (--epochs N or --time-budget SECONDS); got neither")
-        if self.epochs is not None and self.epochs < 1:
-            raise ConfigError(f"TrainConfig.epochs must be at least 1 (or None with a time budget); got {self.epochs}")
-        if self.time_budget_s is not None and not self.time_budget_s > 0:
-            raise ConfigError(f"time_budget_s must be positive; got {self.time_budget_s}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number; got {self.lr}")
-        if not self.checkpoint_every_s >= 0:
-            raise ConfigError(f"checkpoint_every_s must be >= 0; got {self.checkpoint_every_s}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}")
-
-
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -283,15 +201,7 @@ def _loop(
     from torch.nn.parallel import DistributedDataParallel
 
     device = processes.device()
-    subspace = _is_subspace(model)
-    from hsidenoise.subspace_data import SubspaceSamplerConfig
-
-    if isinstance(cfg.sampler, SubspaceSamplerConfig) and not subspace:
-        raise ConfigError(
-            "subspace training settings (self-supervised or eigen-domain pairs) need a subspace DECSC model; "
-            "use --preset subspace or subspace weights"
-        )
-    band_window = 2 if subspace else band_window_of(model)  # the subspace model takes any band count >= 2
+    family = family_of(cfg, model)
     out_dir = Path(cfg.out_dir)
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if not resume and checkpoint_path.exists():
@@ -300,38 +210,16 @@ def _loop(
             "another --out (delete the folder to start over)"
         )
     training = load_training_set(
-        cfg.data, band_window=band_window, patch_size=cfg.sampler.patch_size, exclude=cfg.validation
+        cfg.data, band_window=family.band_window, patch_size=cfg.sampler.patch_size, exclude=cfg.validation
     )
     if processes.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    if subspace:
-        from hsidenoise.training.subspace import prepare_subspace_validation, subspace_sampler_config
-
-        subspace_sampler = subspace_sampler_config(cfg.sampler)
-        front_end: FrontEnd | None = None
-        cases: list[Any] = (
-            prepare_subspace_validation(
-                cfg.validation, subspace_sampler, crop=cfg.validation_crop, seed=VALIDATION_SEED
-            )
-            if processes.is_main and cfg.validation
-            else []
-        )
-    else:
-        front_end = LowRankFrontEnd.from_sampler(cfg.sampler) if model.config.noise_aware else None
-        cases = (
-            prepare_validation(
-                cfg.validation, cfg.sampler, band_window=band_window, crop=cfg.validation_crop, front_end=front_end
-            )
-            if processes.is_main and cfg.validation
-            else []
-        )
-
-    card_front_end = subspace_sampler.front_end if subspace else (cfg.sampler.front_end if front_end else None)
+    cases = family.validation_cases() if processes.is_main and cfg.validation else []
     model.to(device).train()
     network: torch.nn.Module = model
     if processes.world_size > 1:
         network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(_parameter_groups(model, lr), lr=lr)
+    optimizer = torch.optim.Adam(family.parameter_groups(lr), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=LR_DECAY)
     torch.manual_seed(int(np.random.SeedSequence([cfg.seed, processes.rank, 1]).generate_state(1)[0]))
 
@@ -357,22 +245,7 @@ def _loop(
             )
         )
 
-    sampler: Any
-    if subspace:
-        from hsidenoise.subspace_data import SubspaceSampler
-
-        sampler = SubspaceSampler(
-            training.cubes, subspace_sampler, rng=make_rng(cfg.seed, processes.rank), on_round=lambda _: report("round")
-        )
-    else:
-        sampler = PatchSampler(
-            training.cubes,
-            cfg.sampler,
-            band_window=band_window,
-            rng=make_rng(cfg.seed, processes.rank),
-            front_end=front_end,
-            on_round=lambda _: report("round"),
-        )
+    sampler = family.sampler(training.cubes, make_rng(cfg.seed, processes.rank), lambda _: report("round"))
     checkpoint = Checkpoint(
         checkpoint_path, run_identity(cfg, model.config, training, processes), processes, model, optimizer,
         scheduler, sampler,
@@ -389,14 +262,7 @@ def _loop(
         while position.step_in_epoch < cfg.steps_per_epoch:
             batch = sampler.next_batch(cfg.batch_size).to(device)
             with autocast(device):
-                if subspace:
-                    from hsidenoise.training.subspace import subspace_loss
-
-                    probe_rng = np.random.default_rng([cfg.seed, processes.rank, position.step])  # resumable
-                    loss = subspace_loss(network, batch, sampler=subspace_sampler, rng=probe_rng)
-                else:
-                    output, _ = network(batch.noisy, init=batch.init, sigma=batch.sigma)
-                    loss = _loss(cfg.loss, output.float(), batch.clean)
+                loss = family.loss(network, batch, (cfg.seed, processes.rank, position.step))  # resumable
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -420,16 +286,13 @@ def _loop(
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
                 scheduler.step()
             if cases:
-                if subspace:
-                    score = mean_score(validate_subspace_model(model, cases, subspace_sampler, device=device))
-                else:
-                    score = validate(model, cases, device=device)
+                score = family.validate(cases, device)
                 best = max((s.mpsnr for s in position.history), default=-np.inf)
                 position.history.append(score)
                 if processes.is_main and score.mpsnr > best:  # keep the best epoch's weights too
                     card = model_card(
                         cfg, training, position, clock.elapsed_s(), from_weights, lr, processes,
-                        card_front_end,
+                        family.card_front_end,
                     )  # fmt: skip
                     write_weights(model, out_dir, from_weights, {**card, "best_of_run": True}, suffix="-best")
                     model.train()
@@ -438,7 +301,7 @@ def _loop(
     wall_time_s = clock.elapsed_s()
     checkpoint.save(position, wall_time_s, from_weights)
     model.eval()
-    card = model_card(cfg, training, position, wall_time_s, from_weights, lr, processes, card_front_end)
+    card = model_card(cfg, training, position, wall_time_s, from_weights, lr, processes, family.card_front_end)
     weights = write_weights(model, out_dir, from_weights, card) if processes.is_main else None
     report("done")
     return TrainResult(
@@ -452,34 +315,3 @@ def _loop(
         history=tuple(position.history),
         card=card,
     )
-
-
-
-def _loss(name: str, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """``mse``: mean squared error; ``logmse``: mean over examples of log(MSE_n + 1e-10)."""
-    import torch
-
-    if name == "mse":
-        return torch.nn.functional.mse_loss(output, clean)
-    per_example = (output - clean).square().flatten(1).mean(dim=1)
-    return torch.log(per_example + 1e-10).mean()
-
-
-def _is_subspace(model: Any) -> bool:
-    from hsidenoise.model.subspace import KIND
-
-    return getattr(model.config, "kind", None) == KIND
-
-
-THRESHOLD_LR_FACTOR = 10.0
-"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest."""
-
-
-def _parameter_groups(model: Any, lr: float) -> list[dict[str, Any]]:
-    """Adam parameter groups: the subspace model's thresholds get their own, larger learning rate."""
-    if not _is_subspace(model):
-        return [{"params": list(model.parameters())}]
-    thresholds = [p for name, p in model.named_parameters() if name.endswith(("rho", "snr_gain"))]
-    rest = [p for name, p in model.named_parameters() if not name.endswith(("rho", "snr_gain"))]
-    return [{"params": rest}, {"params": thresholds, "lr": lr * THRESHOLD_LR_FACTOR}]
-

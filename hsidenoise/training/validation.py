@@ -2,7 +2,7 @@
 
 The crops and their noise are fixed (:data:`VALIDATION_SEED`), so every epoch and every run sees the same cases.
 The band-window model denoises them window by window as inference does (:func:`denoise_windows`); the subspace
-model goes through the real inference path (:func:`hsidenoise.training.subspace.validate_subspace`). Either
+model goes through the real inference path (:meth:`hsidenoise.training.families.SubspaceFamily.validate`). Either
 way the model's MPSNR is reported next to the front end's and the noisy input's.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hsidenoise.data import SamplerConfig, TrainingCube, normalise_window
+from hsidenoise.training.data import SamplerConfig, TrainingCube, normalise_window
 from hsidenoise.device import autocast
 from hsidenoise.errors import ConfigError
 from hsidenoise.noise import add_noise
@@ -23,7 +23,7 @@ from hsidenoise.noise import add_noise
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.data import FrontEnd
+    from hsidenoise.training.data import FrontEnd
     from hsidenoise.model import DECSC
 
 VALIDATION_SEED = 20_241_123
@@ -147,7 +147,7 @@ def validate(model: DECSC, cases: Sequence[ValidationCase], *, device: torch.dev
     """Score the model on the validation cases (eval mode, no gradient; torch's random state is untouched)."""
     import torch
 
-    from hsidenoise.metrics import mpsnr
+    from hsidenoise.quality.metrics import mpsnr
 
     was_training = model.training
     model.eval()
@@ -166,22 +166,6 @@ def validate(model: DECSC, cases: Sequence[ValidationCase], *, device: torch.dev
     return mean_score(per_case)
 
 
-
-
-def validate_subspace_model(
-    model: Any, cases: Sequence[Any], sampler: Any, *, device: torch.device
-) -> dict[str, tuple[float, float, float]]:
-    """``"cube/recipe"`` -> (model, front end, noisy) MPSNR of the subspace model (random state and mode untouched)."""
-    import torch
-
-    from hsidenoise.training.subspace import validate_subspace
-
-    was_training = model.training
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return validate_subspace(model, cases, sampler, device=device)
-    finally:
-        model.train(was_training)
 
 
 def mean_score(per_case: dict[str, tuple[float, float, float]]) -> ValidationScore:

@@ -101,7 +101,7 @@ def sure(model, crop: EigenCrop, eigenvalues, pilot_of: PilotFunction, probe: np
     """Monte-Carlo SURE of ``model`` on one crop (a scalar tensor, differentiable in the model's parameters).
 
     Args:
-        model: a :class:`hsidenoise.model.subspace.SubspaceDECSC`.
+        model: a :class:`hsidenoise.model.subspace_decsc.SubspaceDECSC`.
         crop: the noisy eigen-images and their pilot.
         eigenvalues: (1, k) tensor.
         pilot_of: the front end's eigen-image denoiser (for the perturbed input's pilot).

@@ -22,9 +22,11 @@ from hsidenoise.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from hsidenoise.adapt import AdaptConfig, AdaptResult
-    from hsidenoise.model.subspace import SubspaceDECSC
+    from hsidenoise.model.adapt import AdaptConfig, AdaptResult
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
+    from hsidenoise.denoiser import Denoiser
     from hsidenoise.subspace import EigenImageDenoiser, LowRankConfig, LowRankDenoiser, Subspace
+    from hsidenoise.tiling import TileConfig
 
 
 def correct_eigenimages(
@@ -132,7 +134,7 @@ class DECSCEigenImageDenoiser:
     def adapt_to(
         self, eigen_images: Sequence[np.ndarray], progress: Callable[[float, float], None] | None = None
     ) -> AdaptResult:
-        """Fine-tune the model on eigen-image crops of this cube by SURE (see :mod:`hsidenoise.adapt`).
+        """Fine-tune the model on eigen-image crops of this cube by SURE (see :mod:`hsidenoise.model.adapt`).
 
         Args:
             eigen_images: (k, h, w) whitened eigen-images of crops of the cube (after ``prepare``).
@@ -141,7 +143,7 @@ class DECSCEigenImageDenoiser:
         Returns:
             What happened; the adapted weights are used for the following tiles only if they measured better.
         """
-        from hsidenoise.adapt import AdaptConfig, EigenCrop, adapt
+        from hsidenoise.model.adapt import AdaptConfig, EigenCrop, adapt
 
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before adapt_to(crops)")
@@ -162,7 +164,7 @@ class DECSCEigenImageDenoiser:
         """Preset, device, adaptation and solver work, for the run report."""
         from dataclasses import asdict
 
-        from hsidenoise.model.subspace import SUBSPACE_PRESETS
+        from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS
 
         preset = next((name for name, c in SUBSPACE_PRESETS.items() if c == self.model.config), None)
         return {
@@ -194,3 +196,71 @@ def build_subspace_decsc(
     config = front_end or LowRankConfig(spatial="dct")
     decsc = DECSCEigenImageDenoiser(model, pilot=spatial_denoiser(config), device=device, adaptation=adaptation)
     return LowRankDenoiser(config, decsc, name="decsc")
+
+
+def build_decsc(
+    *,
+    config: TileConfig,
+    model: str | None = None,
+    device: str = "auto",
+    window_batch: int | None = None,
+    solver: dict[str, float | int] | None = None,
+    adapt_seconds: float = 0.0,
+) -> Denoiser:
+    """``--method decsc``: the network named by ``model`` (a preset, untrained, or a weights path; None: the
+    shipped weights) as the method its family makes: the subspace DECSC through :func:`build_subspace_decsc`,
+    the band-window DECSC (``paper``) through :class:`hsidenoise.methods.decsc_bands.DECSCDenoiser`.
+
+    Arguments as :func:`hsidenoise.methods.build_method`'s.
+
+    Raises:
+        ConfigError: an unknown preset, no weights, ``--adapt`` on a band-window model, or a band window that is
+            not the model's.
+        CheckpointError: a weights file that is missing, corrupt or mismatched.
+    """
+    from dataclasses import replace
+
+    from hsidenoise.device import select_device
+    from hsidenoise.model import PRESETS, build_model, find_default_weights, load_weights
+    from hsidenoise.model.subspace_decsc import SubspaceDECSC
+    from hsidenoise.subspace import LowRankConfig
+
+    torch_device = select_device(device)
+    front_end = None
+    if model is not None and model in PRESETS:
+        network = build_model(model).fold_for_inference()
+    else:
+        path = model if model is not None else find_default_weights()
+        if path is None:
+            raise ConfigError(
+                "no DECSC weights found in weights/ (decsc-subspace.safetensors + .json); pass --model PATH, "
+                "train some with hsidenoise train, or use --method lowrank"
+            )
+        network, _, card = load_weights(path, device=torch_device)
+        if card.get("front_end"):
+            front_end = LowRankConfig(**card["front_end"])
+    if solver:
+        network.deq.config = replace(network.deq.config, **solver)
+    if isinstance(network, SubspaceDECSC):  # works on the eigen-images: no band windows
+        from hsidenoise.model.adapt import AdaptConfig
+
+        adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
+        return build_subspace_decsc(network, front_end=front_end, device=torch_device, adaptation=adaptation)
+    if adapt_seconds > 0:
+        raise ConfigError(
+            "--adapt needs subspace DECSC weights (preset subspace); the band-window model cannot adapt; drop --adapt"
+        )
+    if config.band_window != network.config.bands:
+        raise ConfigError(
+            f"--band-window {config.band_window} does not match the model's {network.config.bands}-band window; "
+            f"leave it at {network.config.bands} for DECSC"
+        )
+    from hsidenoise.methods.decsc_bands import DECSCDenoiser, InferenceConfig
+
+    return DECSCDenoiser(
+        network,
+        front_end=front_end,
+        device=torch_device,
+        config=InferenceConfig(window_batch=window_batch or (16 if torch_device.type == "cuda" else 1)),
+        band_stride=config.band_stride,
+    )

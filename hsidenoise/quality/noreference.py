@@ -7,7 +7,7 @@ per band:
    :func:`hsidenoise.subspace.estimate_band_noise` (robust HySime) on a seeded sample of pixel spectra. HySime
    counts as noise what the other bands cannot predict, so the output of a low-rank method, whose spectra lie
    in a few components, scores close to zero: "after" says that no spectrally independent noise is left, not
-   that the result is right. With fewer than 2 bands the spatial :func:`hsidenoise.metrics.estimate_noise_mad`
+   that the result is right. With fewer than 2 bands the spatial :func:`hsidenoise.quality.metrics.estimate_noise_mad`
    is used instead.
 2. **Whiteness of the removed part** R = noisy - denoised, on the central ``crop`` x ``crop`` window: the lag-1
    spatial autocorrelation of each band (along the rows: pixel (i, j) with (i + 1, j); along the columns: (i, j)
@@ -154,7 +154,7 @@ class NoReferenceReport:
         return columns
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able (numpy arrays stay arrays; :func:`hsidenoise.report.write_json` writes NaN as null)."""
+        """JSON-able (numpy arrays stay arrays; :func:`hsidenoise.quality.plots.write_json` writes NaN as null)."""
         row_start, row_stop, col_start, col_stop = self.crop
         return {
             "band_count": self.band_count,
@@ -257,14 +257,14 @@ def band_noise(cube: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
         with 2 bands or more and enough finite pixels, else the spatial Immerkaer + MAD estimate.
     """
     from hsidenoise.subspace import LowRankConfig, estimate_band_noise, sample_pixels
-    from hsidenoise.metrics import estimate_noise_mad
+    from hsidenoise.quality.metrics import estimate_noise_mad
 
     cube = np.asarray(cube)
     spectra = sample_pixels(cube, NOISE_SAMPLE_PIXELS, seed)
     if cube.shape[0] >= 2 and spectra.shape[0] >= max(2 * cube.shape[0], 16):
         sigma = estimate_band_noise(spectra, LowRankConfig(seed=seed))
         return sigma, "HySime (robust band regression, hsidenoise.subspace.estimate_band_noise), data units"
-    return estimate_noise_mad(cube), "Immerkaer residual + MAD (hsidenoise.metrics.estimate_noise_mad), data units"
+    return estimate_noise_mad(cube), "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad), data units"
 
 
 def _correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float, int]:
@@ -314,7 +314,7 @@ def _front_end_changes(method: Denoiser, tile: np.ndarray) -> np.ndarray | None:
     """(B, h, w) bool: entries the method's low-rank front end replaces or corrects; None without one."""
     from hsidenoise.subspace import LowRankDenoiser, remove_outliers
 
-    front = method if isinstance(method, LowRankDenoiser) else getattr(method, "front_end", None)
+    front = method if isinstance(method, LowRankDenoiser) else method.front_end
     if not isinstance(front, LowRankDenoiser) or front.subspace is None:
         return None
     if front.subspace.band_count != tile.shape[0]:

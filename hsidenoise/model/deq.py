@@ -1,7 +1,7 @@
 """Deep-equilibrium wrapper: solve the fixed point without gradient, then differentiate a few damped steps.
 
 Forward (Fig. 1 of the DECSC paper): the equilibrium z* = f(z*, injection) (eq. 14) is found by a solver from
-:mod:`hsidenoise.solver` under ``torch.no_grad``. Backward: the phantom gradient (eqs. 18-19), i.e. L damped
+:mod:`hsidenoise.model.solver` under ``torch.no_grad``. Backward: the phantom gradient (eqs. 18-19), i.e. L damped
 steps z <- (1 - lambda) z + lambda f(z, injection) from z*, tracked by autograd; their gradient is an L-term
 truncation of the implicit gradient (I - df/dz)^-1 df/dtheta.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from hsidenoise.solver import SolverConfig, SolverStats, anderson
+from hsidenoise.model.solver import SolverConfig, SolverStats, anderson
 
 State = tuple[Tensor, ...]
 Layer = Callable[[State, State], State]
@@ -51,7 +51,7 @@ class DEQ:
 
     Args:
         config: the solver and phantom-gradient knobs.
-        solver: ``solver(f, z0, config) -> (z*, stats)`` on flat states, :func:`hsidenoise.solver.anderson`
+        solver: ``solver(f, z0, config) -> (z*, stats)`` on flat states, :func:`hsidenoise.model.solver.anderson`
             by default.
         phantom_at_eval: also run the ``phantom_steps`` damped steps when gradients are off (inference), so
             that inference sees exactly the map that training optimised (the authors do this too).

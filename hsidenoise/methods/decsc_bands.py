@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.denoiser import TileResult
+from hsidenoise.denoiser import DenoiserBase, TileResult
 from hsidenoise.device import is_out_of_memory
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.statistics import CubeStatistics
@@ -85,7 +85,7 @@ class InferenceConfig:
         )
 
 
-class DECSCDenoiser:
+class DECSCDenoiser(DenoiserBase):
     """Runs a (trained) DECSC over the tiles of a cube.
 
     Args:

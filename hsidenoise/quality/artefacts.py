@@ -3,7 +3,7 @@ bands a profile plot should show.
 
 :func:`measure_band_artefacts` measures (the method in words: :data:`STRIPE_MEASURE`, written into
 ``report.json``); :func:`choose_profile_bands` picks the bands with the strongest row and column stripes and the
-strongest noise, each with the reason it was chosen (:class:`ProfileBand`). :mod:`hsidenoise.report` plots them.
+strongest noise, each with the reason it was chosen (:class:`ProfileBand`). :mod:`hsidenoise.quality.plots` plots them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hsidenoise.errors import CubeShapeError
-from hsidenoise.metrics import estimate_noise_mad
-from hsidenoise.plot_labels import nth
+from hsidenoise.quality.metrics import estimate_noise_mad
+from hsidenoise.quality.labels import nth
 
 PROFILE_BAND_COUNT = 3
 """Bands in the profile plot when the caller names none: strongest stripes, strongest noise, the other stripes."""
@@ -55,7 +55,7 @@ class BandArtefacts:
             neighbouring bands share) nor the random noise explains, / contrast.
         column_stripes: (B,) the same between adjacent columns.
         noise: (B,) noise std / contrast.
-        sigma: (B,) noise std in data units (:func:`hsidenoise.metrics.estimate_noise_mad`, blind to stripes).
+        sigma: (B,) noise std in data units (:func:`hsidenoise.quality.metrics.estimate_noise_mad`, blind to stripes).
         contrast: (B,) 1.4826 MAD of the band's finite values (its std where the MAD is 0), data units;
             NaN for an empty band, 0 for a constant (dead) one.
     """
@@ -183,7 +183,7 @@ def measure_band_artefacts(cube: np.ndarray, sigma: np.ndarray | None = None) ->
 
     Args:
         cube: (B, H, W), any real dtype; non-finite pixels are left out.
-        sigma: (B,) noise std of ``cube`` in its units; default :func:`hsidenoise.metrics.estimate_noise_mad`.
+        sigma: (B,) noise std of ``cube`` in its units; default :func:`hsidenoise.quality.metrics.estimate_noise_mad`.
 
     Returns:
         The (B,) measures; NaN where a band has too few finite pixels or no contrast.

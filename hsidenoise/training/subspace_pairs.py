@@ -16,7 +16,7 @@ Per *round* the sampler takes the next training cube (in a shuffled order), and
 
 Every draw of a round comes from one generator in a fixed order (synthetic noise from a generator seeded by
 the round and the example's index), so a checkpoint's (round start state, round index, position) replays it
-bit for bit, as :class:`hsidenoise.data.PatchSampler` does.
+bit for bit, as :class:`hsidenoise.training.data.PatchSampler` does.
 
 Shapes: a batch holds eigen, pilot, target (N, k, p, p) float32 with k the largest rank in the batch (smaller
 ranks zero-padded), eigenvalues (N, k) (padding: 1) and mask (N, k) (1 for real components).
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hsidenoise.data import NoiseMix, TrainingCube
+from hsidenoise.training.data import NoiseMix, TrainingCube
 from hsidenoise.errors import CheckpointError, ConfigError
 from hsidenoise.subspace import LowRankConfig
 from hsidenoise.noise import NoiseSpec, add_noise

@@ -40,7 +40,7 @@ def describe_cube(
     Returns:
         A JSON-able dictionary (numbers, lists, strings, None).
     """
-    from hsidenoise.denoise import estimate_memory
+    from hsidenoise.methods.memory import estimate_memory
     from hsidenoise.io import format_for, open_cube
     from hsidenoise.statistics import compute_statistics
     from hsidenoise.tiling import TileConfig

@@ -9,9 +9,9 @@ Numbers: JSON has no inf/NaN, so :func:`write_json` writes every non-finite numb
 them as ``inf`` / ``nan``, which spreadsheet and pandas readers parse as numbers.
 
 Plots say what they show: axis units (pixel indices, the data's units when the metadata states them, wavelengths
-with their units), the file and the method in the title (:class:`hsidenoise.plot_labels.PlotLabels`), a legend
+with their units), the file and the method in the title (:class:`hsidenoise.quality.labels.PlotLabels`), a legend
 for before / after.
-The bands of the profile plot are the ones with measured artefacts (:mod:`hsidenoise.artefacts`): the strongest
+The bands of the profile plot are the ones with measured artefacts (:mod:`hsidenoise.quality.artefacts`): the strongest
 row and column stripes and the strongest noise.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from hsidenoise.artefacts import (
+from hsidenoise.quality.artefacts import (
     STRIPE_MEASURE,
     ProfileBand,
     choose_profile_bands,
@@ -37,13 +37,13 @@ from hsidenoise.artefacts import (
     spectral_band_noise,
 )
 from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
-from hsidenoise.metrics import MetricsReport, estimate_noise_mad
-from hsidenoise.plot_labels import PlotLabels, wavelength_unit_symbol
+from hsidenoise.quality.metrics import MetricsReport, estimate_noise_mad
+from hsidenoise.quality.labels import PlotLabels, wavelength_unit_symbol
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from hsidenoise.noreference import NoReferenceReport
+    from hsidenoise.quality.noreference import NoReferenceReport
 
 RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 """Band centres (nm) picked for the red, green and blue channels of a quick-look when wavelengths are known."""
@@ -71,14 +71,14 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Numpy scalars/arrays -> Python, paths -> str, non-finite floats -> None, recursively."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer, int)):
@@ -92,7 +92,7 @@ def _json_safe(value: Any) -> Any:
 
 def write_json(payload: Mapping[str, Any], path: Path | str) -> Path:
     """Write ``payload`` as indented JSON (numpy values converted, inf/NaN as null); returns the path."""
-    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
 
 
@@ -384,7 +384,7 @@ def plot_noise_before_after(
     labels: PlotLabels | None = None,
     marked: Sequence[ProfileBand] = (),
 ) -> Path:
-    """Per-band noise estimate (e.g. :func:`hsidenoise.metrics.estimate_noise_mad`) before and after denoising.
+    """Per-band noise estimate (e.g. :func:`hsidenoise.quality.metrics.estimate_noise_mad`) before and after denoising.
 
     Args:
         sigma_before, sigma_after: (B,) standard deviations in one unit (``labels.value_units``).
@@ -424,7 +424,7 @@ def plot_noise_before_after(
 def write_no_reference_table(
     report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
 ) -> Path:
-    """The per-band table of a :class:`hsidenoise.noreference.NoReferenceReport` as CSV (one row per band)."""
+    """The per-band table of a :class:`hsidenoise.quality.noreference.NoReferenceReport` as CSV (one row per band)."""
     columns = report.per_band()
     if wavelengths is not None:
         x_values, _ = _band_axis(report.band_count, wavelengths)
@@ -547,9 +547,9 @@ def write_run_report(
         out_dir: created if missing.
         noisy, denoised: (B, H, W) input and output, same units. summary: JSON-able facts about the run.
         wavelengths: (B,) band centres, in ``wavelength_units`` (e.g. ``"Nanometers"``) when known.
-        value_units: the data's units for the axes (:func:`hsidenoise.plot_labels.value_units_of`), None when
+        value_units: the data's units for the axes (:func:`hsidenoise.quality.labels.value_units_of`), None when
             unknown.
-        profile_bands: the bands of the profile plot; default :func:`hsidenoise.artefacts.choose_profile_bands`
+        profile_bands: the bands of the profile plot; default :func:`hsidenoise.quality.artefacts.choose_profile_bands`
             on the input.
         untouched_bands: bands the method left alone (dead, NaN), never chosen by default.
         rgb_bands: default :func:`pick_rgb_bands`. no_reference: the no-reference section, or None.
@@ -588,7 +588,7 @@ def write_run_report(
     payload = {
         **summary,
         "noise_estimate": {
-            "method": "Immerkaer residual + MAD (hsidenoise.metrics.estimate_noise_mad), data units",
+            "method": "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad), data units",
             "before": sigma_before,
             "after": sigma_after,
         },

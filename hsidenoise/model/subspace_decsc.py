@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hsidenoise.deq import DEQ
+from hsidenoise.model.deq import DEQ
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.model.gic import ResidualConvPrior, soft_threshold
-from hsidenoise.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats
 
 KIND = "subspace"
 """The ``kind`` tag of this family's configs (band-window DECSC configs carry none)."""

@@ -187,37 +187,6 @@ class TrainingSet:
     skipped: tuple[tuple[str, str], ...] = ()
 
 
-def find_cube_files(paths: Sequence[Path]) -> list[Path]:
-    """Cube files under ``paths`` (files are kept as given, directories searched recursively), sorted.
-
-    A file counts when its suffix belongs to a reader in :data:`hsidenoise.io.FORMATS`; of an ENVI pair only
-    the ``.hdr`` is listed.
-
-    Raises:
-        CubeReadError: a path does not exist.
-    """
-    from hsidenoise.io import format_for
-
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_file():
-            found.append(path)
-            continue
-        if not path.is_dir():
-            raise CubeReadError(f"training data {path} does not exist; pass cube files or directories of cubes")
-        for candidate in sorted(path.rglob("*")):
-            if not candidate.is_file():
-                continue
-            try:
-                fmt = format_for(candidate).name
-            except HsiDenoiseError:
-                continue
-            if fmt == "envi" and candidate.suffix.lower() != ".hdr":
-                continue
-            found.append(candidate)
-    return sorted(dict.fromkeys(found))
-
-
 def load_training_set(
     paths: Sequence[Path],
     *,
@@ -242,6 +211,8 @@ def load_training_set(
     excluded = {Path(path).resolve() for path in exclude}
     cubes: list[TrainingCube] = []
     skipped: list[tuple[str, str]] = []
+    from hsidenoise.io.discovery import find_cube_files
+
     for path in find_cube_files(paths):
         if path.resolve() in excluded:
             skipped.append((str(path), "validation cube"))

@@ -2,7 +2,7 @@
 
 :class:`PlotLabels` carries the file, the method and the units into every plot; :func:`value_units_of` reads the
 data's units from a cube's metadata, :func:`wavelength_unit_symbol` turns an ENVI ``wavelength units`` spelling
-into a symbol. No matplotlib here: these are the words, :mod:`hsidenoise.report` draws.
+into a symbol. No matplotlib here: these are the words, :mod:`hsidenoise.quality.plots` draws.
 """
 
 from __future__ import annotations

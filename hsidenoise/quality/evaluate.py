@@ -1,0 +1,267 @@
+"""The ``eval`` tool: score a denoised cube against a clean reference, or without one against its noisy input.
+
+:func:`evaluate_with_reference` reads the cubes, checks their shapes, chooses the PSNR peak (:func:`peak_of`)
+and computes MPSNR, SSIM, SAM and ERGAS (:func:`hsidenoise.quality.metrics.evaluate`); :func:`evaluate_without_reference`
+measures noise before / after, the whiteness of the removed part and, with a method prepared for the noisy cube,
+SURE (:func:`hsidenoise.quality.noreference.no_reference_quality`). Both write their report files when given a
+folder and return what they found; ``hsidenoise eval`` prints it (:mod:`hsidenoise.cli.evaluate`) and
+:func:`hsidenoise.api.evaluate` returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hsidenoise.errors import ConfigError, CubeShapeError
+
+if TYPE_CHECKING:
+    from hsidenoise.cube import Cube
+    from hsidenoise.quality.metrics import MetricsReport
+    from hsidenoise.quality.noreference import NoReferenceReport
+
+UNIT_RANGE_SLACK = 0.01
+"""A reference within [-0.01, 1.01] is taken as [0, 1] data (peak 1)."""
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The PSNR peak of a full-reference score and where it came from.
+
+    Attributes:
+        peak: the value; source: ``"--peak"``, ``"0..1 data"`` or ``"reference"`` (its maximum, or its range
+        when it has negative values); data_range: (min, max) of the reference's valid values; note: the
+        sentence for the report; warning: one line for stderr, or "" when there is nothing to warn about.
+    """
+
+    peak: float
+    source: str
+    data_range: tuple[float, float]
+    note: str
+    warning: str = ""
+
+
+def peak_of(reference: Cube, peak: float | None) -> Peak:
+    """The peak for ``reference``: ``peak`` (``--peak``) when given (with a warning if it is 1 on data clearly
+    not in 0..1), else 1 for 0..1 data, else the reference's maximum (its max - min when it has negative values),
+    so raw sensor units score sensibly."""
+    data = np.asarray(reference.data)
+    valid = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, dtype=bool)
+    if reference.meta.nodata is not None:
+        valid &= data != reference.meta.nodata
+    values = data[valid]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    span = f"{low:.6g}..{high:.6g}"
+    if peak is not None:
+        clearly_not_unit = high > 2.0 or low < -1.0
+        warning = (
+            f"warning: --peak 1 but the reference spans {span}, not 0..1: PSNR assumes a peak of 1; "
+            "leave --peak out to use the reference's maximum"
+            if peak == 1 and clearly_not_unit
+            else ""
+        )
+        return Peak(peak, "--peak", (low, high), f"peak {peak:g} from --peak (reference spans {span})", warning)
+    if low >= -UNIT_RANGE_SLACK and high <= 1 + UNIT_RANGE_SLACK:
+        return Peak(1.0, "0..1 data", (low, high), f"peak 1: the reference spans {span}, 0..1 data")
+    value = high if low >= 0 else high - low
+    if value <= 0:
+        return Peak(1.0, "0..1 data", (low, high), f"peak 1: the reference spans {span}")
+    what = "maximum" if low >= 0 else "range (max - min)"
+    return Peak(
+        value,
+        "reference",
+        (low, high),
+        f"peak {value:.6g} is the reference's {what} (it spans {span}, not 0..1; --peak sets another); "
+        f"SSIM computed on the cubes divided by {value:.6g}",
+    )
+
+
+def scored(x: np.ndarray, ref: np.ndarray, ssim_mode: str, scale: Peak) -> MetricsReport:
+    """:func:`hsidenoise.quality.metrics.evaluate` with ``scale``: a detected peak divides both cubes by it
+    (SSIM's constants are for a 0..1 range; PSNR, SAM and ERGAS do not change) and puts RMSE back in data
+    units; a peak from ``--peak`` is passed as before."""
+    from hsidenoise.quality.metrics import evaluate
+
+    if scale.source != "reference":
+        return evaluate(x, ref, ssim_mode=ssim_mode, peak=scale.peak)
+    factor = 1.0 / scale.peak
+    report = evaluate(
+        np.asarray(x, dtype=np.float64) * factor, np.asarray(ref, dtype=np.float64) * factor, ssim_mode=ssim_mode
+    )
+    return replace(report, peak=scale.peak, rmse=report.rmse * scale.peak, notes=(*report.notes, scale.note))
+
+
+@dataclass(frozen=True)
+class ReferenceEvaluation:
+    """What :func:`evaluate_with_reference` found.
+
+    Attributes:
+        denoised: the denoised cube's scores; noisy: the noisy input's, when it was given; peak: the PSNR peak
+        and its source; files: the report files written (name -> path).
+    """
+
+    denoised: MetricsReport
+    noisy: MetricsReport | None
+    peak: Peak
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``eval --json`` document."""
+        document = {
+            "denoised": self.denoised.to_dict(),
+            "peak": {"value": self.peak.peak, "source": self.peak.source, "data_range": list(self.peak.data_range)},
+            "files": {k: str(v) for k, v in self.files.items()},
+        }
+        if self.noisy is not None:
+            document["noisy"] = self.noisy.to_dict()
+        return document
+
+
+def evaluate_with_reference(
+    denoised: Path,
+    reference: Path,
+    *,
+    noisy: Path | None = None,
+    out_dir: Path | None = None,
+    ssim: str = "wang",
+    peak: float | None = None,
+    var: str | None = None,
+) -> ReferenceEvaluation:
+    """Score ``denoised`` (and ``noisy``, when given) against ``reference``; write ``metrics.json/.csv`` and
+    ``per_band.png`` to ``out_dir`` when given.
+
+    Args:
+        ssim: ``"wang"`` (skimage) or ``"matlab"`` (the DECSC authors').
+        peak: the PSNR peak; None chooses it from the reference (:func:`peak_of`).
+        var: the MAT variable or HDF5 dataset of every cube.
+
+    Raises:
+        CubeShapeError: cubes of different shapes.
+        CubeReadError: a cube that cannot be read.
+    """
+    from hsidenoise.io import read_cube
+    from hsidenoise.quality.plots import write_metrics_report
+
+    clean = read_cube(reference, var=var)
+    scored_cube = read_cube(denoised, var=var)
+    if scored_cube.shape != clean.shape:
+        raise CubeShapeError(
+            f"{denoised} has shape {scored_cube.shape} (bands, rows, cols) but the reference {reference} has "
+            f"{clean.shape}; score cubes of the same scene"
+        )
+    scale = peak_of(clean, peak)
+    report = scored(scored_cube.data, clean.data, ssim, scale)
+    noisy_report = None
+    if noisy is not None:
+        noisy_cube = read_cube(noisy, var=var)
+        if noisy_cube.shape != clean.shape:
+            raise CubeShapeError(f"{noisy} has shape {noisy_cube.shape}, the reference has {clean.shape}")
+        noisy_report = scored(noisy_cube.data, clean.data, ssim, scale)
+    files = {}
+    if out_dir is not None:
+        files = write_metrics_report(report, out_dir, noisy_report=noisy_report, wavelengths=clean.meta.wavelengths)
+    return ReferenceEvaluation(report, noisy_report, scale, files)
+
+
+@dataclass(frozen=True)
+class NoReferenceEvaluation:
+    """What :func:`evaluate_without_reference` found.
+
+    Attributes:
+        result: the no-reference figures; denoised, noisy: the two cubes; method: the method re-run for SURE,
+        or None; files: the report files written (name -> path).
+    """
+
+    result: NoReferenceReport
+    denoised: Path
+    noisy: Path
+    method: str | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``eval --json`` document of the no-reference mode (JSON-safe: non-finite values are None)."""
+        from hsidenoise.quality.plots import json_safe
+
+        return json_safe(
+            {
+                "denoised": str(self.denoised),
+                "noisy": str(self.noisy),
+                "method": self.method,
+                "no_reference": self.result.to_dict(),
+                "files": {k: str(v) for k, v in self.files.items()},
+            }
+        )
+
+
+def evaluate_without_reference(
+    denoised: Path,
+    noisy: Path,
+    *,
+    out_dir: Path | None = None,
+    peak: float | None = None,
+    method: str | None = None,
+    model: str | None = None,
+    spatial: str = "auto",
+    crop: int = 128,
+    seed: int = 0,
+    var: str | None = None,
+) -> NoReferenceEvaluation:
+    """The no-reference figures of ``denoised`` against its noisy input ``noisy``
+    (:func:`hsidenoise.quality.noreference.no_reference_quality`); ``no_reference.json/.csv/.png`` in
+    ``out_dir`` when given.
+
+    Args:
+        method: the method that denoised (a name of :data:`hsidenoise.methods.METHODS`), prepared on the noisy
+            cube and re-run on the central crop for SURE; None: no SURE.
+        model, spatial: as for :func:`hsidenoise.methods.build_method` (``model``: ``decsc`` only).
+        crop: side of the central window for whiteness and SURE; seed: of the pixel sample and SURE probes.
+        peak: the PSNR peak of the SURE estimate; None: the noisy input's max - min.
+
+    Raises:
+        ConfigError: ``model`` without ``method="decsc"``.
+        CubeShapeError: cubes of different shapes, or a noisy cube with no valid band.
+    """
+    if model is not None and method != "decsc":
+        raise ConfigError("--model needs --method decsc")
+    from hsidenoise.io import read_cube
+    from hsidenoise.quality.noreference import no_reference_quality
+    from hsidenoise.quality.plots import write_no_reference_report
+
+    source = read_cube(noisy, var=var)
+    scored_cube = read_cube(denoised, var=var)
+    if scored_cube.shape != source.shape:
+        raise CubeShapeError(
+            f"{denoised} has shape {scored_cube.shape} (bands, rows, cols) but the noisy input {noisy} has "
+            f"{source.shape}; compare a result with its own input"
+        )
+    bands = None
+    denoiser = None
+    if method is not None:
+        from hsidenoise.io.memory import ArrayReader
+        from hsidenoise.methods import build_method
+        from hsidenoise.statistics import compute_statistics
+
+        denoiser = build_method(method, model=model, spatial=spatial)
+        stats = compute_statistics(ArrayReader(source.data, source.meta), nodata=source.meta.nodata)
+        if stats.valid_bands.size == 0:
+            raise CubeShapeError(f"every band of {noisy} is dead or NaN; there is nothing to measure")
+        denoiser.prepare(stats)
+        bands = stats.valid_bands
+    result = no_reference_quality(
+        np.asarray(source.data, dtype=np.float32),
+        np.asarray(scored_cube.data, dtype=np.float32),
+        method=denoiser,
+        crop=crop,
+        seed=seed,
+        peak=peak,
+        bands=bands,
+        nodata=source.meta.nodata,
+    )
+    files = {}
+    if out_dir is not None:
+        extra = {"denoised": str(denoised), "noisy": str(noisy), "method": method}
+        files = write_no_reference_report(result, out_dir, wavelengths=source.meta.wavelengths, extra=extra)
+    return NoReferenceEvaluation(result, denoised, noisy, method, files)

@@ -1,0 +1,228 @@
+"""One run's ``--report`` bundle, from its files: previews of input and output, the no-reference section, the
+plots and tables (:func:`hsidenoise.quality.plots.write_run_report`).
+
+Everything here takes the input and output paths (not :class:`hsidenoise.batch.Job`), so the batch runner calls
+it and nothing here imports the batch runner back. :func:`write_report` is what ``run --report`` writes after a
+run; :func:`write_report_of_output` writes the report of an output made before (a killed run, a full disk);
+:func:`check_report_space` refuses, before any work, a run whose output and report do not fit on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hsidenoise.errors import CubeReadError
+
+if TYPE_CHECKING:
+    from hsidenoise.denoiser import Denoiser
+
+PREVIEW_PIXELS = 512 * 512
+"""The report reads at most about this many pixels of each cube (every k-th row and column beyond it)."""
+
+
+def read_preview(path: Path, *, max_pixels: int = PREVIEW_PIXELS, **open_options: Any) -> tuple[np.ndarray, int]:
+    """A decimated copy of a cube for reports: every k-th row and column, k as small as fits ``max_pixels``.
+
+    Reads one row at a time, so the preview of a huge scene costs only the preview's memory.
+
+    Returns:
+        (B, ceil(H / k), ceil(W / k)) float32 and the step k.
+    """
+    from hsidenoise.io import open_cube
+
+    with open_cube(path, **open_options) as reader:
+        _, height, width = reader.shape
+        step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+        if step == 1:
+            return np.asarray(reader.read(), dtype=np.float32), 1
+        rows = [
+            np.asarray(reader.read(rows=slice(r, r + 1), cols=slice(0, width, step)), dtype=np.float32)
+            for r in range(0, height, step)
+        ]
+    return np.concatenate(rows, axis=1), step
+
+
+def read_central_window(path: Path, side: int, **open_options: Any) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The central ``side`` x ``side`` window of a cube at full resolution: (B, h, w) float32 and its slices."""
+    from hsidenoise.io import open_cube
+    from hsidenoise.quality.noreference import central_crop
+
+    with open_cube(path, **open_options) as reader:
+        rows, cols = central_crop(reader.shape, side)
+        return np.asarray(reader.read(rows, cols), dtype=np.float32), (rows, cols)
+
+
+def no_reference_section(
+    source: Path,
+    output: Path,
+    valid: np.ndarray,
+    *,
+    method: Denoiser | None = None,
+    nodata: float | None = None,
+    open_options: dict[str, Any] | None = None,
+):
+    """The report's no-reference figures (:func:`hsidenoise.quality.noreference.no_reference_quality`) of one run
+    (``source`` denoised into ``output``).
+
+    Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
+    (whiteness and SURE on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
+    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
+    """
+    from hsidenoise.quality.noreference import no_reference_quality
+
+    noisy, _ = read_central_window(source, NO_REFERENCE_WINDOW, **(open_options or {}))
+    denoised, _ = read_central_window(output, NO_REFERENCE_WINDOW)
+    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
+
+
+NO_REFERENCE_WINDOW = 256
+"""Side of the full-resolution central window the report's no-reference section reads."""
+
+
+def write_report(
+    report_dir: Path,
+    source: Path,
+    output: Path,
+    summary: dict[str, Any],
+    *,
+    open_options: dict[str, Any] | None = None,
+    method: Denoiser | None = None,
+    nodata: float | None = None,
+    profile_bands: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write the ``run --report`` bundle of one run, ``source`` denoised into ``output`` (decimated previews of both).
+
+    The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
+    measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
+    the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
+    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
+    band was denoised.
+    """
+    from hsidenoise.io import open_cube
+    from hsidenoise.quality.labels import value_units_of
+    from hsidenoise.quality.plots import write_run_report
+
+    open_options = open_options or {}
+    noisy, step = read_preview(source, **open_options)
+    denoised, _ = read_preview(output)
+    with open_cube(source, **open_options) as reader:
+        meta = reader.meta
+    wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
+    untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
+    valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
+    section = None
+    # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
+    if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:
+        section = no_reference_section(source, output, valid, method=method, nodata=nodata, open_options=open_options)
+    return write_run_report(
+        report_dir,
+        noisy,
+        denoised,
+        summary={**summary, "preview_step": step},
+        wavelengths=wavelengths,
+        wavelength_units=meta.wavelength_units,
+        value_units=value_units_of(meta),
+        profile_bands=profile_bands,
+        untouched_bands=untouched,
+        no_reference=section,
+    )
+
+
+REPORT_FROM_OUTPUT_NOTE = (
+    "written from the existing output (its run was done before, but not its report): the run's timings, tile "
+    "plan and SURE are not known; untouched bands are those the output has unchanged"
+)
+"""The ``report_note`` of a skipped run whose report :func:`write_report_of_output` wrote."""
+
+
+def write_report_of_output(
+    report_dir: Path,
+    source: Path,
+    output: Path,
+    *,
+    open_options: dict[str, Any] | None = None,
+    profile_bands: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write the ``--report`` bundle of a run whose output exists but whose report does not (a full disk or a
+    kill after the commit): from the input and the existing output, without denoising again.
+
+    The run's own facts are gone; the summary has the input, output, shape, the method the output's provenance
+    names, :data:`REPORT_FROM_OUTPUT_NOTE`, and as untouched bands those the output has unchanged from the
+    input (the dead and NaN bands a run passes through). No SURE (it needs the method prepared for the cube).
+    """
+    from hsidenoise.io import open_cube
+
+    open_options = open_options or {}
+    noisy, _ = read_preview(source, **open_options)
+    denoised, _ = read_preview(output)
+    with open_cube(output) as reader:
+        provenance = dict(reader.meta.provenance)
+        shape = reader.shape
+    if noisy.shape != denoised.shape:
+        raise CubeReadError(
+            f"cannot write the report of {source} from {output}: their shapes differ "
+            f"({noisy.shape[0]} x {noisy.shape[1]} x {noisy.shape[2]} against {denoised.shape[0]} x "
+            f"{denoised.shape[1]} x {denoised.shape[2]} in the preview); re-run with --overwrite"
+        )
+    same = np.all((noisy == denoised) | (np.isnan(noisy) & np.isnan(denoised)), axis=(1, 2))
+    unchanged = [int(band) for band in np.flatnonzero(same)]
+    summary = {
+        "input": str(source),
+        "output": str(output),
+        "shape": {"bands": shape[0], "rows": shape[1], "cols": shape[2]},
+        "method": provenance.get("method"),
+        "provenance": provenance,
+        "report_note": REPORT_FROM_OUTPUT_NOTE,
+        "untouched_bands": {"unchanged": unchanged},
+        "passed_through": len(unchanged) == shape[0],
+    }
+    return write_report(report_dir, source, output, summary, open_options=open_options, profile_bands=profile_bands)
+
+
+def check_report_space(output: Path, report_dir: Path, shape: Sequence[int], dtype: np.dtype, tiles: int = 1) -> None:
+    """Refuse, before any work, a run whose output and ``--report`` bundle do not fit on disk together.
+
+    The output's own check (:func:`hsidenoise.io.staging.check_output`) counts only the cube; the report
+    (:func:`hsidenoise.quality.plots.estimated_report_size`, a few MB) comes after the commit, so a disk that holds
+    the cube but not the report would end in a committed cube and a failed report. When the report folder is
+    on another file system, only the report is counted there.
+
+    Raises:
+        ResourceError: less free space than needed.
+    """
+    import shutil
+
+    from hsidenoise.errors import ResourceError
+    from hsidenoise.io.staging import estimated_size
+    from hsidenoise.quality.plots import estimated_report_size
+
+    report_bytes = estimated_report_size(shape[0], tiles)
+    cube_bytes = estimated_size(shape, dtype)
+    where = _nearest_existing(report_dir)
+    output_folder = _nearest_existing(output.parent)
+    try:
+        same_device = os.stat(where).st_dev == os.stat(output_folder).st_dev
+        free = shutil.disk_usage(where).free
+    except OSError:  # the writers report what is wrong with the folders
+        return
+    needed = report_bytes + (cube_bytes if same_device else 0)
+    if free < needed:
+        mib = 2**20
+        what = f"{output} and its report in {report_dir}" if same_device else f"the report in {report_dir}"
+        parts = f" (cube {cube_bytes / mib:.1f} + report about {report_bytes / mib:.1f})" if same_device else ""
+        raise ResourceError(
+            f"not enough disk space for {what}: need {needed / mib:.1f} MiB{parts}, {free / mib:.1f} MiB free; "
+            "free space, write elsewhere or leave out --report"
+        )
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
