@@ -227,11 +227,18 @@ def fill_missing(values: np.ndarray, missing: np.ndarray, regression: BandRegres
     Args:
         values: (B, m) pixels, modified in place; missing: (B, m) bool.
     """
-    centre = regression.mean[:, None]
+    touched = np.flatnonzero(missing.any(axis=0))
+    if touched.size == 0:
+        return
+    # pixel-major copy of the pixels with a missing entry: each band's update gathers whole rows (contiguous)
+    centred = np.ascontiguousarray(values[:, touched].T) - regression.mean  # (t, B)
+    gaps = missing[:, touched]
+    bands = np.flatnonzero(gaps.any(axis=1))
+    rows = [np.flatnonzero(gaps[band]) for band in bands]
     for _ in range(sweeps):
-        for band in np.flatnonzero(missing.any(axis=1)):
-            pixels = np.flatnonzero(missing[band])
-            values[band, pixels] -= regression.coefficients[:, band] @ (values[:, pixels] - centre)
+        for band, pixels in zip(bands, rows):
+            centred[pixels, band] -= centred[pixels] @ regression.coefficients[:, band]
+    values[:, touched] = (centred + regression.mean).T
 
 
 def clean_entries(
