@@ -183,10 +183,15 @@ class DCTDenoiser:
 
 
 def _dct_matrix(size: int) -> np.ndarray:
-    """(size, size) orthonormal DCT-II matrix D: D @ v is the DCT of v."""
-    import scipy.fft
+    """(size, size) orthonormal DCT-II matrix D: D @ v is the DCT of v (``scipy.fft.dct(..., norm="ortho")``).
 
-    return scipy.fft.dct(np.eye(size), norm="ortho", axis=0)
+    D[k, n] = sqrt(2 / size) cos(pi (2 n + 1) k / (2 size)), row 0 scaled by 1 / sqrt(2); written out, since
+    importing ``scipy.fft`` for an 8 x 8 matrix costs a third of a second per process.
+    """
+    frequency, position = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    matrix = np.sqrt(2.0 / size) * np.cos(np.pi * (2 * position + 1) * frequency / (2 * size))
+    matrix[0] /= np.sqrt(2.0)
+    return matrix
 
 
 def dct_denoise(image: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
