@@ -1,8 +1,8 @@
 """Subspace DECSC: the equilibrium model on the front end's whitened eigen-images (the ``subspace`` preset).
 
 The front end (:mod:`hsidenoise.subspace`) whitens the cube by its per-band noise and projects it on the k
-components above the Marchenko-Pastur edge: k eigen-images Z (N, k, H, W) whose noise is white with variance
-exactly 1, each with its eigenvalue lambda_i (the component's signal-to-noise ratio plus 1), and a DCT pilot
+components above the Marchenko-Pastur edge: k eigen-images Z (N, k, H, W) whose noise is white with a standard
+deviation of at most 1 (0.54 to 1.0 measured per component on non-i.i.d. noise), each with its eigenvalue lambda_i (the component's signal-to-noise ratio plus 1), and a DCT pilot
 P = DCT(Z). This model corrects the pilot where it errs; what it solves is the CSC model of the paper with the
 k components in place of the bands:
 
