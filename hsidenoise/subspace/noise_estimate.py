@@ -151,6 +151,8 @@ def _column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
     One sort of all columns with the missing entries last (``np.nanmedian`` goes column by column in Python).
     """
+    if not missing.any():
+        return np.median(values, axis=0)
     ordered = np.sort(np.where(missing, np.inf, values), axis=0)
     count = values.shape[0] - missing.sum(axis=0)
     low = np.maximum(count - 1, 0) // 2
