@@ -43,6 +43,10 @@ HEAVY_TAIL_FRACTION = 0.01
 WIDE_SPREAD = 1.5
 """... or whose plain residuals spread wider than this times the band regression's residual scale (dense impulses,
 where more than half of the entries are hit and the median itself moves)."""
+QUIET_BAND_FRACTION = 0.1
+"""A band whose Gaussian sigma is below this fraction of the median band's keeps it: its residuals are dominated by
+the signal that the other bands do not predict, which inflates its effective sigma (measured: 10x the true
+sigma of a CAVE band with sigma 0.3/255, -2.2 dB), not by corruption."""
 ROBUST_LOADING_GAIN = 0.9
 """A band keeps its L1 row only when that row's median |residual| is below this fraction of the plain row's."""
 
@@ -205,7 +209,7 @@ def whitening_sigma(regression: BandRegression) -> np.ndarray:
     all removed carries more: whitened by its Gaussian sigma it would dominate the covariance and spread its
     corruption over every band. So a band whose effective sigma (the truncation-corrected scale of the residuals
     within the outlier threshold) exceeds its Gaussian sigma by more than :data:`EFFECTIVE_MARGIN` is whitened
-    by the effective one.
+    by the effective one, unless the band is quiet (:data:`QUIET_BAND_FRACTION`).
 
     Args:
         regression: a fitted :class:`BandRegression` with its ``effective_scale``.
@@ -217,7 +221,8 @@ def whitening_sigma(regression: BandRegression) -> np.ndarray:
     if regression.effective_scale is None:
         return sigma
     effective = band_noise(dataclasses.replace(regression, residual_scale=regression.effective_scale))
-    return np.where(effective > EFFECTIVE_MARGIN * sigma, effective, sigma)
+    quiet = sigma < QUIET_BAND_FRACTION * np.median(sigma)
+    return np.where((effective > EFFECTIVE_MARGIN * sigma) & ~quiet, effective, sigma)
 
 
 def _imputed(spectra: np.ndarray, stuck: StuckValues, regression: BandRegression, config: LowRankConfig) -> np.ndarray:
