@@ -1,0 +1,122 @@
+"""Where `hsidenoise run` spends its time, stage by stage, next to each stage's arithmetic floor on this machine.
+
+For each cube (the speed bench's scenes with non-i.i.d. noise, plus the README example), the script writes the
+noisy cube as ENVI, runs the whole process ``hsidenoise run IN -o OUT --json --quiet`` (default method) in a
+child, and prints its wall time, the run's own stage timings (``timings_s``: statistics pass, model fit,
+tiles through the method, writes) and the floor of each stage: the bytes it must move at this machine's
+measured copy bandwidth, or the flops it must do at its measured float64 GEMM rate (both measured here first):
+
+* statistics: one read of the cube (N B 4 bytes);
+* fit (``prepare``): one covariance of the regression sample and one B x B inverse, 2 n B^2 + B^3 flops
+  (n = min(N, 16384));
+* method: projection and back-projection (4 N B k flops) and the two-stage sliding DCT of k eigen-images
+  (four passes over 64 float64 block coefficients per pixel: 4 x 2 x 512 bytes per pixel and component);
+* write: one write of the output (N B 4 bytes).
+
+Usage::
+
+    .venv/bin/python bench/stages.py                       # every cube
+    .venv/bin/python bench/stages.py --cubes example 256x256x31
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+CUBES = ("example", "256x256x31", "512x512x31", "512x512x224")
+
+
+def machine_rates() -> tuple[float, float]:
+    """(float64 GEMM flops per second, copy bytes per second), best of three."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024))
+    best_gemm = best_copy = 0.0
+    big = np.ones(64 << 17)  # 64 MiB
+    for _ in range(3):
+        started = time.perf_counter()
+        a @ a
+        best_gemm = max(best_gemm, 2 * 1024**3 / (time.perf_counter() - started))
+        started = time.perf_counter()
+        big.copy()
+        best_copy = max(best_copy, 2 * big.nbytes / (time.perf_counter() - started))
+    return best_gemm, best_copy
+
+
+def noisy_cube(name: str, folder: Path) -> Path:
+    """Write cube ``name`` as ENVI under ``folder``; returns the header path."""
+    if name == "example":
+        return REPO / "examples" / "santa_barbara.hdr"
+    from hsidenoise.api import write_cube
+    from hsidenoise.cube import Cube, CubeMeta
+    from hsidenoise.noise import NoiseSpec, add_noise
+    from speed import SEED, SIGMA_MAX, clean_cube
+
+    clean = clean_cube(name)
+    noisy = add_noise(clean, NoiseSpec("noniid", sigma_max=SIGMA_MAX), np.random.default_rng(SEED)).noisy
+    path = folder / f"{name}.hdr"
+    write_cube(Cube(np.asarray(noisy, np.float32), CubeMeta(dtype=np.dtype(np.float32))), path)
+    return path
+
+
+def measure(path: Path, folder: Path) -> dict:
+    output = folder / f"out-{path.stem}.hdr"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "hsidenoise", "run", str(path), "-o", str(output), "--json",
+                           "--quiet", "--overwrite"], capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"run failed on {path}: {done.stderr.strip()}")
+    record = json.loads(done.stdout)
+    record = record["runs"][0] if "runs" in record else record
+    record["wall_s"] = wall
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cubes", nargs="+", default=list(CUBES), choices=CUBES)
+    args = parser.parse_args(argv)
+    gemm, copy = machine_rates()
+    print(f"machine: {os.cpu_count()} cores, float64 GEMM {gemm / 1e9:.1f} GFLOP/s, copy {copy / 1e9:.1f} GB/s")
+    rows = ["| cube | process (s) | statistics (s, floor) | fit (s, floor) | method (s, floor) | write (s, floor) | rank |",
+            "|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in args.cubes:
+            record = measure(noisy_cube(name, folder), folder)
+            shape = record["shape"]
+            bands, height, width = shape["bands"], shape["rows"], shape["cols"]
+            pixels = height * width
+            info = record.get("method_info") or {}
+            rank = int(info.get("rank") or info.get("front_end", {}).get("rank") or 0)
+            sample = min(pixels, 16384)
+            floors = {
+                "statistics": pixels * bands * 4 / copy,
+                "prepare": (2 * sample * bands**2 + bands**3) / gemm,
+                "method": 4 * pixels * bands * rank / gemm + 4 * 2 * 512 * pixels * rank / copy,
+                "write": pixels * bands * 4 / copy,
+            }
+            timings = record["timings_s"]
+            cells = [f"{timings.get(stage, float('nan')):.2f} ({floors[stage]:.2f})"
+                     for stage in ("statistics", "prepare", "method", "write")]
+            rows.append(f"| {name} ({bands}×{height}×{width}) | {record['wall_s']:.2f} | " + " | ".join(cells) + f" | {rank} |")
+            print(rows[-1], flush=True)
+    print()
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
