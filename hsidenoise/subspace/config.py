@@ -31,8 +31,10 @@ class LowRankConfig:
         edge_margin: components are kept when their whitened eigenvalue exceeds
             edge_margin * (1 + sqrt(B / n))^2; the margin absorbs a few per cent of error in sigma.
         max_rank: at most this many components.
-        robust_passes: stripe-estimation passes per tile; 0 switches every per-tile robust step off.
-        stripe_threshold: a column offset is a stripe beyond this many spreads of the band's column medians.
+        robust_passes: stripe-estimation passes per tile; 0 switches every robust step off (stuck values
+            included).
+        stripe_threshold: a column offset is a stripe beyond this many spreads of the band's column medians (a
+            row offset beyond twice as many: ``outliers.ROW_STRIPE_FACTOR``).
         dead_line_fraction: a column whose standard deviation along its rows is below this fraction of the
             band's sigma is a dead line.
         coherence_window: side of the window in which an outlying residual shared by its neighbours is
