@@ -15,16 +15,12 @@ NaN bands passed through, exactly as on files). For scenes larger than memory us
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.io import open_cube, read_cube, write_cube
-
-if TYPE_CHECKING:
-    from hsidenoise.quality.evaluate import NoReferenceEvaluation, ReferenceEvaluation
+from hsidenoise.quality.evaluate import evaluate
 
 __all__ = ["Cube", "CubeMeta", "denoise", "evaluate", "open_cube", "read_cube", "write_cube"]
 
@@ -72,50 +68,3 @@ def denoise(
     data = denoise_array(cube.data, denoiser, config, nodata=cube.meta.nodata)
     meta = cube.meta if cube.meta.dtype is not None else replace(cube.meta, dtype=cube.data.dtype)
     return Cube(data, meta)
-
-
-def evaluate(
-    denoised: str | Path,
-    *,
-    ref: str | Path | None = None,
-    noisy: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    ssim: str = "wang",
-    peak: float | None = None,
-    method: str | None = None,
-    model: str | None = None,
-    spatial: str = "auto",
-    crop: int = 128,
-    seed: int = 0,
-    var: str | None = None,
-) -> ReferenceEvaluation | NoReferenceEvaluation:
-    """Score a denoised cube file, as ``hsidenoise eval`` does.
-
-    With ``ref``: MPSNR, SSIM, SAM and ERGAS against the clean reference (and of ``noisy`` too, when given)
-    (:func:`hsidenoise.quality.evaluate.evaluate_with_reference`). Without it: the no-reference figures against
-    the noisy input ``noisy``, with SURE when ``method`` names the method that denoised
-    (:func:`hsidenoise.quality.evaluate.evaluate_without_reference`). The report files go to ``out_dir`` when
-    given. ``ssim`` is for the reference mode; ``method``, ``model``, ``spatial``, ``crop`` and ``seed`` for the
-    other.
-
-    Raises:
-        ConfigError: neither ``ref`` nor ``noisy``, or options of the other mode.
-        CubeShapeError: cubes of different shapes.
-    """
-    from hsidenoise.errors import ConfigError
-    from hsidenoise.quality.evaluate import evaluate_with_reference, evaluate_without_reference
-
-    folder = None if out_dir is None else Path(out_dir)
-    if ref is not None:
-        if method is not None or model is not None:
-            raise ConfigError("method and model are for the no-reference mode (noisy= without ref=)")
-        return evaluate_with_reference(
-            Path(denoised), Path(ref), noisy=None if noisy is None else Path(noisy), out_dir=folder, ssim=ssim,
-            peak=peak, var=var,
-        )  # fmt: skip
-    if noisy is None:
-        raise ConfigError("eval needs --ref REFERENCE (full-reference scores) or --noisy NOISY (no-reference figures)")
-    return evaluate_without_reference(
-        Path(denoised), Path(noisy), out_dir=folder, peak=peak, method=method, model=model, spatial=spatial,
-        crop=crop, seed=seed, var=var,
-    )  # fmt: skip

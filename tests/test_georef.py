@@ -14,7 +14,7 @@ from spectral.io import envi as spy_envi
 
 from hsidenoise.cube import Cube, CubeMeta
 from hsidenoise.io import read_cube, write_cube
-from hsidenoise.io.envi import map_info_from_geo, transform_from_map_info
+from hsidenoise.io.envi_georef import map_info_from_geo, transform_from_map_info
 
 SALTON_MAP_INFO = "{ UTM , 1 , 1 , 579717.180 , 3714550.700 , 16.900 , 16.900 , 11 , North , WGS-84 , units=Meters , rotation=34.0000 }"
 """The ``map info`` of the original Salton Sea header (``params.map_info`` in salton_sea_roi.mat)."""

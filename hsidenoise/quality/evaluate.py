@@ -4,8 +4,8 @@
 and computes MPSNR, SSIM, SAM and ERGAS (:func:`hsidenoise.quality.metrics.evaluate`); :func:`evaluate_without_reference`
 measures noise before / after, the whiteness of the removed part and, with a method prepared for the noisy cube,
 SURE (:func:`hsidenoise.quality.noreference.no_reference_quality`). Both write their report files when given a
-folder and return what they found; ``hsidenoise eval`` prints it (:mod:`hsidenoise.cli.evaluate`) and
-:func:`hsidenoise.api.evaluate` returns it.
+folder and return what they found; :func:`evaluate` chooses between them (``hsidenoise eval`` prints what it
+returns, :mod:`hsidenoise.cli.evaluate`; the notebook API exports it as :func:`hsidenoise.api.evaluate`).
 """
 
 from __future__ import annotations
@@ -120,6 +120,18 @@ class ReferenceEvaluation:
         return document
 
 
+def _read_pair(scored: Path, other: Path, var: str | None, what: str, hint: str) -> tuple[Cube, Cube]:
+    """Read ``scored`` and ``other``; refuse cubes of different shapes, naming ``other`` as ``what``."""
+    from hsidenoise.io import read_cube
+
+    first, second = read_cube(scored, var=var), read_cube(other, var=var)
+    if first.shape != second.shape:
+        raise CubeShapeError(
+            f"{scored} has shape {first.shape} (bands, rows, cols) but {what} {other} has {second.shape}; {hint}"
+        )
+    return first, second
+
+
 def evaluate_with_reference(
     denoised: Path,
     reference: Path,
@@ -145,13 +157,7 @@ def evaluate_with_reference(
     from hsidenoise.io import read_cube
     from hsidenoise.quality.plots import write_metrics_report
 
-    clean = read_cube(reference, var=var)
-    scored_cube = read_cube(denoised, var=var)
-    if scored_cube.shape != clean.shape:
-        raise CubeShapeError(
-            f"{denoised} has shape {scored_cube.shape} (bands, rows, cols) but the reference {reference} has "
-            f"{clean.shape}; score cubes of the same scene"
-        )
+    scored_cube, clean = _read_pair(denoised, reference, var, "the reference", "score cubes of the same scene")
     scale = peak_of(clean, peak)
     report = scored(scored_cube.data, clean.data, ssim, scale)
     noisy_report = None
@@ -197,17 +203,8 @@ class NoReferenceEvaluation:
 
 
 def evaluate_without_reference(
-    denoised: Path,
-    noisy: Path,
-    *,
-    out_dir: Path | None = None,
-    peak: float | None = None,
-    method: str | None = None,
-    model: str | None = None,
-    spatial: str = "auto",
-    crop: int = 128,
-    seed: int = 0,
-    var: str | None = None,
+    denoised: Path, noisy: Path, *, out_dir: Path | None = None, peak: float | None = None, method: str | None = None,
+    model: str | None = None, spatial: str = "auto", crop: int = 128, seed: int = 0, var: str | None = None,
 ) -> NoReferenceEvaluation:
     """The no-reference figures of ``denoised`` against its noisy input ``noisy``
     (:func:`hsidenoise.quality.noreference.no_reference_quality`); ``no_reference.json/.csv/.png`` in
@@ -226,17 +223,10 @@ def evaluate_without_reference(
     """
     if model is not None and method != "decsc":
         raise ConfigError("--model needs --method decsc")
-    from hsidenoise.io import read_cube
     from hsidenoise.quality.noreference import no_reference_quality
     from hsidenoise.quality.plots import write_no_reference_report
 
-    source = read_cube(noisy, var=var)
-    scored_cube = read_cube(denoised, var=var)
-    if scored_cube.shape != source.shape:
-        raise CubeShapeError(
-            f"{denoised} has shape {scored_cube.shape} (bands, rows, cols) but the noisy input {noisy} has "
-            f"{source.shape}; compare a result with its own input"
-        )
+    scored_cube, source = _read_pair(denoised, noisy, var, "the noisy input", "compare a result with its own input")
     bands = None
     denoiser = None
     if method is not None:
@@ -265,3 +255,47 @@ def evaluate_without_reference(
         extra = {"denoised": str(denoised), "noisy": str(noisy), "method": method}
         files = write_no_reference_report(result, out_dir, wavelengths=source.meta.wavelengths, extra=extra)
     return NoReferenceEvaluation(result, denoised, noisy, method, files)
+
+
+def evaluate(
+    denoised: str | Path,
+    *,
+    ref: str | Path | None = None,
+    noisy: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    ssim: str = "wang",
+    peak: float | None = None,
+    method: str | None = None,
+    model: str | None = None,
+    spatial: str = "auto",
+    crop: int = 128,
+    seed: int = 0,
+    var: str | None = None,
+) -> ReferenceEvaluation | NoReferenceEvaluation:
+    """Score a denoised cube file, as ``hsidenoise eval`` does (:func:`hsidenoise.api.evaluate`).
+
+    With ``ref``: MPSNR, SSIM, SAM and ERGAS against the clean reference (and of ``noisy`` too, when given)
+    (:func:`hsidenoise.quality.evaluate.evaluate_with_reference`). Without it: the no-reference figures against
+    the noisy input ``noisy``, with SURE when ``method`` names the method that denoised
+    (:func:`hsidenoise.quality.evaluate.evaluate_without_reference`). The report files go to ``out_dir`` when
+    given. ``ssim`` is for the reference mode; ``method``, ``model``, ``spatial``, ``crop`` and ``seed`` for the
+    other.
+
+    Raises:
+        ConfigError: neither ``ref`` nor ``noisy``, or options of the other mode.
+        CubeShapeError: cubes of different shapes.
+    """
+    folder = None if out_dir is None else Path(out_dir)
+    if ref is not None:
+        if method is not None or model is not None:
+            raise ConfigError("method and model are for the no-reference mode (noisy= without ref=)")
+        return evaluate_with_reference(
+            Path(denoised), Path(ref), noisy=None if noisy is None else Path(noisy), out_dir=folder, ssim=ssim,
+            peak=peak, var=var,
+        )  # fmt: skip
+    if noisy is None:
+        raise ConfigError("eval needs --ref REFERENCE (full-reference scores) or --noisy NOISY (no-reference figures)")
+    return evaluate_without_reference(
+        Path(denoised), Path(noisy), out_dir=folder, peak=peak, method=method, model=model, spatial=spatial,
+        crop=crop, seed=seed, var=var,
+    )  # fmt: skip
