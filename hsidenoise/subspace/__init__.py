@@ -15,7 +15,7 @@ too. One module per step:
    noise (:func:`project`).
 5. :mod:`~hsidenoise.subspace.eigenimages`: the eigen-images denoised by an :class:`EigenImageDenoiser`
    (:class:`DCTDenoiser`, :class:`BM3DDenoiser`, :class:`ProjectionOnly`, or the subspace DECSC of
-   :mod:`hsidenoise.model.subspace_denoiser`).
+   :mod:`hsidenoise.methods.decsc`).
 6. :mod:`~hsidenoise.subspace.projection`: back to bands (:func:`back_project`).
 
 :mod:`~hsidenoise.subspace.pipeline` runs steps 1-6 as one method (:class:`LowRankDenoiser`); the settings

@@ -7,7 +7,7 @@ level of each (1 after whitening), and returns the denoised stack of the same sh
   empirical Wiener with the first stage as pilot; G. Yu and G. Sapiro, "DCT image denoising", IPOL 2011, with
   BM3D's aggregation weights);
 - :class:`BM3DDenoiser`: BM3D (Dabov et al. 2007), the ``bm3d`` package (``baselines`` extra);
-- the subspace DECSC (:class:`hsidenoise.model.subspace_denoiser.DECSCEigenImageDenoiser`): the DCT pilot
+- the subspace DECSC (:class:`hsidenoise.methods.decsc.DECSCEigenImageDenoiser`): the DCT pilot
   corrected by the equilibrium model;
 
 and :class:`ProjectionOnly` (``spatial="none"``) returns the eigen-images as they are. The pipeline

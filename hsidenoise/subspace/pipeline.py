@@ -6,7 +6,7 @@ removes outliers and projects (steps 3-4, :func:`hsidenoise.subspace.projection.
 eigen-images with its :class:`~hsidenoise.subspace.eigenimages.EigenImageDenoiser` (step 5) and back-projects
 (step 6). The eigen-image denoiser is the only thing that differs between the methods: DCT, BM3D or none
 (``--method lowrank --spatial``), or the subspace DECSC (``--method decsc``,
-:func:`hsidenoise.model.subspace_denoiser.build_subspace_decsc`).
+:func:`hsidenoise.methods.decsc.build_subspace_decsc`).
 
 Shapes: cubes and tiles are (B, h, w); pixel samples (n, B); eigen-images (k, h, w).
 """
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hsidenoise.denoiser import TileResult
+from hsidenoise.denoiser import DenoiserBase, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
@@ -168,7 +168,7 @@ def _noise_free(spectra: np.ndarray, sigma: np.ndarray) -> bool:
     return bool(np.all(sigma <= NOISE_FREE_FRACTION * root_mean_square))
 
 
-class LowRankDenoiser:
+class LowRankDenoiser(DenoiserBase):
     """The subspace pipeline behind the ``Denoiser`` protocol of ``hsidenoise.denoiser``.
 
     ``prepare`` fits noise, subspace and band regression once per cube from the statistics' pixel sample (and
@@ -252,6 +252,11 @@ class LowRankDenoiser:
             facts = getattr(self.eigen_denoiser, "last_facts", None)
             results.append(TileResult(denoised, dict(facts) if facts else {}))
         return results
+
+    @property
+    def front_end(self) -> LowRankDenoiser:
+        """This pipeline is its own front end (what the no-reference report measures the changes of)."""
+        return self
 
     @property
     def wants_samples(self) -> bool:
