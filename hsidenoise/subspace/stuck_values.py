@@ -93,8 +93,15 @@ def find_stuck_values(spectra: np.ndarray) -> StuckValues:
     n, bands = spectra.shape
     values, shares = [], []
     least = max(STUCK_MIN_COUNT, STUCK_SHARE * n)
+    # one sort of all bands; a band with fewer repeats in all than a pile-up needs cannot have one
+    ordered = np.sort(spectra, axis=0)
+    repeats = np.count_nonzero(ordered[1:] == ordered[:-1], axis=0)
     for band in range(bands):
-        distinct, counts = np.unique(spectra[:, band], return_counts=True)
+        if repeats[band] + 1 < least:
+            values.append(np.zeros(0, np.float64))
+            shares.append(np.zeros(0, np.float64))
+            continue
+        distinct, counts = np.unique(ordered[:, band], return_counts=True)
         stuck = (counts >= least) & (counts >= STUCK_MULTIPLICITY * n / max(distinct.size, 1))
         values.append(distinct[stuck].astype(np.float64))
         shares.append(counts[stuck] / n)
