@@ -419,12 +419,18 @@ def band_noise(regression: BandRegression) -> np.ndarray:
     Returns:
         (B,) float64 sigma in data units, at least :data:`SIGMA_FLOOR` times the median sigma.
     """
-    import scipy.optimize
-
     scale = regression.residual_scale
     leakage = regression.coefficients.T ** 2  # [i, k] = beta_ik^2
     np.fill_diagonal(leakage, 1.0)
-    sigma = np.sqrt(scipy.optimize.nnls(leakage, scale**2)[0])
+    try:  # a non-negative exact solution of the square system is the NNLS solution (zero residual)
+        variance = np.linalg.solve(leakage, scale**2)
+    except np.linalg.LinAlgError:
+        variance = np.full(scale.shape, -1.0)
+    if not (np.isfinite(variance).all() and (variance >= 0).all()):
+        import scipy.optimize  # a third of a second to import: only when a variance comes out negative
+
+        variance = scipy.optimize.nnls(leakage, scale**2)[0]
+    sigma = np.sqrt(variance)
     floor = SIGMA_FLOOR * float(np.median(sigma))
     if not floor > 0:  # noise-free (e.g. constant) data: any small positive sigma whitens it
         floor = 1e-12 * max(float(np.abs(regression.mean).max()), 1.0)
