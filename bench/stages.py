@@ -66,7 +66,7 @@ def noisy_cube(name: str, folder: Path) -> Path:
     clean = clean_cube(name)
     noisy = add_noise(clean, NoiseSpec("noniid", sigma_max=SIGMA_MAX), np.random.default_rng(SEED)).noisy
     path = folder / f"{name}.hdr"
-    write_cube(Cube(np.asarray(noisy, np.float32), CubeMeta(dtype=np.dtype(np.float32))), path)
+    write_cube(path, Cube(np.asarray(noisy, np.float32), CubeMeta(dtype=np.dtype(np.float32))))
     return path
 
 

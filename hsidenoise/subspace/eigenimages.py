@@ -272,13 +272,19 @@ def _aggregate(coefficients: np.ndarray, weights: np.ndarray, transform: np.ndar
     """
     blocks = np.matmul(transform.T, coefficients, out=coefficients)
     blocks = np.matmul(blocks, transform, out=coefficients)  # (n, i, j, a, b): D^T C D per block
+    pixels = np.ascontiguousarray(np.moveaxis(blocks, (3, 4), (0, 1)))  # (a, b, n, i, j): contiguous shifts
     total = np.zeros(shape)
-    norm = np.zeros(shape)
     rows, cols = shape[1] - DCT_BLOCK + 1, shape[2] - DCT_BLOCK + 1
     for a in range(DCT_BLOCK):
         for b in range(DCT_BLOCK):
-            total[:, a : a + rows, b : b + cols] += blocks[..., a, b]
-            norm[:, a : a + rows, b : b + cols] += weights
+            total[:, a : a + rows, b : b + cols] += pixels[a, b]
+    del pixels
+    norm = np.zeros(shape)  # the box sum of the weights: separable, 8 + 8 shifted additions
+    partial = np.zeros((shape[0], shape[1], cols))
+    for a in range(DCT_BLOCK):
+        partial[:, a : a + rows, :] += weights
+    for b in range(DCT_BLOCK):
+        norm[:, :, b : b + cols] += partial
     return total / norm
 
 

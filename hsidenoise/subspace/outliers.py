@@ -47,9 +47,12 @@ def _stripe_offsets(
     bands, _, width = residuals.shape
     valid = ~missing
     counts = valid.sum(axis=1)  # (B, w)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
-        medians = np.nanmedian(np.where(valid, residuals, np.nan), axis=1)
+    if valid.all():
+        medians = np.median(residuals, axis=1)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
+            medians = np.nanmedian(np.where(valid, residuals, np.nan), axis=1)
     medians = np.where(counts > 0, medians, 0.0)
     deviation = medians - np.median(medians, axis=1, keepdims=True)
     spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
