@@ -35,7 +35,7 @@ def convert(
     ] = None,
     var: VarOpt = None,
     axes: AxesOpt = None,
-    dtype: DtypeOpt = OutputDtype.float32,
+    dtype: DtypeOpt = OutputDtype.same,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
@@ -70,9 +70,11 @@ def convert(
                     "underflowed_values": sum(underflowed),
                 }
             )
-        elif not quiet:
-            if clipped:
-                say(f"warning: {clipped[0]} value(s) did not fit the output type and were clipped to its range")
-            if underflowed:
-                say(f"warning: {underflowed[0]} non-zero value(s) were too small for the output type and became 0")
+        # a conversion that changed values says so on stderr, also under --quiet and --json (which silence
+        # progress and the closing line, not warnings)
+        if sum(clipped):
+            say(f"warning: {sum(clipped)} value(s) did not fit the output type and were clipped to its range")
+        if sum(underflowed):
+            say(f"warning: {sum(underflowed)} non-zero value(s) were too small for the output type and became 0")
+        if not (quiet or json_output):
             say(f"wrote {written}")
