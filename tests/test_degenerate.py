@@ -265,7 +265,7 @@ def test_a_two_valued_noise_cube_is_never_amplified(spatial: str) -> None:
 def run_cli_float32(tmp_path: Path, cube: np.ndarray, command: str = "run"):
     source = write_envi(tmp_path / "in.hdr", cube)
     output = tmp_path / "out.hdr"
-    extra = ["--method", "lowrank"] if command == "run" else []
+    extra = ["--method", "lowrank"] if command == "run" else ["--dtype", "float32"]
     result = CliRunner().invoke(app, [command, str(source), "-o", str(output), "--json", *extra])
     assert result.exit_code == 0, result.stderr
     return result, json.loads(result.stdout), read_cube(output).data
@@ -287,3 +287,5 @@ def test_values_that_underflow_float32_are_counted_and_warned_about(tmp_path: Pa
     if command == "run":
         assert len(record["warnings"]) == 1 and "too small for the output type" in record["warnings"][0]
         assert result.stderr.strip().splitlines() == record["warnings"]
+    else:  # convert says it on stderr even with --json
+        assert f"{cube.size} non-zero value(s) were too small for the output type" in result.stderr

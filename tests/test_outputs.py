@@ -81,15 +81,20 @@ def test_convert_to_float32_of_huge_float64_is_finite_warned_and_counted(tmp_pat
     data[0, 0, 0], data[2, 4, 6] = 1e39, -4e38
     source = tmp_path / "huge.hdr"
     write_cube(source, Cube(data, CubeMeta()), dtype="same")
-    code, err = cli("convert", source, "-o", tmp_path / "out.tif")
+    code, err = cli("convert", source, "-o", tmp_path / "out.tif", "--dtype", "float32")
     assert code == 0
     assert "2 value(s)" in err and "clipped" in err
     out = read_cube(tmp_path / "out.tif").data
     assert np.isfinite(out).all() and out.max() == np.finfo(np.float32).max
-    result = CliRunner().invoke(app, ["convert", str(source), "-o", str(tmp_path / "out.h5"), "--json"])
+    result = CliRunner().invoke(
+        app, ["convert", str(source), "-o", str(tmp_path / "out.h5"), "--json", "--dtype", "float32"]
+    )
     assert result.exit_code == 0 and '"clipped_values": 2' in result.stdout
-    code, err = cli("convert", source, "-o", tmp_path / "quiet.h5", "--quiet")
+    code, err = cli("convert", source, "-o", tmp_path / "quiet.h5", "--quiet", "--dtype", "float32")
+    assert code == 0 and "2 value(s)" in err  # --quiet silences progress, not a clip
+    code, err = cli("convert", source, "-o", tmp_path / "kept.h5", "--quiet")  # the input's type by default
     assert code == 0 and err.strip() == ""
+    np.testing.assert_array_equal(read_cube(tmp_path / "kept.h5").data, data)
 
 
 def test_run_counts_values_clipped_to_the_output_type(tmp_path):
