@@ -384,10 +384,13 @@ def plot_noise_before_after(
     labels: PlotLabels | None = None,
     marked: Sequence[ProfileBand] = (),
 ) -> Path:
-    """Per-band noise estimate (e.g. :func:`hsidenoise.quality.metrics.estimate_noise_mad`) before and after denoising.
+    """Per-band input noise estimate and the std of what was removed (input - output), on one axis.
+
+    No noise estimator is applied to the output: on a low-rank output any such estimate says nothing.
 
     Args:
-        sigma_before, sigma_after: (B,) standard deviations in one unit (``labels.value_units``).
+        sigma_before, sigma_after: (B,) the input noise sigma and the removed part's std, one unit
+            (``labels.value_units``).
         path: the PNG to write. wavelengths: (B,) for the x axis; band indices when None.
         labels: file, method and units for the title and axes.
         marked: the profile plot's bands, marked on the curve.
@@ -406,7 +409,7 @@ def plot_noise_before_after(
     figure = _new_figure(8.0, 4.0)
     axes = figure.subplots()
     axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before (input)")
-    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label=labels.after)
+    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="std of what was removed (input - output)")
     shown = [item.band for item in marked if 0 <= item.band < before.size]
     if shown:
         axes.plot(x_values[shown], before[shown], "o", mfc="none", mec="C0", ms=9, mew=1.5, label="profile bands")
@@ -414,7 +417,7 @@ def plot_noise_before_after(
         axes.set_yscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"noise std ({labels.values})")
-    axes.set_title(labels.title("Per-band noise (robust estimate) before and after"), fontsize="medium")
+    axes.set_title(labels.title("Input noise (spatial robust estimate) and what was removed"), fontsize="medium")
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="best", fontsize="small")
     return _save_figure(figure, Path(path))
@@ -449,49 +452,44 @@ def plot_no_reference(
     *,
     labels: PlotLabels | None = None,
 ) -> Path:
-    """Whiteness of the removed part per band (flagged bands marked), noise before / after, and SURE PSNR.
+    """The no-reference story per band: what was removed against the input noise, and its calibrated whiteness.
 
-    Panels: |lag-1 autocorrelation| of noisy - denoised along rows and columns with the flag threshold, the
-    flagged bands as red crosses; the per-band noise estimate before and after; the SURE-estimated PSNR
-    when the report has it. ``labels`` gives the file, method and units for the title and axes.
+    Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
+    removed part along rows and columns minus that of the input noise (the band-regression residual), with the
+    flag tolerance. No MPSNR is drawn: no estimator is validated (``report.estimated_mpsnr_reason``).
 
     Returns:
         ``path``.
     """
     labels = labels or PlotLabels()
     x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
-    panels = 3 if report.has_sure else 2
-    figure = _new_figure(8.0, 2.8 * panels + 0.8)
-    axes = np.atleast_1d(figure.subplots(panels, 1, sharex=True))
-    white = axes[0]
-    white.plot(x_values, np.abs(report.autocorr_rows), color="C0", marker=".", lw=1.0, label="|r| along rows")
-    white.plot(x_values, np.abs(report.autocorr_cols), color="C1", marker=".", lw=1.0, label="|r| along columns")
-    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag threshold")
+    figure = _new_figure(8.0, 6.4)
+    ratio_axes, white = figure.subplots(2, 1, sharex=True)
+    ratio_axes.plot(x_values, report.removed_ratio, color="C0", marker=".", lw=1.0,
+                    label="std(input - output) / input noise sigma")
+    ratio_axes.axhline(1.0, color="k", ls="--", lw=1.0, label="1: removed the size of the noise")
     flagged = list(report.flagged_bands)
     if flagged:
-        height = np.fmax(np.abs(report.autocorr_rows[flagged]), np.abs(report.autocorr_cols[flagged]))
-        white.plot(x_values[flagged], height, "x", color="C3", ms=8, mew=2, label=f"flagged ({len(flagged)})")
-    white.set_ylabel("lag-1 autocorrelation")
-    white.set_title("Whiteness of the removed part (noisy - denoised)", fontsize="medium")
-    noise = axes[1]
-    noise.plot(x_values, report.sigma_before, color="0.5", marker=".", lw=1.0, label="before (input)")
-    noise.plot(x_values, report.sigma_after, color="C3", marker=".", lw=1.0, label=labels.after)
-    positive = np.concatenate([report.sigma_before, report.sigma_after])
-    positive = positive[np.isfinite(positive) & (positive > 0)]
-    if positive.size and positive.max() > 20 * positive.min():
-        noise.set_yscale("log")
-    noise.set_ylabel(f"noise std ({labels.values})")
-    if report.has_sure:
-        sure = axes[2]
-        label = "SURE estimate" + ("" if report.sure_mpsnr is None else f" (MPSNR {report.sure_mpsnr:.2f} dB)")
-        sure.plot(x_values, np.where(np.isfinite(report.sure_psnr), report.sure_psnr, np.nan), color="C2",
-                  marker=".", lw=1.0, label=label)
-        sure.set_ylabel(f"PSNR (dB, peak {report.peak:.3g})")
-    for panel in axes:
+        ratio_axes.plot(x_values[flagged], report.removed_ratio[flagged], "x", color="C3", ms=8, mew=2,
+                        label=f"flagged ({len(flagged)})")
+    finite = report.removed_ratio[np.isfinite(report.removed_ratio) & (report.removed_ratio > 0)]
+    if finite.size and finite.max() > 20 * finite.min():
+        ratio_axes.set_yscale("log")
+    ratio_axes.set_ylabel("removed / noise")
+    ratio_axes.set_title("What was removed, in units of the input noise (HySime)", fontsize="medium")
+    white.plot(x_values, report.autocorr_rows - report.noise_autocorr_rows, color="C0", marker=".", lw=1.0,
+               label="along rows")
+    white.plot(x_values, report.autocorr_cols - report.noise_autocorr_cols, color="C1", marker=".", lw=1.0,
+               label="along columns")
+    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
+    white.plot(x_values, -report.whiteness_threshold, color="k", ls="--", lw=1.0)
+    white.set_ylabel("lag-1 corr: removed - noise")
+    white.set_title("Is the removed part more correlated than the input noise?", fontsize="medium")
+    for panel in (ratio_axes, white):
         panel.grid(alpha=0.3, which="both")
         panel.legend(loc="best", fontsize="small")
-    axes[-1].set_xlabel(x_label)
-    figure.suptitle(labels.title("No-reference quality"))
+    white.set_xlabel(x_label)
+    figure.suptitle(labels.title("No-reference quality (no MPSNR estimate: not validated)"))
     return _save_figure(figure, Path(path))
 
 
@@ -563,12 +561,13 @@ def write_run_report(
     """
     noisy, denoised = _check_pair(noisy, denoised)
     out_dir = Path(out_dir)
-    sigma_before, sigma_after = estimate_noise_mad(noisy), estimate_noise_mad(denoised)
+    sigma_before = estimate_noise_mad(noisy)
+    removed_std = np.nanstd(noisy.astype(np.float64) - denoised.astype(np.float64), axis=(1, 2))
     asked = None if profile_bands is None else _check_bands(profile_bands, noisy.shape[0])
     if wavelengths is not None:
         _band_axis(noisy.shape[0], wavelengths)  # one wavelength per band, before anything is written
     before = measure_band_artefacts(noisy, sigma_before)
-    after = measure_band_artefacts(denoised, sigma_after)  # before / after by the same (spatial) estimate
+    after = measure_band_artefacts(denoised, sigma_before)  # stripes before / after, in units of the input noise
     # the noisiest bands are ranked by the texture-blind spectral estimate of the input (stripes keep the spatial one)
     spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
     ranking = before if spectral is None else before.with_noise(spectral)
@@ -588,9 +587,10 @@ def write_run_report(
     payload = {
         **summary,
         "noise_estimate": {
-            "method": "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad), data units",
+            "method": "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad) of the input, data "
+            "units; removed_std: std of input - output on the preview (no noise estimate of the output)",
             "before": sigma_before,
-            "after": sigma_after,
+            "removed_std": removed_std,
         },
         "profile_bands": bands,
         "profile_band_choice": {
@@ -628,7 +628,7 @@ def write_run_report(
             noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
         )
         paths["noise"] = plot_noise_before_after(
-            sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
+            sigma_before, removed_std, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
         )
         if no_reference is not None:
             paths["no_reference_csv"] = write_no_reference_table(

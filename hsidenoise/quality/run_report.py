@@ -70,8 +70,8 @@ def no_reference_section(
     (``source`` denoised into ``output``).
 
     Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
-    (whiteness and SURE on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
-    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
+    (correlations on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
+    method saw. Nothing is re-run; ``method`` only names why no MPSNR is estimated.
     """
     from hsidenoise.quality.noreference import no_reference_quality
 
@@ -100,7 +100,7 @@ def write_report(
     The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
     measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
     the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
-    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
+    no-reference section (:func:`no_reference_section`) is added when some
     band was denoised.
     """
     from hsidenoise.io import open_cube
