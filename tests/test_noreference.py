@@ -228,3 +228,26 @@ def test_cli_run_report_has_the_no_reference_section(pair: Path) -> None:
     for name in ("no_reference.png", "row_mean_profiles.png", "quicklook.png"):
         assert (report / name).read_bytes()[:8] == PNG_MAGIC
     assert len((report / "no_reference.csv").read_text().strip().splitlines()) == 14
+
+
+def test_cli_run_report_lists_outliers_and_stripes_and_profiles_the_destriped_band(tmp_path: Path) -> None:
+    clean = smooth_cube(13, 48, 44, seed=9)
+    rng = np.random.default_rng(10)
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    noisy[6] += 0.15 * (rng.random(44) < 0.3)[None, :]  # column stripes in band 6
+    hits = rng.random(noisy[3].shape) < 0.05
+    noisy[3][hits] = 1.0  # impulses (saturated) in band 3
+    write_cube(tmp_path / "noisy.tif", Cube(noisy.astype(np.float32), CubeMeta()))
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        app, ["run", str(tmp_path / "noisy.tif"), "-o", str(tmp_path / "out.tif"), "--method", "lowrank",
+              "--spatial", "dct", "--report", str(report), "-q"],
+    )
+    assert result.exit_code == 0, result.stderr
+    facts = json.loads((report / "report.json").read_text())
+    cleaning = facts["front_end_cleaning"]
+    assert len(cleaning["outlier_entries"]) == 13 and cleaning["outlier_entries"][3] >= 0.5 * hits.sum()
+    assert 6 in cleaning["stripe_bands"] and cleaning["stripe_rms"][6] == max(cleaning["stripe_rms"])
+    assert facts["profile_bands"][0] == 6
+    assert "removed stripes" in facts["profile_band_choice"]["bands"][0]["reason"]
+    assert all("front_end_cleaning" not in tile for tile in facts.get("tiles", []))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from hsidenoise.quality.artefacts import (
+    PROFILE_BAND_COUNT,
     STRIPE_MEASURE,
     ProfileBand,
     choose_profile_bands,
@@ -516,6 +517,19 @@ def write_no_reference_report(
     }
 
 
+def _destriped_bands(cleaning: Mapping[str, Any] | None, sigma: np.ndarray, count: int = 2) -> list[ProfileBand]:
+    """The bands where the front end removed the strongest stripes (``front_end_cleaning``), with the reason."""
+    if not cleaning or not cleaning.get("stripe_bands"):
+        return []
+    rms = np.array([np.nan if v is None else v for v in cleaning["stripe_rms"]], dtype=np.float64)
+    bands = sorted(cleaning["stripe_bands"], key=lambda band: -rms[band])[:count]
+    return [
+        ProfileBand(int(band), f"front end removed stripes: RMS offset {rms[band]:.3g}"
+                    + (f" ({rms[band] / sigma[band]:.2g}x the noise)" if sigma[band] > 0 else ""))
+        for band in bands
+    ]
+
+
 def write_run_report(
     out_dir: Path | str,
     noisy: np.ndarray,
@@ -574,7 +588,10 @@ def write_run_report(
     if asked is not None:
         choice = [ProfileBand(band, "asked for") for band in asked]
     else:
-        choice = choose_profile_bands(ranking, exclude=[int(band) for band in untouched_bands])
+        choice = _destriped_bands(summary.get("front_end_cleaning"), sigma_before)
+        choice += [item for item in choose_profile_bands(ranking, exclude=[int(band) for band in untouched_bands])
+                   if item.band not in {c.band for c in choice}]
+        choice = choice[:PROFILE_BAND_COUNT]
     source = summary.get("input")
     labels = PlotLabels(
         source=None if source is None else Path(str(source)).name,

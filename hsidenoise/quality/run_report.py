@@ -80,6 +80,37 @@ def no_reference_section(
     return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
 
 
+def front_end_cleaning(summary: dict[str, Any], valid: np.ndarray, band_count: int) -> dict[str, Any] | None:
+    """Per band, what the low-rank front end treated as outliers and the stripe amplitude it removed, summed over
+    the tiles' ``front_end_cleaning`` facts (which are taken out of ``summary["tiles"]``); None without them.
+
+    Returns:
+        ``outlier_entries`` (B,) entries replaced (stuck values, dead lines, impulses; an entry in the overlap of
+        two tiles counts in each), ``stripe_rms`` (B,) RMS of the subtracted stripe offsets over the entries, data
+        units, ``stripe_bands`` (bands with a stripe offset removed) and ``note``; None for untouched bands.
+    """
+    tiles = summary.get("tiles") or []
+    facts = [tile.pop("front_end_cleaning") for tile in tiles if isinstance(tile, dict) and "front_end_cleaning" in tile]
+    if not facts or len(facts[0]["outlier_entries"]) != valid.size:
+        return None
+    outliers = np.sum([f["outlier_entries"] for f in facts], axis=0)
+    squares = np.sum([f["stripe_square_sum"] for f in facts], axis=0)
+    entries = sum(f["entries"] for f in facts)
+    full_outliers: list[int | None] = [None] * band_count
+    full_rms: list[float | None] = [None] * band_count
+    for index, band in enumerate(valid):
+        full_outliers[int(band)] = int(outliers[index])
+        full_rms[int(band)] = float(np.sqrt(squares[index] / max(entries, 1)))
+    return {
+        "outlier_entries": full_outliers,
+        "stripe_rms": full_rms,
+        "stripe_bands": [int(band) for index, band in enumerate(valid) if squares[index] > 0],
+        "note": "summed over the tiles (an entry in a tile overlap counts in each); outlier_entries: entries "
+        "replaced by their prediction from the other bands (stuck values, dead lines, impulses); stripe_rms: RMS "
+        "of the column and row offsets subtracted, data units; null: a band the method did not see",
+    }
+
+
 NO_REFERENCE_WINDOW = 256
 """Side of the full-resolution central window the report's no-reference section reads."""
 
@@ -115,6 +146,10 @@ def write_report(
     wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
     untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
     valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
+    summary = dict(summary)
+    cleaning = front_end_cleaning(summary, valid, noisy.shape[0])
+    if cleaning is not None:
+        summary["front_end_cleaning"] = cleaning
     section = None
     # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
     if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:
