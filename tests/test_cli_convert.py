@@ -43,7 +43,9 @@ def test_convert_dtype_same_and_float32_and_mat73(runner, work):
     kept = read_cube(work / "ints.tif")
     assert kept.data.dtype == np.int16
     np.testing.assert_array_equal(kept.data, original.data)
-    invoke(runner, "convert", work / "ints.tif", "-o", work / "floats.h5", "-q")  # float32 is the default
+    invoke(runner, "convert", work / "ints.tif", "-o", work / "same.h5", "-q")  # the input's type is the default
+    assert read_cube(work / "same.h5").data.dtype == np.int16
+    invoke(runner, "convert", work / "ints.tif", "-o", work / "floats.h5", "--dtype", "float32", "-q")
     assert read_cube(work / "floats.h5").data.dtype == np.float32
     invoke(runner, "convert", work / "ints.hdr", "-o", work / "v73.mat", "--to", "mat73", "-q")
     with open(work / "v73.mat", "rb") as file:
@@ -57,3 +59,18 @@ def test_convert_real_cave_cube(runner, tmp_path, shared_data):
     converted = read_cube(tmp_path / "apples.tif")
     assert converted.data.dtype == np.uint16
     np.testing.assert_array_equal(converted.data, read_cube(source).data)
+
+
+def test_convert_keeps_float64_by_default_and_reports_a_clip_even_when_quiet(runner, tmp_path):
+    from hsidenoise.cube import Cube, CubeMeta
+    from hsidenoise.io import write_cube
+
+    huge = np.full((3, 5, 4), 1e300, dtype=np.float64)
+    huge[1] = np.arange(20, dtype=np.float64).reshape(5, 4)
+    write_cube(tmp_path / "huge.h5", Cube(huge, CubeMeta()), dtype="same")
+    kept = invoke(runner, "convert", tmp_path / "huge.h5", "-o", tmp_path / "kept.mat", "--to", "mat73", "--quiet")
+    assert kept.stderr == ""
+    np.testing.assert_array_equal(read_cube(tmp_path / "kept.mat").data, huge)
+    clipped = invoke(runner, "convert", tmp_path / "huge.h5", "-o", tmp_path / "f32.mat", "--to", "mat73",
+                     "--dtype", "float32", "--quiet")
+    assert "40 value(s)" in clipped.stderr and "clipped" in clipped.stderr

@@ -9,7 +9,6 @@ import typer
 
 from hsidenoise.cli.options import (
     AxesOpt,
-    DtypeOpt,
     FormatChoice,
     FormatOpt,
     JsonOpt,
@@ -35,7 +34,14 @@ def convert(
     ] = None,
     var: VarOpt = None,
     axes: AxesOpt = None,
-    dtype: DtypeOpt = OutputDtype.float32,
+    dtype: Annotated[
+        OutputDtype,
+        typer.Option(
+            "--dtype",
+            help="Output data type: the input's own type (default: a conversion keeps the values, like "
+            "gdal_translate), or float32 (rounded and clipped; a clip is reported on stderr even with --quiet).",
+        ),
+    ] = OutputDtype.same,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
@@ -70,9 +76,10 @@ def convert(
                     "underflowed_values": sum(underflowed),
                 }
             )
-        elif not quiet:
-            if clipped:
-                say(f"warning: {clipped[0]} value(s) did not fit the output type and were clipped to its range")
-            if underflowed:
-                say(f"warning: {underflowed[0]} non-zero value(s) were too small for the output type and became 0")
+        # A change of the data is a warning, not progress: on stderr even with --quiet or --json.
+        if sum(clipped):
+            say(f"warning: {sum(clipped)} value(s) did not fit the output type {dtype.value} and were clipped to its range")
+        if sum(underflowed):
+            say(f"warning: {sum(underflowed)} non-zero value(s) were too small for the output type and became 0")
+        if not (quiet or json_output):
             say(f"wrote {written}")
