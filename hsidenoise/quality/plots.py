@@ -384,6 +384,7 @@ def plot_noise_before_after(
     *,
     labels: PlotLabels | None = None,
     marked: Sequence[ProfileBand] = (),
+    estimator: str = "spatial robust estimate",
 ) -> Path:
     """Per-band input noise estimate and the std of what was removed (input - output), on one axis.
 
@@ -418,7 +419,7 @@ def plot_noise_before_after(
         axes.set_yscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"noise std ({labels.values})")
-    axes.set_title(labels.title("Input noise (spatial robust estimate) and what was removed"), fontsize="medium")
+    axes.set_title(labels.title(f"Input noise ({estimator}) and what was removed"), fontsize="medium")
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="best", fontsize="small")
     return _save_figure(figure, Path(path))
@@ -644,9 +645,16 @@ def write_run_report(
         paths["quicklook"] = write_quicklook(
             noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
         )
-        paths["noise"] = plot_noise_before_after(
-            sigma_before, removed_std, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
-        )
+        if no_reference is not None:  # one noise story: the HySime sigma the method uses, as in no_reference.png
+            paths["noise"] = plot_noise_before_after(
+                no_reference.sigma_before, no_reference.removed_std, out_dir / "noise_before_after.png",
+                wavelengths, labels=labels, marked=choice, estimator="HySime, as the method uses it",
+            )
+        else:
+            paths["noise"] = plot_noise_before_after(
+                sigma_before, removed_std, out_dir / "noise_before_after.png", wavelengths, labels=labels,
+                marked=choice,
+            )
         if no_reference is not None:
             paths["no_reference_csv"] = write_no_reference_table(
                 no_reference, out_dir / "no_reference.csv", wavelengths
