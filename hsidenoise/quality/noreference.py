@@ -417,6 +417,7 @@ def no_reference_quality(
     bands: Sequence[int] | np.ndarray | None = None,
     nodata: float | None = None,
     outliers_removed: bool = False,
+    sigma: np.ndarray | Sequence[float] | None = None,
 ) -> NoReferenceReport:
     """Per band: the input noise, what was removed, their ratio and the calibrated whiteness of the removed part.
 
@@ -432,6 +433,8 @@ def no_reference_quality(
         bands: the bands to measure, sorted; None takes every band with a valid value that is not constant.
         nodata: value marking missing pixels; missing and non-finite entries are left out of every figure.
         outliers_removed: the method's front end replaced impulses, dead lines or stripes (reason text only).
+        sigma: (B_measured,) the input noise sigma of the measured bands when the caller has it (the method's own
+            HySime estimate, ``hsidenoise.subspace.noise_estimate.band_noise``); None estimates it here.
 
     Returns:
         A :class:`NoReferenceReport`.
@@ -468,7 +471,11 @@ def no_reference_quality(
     sample_valid = valid[chosen]
     output_values = denoised_64[sample_valid]
     peak = float(output_values.max() - output_values.min()) if output_values.size else 1.0
-    before, estimator = band_noise(np.where(sample_valid, noisy_64, np.nan), seed=seed)
+    if sigma is not None and np.asarray(sigma).shape == (chosen.size,):
+        before = np.asarray(sigma, dtype=np.float64)
+        estimator = "HySime of the method's own fit (hsidenoise.subspace.noise_estimate.band_noise), data units"
+    else:
+        before, estimator = band_noise(np.where(sample_valid, noisy_64, np.nan), seed=seed)
     removed_all = np.where(sample_valid, noisy_64 - denoised_64, np.nan)
     removed_std = np.nanstd(removed_all, axis=(1, 2)) if removed_all.size else np.full(chosen.size, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -584,7 +584,10 @@ def write_run_report(
     before = measure_band_artefacts(noisy, sigma_before)
     after = measure_band_artefacts(denoised, sigma_before)  # stripes before / after, in units of the input noise
     # the noisiest bands are ranked by the texture-blind spectral estimate of the input (stripes keep the spatial one)
-    spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
+    if no_reference is not None:  # the same HySime sigma, already measured (full resolution): not twice
+        spectral = np.where(np.isfinite(no_reference.sigma_before), no_reference.sigma_before, np.nan)
+    else:
+        spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
     ranking = before if spectral is None else before.with_noise(spectral)
     if asked is not None:
         choice = [ProfileBand(band, "asked for") for band in asked]

@@ -77,7 +77,24 @@ def no_reference_section(
 
     noisy, _ = read_central_window(source, NO_REFERENCE_WINDOW, **(open_options or {}))
     denoised, _ = read_central_window(output, NO_REFERENCE_WINDOW)
-    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
+    sigma, cleaned = _method_noise(method, valid.size)
+    return no_reference_quality(
+        noisy, denoised, method=method, bands=valid, nodata=nodata, sigma=sigma, outliers_removed=cleaned
+    )
+
+
+def _method_noise(method: Denoiser | None, band_count: int) -> tuple[np.ndarray | None, bool]:
+    """The HySime sigma (band_count,) the low-rank front end of ``method`` fitted (None without one), and
+    whether it can replace entries (stuck values found)."""
+    from hsidenoise.subspace import LowRankDenoiser
+    from hsidenoise.subspace.noise_estimate import band_noise
+
+    front = method if isinstance(method, LowRankDenoiser) else getattr(method, "front_end", None)
+    subspace = getattr(front, "subspace", None)
+    if subspace is None or subspace.regression is None or subspace.band_count != band_count:
+        return None, False
+    stuck = subspace.stuck is not None and subspace.stuck.any()
+    return band_noise(subspace.regression), bool(stuck)
 
 
 def front_end_cleaning(summary: dict[str, Any], valid: np.ndarray, band_count: int) -> dict[str, Any] | None:
