@@ -23,9 +23,9 @@ import json
 import math
 import textwrap
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,9 +37,17 @@ from hsidenoise.quality.artefacts import (
     measure_band_artefacts,
     spectral_band_noise,
 )
-from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
+from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.quality.metrics import MetricsReport, estimate_noise_mad
-from hsidenoise.quality.labels import PlotLabels, wavelength_unit_symbol
+from hsidenoise.quality.figure_io import (  # noqa: F401  (re-exported: tests and callers use them here)
+    PNG_DPI,
+    _band_axis,
+    _band_label,
+    _new_figure,
+    _save_figure,
+    _write_atomically,
+)
+from hsidenoise.quality.labels import PlotLabels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,26 +59,6 @@ RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 """Robust contrast stretch of the quick-looks."""
-
-PNG_DPI = 110
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write through ``write`` into a temporary file next to ``path``, then rename it onto ``path``."""
-    from hsidenoise.io.staging import staged
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with staged(path) as temporary, open(temporary, "wb") as stream:
-            write(stream)
-    except OSError as error:
-        raise CubeWriteError(
-            f"cannot write the report file {path}: {error.strerror or error}; check the directory, space and "
-            "permissions"
-        ) from error
-    return path
-
 
 def json_safe(value: Any) -> Any:
     """Numpy scalars/arrays -> Python, paths -> str, non-finite floats -> None, recursively."""
@@ -95,46 +83,6 @@ def write_json(payload: Mapping[str, Any], path: Path | str) -> Path:
     """Write ``payload`` as indented JSON (numpy values converted, inf/NaN as null); returns the path."""
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
-
-
-def _save_figure(figure: Figure, path: Path) -> Path:
-    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, format="png", dpi=PNG_DPI))
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """A Figure bound to an Agg canvas (no pyplot state, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _band_axis(
-    band_count: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None
-) -> tuple[np.ndarray, str]:
-    """x values and label for per-band plots: wavelengths (with their units when known), else band indices."""
-    if wavelengths is None:
-        return np.arange(band_count), "band index (from 0)"
-    values = np.asarray(wavelengths, dtype=np.float64)
-    if values.shape != (band_count,):
-        raise CubeShapeError(
-            f"expected {band_count} wavelengths (one per band), got {values.size}; pass the cube's own wavelengths"
-        )
-    symbol = wavelength_unit_symbol(units)
-    return values, "wavelength" if symbol is None else f"wavelength ({symbol})"
-
-
-def _band_label(band: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None) -> str:
-    """``band 103 (1.3232 µm)``: the 0-based index, and the wavelength with its unit when known."""
-    if wavelengths is None:
-        return f"band {band}"
-    value = float(np.asarray(wavelengths, dtype=np.float64)[band])
-    if not math.isfinite(value):
-        return f"band {band}"
-    symbol = wavelength_unit_symbol(units)
-    return f"band {band} ({value:.5g}{'' if symbol is None else ' ' + symbol})"
 
 
 def _check_pair(noisy: np.ndarray, denoised: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -426,75 +374,6 @@ def plot_noise_before_after(
 
 
 
-def write_no_reference_table(
-    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
-) -> Path:
-    """The per-band table of a :class:`hsidenoise.quality.noreference.NoReferenceReport` as CSV (one row per band)."""
-    columns = report.per_band()
-    if wavelengths is not None:
-        x_values, _ = _band_axis(report.band_count, wavelengths)
-        columns = {"band": columns.pop("band"), "wavelength": x_values, **columns}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(columns))
-    for band in range(report.band_count):
-        row = []
-        for values in columns.values():
-            value = values[band]
-            row.append(int(value) if values.dtype.kind in "bi" else f"{float(value):.6g}")
-        writer.writerow(row)
-    text = buffer.getvalue()
-    return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
-
-
-def plot_no_reference(
-    report: NoReferenceReport,
-    path: Path | str,
-    wavelengths: np.ndarray | Sequence[float] | None = None,
-    *,
-    labels: PlotLabels | None = None,
-) -> Path:
-    """The no-reference story per band: what was removed against the input noise, and its calibrated whiteness.
-
-    Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
-    removed part along rows and columns minus that of the input noise (the band-regression residual), with the
-    flag tolerance. No MPSNR is drawn: no estimator is validated (``report.estimated_mpsnr_reason``).
-
-    Returns:
-        ``path``.
-    """
-    labels = labels or PlotLabels()
-    x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
-    figure = _new_figure(8.0, 6.4)
-    ratio_axes, white = figure.subplots(2, 1, sharex=True)
-    ratio_axes.plot(x_values, report.removed_ratio, color="C0", marker=".", lw=1.0,
-                    label="std(input - output) / input noise sigma")
-    ratio_axes.axhline(1.0, color="k", ls="--", lw=1.0, label="1: removed the size of the noise")
-    flagged = list(report.flagged_bands)
-    if flagged:
-        ratio_axes.plot(x_values[flagged], report.removed_ratio[flagged], "x", color="C3", ms=8, mew=2,
-                        label=f"flagged ({len(flagged)})")
-    finite = report.removed_ratio[np.isfinite(report.removed_ratio) & (report.removed_ratio > 0)]
-    if finite.size and finite.max() > 20 * finite.min():
-        ratio_axes.set_yscale("log")
-    ratio_axes.set_ylabel("removed / noise")
-    ratio_axes.set_title("What was removed, in units of the input noise (HySime)", fontsize="medium")
-    white.plot(x_values, report.autocorr_rows - report.noise_autocorr_rows, color="C0", marker=".", lw=1.0,
-               label="along rows")
-    white.plot(x_values, report.autocorr_cols - report.noise_autocorr_cols, color="C1", marker=".", lw=1.0,
-               label="along columns")
-    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
-    white.plot(x_values, -report.whiteness_threshold, color="k", ls="--", lw=1.0)
-    white.set_ylabel("lag-1 corr: removed - noise")
-    white.set_title("Is the removed part more correlated than the input noise?", fontsize="medium")
-    for panel in (ratio_axes, white):
-        panel.grid(alpha=0.3, which="both")
-        panel.legend(loc="best", fontsize="small")
-    white.set_xlabel(x_label)
-    figure.suptitle(labels.title("No-reference quality (no MPSNR estimate: not validated)"))
-    return _save_figure(figure, Path(path))
-
-
 def write_no_reference_report(
     report: NoReferenceReport,
     out_dir: Path | str,
@@ -510,6 +389,8 @@ def write_no_reference_report(
         ``{"json", "csv", "plot"}`` -> path.
     """
     out_dir = Path(out_dir)
+    from hsidenoise.quality.noreference_plots import plot_no_reference, write_no_reference_table
+
     payload = {**(extra or {}), "no_reference": report.to_dict()}
     return {
         "json": write_json(payload, out_dir / "no_reference.json"),
@@ -645,6 +526,11 @@ def write_run_report(
             paths["profiles"] = _no_profile_figure(
                 profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
             )
+        from hsidenoise.quality.noreference_plots import plot_removed
+
+        paths["removed"] = plot_removed(
+            noisy, denoised, bands or [0], out_dir / "removed.png", wavelengths, labels=labels
+        )
         paths["quicklook"] = write_quicklook(
             noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
         )
@@ -659,6 +545,8 @@ def write_run_report(
                 marked=choice,
             )
         if no_reference is not None:
+            from hsidenoise.quality.noreference_plots import plot_no_reference, write_no_reference_table
+
             paths["no_reference_csv"] = write_no_reference_table(
                 no_reference, out_dir / "no_reference.csv", wavelengths
             )
