@@ -145,7 +145,9 @@ def test_run_report_bundle(tmp_path: Path) -> None:
     _, noisy, denoised = _cubes((9, 33, 35))
     summary = {"timings_s": {"total": 1.5}, "tile_plan": {"tiles": 4}, "untouched_bands": [3]}
     paths = write_run_report(tmp_path / "report", noisy, denoised, summary=summary)
-    expected = ["noise_before_after.png", "quicklook.png", "removed.png", "report.json", "row_mean_profiles.png"]
+    expected = ["noise_before_after.png", "quicklook.png", "removed.png", "report.json", "row_mean_profiles.png",
+                "spectra.png"]
+    assert len(_strict_json(paths["json"])["spectra"]["pixels"]) == 4
     assert _only_files(tmp_path / "report") == expected
     data = _strict_json(paths["json"])
     assert data["tile_plan"] == {"tiles": 4} and data["untouched_bands"] == [3]

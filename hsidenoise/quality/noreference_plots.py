@@ -141,3 +141,65 @@ def plot_removed(
             figure.colorbar(shown, ax=panel, fraction=0.046, pad=0.02)
     figure.suptitle(labels.title("What was removed"))
     return _save_figure(figure, Path(path))
+
+
+def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[int, int, str]]:
+    """(row, col, why) of the brightest, darkest and median pixel (mean over the bands of the input) and the one
+    the method changed most (RMS of input - output over the bands), in (B, H, W) cubes; non-finite pixels skipped."""
+    with np.errstate(invalid="ignore"):
+        brightness = np.nanmean(np.where(np.isfinite(noisy), noisy, np.nan), axis=0)
+        change = np.sqrt(np.nanmean((noisy.astype(np.float64) - denoised) ** 2, axis=0))
+    finite = np.isfinite(brightness) & np.isfinite(change)
+    if not finite.any():
+        return []
+    flat = np.where(finite, brightness, np.nan).ravel()
+    order = np.argsort(np.where(np.isnan(flat), np.inf, flat))[: int(finite.sum())]
+    width = noisy.shape[2]
+    chosen = [
+        (int(order[-1]), "brightest"),
+        (int(order[0]), "darkest"),
+        (int(order[order.size // 2]), "median brightness"),
+        (int(np.nanargmax(np.where(finite, change, np.nan))), "most changed"),
+    ]
+    return [(index // width, index % width, why) for index, why in chosen]
+
+
+def plot_spectra(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    pixels: Sequence[tuple[int, int, str]],
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
+    untouched_bands: Sequence[int] = (),
+) -> Path:
+    """``spectra.png``: input (grey) and output (colour) spectra of ``pixels`` ((row, col, why) in the cubes'
+    (B, H, W) grid), one panel each, against wavelength; the ``untouched_bands`` (bad bands) greyed out."""
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(noisy.shape[0], wavelengths, labels.wavelength_units)
+    shown = list(pixels) or [(0, 0, "first pixel")]
+    figure = _new_figure(8.0, 2.4 * len(shown) + 0.8)
+    axes = np.atleast_1d(figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0])
+    bad = [band for band in untouched_bands if 0 <= band < noisy.shape[0]]
+    for panel, (row, col, why) in zip(axes, shown):
+        panel.plot(x_values, noisy[:, row, col], color="0.55", lw=1.6, label="input")
+        panel.plot(x_values, denoised[:, row, col], color="C3", lw=1.0, label=labels.after)
+        for band in bad:
+            panel.axvspan(x_values[band] - 0.5 * _step(x_values, band), x_values[band] + 0.5 * _step(x_values, band),
+                          color="0.85", lw=0)
+        panel.set_title(f"pixel (row {row}, col {col}): {why}", fontsize="small")
+        panel.set_ylabel(labels.values)
+        panel.grid(alpha=0.3)
+        panel.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel(x_label + ("; grey: bands left untouched" if bad else ""))
+    figure.suptitle(labels.title("Pixel spectra before and after"))
+    return _save_figure(figure, Path(path))
+
+
+def _step(x_values: np.ndarray, band: int) -> float:
+    """The axis spacing around ``band`` (for the grey span of a bad band)."""
+    if x_values.size < 2:
+        return 1.0
+    neighbour = band + 1 if band + 1 < x_values.size else band - 1
+    return float(abs(x_values[neighbour] - x_values[band])) or 1.0

@@ -526,7 +526,21 @@ def write_run_report(
             paths["profiles"] = _no_profile_figure(
                 profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
             )
-        from hsidenoise.quality.noreference_plots import plot_removed
+        from hsidenoise.quality.noreference_plots import pick_spectra_pixels, plot_removed, plot_spectra
+
+        spectra_pixels = pick_spectra_pixels(noisy, denoised)
+        payload["spectra"] = {
+            "note": "pixels of the report's preview grid (multiply by preview_step for the cube's); "
+            "input and output values per band",
+            "pixels": [
+                {"row": row, "col": col, "why": why, "input": noisy[:, row, col], "output": denoised[:, row, col]}
+                for row, col, why in spectra_pixels
+            ],
+        }
+        paths["spectra"] = plot_spectra(
+            noisy, denoised, spectra_pixels, out_dir / "spectra.png", wavelengths, labels=labels,
+            untouched_bands=list(untouched_bands),
+        )
 
         paths["removed"] = plot_removed(
             noisy, denoised, bands or [0], out_dir / "removed.png", wavelengths, labels=labels
