@@ -145,12 +145,14 @@ def test_run_report_bundle(tmp_path: Path) -> None:
     _, noisy, denoised = _cubes((9, 33, 35))
     summary = {"timings_s": {"total": 1.5}, "tile_plan": {"tiles": 4}, "untouched_bands": [3]}
     paths = write_run_report(tmp_path / "report", noisy, denoised, summary=summary)
-    expected = ["noise_before_after.png", "quicklook.png", "report.json", "row_mean_profiles.png"]
+    expected = ["noise_before_after.png", "quicklook.png", "removed.png", "report.json", "row_mean_profiles.png",
+                "spectra.png"]
+    assert len(_strict_json(paths["json"])["spectra"]["pixels"]) == 4
     assert _only_files(tmp_path / "report") == expected
     data = _strict_json(paths["json"])
     assert data["tile_plan"] == {"tiles": 4} and data["untouched_bands"] == [3]
-    before, after = np.array(data["noise_estimate"]["before"]), np.array(data["noise_estimate"]["after"])
-    assert before.shape == (9,) and (after < before).all()
+    before, removed = np.array(data["noise_estimate"]["before"]), np.array(data["noise_estimate"]["removed_std"])
+    assert before.shape == (9,) and removed.shape == (9,) and "after" not in data["noise_estimate"]
     assert len(data["profile_bands"]) == 3
     for key in ("profiles", "quicklook", "noise"):
         _assert_real_image(paths[key])
@@ -267,7 +269,11 @@ def test_run_report_plots_name_the_file_the_method_the_units_and_the_bands(tmp_p
     assert set(figures) == {"row_mean_profiles.png", "quicklook.png", "noise_before_after.png"}
     for name, texts in figures.items():
         assert any("scene.hdr" in text and "decsc" in text for text in texts), name  # title: file and method
-        assert "before (input)" in texts and "after (decsc)" in texts, name  # legends or panel titles
+        assert "before (input)" in texts, name  # legends or panel titles
+        if name == "noise_before_after.png":
+            assert "std of what was removed (input - output)" in texts
+        else:
+            assert "after (decsc)" in texts, name
     profiles = figures["row_mean_profiles.png"]
     assert "row index (pixel; preview of every 2nd row)" in profiles
     assert "column index (pixel; preview of every 2nd column)" in profiles

@@ -57,7 +57,7 @@ def evaluate_command(
     ] = None,
     method: Annotated[
         SureMethodChoice | None,
-        typer.Option("--method", help="No-reference: the method that denoised, re-run on a crop for SURE."),
+        typer.Option("--method", help="No-reference: the method that denoised (named in the report; not re-run)."),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="No-reference, decsc: weights or preset (default: shipped).")
@@ -66,9 +66,9 @@ def evaluate_command(
         FrontEnd, typer.Option("--spatial", help="No-reference, lowrank: its eigen-image denoiser, as for run.")
     ] = FrontEnd.auto,
     crop: Annotated[
-        int, typer.Option("--crop", min=8, help="No-reference: side of the central window for whiteness and SURE.")
+        int, typer.Option("--crop", min=8, help="No-reference: side of the central window for the correlations.")
     ] = 128,
-    seed: Annotated[int, typer.Option("--seed", help="No-reference: seed of the pixel sample and SURE probes.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="No-reference: seed of the pixel sample.")] = 0,
     random_weights: RandomWeightsOpt = False,
     threads: ThreadsOpt = None,
     var: VarOpt = None,
@@ -76,7 +76,7 @@ def evaluate_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Score a denoised cube: against a reference (--ref: MPSNR, SSIM, SAM, ERGAS), or without one (--noisy:
-    noise before / after, whiteness of the removed part, SURE-estimated PSNR with --method)."""
+    input noise, removed std and their ratio, calibrated whiteness of the removed part)."""
     with errors_as_one_line():
         threads = thread_count(threads)
         if ref is None:
@@ -178,22 +178,16 @@ def _evaluate_without_reference(
     facts = result.to_dict()
     table = Table(title=escape(f"{denoised.name} vs its input {noisy.name} (no reference)"), show_header=False)
     noise = facts["noise"]
-    table.add_row(
-        "noise sigma (median)",
-        ", ".join(
-            f"{when} {'-' if noise[key] is None else format(noise[key], '.4g')}"
-            for when, key in (("before", "median_before"), ("after", "median_after"))
-        ),
-    )
+    for label, key in (("input noise sigma (median, HySime)", "median_sigma_before"),
+                       ("removed std (median)", "median_removed_std"),
+                       ("removed / noise ratio (median)", "median_removed_ratio")):
+        table.add_row(label, "-" if noise[key] is None else format(noise[key], ".4g"))
     flagged = list(result.flagged_bands)
     table.add_row(
-        "removed part not white",
+        "removed part more correlated than the input noise",
         f"{len(flagged)} of {len(result.bands)} bands"
         + (f" ({band_list(flagged).split(': ', 1)[1]})" if flagged else ""),
     )
-    table.add_row("neighbour bands correlated", f"{len(result.flagged_pairs)} pairs")
-    if result.has_sure and result.sure_mpsnr is not None:
-        table.add_row("SURE MPSNR (estimate)", f"{result.sure_mpsnr:.2f} dB (peak {result.peak:.4g})")
-    else:
-        table.add_row("SURE", escape(result.sure_note))
+    table.add_row("neighbour bands correlated unlike the noise", f"{len(result.flagged_pairs)} pairs")
+    table.add_row("MPSNR estimate", escape(f"none: {result.estimated_mpsnr_reason}"))
     Console().print(table)

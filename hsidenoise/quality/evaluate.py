@@ -2,8 +2,8 @@
 
 :func:`evaluate_with_reference` reads the cubes, checks their shapes, chooses the PSNR peak (:func:`peak_of`)
 and computes MPSNR, SSIM, SAM and ERGAS (:func:`hsidenoise.quality.metrics.evaluate`); :func:`evaluate_without_reference`
-measures noise before / after, the whiteness of the removed part and, with a method prepared for the noisy cube,
-SURE (:func:`hsidenoise.quality.noreference.no_reference_quality`). Both write their report files when given a
+measures the input noise, what was removed, their ratio and the calibrated whiteness of the removed part
+(:func:`hsidenoise.quality.noreference.no_reference_quality`). Both write their report files when given a
 folder and return what they found; :func:`evaluate` chooses between them (``hsidenoise eval`` prints what it
 returns, :mod:`hsidenoise.cli.evaluate`; the notebook API exports it as :func:`hsidenoise.api.evaluate`).
 """
@@ -177,8 +177,8 @@ class NoReferenceEvaluation:
     """What :func:`evaluate_without_reference` found.
 
     Attributes:
-        result: the no-reference figures; denoised, noisy: the two cubes; method: the method re-run for SURE,
-        or None; files: the report files written (name -> path).
+        result: the no-reference figures; denoised, noisy: the two cubes; method: the method named by the caller
+        (not re-run), or None; files: the report files written (name -> path).
     """
 
     result: NoReferenceReport
@@ -211,11 +211,11 @@ def evaluate_without_reference(
     ``out_dir`` when given.
 
     Args:
-        method: the method that denoised (a name of :data:`hsidenoise.methods.METHODS`), prepared on the noisy
-            cube and re-run on the central crop for SURE; None: no SURE.
-        model, spatial: as for :func:`hsidenoise.methods.build_method` (``model``: ``decsc`` only).
-        crop: side of the central window for whiteness and SURE; seed: of the pixel sample and SURE probes.
-        peak: the PSNR peak of the SURE estimate; None: the noisy input's max - min.
+        method: the method that denoised (a name of :data:`hsidenoise.methods.METHODS`) or None; it is not
+            re-run, it only names the reason why no MPSNR is estimated.
+        model, spatial: checked as for :func:`hsidenoise.methods.build_method` (``model``: ``decsc`` only).
+        crop: side of the central window for the correlations; seed: of the pixel sample.
+        peak: unused (the MPSNR estimate is withheld; its peak would be the output's value range).
 
     Raises:
         ConfigError: ``model`` without ``method="decsc"``.
@@ -227,27 +227,13 @@ def evaluate_without_reference(
     from hsidenoise.quality.plots import write_no_reference_report
 
     scored_cube, source = _read_pair(denoised, noisy, var, "the noisy input", "compare a result with its own input")
-    bands = None
-    denoiser = None
-    if method is not None:
-        from hsidenoise.io.memory import ArrayReader
-        from hsidenoise.methods import build_method
-        from hsidenoise.statistics import compute_statistics
-
-        denoiser = build_method(method, model=model, spatial=spatial)
-        stats = compute_statistics(ArrayReader(source.data, source.meta), nodata=source.meta.nodata)
-        if stats.valid_bands.size == 0:
-            raise CubeShapeError(f"every band of {noisy} is dead or NaN; there is nothing to measure")
-        denoiser.prepare(stats)
-        bands = stats.valid_bands
+    # Nothing is re-run: the figures compare the two cubes; ``method`` only names why no MPSNR is estimated.
     result = no_reference_quality(
         np.asarray(source.data, dtype=np.float32),
         np.asarray(scored_cube.data, dtype=np.float32),
-        method=denoiser,
+        method=method,
         crop=crop,
         seed=seed,
-        peak=peak,
-        bands=bands,
         nodata=source.meta.nodata,
     )
     files = {}
@@ -276,7 +262,7 @@ def evaluate(
 
     With ``ref``: MPSNR, SSIM, SAM and ERGAS against the clean reference (and of ``noisy`` too, when given)
     (:func:`hsidenoise.quality.evaluate.evaluate_with_reference`). Without it: the no-reference figures against
-    the noisy input ``noisy``, with SURE when ``method`` names the method that denoised
+    the noisy input ``noisy`` (``method`` names the method that denoised; nothing is re-run)
     (:func:`hsidenoise.quality.evaluate.evaluate_without_reference`). The report files go to ``out_dir`` when
     given. ``ssim`` is for the reference mode; ``method``, ``model``, ``spatial``, ``crop`` and ``seed`` for the
     other.

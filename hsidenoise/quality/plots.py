@@ -23,22 +23,31 @@ import json
 import math
 import textwrap
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hsidenoise.quality.artefacts import (
+    PROFILE_BAND_COUNT,
     STRIPE_MEASURE,
     ProfileBand,
     choose_profile_bands,
     measure_band_artefacts,
     spectral_band_noise,
 )
-from hsidenoise.errors import ConfigError, CubeShapeError, CubeWriteError
+from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.quality.metrics import MetricsReport, estimate_noise_mad
-from hsidenoise.quality.labels import PlotLabels, wavelength_unit_symbol
+from hsidenoise.quality.figure_io import (  # noqa: F401  (re-exported: tests and callers use them here)
+    PNG_DPI,
+    _band_axis,
+    _band_label,
+    _new_figure,
+    _save_figure,
+    _write_atomically,
+)
+from hsidenoise.quality.labels import PlotLabels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,26 +59,6 @@ RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 """Robust contrast stretch of the quick-looks."""
-
-PNG_DPI = 110
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write through ``write`` into a temporary file next to ``path``, then rename it onto ``path``."""
-    from hsidenoise.io.staging import staged
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with staged(path) as temporary, open(temporary, "wb") as stream:
-            write(stream)
-    except OSError as error:
-        raise CubeWriteError(
-            f"cannot write the report file {path}: {error.strerror or error}; check the directory, space and "
-            "permissions"
-        ) from error
-    return path
-
 
 def json_safe(value: Any) -> Any:
     """Numpy scalars/arrays -> Python, paths -> str, non-finite floats -> None, recursively."""
@@ -94,46 +83,6 @@ def write_json(payload: Mapping[str, Any], path: Path | str) -> Path:
     """Write ``payload`` as indented JSON (numpy values converted, inf/NaN as null); returns the path."""
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
-
-
-def _save_figure(figure: Figure, path: Path) -> Path:
-    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, format="png", dpi=PNG_DPI))
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """A Figure bound to an Agg canvas (no pyplot state, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _band_axis(
-    band_count: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None
-) -> tuple[np.ndarray, str]:
-    """x values and label for per-band plots: wavelengths (with their units when known), else band indices."""
-    if wavelengths is None:
-        return np.arange(band_count), "band index (from 0)"
-    values = np.asarray(wavelengths, dtype=np.float64)
-    if values.shape != (band_count,):
-        raise CubeShapeError(
-            f"expected {band_count} wavelengths (one per band), got {values.size}; pass the cube's own wavelengths"
-        )
-    symbol = wavelength_unit_symbol(units)
-    return values, "wavelength" if symbol is None else f"wavelength ({symbol})"
-
-
-def _band_label(band: int, wavelengths: np.ndarray | Sequence[float] | None, units: str | None = None) -> str:
-    """``band 103 (1.3232 µm)``: the 0-based index, and the wavelength with its unit when known."""
-    if wavelengths is None:
-        return f"band {band}"
-    value = float(np.asarray(wavelengths, dtype=np.float64)[band])
-    if not math.isfinite(value):
-        return f"band {band}"
-    symbol = wavelength_unit_symbol(units)
-    return f"band {band} ({value:.5g}{'' if symbol is None else ' ' + symbol})"
 
 
 def _check_pair(noisy: np.ndarray, denoised: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,11 +332,15 @@ def plot_noise_before_after(
     *,
     labels: PlotLabels | None = None,
     marked: Sequence[ProfileBand] = (),
+    estimator: str = "spatial robust estimate",
 ) -> Path:
-    """Per-band noise estimate (e.g. :func:`hsidenoise.quality.metrics.estimate_noise_mad`) before and after denoising.
+    """Per-band input noise estimate and the std of what was removed (input - output), on one axis.
+
+    No noise estimator is applied to the output: on a low-rank output any such estimate says nothing.
 
     Args:
-        sigma_before, sigma_after: (B,) standard deviations in one unit (``labels.value_units``).
+        sigma_before, sigma_after: (B,) the input noise sigma and the removed part's std, one unit
+            (``labels.value_units``).
         path: the PNG to write. wavelengths: (B,) for the x axis; band indices when None.
         labels: file, method and units for the title and axes.
         marked: the profile plot's bands, marked on the curve.
@@ -406,7 +359,7 @@ def plot_noise_before_after(
     figure = _new_figure(8.0, 4.0)
     axes = figure.subplots()
     axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before (input)")
-    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label=labels.after)
+    axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="std of what was removed (input - output)")
     shown = [item.band for item in marked if 0 <= item.band < before.size]
     if shown:
         axes.plot(x_values[shown], before[shown], "o", mfc="none", mec="C0", ms=9, mew=1.5, label="profile bands")
@@ -414,85 +367,11 @@ def plot_noise_before_after(
         axes.set_yscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"noise std ({labels.values})")
-    axes.set_title(labels.title("Per-band noise (robust estimate) before and after"), fontsize="medium")
+    axes.set_title(labels.title(f"Input noise ({estimator}) and what was removed"), fontsize="medium")
     axes.grid(alpha=0.3, which="both")
     axes.legend(loc="best", fontsize="small")
     return _save_figure(figure, Path(path))
 
-
-
-def write_no_reference_table(
-    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
-) -> Path:
-    """The per-band table of a :class:`hsidenoise.quality.noreference.NoReferenceReport` as CSV (one row per band)."""
-    columns = report.per_band()
-    if wavelengths is not None:
-        x_values, _ = _band_axis(report.band_count, wavelengths)
-        columns = {"band": columns.pop("band"), "wavelength": x_values, **columns}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(list(columns))
-    for band in range(report.band_count):
-        row = []
-        for values in columns.values():
-            value = values[band]
-            row.append(int(value) if values.dtype.kind in "bi" else f"{float(value):.6g}")
-        writer.writerow(row)
-    text = buffer.getvalue()
-    return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
-
-
-def plot_no_reference(
-    report: NoReferenceReport,
-    path: Path | str,
-    wavelengths: np.ndarray | Sequence[float] | None = None,
-    *,
-    labels: PlotLabels | None = None,
-) -> Path:
-    """Whiteness of the removed part per band (flagged bands marked), noise before / after, and SURE PSNR.
-
-    Panels: |lag-1 autocorrelation| of noisy - denoised along rows and columns with the flag threshold, the
-    flagged bands as red crosses; the per-band noise estimate before and after; the SURE-estimated PSNR
-    when the report has it. ``labels`` gives the file, method and units for the title and axes.
-
-    Returns:
-        ``path``.
-    """
-    labels = labels or PlotLabels()
-    x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
-    panels = 3 if report.has_sure else 2
-    figure = _new_figure(8.0, 2.8 * panels + 0.8)
-    axes = np.atleast_1d(figure.subplots(panels, 1, sharex=True))
-    white = axes[0]
-    white.plot(x_values, np.abs(report.autocorr_rows), color="C0", marker=".", lw=1.0, label="|r| along rows")
-    white.plot(x_values, np.abs(report.autocorr_cols), color="C1", marker=".", lw=1.0, label="|r| along columns")
-    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag threshold")
-    flagged = list(report.flagged_bands)
-    if flagged:
-        height = np.fmax(np.abs(report.autocorr_rows[flagged]), np.abs(report.autocorr_cols[flagged]))
-        white.plot(x_values[flagged], height, "x", color="C3", ms=8, mew=2, label=f"flagged ({len(flagged)})")
-    white.set_ylabel("lag-1 autocorrelation")
-    white.set_title("Whiteness of the removed part (noisy - denoised)", fontsize="medium")
-    noise = axes[1]
-    noise.plot(x_values, report.sigma_before, color="0.5", marker=".", lw=1.0, label="before (input)")
-    noise.plot(x_values, report.sigma_after, color="C3", marker=".", lw=1.0, label=labels.after)
-    positive = np.concatenate([report.sigma_before, report.sigma_after])
-    positive = positive[np.isfinite(positive) & (positive > 0)]
-    if positive.size and positive.max() > 20 * positive.min():
-        noise.set_yscale("log")
-    noise.set_ylabel(f"noise std ({labels.values})")
-    if report.has_sure:
-        sure = axes[2]
-        label = "SURE estimate" + ("" if report.sure_mpsnr is None else f" (MPSNR {report.sure_mpsnr:.2f} dB)")
-        sure.plot(x_values, np.where(np.isfinite(report.sure_psnr), report.sure_psnr, np.nan), color="C2",
-                  marker=".", lw=1.0, label=label)
-        sure.set_ylabel(f"PSNR (dB, peak {report.peak:.3g})")
-    for panel in axes:
-        panel.grid(alpha=0.3, which="both")
-        panel.legend(loc="best", fontsize="small")
-    axes[-1].set_xlabel(x_label)
-    figure.suptitle(labels.title("No-reference quality"))
-    return _save_figure(figure, Path(path))
 
 
 def write_no_reference_report(
@@ -510,12 +389,27 @@ def write_no_reference_report(
         ``{"json", "csv", "plot"}`` -> path.
     """
     out_dir = Path(out_dir)
+    from hsidenoise.quality.noreference_plots import plot_no_reference, write_no_reference_table
+
     payload = {**(extra or {}), "no_reference": report.to_dict()}
     return {
         "json": write_json(payload, out_dir / "no_reference.json"),
         "csv": write_no_reference_table(report, out_dir / "no_reference.csv", wavelengths),
         "plot": plot_no_reference(report, out_dir / "no_reference.png", wavelengths, labels=labels),
     }
+
+
+def _destriped_bands(cleaning: Mapping[str, Any] | None, sigma: np.ndarray, count: int = 2) -> list[ProfileBand]:
+    """The bands where the front end removed the strongest stripes (``front_end_cleaning``), with the reason."""
+    if not cleaning or not cleaning.get("stripe_bands"):
+        return []
+    rms = np.array([np.nan if v is None else v for v in cleaning["stripe_rms"]], dtype=np.float64)
+    bands = sorted(cleaning["stripe_bands"], key=lambda band: -rms[band])[:count]
+    return [
+        ProfileBand(int(band), f"front end removed stripes: RMS offset {rms[band]:.3g}"
+                    + (f" ({rms[band] / sigma[band]:.2g}x the noise)" if sigma[band] > 0 else ""))
+        for band in bands
+    ]
 
 
 def write_run_report(
@@ -563,19 +457,26 @@ def write_run_report(
     """
     noisy, denoised = _check_pair(noisy, denoised)
     out_dir = Path(out_dir)
-    sigma_before, sigma_after = estimate_noise_mad(noisy), estimate_noise_mad(denoised)
+    sigma_before = estimate_noise_mad(noisy)
+    removed_std = np.nanstd(noisy.astype(np.float64) - denoised.astype(np.float64), axis=(1, 2))
     asked = None if profile_bands is None else _check_bands(profile_bands, noisy.shape[0])
     if wavelengths is not None:
         _band_axis(noisy.shape[0], wavelengths)  # one wavelength per band, before anything is written
     before = measure_band_artefacts(noisy, sigma_before)
-    after = measure_band_artefacts(denoised, sigma_after)  # before / after by the same (spatial) estimate
+    after = measure_band_artefacts(denoised, sigma_before)  # stripes before / after, in units of the input noise
     # the noisiest bands are ranked by the texture-blind spectral estimate of the input (stripes keep the spatial one)
-    spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
+    if no_reference is not None:  # the same HySime sigma, already measured (full resolution): not twice
+        spectral = np.where(np.isfinite(no_reference.sigma_before), no_reference.sigma_before, np.nan)
+    else:
+        spectral = spectral_band_noise(noisy, exclude=[int(band) for band in untouched_bands])
     ranking = before if spectral is None else before.with_noise(spectral)
     if asked is not None:
         choice = [ProfileBand(band, "asked for") for band in asked]
     else:
-        choice = choose_profile_bands(ranking, exclude=[int(band) for band in untouched_bands])
+        choice = _destriped_bands(summary.get("front_end_cleaning"), sigma_before)
+        choice += [item for item in choose_profile_bands(ranking, exclude=[int(band) for band in untouched_bands])
+                   if item.band not in {c.band for c in choice}]
+        choice = choice[:PROFILE_BAND_COUNT]
     source = summary.get("input")
     labels = PlotLabels(
         source=None if source is None else Path(str(source)).name,
@@ -588,9 +489,10 @@ def write_run_report(
     payload = {
         **summary,
         "noise_estimate": {
-            "method": "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad), data units",
+            "method": "Immerkaer residual + MAD (hsidenoise.quality.metrics.estimate_noise_mad) of the input, data "
+            "units; removed_std: std of input - output on the preview (no noise estimate of the output)",
             "before": sigma_before,
-            "after": sigma_after,
+            "removed_std": removed_std,
         },
         "profile_bands": bands,
         "profile_band_choice": {
@@ -624,13 +526,41 @@ def write_run_report(
             paths["profiles"] = _no_profile_figure(
                 profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
             )
+        from hsidenoise.quality.noreference_plots import pick_spectra_pixels, plot_removed, plot_spectra
+
+        spectra_pixels = pick_spectra_pixels(noisy, denoised)
+        payload["spectra"] = {
+            "note": "pixels of the report's preview grid (multiply by preview_step for the cube's); "
+            "input and output values per band",
+            "pixels": [
+                {"row": row, "col": col, "why": why, "input": noisy[:, row, col], "output": denoised[:, row, col]}
+                for row, col, why in spectra_pixels
+            ],
+        }
+        paths["spectra"] = plot_spectra(
+            noisy, denoised, spectra_pixels, out_dir / "spectra.png", wavelengths, labels=labels,
+            untouched_bands=list(untouched_bands),
+        )
+
+        paths["removed"] = plot_removed(
+            noisy, denoised, bands or [0], out_dir / "removed.png", wavelengths, labels=labels
+        )
         paths["quicklook"] = write_quicklook(
             noisy, denoised, out_dir / "quicklook.png", rgb_bands, wavelengths, labels=labels
         )
-        paths["noise"] = plot_noise_before_after(
-            sigma_before, sigma_after, out_dir / "noise_before_after.png", wavelengths, labels=labels, marked=choice
-        )
+        if no_reference is not None:  # one noise story: the HySime sigma the method uses, as in no_reference.png
+            paths["noise"] = plot_noise_before_after(
+                no_reference.sigma_before, no_reference.removed_std, out_dir / "noise_before_after.png",
+                wavelengths, labels=labels, marked=choice, estimator="HySime, as the method uses it",
+            )
+        else:
+            paths["noise"] = plot_noise_before_after(
+                sigma_before, removed_std, out_dir / "noise_before_after.png", wavelengths, labels=labels,
+                marked=choice,
+            )
         if no_reference is not None:
+            from hsidenoise.quality.noreference_plots import plot_no_reference, write_no_reference_table
+
             paths["no_reference_csv"] = write_no_reference_table(
                 no_reference, out_dir / "no_reference.csv", wavelengths
             )

@@ -70,14 +70,62 @@ def no_reference_section(
     (``source`` denoised into ``output``).
 
     Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
-    (whiteness and SURE on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
-    method saw; SURE re-runs ``method`` (still prepared for this cube) on the crop.
+    (correlations on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
+    method saw. Nothing is re-run; ``method`` only names why no MPSNR is estimated.
     """
     from hsidenoise.quality.noreference import no_reference_quality
 
     noisy, _ = read_central_window(source, NO_REFERENCE_WINDOW, **(open_options or {}))
     denoised, _ = read_central_window(output, NO_REFERENCE_WINDOW)
-    return no_reference_quality(noisy, denoised, method=method, bands=valid, nodata=nodata)
+    sigma, cleaned = _method_noise(method, valid.size)
+    return no_reference_quality(
+        noisy, denoised, method=method, bands=valid, nodata=nodata, sigma=sigma, outliers_removed=cleaned
+    )
+
+
+def _method_noise(method: Denoiser | None, band_count: int) -> tuple[np.ndarray | None, bool]:
+    """The HySime sigma (band_count,) the low-rank front end of ``method`` fitted (None without one), and
+    whether it can replace entries (stuck values found)."""
+    from hsidenoise.subspace import LowRankDenoiser
+    from hsidenoise.subspace.noise_estimate import band_noise
+
+    front = method if isinstance(method, LowRankDenoiser) else getattr(method, "front_end", None)
+    subspace = getattr(front, "subspace", None)
+    if subspace is None or subspace.regression is None or subspace.band_count != band_count:
+        return None, False
+    stuck = subspace.stuck is not None and subspace.stuck.any()
+    return band_noise(subspace.regression), bool(stuck)
+
+
+def front_end_cleaning(summary: dict[str, Any], valid: np.ndarray, band_count: int) -> dict[str, Any] | None:
+    """Per band, what the low-rank front end treated as outliers and the stripe amplitude it removed, summed over
+    the tiles' ``front_end_cleaning`` facts (which are taken out of ``summary["tiles"]``); None without them.
+
+    Returns:
+        ``outlier_entries`` (B,) entries replaced (stuck values, dead lines, impulses; an entry in the overlap of
+        two tiles counts in each), ``stripe_rms`` (B,) RMS of the subtracted stripe offsets over the entries, data
+        units, ``stripe_bands`` (bands with a stripe offset removed) and ``note``; None for untouched bands.
+    """
+    tiles = summary.get("tiles") or []
+    facts = [tile.pop("front_end_cleaning") for tile in tiles if isinstance(tile, dict) and "front_end_cleaning" in tile]
+    if not facts or len(facts[0]["outlier_entries"]) != valid.size:
+        return None
+    outliers = np.sum([f["outlier_entries"] for f in facts], axis=0)
+    squares = np.sum([f["stripe_square_sum"] for f in facts], axis=0)
+    entries = sum(f["entries"] for f in facts)
+    full_outliers: list[int | None] = [None] * band_count
+    full_rms: list[float | None] = [None] * band_count
+    for index, band in enumerate(valid):
+        full_outliers[int(band)] = int(outliers[index])
+        full_rms[int(band)] = float(np.sqrt(squares[index] / max(entries, 1)))
+    return {
+        "outlier_entries": full_outliers,
+        "stripe_rms": full_rms,
+        "stripe_bands": [int(band) for index, band in enumerate(valid) if squares[index] > 0],
+        "note": "summed over the tiles (an entry in a tile overlap counts in each); outlier_entries: entries "
+        "replaced by their prediction from the other bands (stuck values, dead lines, impulses); stripe_rms: RMS "
+        "of the column and row offsets subtracted, data units; null: a band the method did not see",
+    }
 
 
 NO_REFERENCE_WINDOW = 256
@@ -100,7 +148,7 @@ def write_report(
     The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
     measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
     the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
-    no-reference section (:func:`no_reference_section`, with SURE when ``method`` is given) is added when some
+    no-reference section (:func:`no_reference_section`) is added when some
     band was denoised.
     """
     from hsidenoise.io import open_cube
@@ -115,6 +163,10 @@ def write_report(
     wavelengths = None if meta.wavelengths is None else np.asarray(meta.wavelengths, dtype=np.float64)
     untouched = sorted({band for bands in summary.get("untouched_bands", {}).values() for band in bands})
     valid = np.setdiff1d(np.arange(noisy.shape[0]), untouched)
+    summary = dict(summary)
+    cleaning = front_end_cleaning(summary, valid, noisy.shape[0])
+    if cleaning is not None:
+        summary["front_end_cleaning"] = cleaning
     section = None
     # Not measured: a cube passed through unchanged (no method ran), or one the method saw scaled (value_scale).
     if valid.size and not summary.get("passed_through") and summary.get("value_scale", 1.0) == 1.0:

@@ -122,7 +122,7 @@ def _coherent_residuals(
 
 
 def remove_outliers(
-    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Undo dead-line, stripe and impulse corruption of a tile with the help of the other bands.
 
@@ -138,6 +138,9 @@ def remove_outliers(
         tile: (B, h, w) in data units.
         subspace: the fitted model; without a regression (or with ``robust_passes == 0``) nothing changes.
         config: pipeline settings; the defaults when None.
+        facts: when given, filled with this tile's per-band facts for the report: ``outlier_entries`` (B,)
+            entries treated as outliers (``missing``), ``stripe_square_sum`` (B,) sum over the entries of the
+            squared stripe offsets subtracted, and ``entries`` (h * w, entries per band).
 
     Returns:
         (cleaned (B, h, w) float64, missing (B, h, w) bool: the entries replaced by their prediction).
@@ -146,6 +149,8 @@ def remove_outliers(
     bands, height, width = tile.shape
     regression = subspace.regression
     if regression is None or config.robust_passes == 0 or bands < 2:
+        if facts is not None:
+            facts.update(outlier_entries=np.zeros(bands, np.int64), stripe_square_sum=np.zeros(bands), entries=height * width)
         return tile.astype(np.float64), np.zeros(tile.shape, bool)
     dead = np.zeros(tile.shape, bool)
     if height > 2:
@@ -177,4 +182,11 @@ def remove_outliers(
             break
     protected = _coherent_residuals(destriped, dead, regression, config)
     cleaned, missing = clean_entries(destriped.reshape(bands, -1), known, regression, config, protected)
+    if facts is not None:
+        offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
+        facts.update(
+            outlier_entries=missing.reshape(bands, -1).sum(axis=1),
+            stripe_square_sum=(offsets.reshape(bands, -1) ** 2).sum(axis=1),
+            entries=height * width,
+        )
     return cleaned.reshape(tile.shape), missing.reshape(tile.shape)

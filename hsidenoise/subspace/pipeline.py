@@ -79,6 +79,8 @@ def denoise_with_subspace(
     subspace: Subspace,
     config: LowRankConfig | None = None,
     eigen_denoiser: EigenImageDenoiser | None = None,
+    *,
+    facts: dict | None = None,
 ) -> np.ndarray:
     """Steps 3-6 on one tile: robust projection, eigen-image denoising, back-projection.
 
@@ -87,13 +89,14 @@ def denoise_with_subspace(
         subspace: the fitted model.
         config: pipeline settings; the defaults when None.
         eigen_denoiser: the eigen-image denoiser; None takes the one ``config.spatial`` selects.
+        facts: filled with the tile's outlier and stripe facts (:func:`remove_outliers`), or None.
 
     Returns:
         (B, h, w) float32 in data units.
     """
     config = config or LowRankConfig()
     eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(config)
-    eigen_images, _ = project(tile, subspace, config)
+    eigen_images, _ = project(tile, subspace, config, facts=facts)
     return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
 
 
@@ -234,7 +237,8 @@ class LowRankDenoiser(DenoiserBase):
         return self.denoise_tiles([tile])[0].denoised
 
     def denoise_tiles(self, tiles: Sequence[np.ndarray]) -> list[TileResult]:
-        """Denoise tiles one by one; each result's ``info`` holds the eigen-image denoiser's ``last_facts``.
+        """Denoise tiles one by one; each result's ``info`` holds the eigen-image denoiser's ``last_facts`` and
+        ``front_end_cleaning`` (per band: entries treated as outliers, squared stripe offsets summed, entries).
 
         Args:
             tiles: each (B_valid, h, w) float32 in data units.
@@ -248,9 +252,17 @@ class LowRankDenoiser(DenoiserBase):
             raise ConfigError(f"{self.name}: call prepare(stats) once per cube before denoising tiles")
         results = []
         for tile in tiles:
-            denoised = denoise_with_subspace(tile, subspace, self.config, self.eigen_denoiser)
+            cleaning: dict = {}
+            denoised = denoise_with_subspace(tile, subspace, self.config, self.eigen_denoiser, facts=cleaning)
             facts = getattr(self.eigen_denoiser, "last_facts", None)
-            results.append(TileResult(denoised, dict(facts) if facts else {}))
+            info = dict(facts) if facts else {}
+            if cleaning:  # per band (B_valid,): summed over the tiles by the report (front_end_cleaning)
+                info["front_end_cleaning"] = {
+                    "outlier_entries": [int(v) for v in cleaning["outlier_entries"]],
+                    "stripe_square_sum": [float(v) for v in cleaning["stripe_square_sum"]],
+                    "entries": int(cleaning["entries"]),
+                }
+            results.append(TileResult(denoised, info))
         return results
 
     @property

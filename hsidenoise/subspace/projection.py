@@ -31,13 +31,16 @@ def _check_tile(tile: np.ndarray, subspace: Subspace) -> np.ndarray:
     return tile
 
 
-def project(tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Clean a tile (:func:`remove_outliers`), whiten it and project it on the signal subspace.
 
     Args:
         tile: (B, h, w) in data units, finite.
         subspace: the fitted model.
         config: pipeline settings; the defaults when None.
+        facts: passed to :func:`remove_outliers` (the tile's outlier and stripe facts), or None.
 
     Returns:
         (eigen_images (k, h, w) float64 in whitened units, each with unit noise;
@@ -47,7 +50,7 @@ def project(tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None =
         CubeShapeError: the tile is not (B, h, w) with the subspace's B, or holds non-finite values.
     """
     tile = _check_tile(tile, subspace)
-    cleaned, _ = remove_outliers(tile, subspace, config)
+    cleaned, _ = remove_outliers(tile, subspace, config, facts=facts)
     bands, height, width = tile.shape
     whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
     eigen_images = (subspace.basis.T @ whitened).reshape(subspace.rank, height, width)

@@ -1,0 +1,205 @@
+"""The no-reference section's table and figure (split from :mod:`hsidenoise.quality.plots`).
+
+:func:`write_no_reference_table` writes the per-band CSV of a
+:class:`hsidenoise.quality.noreference.NoReferenceReport`; :func:`plot_no_reference` draws ``no_reference.png``:
+the removed/noise ratio per band and the removed part's lag-1 correlation against the input noise's.
+matplotlib is imported lazily (through the plots module's helpers).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hsidenoise.quality.labels import PlotLabels
+from hsidenoise.quality.figure_io import _band_axis, _band_label, _new_figure, _save_figure, _write_atomically
+
+if TYPE_CHECKING:
+    from hsidenoise.quality.noreference import NoReferenceReport
+
+
+def write_no_reference_table(
+    report: NoReferenceReport, path: Path | str, wavelengths: np.ndarray | Sequence[float] | None = None
+) -> Path:
+    """The per-band table of a :class:`hsidenoise.quality.noreference.NoReferenceReport` as CSV (one row per band)."""
+    columns = report.per_band()
+    if wavelengths is not None:
+        x_values, _ = _band_axis(report.band_count, wavelengths)
+        columns = {"band": columns.pop("band"), "wavelength": x_values, **columns}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(list(columns))
+    for band in range(report.band_count):
+        row = []
+        for values in columns.values():
+            value = values[band]
+            row.append(int(value) if values.dtype.kind in "bi" else f"{float(value):.6g}")
+        writer.writerow(row)
+    text = buffer.getvalue()
+    return _write_atomically(Path(path), lambda stream: stream.write(text.encode("utf-8")))
+
+
+def plot_no_reference(
+    report: NoReferenceReport,
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
+) -> Path:
+    """The no-reference story per band: what was removed against the input noise, and its calibrated whiteness.
+
+    Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
+    removed part along rows and columns minus that of the input noise (the band-regression residual), with the
+    flag tolerance. No MPSNR is drawn: no estimator is validated (``report.estimated_mpsnr_reason``).
+
+    Returns:
+        ``path``.
+    """
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
+    figure = _new_figure(8.0, 6.4)
+    ratio_axes, white = figure.subplots(2, 1, sharex=True)
+    ratio_axes.plot(x_values, report.removed_ratio, color="C0", marker=".", lw=1.0,
+                    label="std(input - output) / input noise sigma")
+    ratio_axes.axhline(1.0, color="k", ls="--", lw=1.0, label="1: removed the size of the noise")
+    flagged = list(report.flagged_bands)
+    if flagged:
+        ratio_axes.plot(x_values[flagged], report.removed_ratio[flagged], "x", color="C3", ms=8, mew=2,
+                        label=f"flagged ({len(flagged)})")
+    finite = report.removed_ratio[np.isfinite(report.removed_ratio) & (report.removed_ratio > 0)]
+    if finite.size and finite.max() > 20 * finite.min():
+        ratio_axes.set_yscale("log")
+    ratio_axes.set_ylabel("removed / noise")
+    ratio_axes.set_title("What was removed, in units of the input noise (HySime)", fontsize="medium")
+    white.plot(x_values, report.autocorr_rows - report.noise_autocorr_rows, color="C0", marker=".", lw=1.0,
+               label="along rows")
+    white.plot(x_values, report.autocorr_cols - report.noise_autocorr_cols, color="C1", marker=".", lw=1.0,
+               label="along columns")
+    white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
+    white.plot(x_values, -report.whiteness_threshold, color="k", ls="--", lw=1.0)
+    white.set_ylabel("lag-1 corr: removed - noise")
+    white.set_title("Is the removed part more correlated than the input noise?", fontsize="medium")
+    for panel in (ratio_axes, white):
+        panel.grid(alpha=0.3, which="both")
+        panel.legend(loc="best", fontsize="small")
+    white.set_xlabel(x_label)
+    figure.suptitle(labels.title("No-reference quality (no MPSNR estimate: not validated)"))
+    return _save_figure(figure, Path(path))
+
+
+def plot_removed(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    bands: Sequence[int],
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
+) -> Path:
+    """``removed.png``: input, output and input - output of each band in ``bands``, one row per band.
+
+    All three panels of a row share one grey scale width (data units per grey level): input and output on the
+    input's 1st-99th percentile range, the removed part on a range of the same width centred on 0, so its
+    contrast compares directly with the scene's.
+
+    Args:
+        noisy, denoised: (B, H, W) the two cubes (the report's previews). bands: the bands to show (0-based).
+        path: the PNG to write. wavelengths: (B,) for the row titles. labels: file, method and units.
+
+    Returns:
+        ``path``.
+    """
+    labels = labels or PlotLabels()
+    bands = [int(band) for band in bands][:3] or [0]
+    figure = _new_figure(10.5, 3.4 * len(bands) + 0.6)
+    axes = np.atleast_2d(figure.subplots(len(bands), 3, squeeze=False))
+    for row, band in enumerate(bands):
+        before = np.asarray(noisy[band], dtype=np.float64)
+        after = np.asarray(denoised[band], dtype=np.float64)
+        removed = before - after
+        finite = before[np.isfinite(before)]
+        low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+        if not high > low:
+            high = low + 1.0
+        half = (high - low) / 2.0
+        for column, (image, title, lo, hi, cmap) in enumerate(
+            (
+                (before, "input", low, high, "gray"),
+                (after, labels.after, low, high, "gray"),
+                (removed, "input - output (same scale width, 0 = mid grey)", -half, half, "RdBu_r"),
+            )
+        ):
+            panel = axes[row, column]
+            shown = panel.imshow(image, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            panel.set_title(f"{_band_label(band, wavelengths, labels.wavelength_units)}: {title}", fontsize="small")
+            panel.set_axis_off()
+            figure.colorbar(shown, ax=panel, fraction=0.046, pad=0.02)
+    figure.suptitle(labels.title("What was removed"))
+    return _save_figure(figure, Path(path))
+
+
+def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[int, int, str]]:
+    """(row, col, why) of the brightest, darkest and median pixel (mean over the bands of the input) and the one
+    the method changed most (RMS of input - output over the bands), in (B, H, W) cubes; non-finite pixels skipped."""
+    with np.errstate(invalid="ignore"):
+        brightness = np.nanmean(np.where(np.isfinite(noisy), noisy, np.nan), axis=0)
+        change = np.sqrt(np.nanmean((noisy.astype(np.float64) - denoised) ** 2, axis=0))
+    finite = np.isfinite(brightness) & np.isfinite(change)
+    if not finite.any():
+        return []
+    flat = np.where(finite, brightness, np.nan).ravel()
+    order = np.argsort(np.where(np.isnan(flat), np.inf, flat))[: int(finite.sum())]
+    width = noisy.shape[2]
+    chosen = [
+        (int(order[-1]), "brightest"),
+        (int(order[0]), "darkest"),
+        (int(order[order.size // 2]), "median brightness"),
+        (int(np.nanargmax(np.where(finite, change, np.nan))), "most changed"),
+    ]
+    return [(index // width, index % width, why) for index, why in chosen]
+
+
+def plot_spectra(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    pixels: Sequence[tuple[int, int, str]],
+    path: Path | str,
+    wavelengths: np.ndarray | Sequence[float] | None = None,
+    *,
+    labels: PlotLabels | None = None,
+    untouched_bands: Sequence[int] = (),
+) -> Path:
+    """``spectra.png``: input (grey) and output (colour) spectra of ``pixels`` ((row, col, why) in the cubes'
+    (B, H, W) grid), one panel each, against wavelength; the ``untouched_bands`` (bad bands) greyed out."""
+    labels = labels or PlotLabels()
+    x_values, x_label = _band_axis(noisy.shape[0], wavelengths, labels.wavelength_units)
+    shown = list(pixels) or [(0, 0, "first pixel")]
+    figure = _new_figure(8.0, 2.4 * len(shown) + 0.8)
+    axes = np.atleast_1d(figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0])
+    bad = [band for band in untouched_bands if 0 <= band < noisy.shape[0]]
+    for panel, (row, col, why) in zip(axes, shown):
+        panel.plot(x_values, noisy[:, row, col], color="0.55", lw=1.6, label="input")
+        panel.plot(x_values, denoised[:, row, col], color="C3", lw=1.0, label=labels.after)
+        for band in bad:
+            panel.axvspan(x_values[band] - 0.5 * _step(x_values, band), x_values[band] + 0.5 * _step(x_values, band),
+                          color="0.85", lw=0)
+        panel.set_title(f"pixel (row {row}, col {col}): {why}", fontsize="small")
+        panel.set_ylabel(labels.values)
+        panel.grid(alpha=0.3)
+        panel.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel(x_label + ("; grey: bands left untouched" if bad else ""))
+    figure.suptitle(labels.title("Pixel spectra before and after"))
+    return _save_figure(figure, Path(path))
+
+
+def _step(x_values: np.ndarray, band: int) -> float:
+    """The axis spacing around ``band`` (for the grey span of a bad band)."""
+    if x_values.size < 2:
+        return 1.0
+    neighbour = band + 1 if band + 1 < x_values.size else band - 1
+    return float(abs(x_values[neighbour] - x_values[band])) or 1.0
