@@ -142,12 +142,15 @@ def _mad_scale(residuals: np.ndarray, missing: np.ndarray) -> np.ndarray:
     Returns:
         (B,) scale; NaN for a column whose entries are all missing.
     """
-    centre = _column_median(residuals, missing)
-    return 1.4826 * _column_median(np.abs(residuals - centre), missing)
+    centre = column_median(residuals, missing)
+    return 1.4826 * column_median(np.abs(residuals - centre), missing)
 
 
-def _column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+def column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """(B,) median of each column of (n, B) ``values`` over its entries not ``missing``; NaN for a column without any.
+
+    Args:
+        values: (n, B); missing: (n, B) bool, entries left out.
 
     One sort of all columns with the missing entries last (``np.nanmedian`` goes column by column in Python).
     """
@@ -362,10 +365,10 @@ def fit_band_regression(
             refined = _mad_scale(residuals, missing)
             scale = np.where(np.isfinite(refined) & (refined > 0), refined, scale)
         if iteration > 0:
-            plain = residuals.std(axis=0) if not known.any() else _kept_std(residuals, known)
+            plain = _kept_std(residuals, known)
             detected = (missing & ~known).sum(axis=0) / np.maximum((~known).sum(axis=0), 1)
             broken = (detected > IMPLAUSIBLE_OUTLIER_FRACTION) & (
-                plain > UNEXPLAINED_FRACTION * (observed.std(axis=0) if not known.any() else _kept_std(observed, known))
+                plain > UNEXPLAINED_FRACTION * _kept_std(observed, known)
             )
             if broken.any():
                 scale = np.where(broken, plain, scale)
@@ -390,6 +393,8 @@ def fit_band_regression(
 
 def _kept_std(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """(B,) standard deviation of each column of (n, B) ``values`` over the entries not ``known`` missing."""
+    if not known.any():
+        return values.std(axis=0)
     count = np.maximum((~known).sum(axis=0), 1)
     kept = np.where(known, 0.0, values)
     mean = kept.sum(axis=0) / count

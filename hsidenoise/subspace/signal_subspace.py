@@ -24,6 +24,7 @@ from hsidenoise.subspace.noise_estimate import (
     as_spectra,
     band_noise,
     clean_entries,
+    column_median,
     fit_band_regression,
     subsample,
 )
@@ -154,7 +155,7 @@ def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig 
     outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], -1)  # (n, (k + 1)^2)
     plain = np.vstack([subspace.mean, (subspace.sigma[:, None] * subspace.basis).T])  # (k + 1, B)
     plain_residuals = np.abs(observed - design @ plain)
-    plain_spread = _kept_median(plain_residuals, stuck)
+    plain_spread = _median_kept(plain_residuals, stuck)
     # only bands whose plain residuals have heavy tails can gain (Gaussian ones: 6e-5 beyond 4 sigma)
     tail = np.mean((plain_residuals > HEAVY_TAIL_SIGMAS * 1.4826 * plain_spread) & ~stuck, axis=0)
     heavy = tail > HEAVY_TAIL_FRACTION
@@ -173,19 +174,18 @@ def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig 
             rhs = (design.T @ (weights * target)).T  # (c, k + 1)
             robust = _solve_rows(gram, rhs)
         robust = np.where(np.isfinite(robust).all(axis=0)[None, :], robust, plain[:, candidates])
-        robust_spread = _kept_median(np.abs(target - design @ robust), left_out)
+        robust_spread = _median_kept(np.abs(target - design @ robust), left_out)
         use_robust = robust_spread < ROBUST_LOADING_GAIN * plain_spread[candidates]
         rows[:, candidates[use_robust]] = robust[:, use_robust]
         logger.debug("L1 synthesis rows for %d of %d bands", int(use_robust.sum()), plain.shape[1])
     return dataclasses.replace(subspace, intercept=rows[0].copy(), loadings=np.ascontiguousarray(rows[1:].T))
 
 
-def _kept_median(values: np.ndarray, left_out: np.ndarray) -> np.ndarray:
-    """(B,) median of each column of (n, B) ``values`` over the entries not ``left_out`` (all of them if none is kept)."""
-    if not left_out.any():
-        return np.median(values, axis=0)
-    kept = np.where(left_out & ~left_out.all(axis=0), np.nan, values)
-    return np.nanmedian(kept, axis=0)
+def _median_kept(values: np.ndarray, left_out: np.ndarray) -> np.ndarray:
+    """(B,) median of each column of (n, B) ``values`` over the entries not ``left_out``; a column left out
+    entirely (a band stuck everywhere) takes the median of all its entries."""
+    median = column_median(values, left_out)
+    return np.where(np.isnan(median), np.median(values, axis=0), median)
 
 
 def _solve_rows(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -68,16 +68,6 @@ class StuckValues:
                 found[band] = np.isin(pixels[band], values.astype(pixels.dtype, copy=False))
         return found
 
-    def counts(self, pixels: np.ndarray) -> np.ndarray:
-        """(B,) int: how many entries of (B, m) ``pixels`` hold their band's stuck values."""
-        return self.mask(pixels).sum(axis=1)
-
-
-def no_stuck_values(band_count: int) -> StuckValues:
-    """A :class:`StuckValues` with none in any of ``band_count`` bands."""
-    empty = np.zeros(0, np.float64)
-    return StuckValues(values=(empty,) * band_count, shares=(empty,) * band_count)
-
 
 def find_stuck_values(spectra: np.ndarray) -> StuckValues:
     """The values on which entries pile up, per band, in a pixel sample.
