@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hsidenoise.errors import ConfigError
+from hsidenoise.errors import ConfigError, CubeShapeError
 
 if TYPE_CHECKING:
     from hsidenoise.io import CubeReader
@@ -41,6 +41,10 @@ methods' float32 keeps its precision (its normal numbers end at 1.2e-38); see :f
 
 SUM_SCALE = 2.0**-600
 """Bands whose float64 sum overflows (values near 1e308) are summed again times this power of two (exact)."""
+
+PAIR_SAMPLE = 16_384
+"""Pixels drawn with the mean of their two horizontal neighbours (:class:`NeighbourPairs`), for the noise
+estimate that looks at space (:mod:`hsidenoise.subspace.neighbour_noise`; its cost is n (2B)^2)."""
 
 GROSS_QUANTILE = 0.001
 """The central spread of a band is the range between these quantiles of its sampled values (0.1 % and 99.9 %)."""
@@ -69,6 +73,63 @@ def invalid_mask(values: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
+class NeighbourPairs:
+    """Pixels of a cube with the mean of their two horizontal neighbours.
+
+    Attributes:
+        pixels: (n, B) spectra of pixels that have a left and a right neighbour.
+        neighbours: (n, B) the mean of the left and right neighbours' spectra, row by row.
+    """
+
+    pixels: np.ndarray
+    neighbours: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.pixels.shape != self.neighbours.shape or self.pixels.ndim != 2:
+            raise CubeShapeError(
+                f"pixels {self.pixels.shape} and neighbours {self.neighbours.shape} must both be (n, B), equal"
+            )
+
+    @property
+    def count(self) -> int:
+        return self.pixels.shape[0]
+
+    def finite(self) -> NeighbourPairs:
+        """The pairs whose pixel and neighbour mean are finite in every band, as float64."""
+        keep = np.isfinite(self.pixels).all(axis=1) & np.isfinite(self.neighbours).all(axis=1)
+        return NeighbourPairs(
+            np.asarray(self.pixels[keep], dtype=np.float64), np.asarray(self.neighbours[keep], dtype=np.float64)
+        )
+
+    def bands(self, indices: np.ndarray) -> NeighbourPairs:
+        """The same pairs in the bands ``indices`` only."""
+        return NeighbourPairs(self.pixels[:, indices], self.neighbours[:, indices])
+
+
+def pair_positions(height: int, width: int, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` flat pixel indices (row * width + col) with a left and a right neighbour, sorted.
+
+    Drawn without replacement, seeded; empty when the cube is narrower than 3 columns.
+    """
+    if width < 3 or height < 1:
+        return np.zeros(0, dtype=np.int64)
+    inner = width - 2
+    total = height * inner
+    chosen = np.arange(total) if total <= size else np.random.default_rng(seed).choice(total, size, replace=False)
+    rows, cols = np.divmod(np.sort(chosen), inner)
+    return (rows * width + cols + 1).astype(np.int64)
+
+
+def neighbour_pairs(cube: np.ndarray, size: int = PAIR_SAMPLE, seed: int = 0) -> NeighbourPairs:
+    """The pairs of an in-memory cube ((B, H, W)); non-finite pairs are kept (:meth:`NeighbourPairs.finite`)."""
+    bands, height, width = cube.shape
+    rows, cols = np.divmod(pair_positions(height, width, size, seed), width)
+    pixels = cube[:, rows, cols].T
+    neighbours = 0.5 * (cube[:, rows, cols - 1].T.astype(np.float64) + cube[:, rows, cols + 1].T)
+    return NeighbourPairs(np.asarray(pixels, dtype=np.float64), neighbours)
+
+
+@dataclass(frozen=True, eq=False)
 class CubeStatistics:
     """Per-band statistics of a whole cube and a sample of its pixel spectra.
 
@@ -90,6 +151,8 @@ class CubeStatistics:
         gross_lower, gross_upper: (B,) limits beyond which a band's value is a gross outlier
             (:func:`gross_limits`; -inf and inf where there are none); pixels of the sample holding one are
             left out of ``sample_spectra``. None: no limits (every value counts).
+        neighbour_pairs: up to :data:`PAIR_SAMPLE` pixels with the mean of their left and right neighbours,
+            every band (NaN where one of the three is invalid or a gross outlier); None: not drawn.
     """
 
     shape: tuple[int, int, int]
@@ -106,6 +169,7 @@ class CubeStatistics:
     partial_invalid: np.ndarray
     gross_lower: np.ndarray | None = None
     gross_upper: np.ndarray | None = None
+    neighbour_pairs: NeighbourPairs | None = None
 
     @property
     def gross_bands(self) -> np.ndarray:
@@ -130,6 +194,11 @@ class CubeStatistics:
     def valid_sample_spectra(self) -> np.ndarray:
         """(n, B_valid) float32: ``sample_spectra`` in the bands a denoiser sees (``valid_bands``, in order)."""
         return self.sample_spectra[:, self.valid_bands]
+
+    @property
+    def valid_neighbour_pairs(self) -> NeighbourPairs | None:
+        """``neighbour_pairs`` in the bands a denoiser sees (``valid_bands``), or None."""
+        return None if self.neighbour_pairs is None else self.neighbour_pairs.bands(self.valid_bands)
 
     def band_window_range(self, bands: slice | np.ndarray | list[int]) -> tuple[float, float]:
         """The (lo, hi) that maps a band window to [0, 1]: the whole-cube range of its valid bands.
@@ -163,7 +232,7 @@ def compute_statistics(
     """Read the cube once, strip by strip, and gather its :class:`CubeStatistics`.
 
     Memory is one strip of ``rows_per_chunk`` rows (twice, for integer data) plus the pixel sample
-    (n x B float32).
+    (n x B float32) and the neighbour pairs (2 x :data:`PAIR_SAMPLE` x B float32).
 
     Args:
         reader: an open cube; ``reader.read(rows)`` gives (B, r, W).
@@ -192,6 +261,9 @@ def compute_statistics(
         rng = np.random.default_rng(seed)
         sample_index = np.sort(rng.choice(pixels, size=max_sample_pixels, replace=False))
     sample = np.empty((sample_index.size, bands), dtype=np.float32)  # invalid values become NaN
+    pair_index = pair_positions(height, width, PAIR_SAMPLE, seed + 1)
+    pair_pixels = np.empty((pair_index.size, bands), dtype=np.float32)
+    pair_neighbours = np.empty((pair_index.size, bands), dtype=np.float32)
 
     counts = np.zeros(bands, dtype=np.int64)
     sums = np.zeros(bands, dtype=np.float64)
@@ -212,6 +284,13 @@ def compute_statistics(
         rows, cols = np.divmod(sample_index[first:last] - row_start * width, width)
         with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf: the pixel is not sampled
             sample[first:last] = np.where(valid[:, rows, cols], values[:, rows, cols], np.nan).T
+        first, last = np.searchsorted(pair_index, [row_start * width, row_stop * width])
+        rows, cols = np.divmod(pair_index[first:last] - row_start * width, width)
+        triple = valid[:, rows, cols] & valid[:, rows, cols - 1] & valid[:, rows, cols + 1]
+        with np.errstate(over="ignore"):
+            pair_pixels[first:last] = np.where(triple, values[:, rows, cols], np.nan).T
+            neighbour_mean = 0.5 * (values[:, rows, cols - 1].astype(np.float64) + values[:, rows, cols + 1])
+            pair_neighbours[first:last] = np.where(triple, neighbour_mean, np.nan).T
         del raw, valid, values  # before the next strip is read: one strip in memory at a time
         logger.debug("statistics: rows %d-%d of %d", row_start, row_stop, height)
 
@@ -238,6 +317,11 @@ def compute_statistics(
     if gross_rows.any():  # a flipped bit must not drive the fit: its pixel leaves the sample
         sample_spectra = sample_spectra[~gross_rows]
         logger.info("statistics: %d sampled pixel(s) with gross outliers left out", int(gross_rows.sum()))
+    with np.errstate(invalid="ignore"):  # NaN entries stay NaN: those pairs are left out
+        gross_pairs = np.zeros(pair_index.size, dtype=bool)
+        for half in (pair_pixels, pair_neighbours):
+            gross_pairs |= ((half < gross_lower) | (half > gross_upper)).any(axis=1)
+    pair_pixels[gross_pairs] = np.nan
     gram = np.zeros((bands, bands))
     for first in range(0, len(sample_spectra), GRAM_ROWS):
         rows64 = sample_spectra[first : first + GRAM_ROWS].astype(np.float64)
@@ -258,6 +342,7 @@ def compute_statistics(
         partial_invalid=partial_invalid,
         gross_lower=gross_lower,
         gross_upper=gross_upper,
+        neighbour_pairs=NeighbourPairs(pair_pixels, pair_neighbours),
     )
 
 

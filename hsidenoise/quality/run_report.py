@@ -94,7 +94,8 @@ def _method_noise(method: Denoiser | None, band_count: int) -> tuple[np.ndarray 
     if subspace is None or subspace.regression is None or subspace.band_count != band_count:
         return None, False
     stuck = subspace.stuck is not None and subspace.stuck.any()
-    return band_noise(subspace.regression), bool(stuck)
+    sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else band_noise(subspace.regression)
+    return sigma, bool(stuck)
 
 
 def front_end_cleaning(summary: dict[str, Any], valid: np.ndarray, band_count: int) -> dict[str, Any] | None:

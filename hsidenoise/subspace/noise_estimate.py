@@ -167,7 +167,7 @@ def column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return np.where(count > 0, median, np.nan)
 
 
-def _trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float) -> np.ndarray:
+def trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float) -> np.ndarray:
     """(B,) standard deviation of each column's inliers, corrected for their truncation at ``threshold`` sigmas.
 
     Args:
@@ -186,7 +186,7 @@ def _trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float)
         return np.sqrt(squares / count / truncated_variance)
 
 
-def _regression_coefficients(
+def regression_coefficients(
     centred: np.ndarray, ridge: float, imputed_variance: np.ndarray | None = None
 ) -> np.ndarray:
     """(B, B) leave-one-band-out coefficients (see :class:`BandRegression`) of (n, B) centred pixels.
@@ -352,14 +352,14 @@ def fit_band_regression(
     residuals = None
     for iteration in range(config.regression_iterations):
         mean = cleaned.mean(axis=0)
-        coefficients = _regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+        coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
         # each observed entry minus its prediction from the cleaned other bands of its pixel
         residuals = (cleaned - mean) @ coefficients + (observed - cleaned)
         if scale is None:
             scale = _masked_shorth_scale(residuals, known)
         elif effective:
             inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
-            refined = _trimmed_scale(residuals, inliers, config.outlier_threshold)
+            refined = trimmed_scale(residuals, inliers, config.outlier_threshold)
             scale = np.where(np.isfinite(refined) & (refined > 0), refined, scale)
         else:
             refined = _mad_scale(residuals, missing)
@@ -382,10 +382,10 @@ def fit_band_regression(
     effective_scale = None
     if not effective and residuals is not None:
         inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
-        refined = _trimmed_scale(residuals, inliers, config.outlier_threshold)
+        refined = trimmed_scale(residuals, inliers, config.outlier_threshold)
         effective_scale = np.where(np.isfinite(refined) & (refined > scale), refined, scale)
     mean = cleaned.mean(axis=0)
-    coefficients = _regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+    coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
     return BandRegression(
         mean=mean, coefficients=coefficients, residual_scale=scale, effective_scale=effective_scale
     )
@@ -415,8 +415,8 @@ def band_noise(regression: BandRegression) -> np.ndarray:
     """Per-band noise sigma from a fitted band regression.
 
     A band's residual variance is its own noise variance plus the noise that the other bands carry into
-    its prediction: s_i^2 = sigma_i^2 + sum_k beta_ik^2 sigma_k^2, with beta_ik = -coefficients[k, i].
-    The system is solved for sigma^2 >= 0 by non-negative least squares.
+    its prediction: s_i^2 = sigma_i^2 + sum_k beta_ik^2 sigma_k^2, with beta_ik = -coefficients[k, i]
+    (:func:`leakage_solve`).
 
     Args:
         regression: the output of :func:`fit_band_regression`.
@@ -424,9 +424,26 @@ def band_noise(regression: BandRegression) -> np.ndarray:
     Returns:
         (B,) float64 sigma in data units, at least :data:`SIGMA_FLOOR` times the median sigma.
     """
-    scale = regression.residual_scale
     leakage = regression.coefficients.T ** 2  # [i, k] = beta_ik^2
     np.fill_diagonal(leakage, 1.0)
+    sigma = leakage_solve(leakage, regression.residual_scale)
+    floor = SIGMA_FLOOR * float(np.median(sigma))
+    if not floor > 0:  # noise-free (e.g. constant) data: any small positive sigma whitens it
+        floor = 1e-12 * max(float(np.abs(regression.mean).max()), 1.0)
+    return np.maximum(sigma, floor)
+
+
+def leakage_solve(leakage: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The noise sigma behind residual scales: solve ``leakage @ sigma^2 = scale^2`` for ``sigma^2 >= 0``.
+
+    Args:
+        leakage: (B, B), [i, k] the share of band k's noise variance in band i's residual (1 on the diagonal
+            for the band's own noise).
+        scale: (B,) residual standard deviations.
+
+    Returns:
+        (B,) sigma; the exact solution when it is non-negative, else non-negative least squares.
+    """
     try:  # a non-negative exact solution of the square system is the NNLS solution (zero residual)
         variance = np.linalg.solve(leakage, scale**2)
     except np.linalg.LinAlgError:
@@ -435,11 +452,7 @@ def band_noise(regression: BandRegression) -> np.ndarray:
         import scipy.optimize  # a third of a second to import: only when a variance comes out negative
 
         variance = scipy.optimize.nnls(leakage, scale**2)[0]
-    sigma = np.sqrt(variance)
-    floor = SIGMA_FLOOR * float(np.median(sigma))
-    if not floor > 0:  # noise-free (e.g. constant) data: any small positive sigma whitens it
-        floor = 1e-12 * max(float(np.abs(regression.mean).max()), 1.0)
-    return np.maximum(sigma, floor)
+    return np.sqrt(variance)
 
 
 def estimate_band_noise(

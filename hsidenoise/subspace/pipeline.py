@@ -22,6 +22,7 @@ import numpy as np
 
 from hsidenoise.denoiser import DenoiserBase, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
+from hsidenoise.statistics import neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
 from hsidenoise.subspace.projection import back_project, project
@@ -45,6 +46,10 @@ class LowRankInfo:
         eigenvalues: the leading whitened eigenvalues (max(8, 2 * rank) of them at most).
         edge: the eigenvalue threshold.
         spatial: the eigen-image denoiser that ran (``"bm3d"``, ``"dct"`` or ``"none"``).
+        gaussian_sigma: (B,) the Gaussian part of ``sigma`` (``sigma`` is larger on bands whose corruption is not
+            all removed).
+        component_noise: (rank,) each eigen-image's noise std implied by the estimate
+            (:attr:`Subspace.component_noise`; the eigen-image denoiser is told 1, which measured better).
     """
 
     sigma: tuple[float, ...]
@@ -52,16 +57,21 @@ class LowRankInfo:
     eigenvalues: tuple[float, ...]
     edge: float
     spatial: str
+    gaussian_sigma: tuple[float, ...] = ()
+    component_noise: tuple[float, ...] = ()
 
     @classmethod
     def from_subspace(cls, subspace: Subspace, spatial: str) -> LowRankInfo:
         shown = max(8, 2 * subspace.rank)
+        gaussian = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
         return cls(
             sigma=tuple(float(value) for value in subspace.sigma),
             rank=subspace.rank,
             eigenvalues=tuple(float(value) for value in subspace.eigenvalues[:shown]),
             edge=float(subspace.edge),
             spatial=spatial,
+            gaussian_sigma=tuple(float(value) for value in gaussian),
+            component_noise=tuple(float(value) for value in subspace.component_noise),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,6 +81,8 @@ class LowRankInfo:
             "eigenvalues": list(self.eigenvalues),
             "edge": self.edge,
             "spatial": self.spatial,
+            "gaussian_sigma": list(self.gaussian_sigma),
+            "component_noise": list(self.component_noise),
         }
 
 
@@ -138,7 +150,8 @@ def lowrank_denoise(cube: np.ndarray, config: LowRankConfig | None = None) -> tu
             "lowrank_denoise needs finite values; fill NaN/nodata pixels (e.g. with the band mean) first"
         )
     eigen_denoiser = spatial_denoiser(config)
-    subspace = fit_lowrank(sample_pixels(cube, config.sample_size, config.seed), config)
+    pairs = neighbour_pairs(cube, seed=config.seed + 1)
+    subspace = fit_lowrank(sample_pixels(cube, config.sample_size, config.seed), config, pairs)
     denoised = denoise_with_subspace(cube, subspace, config, eigen_denoiser)
     return denoised, LowRankInfo.from_subspace(subspace, eigen_denoiser.name)
 
@@ -203,8 +216,9 @@ class LowRankDenoiser(DenoiserBase):
         """Fit the model on the cube's pixel sample.
 
         Args:
-            stats: a ``CubeStatistics`` (its ``valid_sample_spectra`` are used: the bands the tiles carry), or
-                any object whose ``sample_spectra`` is (n, B_valid).
+            stats: a ``CubeStatistics`` (its ``valid_sample_spectra`` and ``valid_neighbour_pairs`` are used:
+                the bands the tiles carry), or any object whose ``sample_spectra`` is (n, B_valid) (then the
+                noise estimate does without the spatial neighbours).
 
         Raises:
             NothingToDenoise: one band (nothing to regress against), no more pixels valid in every band than
@@ -223,7 +237,7 @@ class LowRankDenoiser(DenoiserBase):
                 f"{pixels} pixels for {spectra.shape[1]} bands: the band regression needs more pixels than bands "
                 "to tell noise from signal"
             )
-        subspace = fit_lowrank(spectra, self.config)
+        subspace = fit_lowrank(spectra, self.config, getattr(stats, "valid_neighbour_pairs", None))
         if _noise_free(spectra, subspace.sigma):
             raise NothingToDenoise("no noise found (the bands predict each other exactly)")
         self.subspace = subspace

@@ -122,10 +122,12 @@ def eigen_region(
     Returns:
         (the region with an empty cube name and recipe, the fitted :class:`hsidenoise.subspace.Subspace`).
     """
+    from hsidenoise.statistics import neighbour_pairs
     from hsidenoise.subspace import fit_lowrank, project, sample_pixels, spatial_denoiser
 
     front_end = config.front_end
-    subspace = fit_lowrank(sample_pixels(noisy, config.front_end_pixels, seed), front_end)
+    pairs = neighbour_pairs(noisy, seed=seed + 1)
+    subspace = fit_lowrank(sample_pixels(noisy, config.front_end_pixels, seed), front_end, pairs)
     eigen, _ = project(noisy[:, rows, cols], subspace, front_end)
     pilot = spatial_denoiser(front_end).denoise(eigen, 1.0)
     region = np.asarray(clean[:, rows, cols], dtype=np.float64)
