@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hsidenoise.errors import ConfigError, ResourceError
-from hsidenoise.statistics import CHUNK_BYTES
+from hsidenoise.statistics import CHUNK_BYTES, PAIR_SAMPLE
 from hsidenoise.tiling import TileConfig, plan_axis
 
 SAMPLE_PIXELS = 65536
@@ -40,7 +40,8 @@ def estimate_memory(
     The pipeline: the pixel sample of the statistics, plus the larger of one statistics strip and (tiles in
     flight + stitching buffers for one row of overlaps + one block being written). It does not grow with the
     number of rows. With ``method="lowrank"`` or ``"decsc"`` (the subspace front end both run), the
-    method's working memory is added: the statistics sample as float64 spectra (the fit's working copy) and
+    method's working memory is added: the larger of the statistics sample as float64 spectra (the fit's working
+    copy) and the spatial noise estimate's copies of the neighbour pairs (:data:`NEIGHBOUR_FIT_COPIES`), and
     `SUBSPACE_DCT_COPIES` block-coefficient tensors of the DCT eigen-image denoiser on one tile
     (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`, for min(B, max_rank) eigen-images: the rank is
     only known after the fit, so its bound is taken); a DECSC network's own memory is not. The interpreter and its
@@ -55,7 +56,8 @@ def estimate_memory(
     itemsize = np.dtype(dtype).itemsize
     tile_height, tile_width = min(config.tile, height), min(config.tile, width)
     tile_values = bands * tile_height * tile_width
-    sample = min(sample_pixels, height * width) * bands * 4
+    pairs = min(PAIR_SAMPLE, height * max(width - 2, 0))
+    sample = (min(sample_pixels, height * width) + 2 * pairs) * bands * 4  # the pixel sample and the neighbour pairs
     strip = max(CHUNK_BYTES // itemsize, bands * width) * (itemsize + 8 + 1)  # as read, as float, valid mask
     in_flight = tile_values * itemsize + batch_size * tile_values * 2 * 4  # one raw tile; inputs and outputs
     row_overlap, col_overlap = (
@@ -71,9 +73,14 @@ def estimate_memory(
     from hsidenoise.subspace.eigenimages import dct_group_bytes
 
     rank_bound = min(bands, LowRankConfig().max_rank)
-    fit = min(sample_pixels, height * width) * bands * 8
+    fit = max(min(sample_pixels, height * width), NEIGHBOUR_FIT_COPIES * pairs) * bands * 8
     return pipeline + fit + SUBSPACE_DCT_COPIES * dct_group_bytes(tile_height, tile_width, rank_bound)
 
+
+NEIGHBOUR_FIT_COPIES = 9
+"""float64 (pairs x B) arrays alive at once in the spatial noise estimate
+(:func:`hsidenoise.subspace.neighbour_noise.spatial_noise`): both halves as given and cleaned, the joined and
+centred (pairs x 2B) matrices and the residuals."""
 
 SUBSPACE_DCT_COPIES = 4
 """Block-coefficient tensors of one DCT image group (:func:`hsidenoise.subspace.eigenimages.dct_group_bytes`)

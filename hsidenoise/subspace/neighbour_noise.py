@@ -25,7 +25,9 @@ over-estimated one (the band then dominates the whitened covariance and spreads 
 component). Two guards: the typical band, whose signal the other bands predict well and whose spectral
 estimate is therefore right, calibrates the spatial one (the median ratio of the two over the bands divides
 the spatial estimate: 0.98 to 0.99 on the validation and real cubes, 0.57 with that correlated noise); and the
-estimate only ever lowers the band regression's sigma, at most by :data:`MAX_REDUCTION`.
+estimate only ever lowers the band regression's sigma, at most by :data:`MAX_REDUCTION` and never below its
+floor (:data:`~hsidenoise.subspace.noise_estimate.SIGMA_FLOOR` times the median sigma: bands that the others
+predict exactly, such as three interpolated bands of the AVIRIS examples, stay at that floor).
 
 Shapes: pixel samples are (n, B); per-band vectors are (B,).
 """
@@ -38,6 +40,7 @@ import numpy as np
 from hsidenoise.statistics import NeighbourPairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.noise_estimate import (
+    SIGMA_FLOOR,
     BandRegression,
     clean_entries,
     column_median,
@@ -124,8 +127,10 @@ def spatial_noise(
     typical = float(np.median(gaussian / spectral_sigma))
     if 0 < typical < 1:
         gaussian, effective = gaussian / typical, effective / typical
-    gaussian = np.clip(gaussian, spectral_sigma / MAX_REDUCTION, spectral_sigma)
-    effective = np.clip(effective, spectral_effective / MAX_REDUCTION, spectral_effective)
+    # a band already at the band regression's floor (predicted exactly by the others) stays there
+    floor = np.maximum(spectral_sigma / MAX_REDUCTION, SIGMA_FLOOR * float(np.median(spectral_sigma)))
+    gaussian = np.clip(gaussian, np.minimum(floor, spectral_sigma), spectral_sigma)
+    effective = np.clip(effective, np.minimum(floor, spectral_effective), spectral_effective)
     lowered = int(np.count_nonzero(gaussian < 0.9 * spectral_sigma))
     logger.debug("spatial noise estimate: %d of %d bands below 0.9x the band regression's sigma", lowered, bands)
     return gaussian, effective
