@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 
     method = LowRankDenoiser(LowRankConfig(spatial="dct"))
-    header = f"{'cube':<42} {'case':<34} {'flagged':>9} {'share':>6} {'ratio':>6} {'s':>4}"
+    header = f"{'cube':<42} {'case':<34} {'flagged':>9} {'share':>6} {'spatial':>7} {'spectral':>8} {'ratio':>6} {'s':>4}"
     print(header)
     print("-" * len(header))
     for cube_index, path in enumerate(args.cubes):
@@ -90,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         for case, noisy, denoised in cases:
             report = no_reference_quality(noisy, denoised, crop=args.crop)
             flagged, measured = len(report.flagged_bands), len(report.bands)
+            spectral = {band for pair in report.flagged_pairs for band in (pair, pair + 1)}
+            spatial = len(set(report.flagged_bands) - spectral)  # flagged for their spatial correlation only
             print(
                 f"{path:<42} {case:<34} {flagged:4d}/{measured:<4d} {flagged / measured:6.1%} "
+                f"{spatial / measured:7.1%} {len(spectral) / measured:8.1%} "
                 f"{np.nanmedian(report.removed_ratio):6.2f} {time.perf_counter() - started:4.0f}",
                 flush=True,
             )
-    print("\nflagged: bands whose removed part is more correlated than the input noise (calibrated whiteness); "
+    print("\nflagged: bands whose removed part is correlated unlike the input noise (calibrated whiteness); "
+          "spatial: flagged for the lag-1 check only; spectral: in a flagged neighbouring-band pair; "
           "ratio: median std(removed) / input sigma. Targets: pure noise removed <= 10 % flagged; blur >= 50 %; "
           "correlated noise not flagged.")
     return 0
