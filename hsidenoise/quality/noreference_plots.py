@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,6 +144,21 @@ def plot_removed(
     return _save_figure(figure, Path(path))
 
 
+@dataclass(frozen=True, eq=False)
+class PixelSpectrum:
+    """One pixel of ``spectra.png``: (row, col) in the full cube (0-based), why it is shown, and its (B,) input and
+    output values."""
+
+    row: int
+    col: int
+    why: str
+    input: np.ndarray
+    output: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "col": self.col, "why": self.why, "input": self.input, "output": self.output}
+
+
 def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[int, int, str]]:
     """(row, col, why) of the brightest, darkest and median pixel (mean over the bands of the input) and the one
     the method changed most (RMS of input - output over the bands), in (B, H, W) cubes; non-finite pixels skipped."""
@@ -164,31 +180,38 @@ def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[i
     return [(index // width, index % width, why) for index, why in chosen]
 
 
+def preview_spectra(noisy: np.ndarray, denoised: np.ndarray, step: int = 1) -> list[PixelSpectrum]:
+    """The :func:`pick_spectra_pixels` of (B, H, W) previews that keep every ``step``-th row and column of the
+    cube (from 0), with their coordinates in the full cube."""
+    return [
+        PixelSpectrum(row * step, col * step, why, noisy[:, row, col], denoised[:, row, col])
+        for row, col, why in pick_spectra_pixels(noisy, denoised)
+    ]
+
+
 def plot_spectra(
-    noisy: np.ndarray,
-    denoised: np.ndarray,
-    pixels: Sequence[tuple[int, int, str]],
+    spectra: Sequence[PixelSpectrum],
     path: Path | str,
     wavelengths: np.ndarray | Sequence[float] | None = None,
     *,
     labels: PlotLabels | None = None,
     untouched_bands: Sequence[int] = (),
 ) -> Path:
-    """``spectra.png``: input (grey) and output (colour) spectra of ``pixels`` ((row, col, why) in the cubes'
-    (B, H, W) grid), one panel each, against wavelength; the ``untouched_bands`` (bad bands) greyed out."""
+    """``spectra.png``: input (grey) and output (colour) spectra of each pixel, one panel each, against
+    wavelength; the ``untouched_bands`` (bad bands) greyed out. Needs at least one pixel."""
     labels = labels or PlotLabels()
-    x_values, x_label = _band_axis(noisy.shape[0], wavelengths, labels.wavelength_units)
-    shown = list(pixels) or [(0, 0, "first pixel")]
-    figure = _new_figure(8.0, 2.4 * len(shown) + 0.8)
-    axes = np.atleast_1d(figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0])
-    bad = [band for band in untouched_bands if 0 <= band < noisy.shape[0]]
-    for panel, (row, col, why) in zip(axes, shown):
-        panel.plot(x_values, noisy[:, row, col], color="0.55", lw=1.6, label="input")
-        panel.plot(x_values, denoised[:, row, col], color="C3", lw=1.0, label=labels.after)
+    band_count = int(np.asarray(spectra[0].input).shape[0])
+    x_values, x_label = _band_axis(band_count, wavelengths, labels.wavelength_units)
+    figure = _new_figure(8.0, 2.0 * len(spectra) + 0.8)
+    axes = np.atleast_1d(figure.subplots(len(spectra), 1, sharex=True, squeeze=False)[:, 0])
+    bad = [band for band in untouched_bands if 0 <= band < band_count]
+    for panel, pixel in zip(axes, spectra):
+        panel.plot(x_values, pixel.input, color="0.55", lw=1.6, label="input")
+        panel.plot(x_values, pixel.output, color="C3", lw=1.0, label=labels.after)
         for band in bad:
             panel.axvspan(x_values[band] - 0.5 * _step(x_values, band), x_values[band] + 0.5 * _step(x_values, band),
                           color="0.85", lw=0)
-        panel.set_title(f"pixel (row {row}, col {col}): {why}", fontsize="small")
+        panel.set_title(f"pixel (row {pixel.row}, col {pixel.col}): {pixel.why}", fontsize="small")
         panel.set_ylabel(labels.values)
         panel.grid(alpha=0.3)
         panel.legend(loc="best", fontsize="small")

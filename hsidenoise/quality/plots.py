@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from hsidenoise.quality.noreference import NoReferenceReport
+    from hsidenoise.quality.noreference_plots import PixelSpectrum
 
 RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 """Band centres (nm) picked for the red, green and blue channels of a quick-look when wavelengths are known."""
@@ -425,6 +426,7 @@ def write_run_report(
     untouched_bands: Sequence[int] = (),
     rgb_bands: Sequence[int] | None = None,
     no_reference: NoReferenceReport | None = None,
+    spectra: Sequence[PixelSpectrum] | None = None,
 ) -> dict[str, Path]:
     """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs (and a CSV and a PNG more with ``no_reference``).
 
@@ -447,6 +449,9 @@ def write_run_report(
             on the input.
         untouched_bands: bands the method left alone (dead, NaN), never chosen by default.
         rgb_bands: default :func:`pick_rgb_bands`. no_reference: the no-reference section, or None.
+        spectra: the pixels of ``spectra.png`` (``run --spectra-pixels``); default: the brightest, darkest,
+            median and most changed pixels of the preview
+            (:func:`hsidenoise.quality.noreference_plots.preview_spectra`).
 
     Returns:
         ``{"json", "profiles", "quicklook", "noise"}`` -> path, plus ``no_reference_csv`` and
@@ -526,20 +531,18 @@ def write_run_report(
             paths["profiles"] = _no_profile_figure(
                 profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
             )
-        from hsidenoise.quality.noreference_plots import pick_spectra_pixels, plot_removed, plot_spectra
+        from hsidenoise.quality.noreference_plots import PixelSpectrum, plot_removed, plot_spectra, preview_spectra
 
-        spectra_pixels = pick_spectra_pixels(noisy, denoised)
+        step = int(summary.get("preview_step", 1) or 1)
+        shown = list(spectra) if spectra else preview_spectra(noisy, denoised, step)
+        if not shown:  # no pixel with finite values: the first one, so the bundle always has its spectra plot
+            shown = [PixelSpectrum(0, 0, "first pixel (none has finite values)", noisy[:, 0, 0], denoised[:, 0, 0])]
         payload["spectra"] = {
-            "note": "pixels of the report's preview grid (multiply by preview_step for the cube's); "
-            "input and output values per band",
-            "pixels": [
-                {"row": row, "col": col, "why": why, "input": noisy[:, row, col], "output": denoised[:, row, col]}
-                for row, col, why in spectra_pixels
-            ],
+            "note": "row and col in the full cube, numbered from 0; input and output values per band, data units",
+            "pixels": [pixel.to_dict() for pixel in shown],
         }
         paths["spectra"] = plot_spectra(
-            noisy, denoised, spectra_pixels, out_dir / "spectra.png", wavelengths, labels=labels,
-            untouched_bands=list(untouched_bands),
+            shown, out_dir / "spectra.png", wavelengths, labels=labels, untouched_bands=list(untouched_bands)
         )
 
         paths["removed"] = plot_removed(
