@@ -43,6 +43,7 @@ from hsidenoise.quality.figure_io import (  # noqa: F401  (re-exported: tests an
     PNG_DPI,
     _band_axis,
     _band_label,
+    _margins,
     _new_figure,
     _save_figure,
     _write_atomically,
@@ -158,7 +159,7 @@ def write_metrics_report(
     paths["csv"] = _write_atomically(out_dir / "metrics.csv", lambda stream: stream.write(text.encode("utf-8")))
 
     figure = _new_figure(8.0, 6.0)
-    psnr_axes, ssim_axes = figure.subplots(2, 1, sharex=True)
+    psnr_axes, ssim_axes = figure.subplots(2, 1, sharex=True, gridspec_kw=_margins(8.0, 6.0, hspace=0.08))
     for source, name, style in ((report, "denoised", "-"), (noisy_report, "noisy", "--")):
         if source is None:
             continue
@@ -212,18 +213,23 @@ def plot_row_mean_profiles(
     labels = labels or PlotLabels()
     step = max(1, int(labels.pixel_step))
     positions = {"row": np.arange(noisy.shape[1]) * step, "column": np.arange(noisy.shape[2]) * step}
-    figure = _new_figure(11.0, 3.4 * len(chosen) + 1.0)
+    height = 3.4 * len(chosen) + 1.0
+    figure = _new_figure(11.0, height)
+    # one subfigure per band between a title strip and a caption strip (subfigures ignore a grid's margins)
+    rows = figure.add_gridspec(len(chosen) + 2, 1, height_ratios=[0.45] + [3.4] * len(chosen) + [0.55], hspace=0.0)
     series = [("before (input)", noisy, "0.62", 2.4), (labels.after, denoised, "C3", 1.1)]  # before under after
     if clean is not None:
         series.insert(0, ("clean (reference)", clean, "k", 1.0))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a gap in the curve, as it should be
-        for index, (panel, band) in enumerate(zip(np.atleast_1d(figure.subfigures(len(chosen), 1)), chosen)):
+        for index, band in enumerate(chosen):
+            panel = figure.add_subfigure(rows[index + 1])
             heading = _band_label(band, wavelengths, labels.wavelength_units)
             if reasons is not None:
                 heading = "\n".join(textwrap.wrap(f"{heading}: {reasons[index]}", 120))
             panel.suptitle(heading, fontsize="medium")
-            for axes, (what, axis) in zip(panel.subplots(1, 2), (("row", 1), ("column", 0))):
+            room = _margins(11.0, 3.4, top=0.2 + 0.2 * (heading.count("\n") + 1), bottom=0.5, left=0.9, wspace=0.22)
+            for axes, (what, axis) in zip(panel.subplots(1, 2, gridspec_kw=room), (("row", 1), ("column", 0))):
                 for legend, cube, colour, width in series:
                     profile = np.nanmean(np.asarray(cube[band], dtype=np.float64), axis=axis)
                     axes.plot(positions[what], profile, color=colour, lw=width, label=legend)
@@ -316,7 +322,8 @@ def write_quicklook(
     panel_width = 5.0
     panel_height = float(np.clip(panel_width * height / max(width, 1), 1.0, 12.0))
     figure = _new_figure(2 * panel_width, panel_height + 0.9)
-    for axes, cube, name in zip(figure.subplots(1, 2), (before, after), ("before (input)", labels.after)):
+    room = _margins(2 * panel_width, panel_height + 0.9, left=0.1, right=0.1, top=0.8, bottom=0.1, wspace=0.05)
+    for axes, cube, name in zip(figure.subplots(1, 2, gridspec_kw=room), (before, after), ("before (input)", labels.after)):
         axes.imshow(_stretch(cube, lows, highs), interpolation="nearest")
         axes.set_title(name)
         axes.set_axis_off()
@@ -358,7 +365,7 @@ def plot_noise_before_after(
     positive = np.concatenate([before, after])
     positive = positive[np.isfinite(positive) & (positive > 0)]
     figure = _new_figure(8.0, 4.0)
-    axes = figure.subplots()
+    axes = figure.subplots(gridspec_kw=_margins(8.0, 4.0, top=0.4))
     axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before (input)")
     axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="std of what was removed (input - output)")
     shown = [item.band for item in marked if 0 <= item.band < before.size]
