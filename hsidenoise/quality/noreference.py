@@ -14,15 +14,19 @@ With a noisy cube y and its denoised version f(y) but no clean reference, per ba
    residual E on the crop (:func:`regression_residual`):
 
    * spatial: R's lag-1 autocorrelation along the rows and the columns against E's;
-   * spectral: R's correlation between neighbouring bands b, b + 1 against the input noise's, which is the
-     partial correlation of the two bands given the others, i.e. minus the correlation of E_b and E_{b+1}
-     (E = diag(P)^-1 P y with P the inverse band covariance, so corr(E_b, E_c) = P_bc / sqrt(P_bb P_cc), and
-     the partial correlation is -P_bc / sqrt(P_bb P_cc)). Only a removed part *more* correlated than the noise
-     is flagged: a method that removes signal (edges are in the same place in neighbouring bands) is, a sensor
-     whose noise is spectrally correlated is not. Both bands of a flagged pair are flagged.
-
+   * spectral: R's correlation between neighbouring bands b, b + 1 against the input noise's. The residuals give
+     the noise's *partial* correlation of the two bands given the others, pi = -corr(E_b, E_{b+1}) (E =
+     diag(P)^-1 P y with P the inverse band covariance, so corr(E_b, E_c) = P_bc / sqrt(P_bb P_cc) = -pi); the
+     removed part's correlation is a plain (marginal) one. The two are put on one footing with the simplest
+     model of noise correlated along the spectrum, AR(1) (neighbouring detector elements, resampling), whose
+     partial correlation is rho / (1 + rho^2): rho = 2 pi / (1 + sqrt(1 - 4 pi^2)) (:func:`marginal_from_partial`;
+     white noise: 0). Only a removed part *more* correlated than the noise is flagged: a method that removes
+     signal (edges are in the same place in neighbouring bands) is, a sensor whose noise is spectrally
+     correlated is not. Both bands of a flagged pair are flagged. Signal that the other bands do not explain
+     raises pi, so on real scenes the check errs towards not flagging.
    A difference beyond :data:`WHITENESS_SIGMAS` sqrt(2 / n) + :data:`CORRELATION_MARGIN` (n pixel pairs; two
-   independent estimates) flags the band, with its reason.
+   independent estimates; for the spectral check the noise's share of the variance grows with d rho / d pi)
+   flags the band, with its reason.
 4. **No MPSNR estimate**: ``estimated_mpsnr_db`` is None with ``estimated_mpsnr_reason``. The former SURE
    estimate (:func:`sure_mse`, kept as a library function) was 0.6 to 11 dB off on the validation cubes, cost
    3.4x the run and assumed unit noise per eigen-image, which the front end measures at 0.5 to 1.0; no
@@ -68,8 +72,9 @@ WHITENESS_RULE = (  # noqa: E501
     f"a band is flagged when the lag-1 correlation (along rows or columns) of noisy - denoised differs from "
     f"that of the input noise (each band's regression residual on the other bands) by more than "
     f"{WHITENESS_SIGMAS:g} sqrt(2 / pixel pairs) + {CORRELATION_MARGIN:g}, or when its correlation with a "
-    f"neighbouring band's exceeds the input noise's (the two bands' partial correlation given the others) by "
-    f"more than as much (flagged_band_pairs; both bands of a pair are flagged)"
+    f"neighbouring band's exceeds the input noise's (from the two bands' partial correlation given the others, "
+    f"read as AR(1) noise along the spectrum) by more than as much (flagged_band_pairs; both bands of a pair are "
+    f"flagged)"
 )
 SURE_EPS = 1e-3
 """Finite-difference step of the divergence, in noise sigmas of each band."""
@@ -99,8 +104,8 @@ class NoReferenceReport:
             residual): the reference the removed part is judged against.
         whiteness_threshold: (B,) the flag threshold of each band on |removed - noise| correlation.
         spectral_corr: (B - 1,) correlation of the removed part between bands b and b + 1.
-        noise_spectral_corr: (B - 1,) the input noise's correlation between bands b and b + 1 (their partial
-            correlation given the other bands): the reference of ``spectral_corr``.
+        noise_spectral_corr: (B - 1,) the input noise's correlation between bands b and b + 1 (from their partial
+            correlation given the other bands, :func:`marginal_from_partial`): the reference of ``spectral_corr``.
         spectral_threshold: (B - 1,) the flag threshold of ``spectral_corr - noise_spectral_corr``.
         flagged_bands: bands whose removed part is correlated unlike the input noise (spatially, or with a
             neighbouring band's).
@@ -583,19 +588,40 @@ def _spectral_flags(
     threshold = np.full(max(band_count - 1, 0), np.nan)
     neighbours = np.flatnonzero(np.diff(chosen) == 1)  # pairs of measured bands that are neighbours in the cube
     removed[chosen[neighbours]] = white["spectral"][neighbours]
-    noise[chosen[neighbours]] = noise_white["spectral_reference"][neighbours]
-    threshold[chosen[neighbours]] = white["spectral_threshold"][neighbours] * math.sqrt(2.0) + CORRELATION_MARGIN
+    reference, slope = marginal_from_partial(noise_white["spectral_reference"][neighbours])
+    noise[chosen[neighbours]] = reference
+    spread = np.sqrt(1.0 + slope**2)  # the two estimates' errors add; the noise's grows with d rho / d pi
+    threshold[chosen[neighbours]] = white["spectral_threshold"][neighbours] * spread + CORRELATION_MARGIN
     gap = np.nan_to_num(removed - noise, nan=0.0)
     pairs = np.flatnonzero(gap > np.nan_to_num(threshold, nan=np.inf))
     return removed, noise, threshold, [int(b) for b in pairs]
 
 
+MAX_REFERENCE_SLOPE = 4.0
+"""Cap on d rho / d pi in the spectral tolerance (reached at rho = 0.68; beyond it the partial correlation says little)."""
+
+
+def marginal_from_partial(partial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbouring-band correlation rho of AR(1) noise along the spectrum from its partial correlation pi
+    given the other bands (pi = rho / (1 + rho^2), so |pi| <= 1/2), and d rho / d pi (capped at
+    :data:`MAX_REFERENCE_SLOPE`). |pi| >= 1/2 gives rho = +-1. NaN stays NaN.
+
+    Returns:
+        (rho, slope), shaped like ``partial``.
+    """
+    pi = np.clip(np.asarray(partial, dtype=np.float64), -0.5, 0.5)
+    rho = 2.0 * pi / (1.0 + np.sqrt(np.maximum(1.0 - 4.0 * pi**2, 0.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (1.0 + rho**2) ** 2 / (1.0 - rho**2)
+    return rho, np.minimum(np.where(np.isfinite(slope), slope, MAX_REFERENCE_SLOPE), MAX_REFERENCE_SLOPE)
+
+
 def _input_noise_whiteness(noisy: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`whiteness` of the input noise: the band-regression residual of the (B, h, w) noisy crop.
 
-    Adds ``spectral_reference`` (B - 1,): the input noise's correlation between neighbouring bands, the partial
-    correlation of the two bands given the others (minus the correlation of their leave-one-band-out residuals);
-    0 (white) when there are too few bands or pixels for the regression.
+    Adds ``spectral_reference`` (B - 1,): the partial correlation of neighbouring bands given the others (minus
+    the correlation of their leave-one-band-out residuals); 0 (white) when there are too few bands or pixels for
+    the regression.
     """
     pixels_ok = valid.all(axis=0)
     bands, height, width = noisy.shape
