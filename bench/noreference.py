@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
 
     method = LowRankDenoiser(LowRankConfig(spatial="dct"))
-    header = f"{'cube':<48} {'case':<40} {'flagged':>9} {'share':>6} {'spatial':>7} {'spectral':>8} {'ratio':>6} {'s':>4}"
+    header = (f"{'cube':<48} {'case':<40} {'flagged':>9} {'share':>6} {'spatial':>7} {'spectral':>8} {'ratio':>6} "
+              f"{'s':>4}")
     print(header)
     print("-" * len(header))
 

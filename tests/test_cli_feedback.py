@@ -1,5 +1,6 @@
 """What `run`, `train` and `finetune` tell the user while and after they work (issue 12): the progress display's
-phases and time left, solver non-convergence, `--profile-bands`, `--spectra-pixels`, and `--threads` on the training commands.
+phases and time left, solver non-convergence, `--profile-bands`, `--spectra-pixels`, and `--threads` on the training
+commands.
 
 No test measures time: the time-left column is checked on a clock the test sets, the phases through callbacks.
 """

@@ -42,10 +42,8 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
 
 
 def _save_figure(figure: Figure, path: Path) -> Path:
-    return _write_atomically(
-        Path(path),
-        lambda stream: figure.savefig(stream, format="png", dpi=PNG_DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}),
-    )
+    options = {"format": "png", "dpi": PNG_DPI, "pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}}
+    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, **options))
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -598,7 +598,8 @@ def _spectral_flags(
 
 
 MAX_REFERENCE_SLOPE = 4.0
-"""Cap on d rho / d pi in the spectral tolerance (reached at rho = 0.68; beyond it the partial correlation says little)."""
+"""Cap on d rho / d pi in the spectral tolerance (reached at rho = 0.68; beyond it the partial correlation says
+little)."""
 
 
 def marginal_from_partial(partial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,8 @@ def plot_no_reference(
     Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
     removed part along rows and columns minus that of the input noise (the band-regression residual), with the
     flag tolerance; the removed part's correlation with the next band minus the input noise's (their partial
-    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). No MPSNR is drawn: no estimator is validated (``report.estimated_mpsnr_reason``).
+    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). No MPSNR is drawn: no
+    estimator is validated (``report.estimated_mpsnr_reason``).
 
     Returns:
         ``path``.

@@ -323,7 +323,8 @@ def write_quicklook(
     panel_height = float(np.clip(panel_width * height / max(width, 1), 1.0, 12.0))
     figure = _new_figure(2 * panel_width, panel_height + 0.9)
     room = _margins(2 * panel_width, panel_height + 0.9, left=0.1, right=0.1, top=0.8, bottom=0.1, wspace=0.05)
-    for axes, cube, name in zip(figure.subplots(1, 2, gridspec_kw=room), (before, after), ("before (input)", labels.after)):
+    halves = zip(figure.subplots(1, 2, gridspec_kw=room), (before, after), ("before (input)", labels.after))
+    for axes, cube, name in halves:
         axes.imshow(_stretch(cube, lows, highs), interpolation="nearest")
         axes.set_title(name)
         axes.set_axis_off()
@@ -435,7 +436,8 @@ def write_run_report(
     no_reference: NoReferenceReport | None = None,
     spectra: Sequence[PixelSpectrum] | None = None,
 ) -> dict[str, Path]:
-    """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs (and a CSV and a PNG more with ``no_reference``).
+    """The ``run --report DIR`` bundle: ``report.json`` plus five PNGs (profiles, quick-look, noise, spectra,
+    removed; and ``no_reference.csv`` and ``.png`` with ``no_reference``).
 
     ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured),
     the per-band noise estimate before and after, the profile bands (``profile_bands``) and, under
@@ -461,8 +463,8 @@ def write_run_report(
             (:func:`hsidenoise.quality.noreference_plots.preview_spectra`).
 
     Returns:
-        ``{"json", "profiles", "quicklook", "noise"}`` -> path, plus ``no_reference_csv`` and
-        ``no_reference_plot`` with ``no_reference``.
+        ``{"json", "profiles", "quicklook", "noise", "spectra", "removed"}`` -> path, plus ``no_reference_csv``
+        and ``no_reference_plot`` with ``no_reference``.
 
     Raises:
         ConfigError: a profile band outside the cube.
@@ -618,9 +620,9 @@ REPORT_PLOT_BYTES = 2**20
 
 def estimated_report_size(bands: int, tiles: int = 1) -> int:
     """Bytes to have free before writing the ``run --report`` bundle of a cube of ``bands`` bands denoised in
-    ``tiles`` tiles: five plots at :data:`REPORT_PLOT_BYTES`, and the JSON and CSV, which grow with the bands
+    ``tiles`` tiles: six plots at :data:`REPORT_PLOT_BYTES`, and the JSON and CSV, which grow with the bands
     (noise before and after, no-reference figures) and the tiles (one record each)."""
-    return 5 * REPORT_PLOT_BYTES + 4096 * int(bands) + 512 * int(tiles) + 65536
+    return 6 * REPORT_PLOT_BYTES + 4096 * int(bands) + 512 * int(tiles) + 65536
 
 
 def _first_missing(folder: Path) -> Path | None:
