@@ -37,6 +37,7 @@ from hsidenoise.quality.run_report import (
 
 if TYPE_CHECKING:
     from hsidenoise.denoise import RunResult
+    from hsidenoise.quality.report_choices import ReportChoices
     from hsidenoise.denoiser import Denoiser
     from hsidenoise.scaleout import Shard
     from hsidenoise.tiling import TileConfig
@@ -234,25 +235,6 @@ def report_dirs(jobs: Sequence[Job], report: Path, *, several: bool | None = Non
     }
 
 
-def parse_profile_bands(text: str | None, *, report: Path | None) -> list[int] | None:
-    """``--profile-bands 3,103,150`` as band numbers (from 0); whether each input has them is checked by
-    :func:`run_jobs` before any work.
-
-    Raises:
-        ConfigError: not a comma-separated list of whole numbers >= 0, or given without ``--report``.
-    """
-    if text is None:
-        return None
-    if report is None:
-        raise ConfigError("--profile-bands chooses the bands of the report's profile plot; add --report DIR")
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise ConfigError(
-            f"--profile-bands takes band numbers from 0 separated by commas, e.g. 3,103,150; got {text!r}"
-        )
-    return list(dict.fromkeys(int(part) for part in parts))
-
-
 def convergence_warning(solver: dict[str, Any]) -> str | None:
     """The one line about tiles whose solver stopped above its tolerance (:func:`run_summary`'s ``solver``), or
     None; the CLI prints it."""
@@ -285,7 +267,7 @@ def run_jobs(
     several: bool | None = None,
     shares: Sequence[Shard] = (),
     provenance: dict[str, str] | None = None,
-    profile_bands: Sequence[int] | None = None,
+    choices: ReportChoices | None = None,
     phase: PhaseFactory | None = None,
     records: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -312,8 +294,8 @@ def run_jobs(
             time, so a folder this call creates is kept even when its job fails.
         provenance: recorded in every output's metadata (`CubeMeta.provenance`,
             :func:`hsidenoise.provenance.run_provenance`); None records nothing new.
-        profile_bands: the bands of each report's profile plot (``--profile-bands``); None: measured
-            (:func:`write_report`).
+        choices: the bands of each report's profile plot and the pixels of its spectra (``--profile-bands``,
+            ``--spectra-pixels``); None: measured (:func:`write_report`). Checked against every input first.
         phase: gives the stage callback of each input (statistics, prepare, tiles), called from when the
             job starts, before its cube is read.
         records: the list the records are appended to as they are made (and returned); a caller that passes
@@ -329,8 +311,8 @@ def run_jobs(
     several = len(jobs) > 1 if several is None else several
     folders = report_dirs(jobs, report, several=several) if report is not None else {}
     mine = jobs_of(jobs, shares)
-    if profile_bands is not None and report is not None:  # before any work, not after the first cube's run
-        check_profile_bands([job for job in mine if not job.skip], profile_bands, open_options)
+    if choices is not None and report is not None:  # before any work, not after the first cube's run
+        check_report_choices([job for job in mine if not job.skip], choices, open_options)
     denoiser: Denoiser | None = None
     documents: list[dict[str, Any]] = [] if records is None else records
     current: Job | None = None
@@ -341,7 +323,7 @@ def run_jobs(
                 denoiser = method()
             try:
                 if job.skip:
-                    summary = _skipped_job(job, folders.get(job.source), open_options, profile_bands)
+                    summary = _skipped_job(job, folders.get(job.source), open_options, choices)
                 else:
                     summary = _run_job(
                         job,
@@ -356,7 +338,7 @@ def run_jobs(
                         phase=phase(job.source.name) if phase is not None else None,
                         keep_folder=bool(shares),
                         provenance=provenance,
-                        profile_bands=profile_bands,
+                        choices=choices,
                     )
             except Exception as error:  # one bad cube is recorded and the batch goes on; Ctrl-C still stops it
                 record = failure_record(job, error)
@@ -379,14 +361,14 @@ def run_jobs(
 
 
 def _skipped_job(
-    job: Job, report: Path | None, open_options: dict[str, Any], profile_bands: Sequence[int] | None
+    job: Job, report: Path | None, open_options: dict[str, Any], choices: ReportChoices | None
 ) -> dict[str, Any]:
     """The record of a job whose output exists; with ``report`` and no complete report there (the run was done
     but its report was not: a full disk, a kill), the report is written from the existing output first."""
     record: dict[str, Any] = {"input": str(job.source), "output": str(job.output), "skipped": "output exists"}
     if report is not None and not _report_complete(report):
         files = write_report_of_output(
-            report, job.source, job.output, open_options=open_options, profile_bands=profile_bands
+            report, job.source, job.output, open_options=open_options, choices=choices
         )
         record["report"] = {key: str(value) for key, value in files.items()}
         record["report_note"] = REPORT_FROM_OUTPUT_NOTE
@@ -415,31 +397,27 @@ def jobs_of(jobs: Sequence[Job], shares: Sequence[Shard] = ()) -> list[Job]:
     return mine
 
 
-def check_profile_bands(jobs: Sequence[Job], bands: Sequence[int], open_options: dict[str, Any]) -> None:
-    """Refuse profile bands (0-based, as the report numbers them) that some input does not have.
+def check_report_choices(jobs: Sequence[Job], choices: ReportChoices, open_options: dict[str, Any]) -> None:
+    """Refuse report choices (profile bands, spectra pixels; 0-based, as the report numbers them) that some input
+    does not have (:meth:`ReportChoices.check`).
 
     Only the headers are read; an input that cannot be opened is left to its job, which records the reader's
     own message.
 
     Raises:
-        ConfigError: no band, or a band below 0 or at or beyond an input's band count.
+        ConfigError: no profile band, or a band or pixel outside an input.
     """
     from hsidenoise.io import open_cube
 
-    if not bands:
+    if choices.profile_bands is not None and not choices.profile_bands:
         raise ConfigError("no profile band given; pass band numbers (from 0, as the report shows them), e.g. 3,103")
     for job in jobs:
         try:
             with open_cube(job.source, **open_options) as reader:
-                count = reader.shape[0]
+                shape = reader.shape
         except HsiDenoiseError:
             continue
-        outside = [int(band) for band in bands if not 0 <= int(band) < count]
-        if outside:
-            raise ConfigError(
-                f"profile band(s) {', '.join(map(str, outside))} not in {job.source.name}, which has {count} bands "
-                f"numbered 0 to {count - 1} (as in the report); pick bands every input has"
-            )
+        choices.check(job.source.name, shape)
 
 
 def _run_job(
@@ -456,7 +434,7 @@ def _run_job(
     keep_folder: bool,
     phase: Callable[[str], None] | None = None,
     provenance: dict[str, str] | None = None,
-    profile_bands: Sequence[int] | None = None,
+    choices: ReportChoices | None = None,
 ) -> dict[str, Any]:
     """Denoise one job (and write its report); the summary of :func:`run_jobs`."""
     from hsidenoise.denoise import denoise
@@ -497,7 +475,7 @@ def _run_job(
             open_options=open_options,
             method=denoiser,
             nodata=result.statistics.nodata,
-            profile_bands=profile_bands,
+            choices=choices,
         )
         summary["report"] = {key: str(value) for key, value in files.items()}
     summary.pop("tiles")

@@ -1,5 +1,6 @@
 """What `run`, `train` and `finetune` tell the user while and after they work (issue 12): the progress display's
-phases and time left, solver non-convergence, `--profile-bands`, and `--threads` on the training commands.
+phases and time left, solver non-convergence, `--profile-bands`, `--spectra-pixels`, and `--threads` on the training
+commands.
 
 No test measures time: the time-left column is checked on a clock the test sets, the phases through callbacks.
 """
@@ -243,6 +244,58 @@ def test_profile_bands_out_of_range_stop_a_batch_before_any_cube_is_written(cube
     )  # fmt: skip
     line = one_line_refusal(result, folder, set())
     assert "40" in line and cube.name in line and wide.name not in line
+
+
+# ------------------------------------------------------------------------------------------- --spectra-pixels
+
+
+def test_spectra_pixels_reach_the_report_at_full_resolution(cube, tmp_path) -> None:
+    from hsidenoise.io import read_cube
+
+    report, output = tmp_path / "report", tmp_path / "out.hdr"
+    invoke("run", cube, "-o", output, "--spatial", "dct", "--report", report, "--spectra-pixels", " 3,4; 22,28 ",
+           "-q")  # fmt: skip
+    pixels = json.loads((report / "report.json").read_text())["spectra"]["pixels"]
+    assert [(p["row"], p["col"], p["why"]) for p in pixels] == [(3, 4, "asked for"), (22, 28, "asked for")]
+    noisy, denoised = read_cube(cube).data, read_cube(output).data
+    for pixel in pixels:  # the values are those pixels' own spectra, input and output
+        np.testing.assert_allclose(pixel["input"], noisy[:, pixel["row"], pixel["col"]], rtol=1e-6)
+        np.testing.assert_allclose(pixel["output"], denoised[:, pixel["row"], pixel["col"]], rtol=1e-6)
+    assert (report / "spectra.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_default_spectra_pixels_are_the_four_measured_ones(cube, tmp_path) -> None:
+    report = tmp_path / "report"
+    invoke("run", cube, "-o", tmp_path / "out.hdr", "--spatial", "dct", "--report", report, "-q")
+    pixels = json.loads((report / "report.json").read_text())["spectra"]["pixels"]
+    assert [p["why"] for p in pixels] == ["brightest", "darkest", "median brightness", "most changed"]
+    means = [np.mean(p["input"]) for p in pixels]
+    assert means[0] >= means[2] >= means[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "report", "expected"),
+    [
+        (f"{ROWS},0", True, f"{ROWS} rows and {COLS} columns"),  # 1-based thinking: row 23 of 23 rows
+        (f"0,{COLS}", True, f"{ROWS} rows and {COLS} columns"),
+        ("3", True, "ROW,COL"),
+        ("3,4,5", True, "ROW,COL"),
+        ("3,-4", True, "ROW,COL"),
+        ("a,b", True, "ROW,COL"),
+        ("", True, "ROW,COL"),
+        ("1,1;", True, "ROW,COL"),
+        (";".join(f"{i},{i}" for i in range(9)), True, "at most 8"),
+        ("1,2", False, "--report"),
+    ],
+)
+def test_bad_spectra_pixels_are_a_usage_error_before_any_work(cube, tmp_path, value, report, expected) -> None:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    args = ["run", str(cube), "-o", str(folder / "out.hdr"), "--spatial", "dct", "--spectra-pixels", value]
+    if report:
+        args += ["--report", str(folder / "report")]
+    line = one_line_refusal(CliRunner().invoke(app, args), folder, set())
+    assert expected in line, line
 
 
 # --------------------------------------------------------------------------------------- train/finetune threads

@@ -19,7 +19,7 @@ from hsidenoise.denoiser import DenoiserBase
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.io import write_cube
 from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-from hsidenoise.quality.noreference import no_reference_quality, sure_mse, whiteness
+from hsidenoise.quality.noreference import marginal_from_partial, no_reference_quality, sure_mse, whiteness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -97,6 +97,47 @@ def test_spatially_correlated_noise_removed_is_not_flagged() -> None:
     # little signal (its neighbours are on one side only), which may flag it; the target is at most 10 %
     assert len(report.flagged_bands) <= 1 and set(report.flagged_bands) <= {0, 14}
     assert np.nanmax(np.abs(report.autocorr_rows - report.noise_autocorr_rows)) < 0.1
+
+
+def test_noise_correlated_along_the_spectrum_removed_is_not_flagged() -> None:
+    """AR(1) noise along the spectrum (neighbouring bands correlate 0.5): removing exactly it is not a flag, although
+    the removed parts of neighbouring bands correlate; judged against white noise every pair would be."""
+    rng = np.random.default_rng(9)
+    clean = smooth_cube(17, 64, 64, seed=5)
+    white = rng.standard_normal(clean.shape)
+    noise = np.empty_like(white)
+    noise[0] = white[0]
+    for band in range(1, 17):
+        noise[band] = 0.5 * noise[band - 1] + np.sqrt(0.75) * white[band]
+    report = no_reference_quality(clean + 0.03 * noise, clean, crop=64)
+    assert np.nanmin(report.spectral_corr) > 0.35  # the removed parts do correlate ...
+    np.testing.assert_allclose(np.nanmedian(report.noise_spectral_corr), 0.5, atol=0.08)  # ... as the noise does
+    assert report.flagged_pairs == () and len(report.flagged_bands) <= 1
+
+
+def test_texture_shared_by_neighbouring_bands_removed_is_flagged_by_the_spectral_check() -> None:
+    """A "denoiser" that removed a pixel-scale texture of bands 4-8 (spatially white, so the lag-1 check cannot see
+    it, but the same in those bands, as a material's texture is): the spectral check flags bands 4-8 only."""
+    rng = np.random.default_rng(4)
+    clean = smooth_cube(13, 48, 48, seed=2)
+    texture = 0.03 * rng.standard_normal(clean.shape[1:])
+    clean[4:9] += texture
+    noisy = clean + 0.03 * rng.standard_normal(clean.shape)
+    lossy = clean.copy()
+    lossy[4:9] -= texture
+    report = no_reference_quality(noisy, lossy, crop=48)
+    assert set(report.flagged_pairs) == {4, 5, 6, 7}
+    assert set(report.flagged_bands) == {4, 5, 6, 7, 8}
+    assert all("share more than their noise" in report.flag_reasons[band] for band in range(4, 9))
+    assert report.to_dict()["whiteness"]["flagged_band_pairs"] == [[4, 5], [5, 6], [6, 7], [7, 8]]
+
+
+def test_marginal_from_partial_inverts_the_ar1_partial_correlation() -> None:
+    rho = np.array([-0.6, 0.0, 0.2, 0.5, 0.8, np.nan])
+    found, slope = marginal_from_partial(rho / (1 + rho**2))
+    np.testing.assert_allclose(found, rho, atol=1e-12)
+    assert slope[1] == pytest.approx(1.0) and np.all(slope[:-1] >= 1.0) and np.all(slope[:-1] <= 4.0)
+    assert marginal_from_partial(np.array([0.7]))[0][0] == 1.0  # beyond AR(1): fully correlated
 
 
 def test_mpsnr_estimate_is_withheld_with_a_reason() -> None:

@@ -184,10 +184,10 @@ def _evaluate_without_reference(
         table.add_row(label, "-" if noise[key] is None else format(noise[key], ".4g"))
     flagged = list(result.flagged_bands)
     table.add_row(
-        "removed part more correlated than the input noise",
+        "removed part correlated unlike the input noise",
         f"{len(flagged)} of {len(result.bands)} bands"
         + (f" ({band_list(flagged).split(': ', 1)[1]})" if flagged else ""),
     )
-    table.add_row("neighbour bands correlated unlike the noise", f"{len(result.flagged_pairs)} pairs")
+    table.add_row("of which: shared with a neighbouring band more than the noise", f"{len(result.flagged_pairs)} pairs")
     table.add_row("MPSNR estimate", escape(f"none: {result.estimated_mpsnr_reason}"))
     Console().print(table)

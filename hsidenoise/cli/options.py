@@ -71,6 +71,23 @@ DtypeOpt = Annotated[
     OutputDtype,
     typer.Option("--dtype", help="Output data type: float32, or the input's own type (rounded and clipped)."),
 ]
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="Write report.json and PNG plots here (one folder per input).")
+]
+ProfileBandsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile-bands", metavar="B,B,...", help="With --report: the bands of the row/column-mean profile "
+        "plot, numbered from 0 as the report shows them (e.g. 3,103,150); default: the most striped and noisy.",
+    ),
+]
+SpectraPixelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--spectra-pixels", metavar="ROW,COL;...", help="With --report: the pixels of spectra.png, numbered from 0 "
+        "(quote them: '10,20;300,41'; at most 8); default: the brightest, darkest, median and most changed.",
+    ),
+]
 
 
 class SureMethodChoice(str, Enum):

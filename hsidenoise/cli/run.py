@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +18,11 @@ from hsidenoise.cli.options import (
     MethodChoice,
     OutputDtype,
     OverwriteOpt,
+    ProfileBandsOpt,
     QuietOpt,
     RandomWeightsOpt,
+    ReportOpt,
+    SpectraPixelsOpt,
     ThreadsOpt,
     VarOpt,
     resolve_model,
@@ -84,16 +86,9 @@ def run(
         float, typer.Option("--adapt-seconds", min=0, help="Time budget of --adapt per cube, seconds.")
     ] = 60.0,
     dtype: DtypeOpt = OutputDtype.float32,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write report.json and PNG plots here (one folder per input).")
-    ] = None,
-    profile_bands: Annotated[
-        str | None,
-        typer.Option(
-            "--profile-bands", metavar="B,B,...", help="With --report: the bands of the row/column-mean profile "
-            "plot, numbered from 0 as the report shows them (e.g. 3,103,150); default: the most striped and noisy.",
-        ),
-    ] = None,
+    report: ReportOpt = None,
+    profile_bands: ProfileBandsOpt = None,
+    spectra_pixels: SpectraPixelsOpt = None,
     fmt: FormatOpt = None,
     var: VarOpt = None,
     axes: AxesOpt = None,
@@ -116,16 +111,17 @@ def run(
     with errors_as_one_line():
         cpu_threads = thread_count(threads)  # before numpy and torch load their thread pools
         from hsidenoise.batch import (
-            batch_document, convergence_warning, jobs_of, parse_profile_bands, plan_jobs, run_jobs,
+            batch_document, convergence_warning, jobs_of, plan_jobs, run_jobs,
         )  # fmt: skip
         from hsidenoise.io.discovery import expand_inputs, several_inputs
         from hsidenoise.methods import build_method
         from hsidenoise.provenance import method_provenance
+        from hsidenoise.quality.report_choices import ReportChoices
         from hsidenoise.scaleout import RankGroup, Ranks, Shard
         from hsidenoise.tiling import TileConfig
 
         config = TileConfig(tile=tile, overlap=overlap, band_window=band_window, band_stride=band_stride)
-        bands = parse_profile_bands(profile_bands, report=report)
+        choices = ReportChoices.parse(profile_bands, spectra_pixels, report=report)
         share = Shard.parse(shard) if shard is not None else None
         ranks = Ranks.from_env()  # set under torchrun: this process runs its rank's share, on its own GPU
         several = several_inputs(inputs) or share is not None
@@ -191,7 +187,7 @@ def run(
                 several=several,
                 shares=shares,
                 provenance=provenance,
-                profile_bands=bands,
+                choices=choices,
                 records=records,
             )
             records = group.gather(records, order=[job.source for job in jobs])  # rank 0 reports for all

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PNG_DPI = 110
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNGs: 1 writes the report's plots about 0.8 s faster (Santa Barbara, CPU) than the default 6
+for files about 7 % larger (measured with bench-free timing of ``run --report``, CHANGELOG)."""
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -39,17 +42,45 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
 
 
 def _save_figure(figure: Figure, path: Path) -> Path:
-    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, format="png", dpi=PNG_DPI))
+    options = {"format": "png", "dpi": PNG_DPI, "pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}}
+    return _write_atomically(Path(path), lambda stream: figure.savefig(stream, **options))
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    """A Figure bound to an Agg canvas (no pyplot state, no display needed)."""
+    """A Figure bound to an Agg canvas (no pyplot state, no display needed).
+
+    No layout engine: the plots place their axes with :func:`_margins`, fixed in inches. matplotlib's
+    constrained layout measured every tick label of every axes twice per figure and cost about a third of the
+    report's plotting time (Santa Barbara: 1.2 s of CPU of about 4 s)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     return figure
+
+
+def _margins(
+    width: float,
+    height: float,
+    *,
+    left: float = 0.85,
+    right: float = 0.2,
+    top: float = 0.6,
+    bottom: float = 0.55,
+    hspace: float = 0.2,
+    wspace: float = 0.2,
+) -> dict[str, float]:
+    """``gridspec_kw`` for ``subplots`` of a ``width`` x ``height`` inch (sub)figure: margins in inches (room for the
+    axis labels and titles), ``hspace`` / ``wspace`` as matplotlib's fractions of the mean axes height / width."""
+    return {
+        "left": left / width,
+        "right": 1.0 - right / width,
+        "top": 1.0 - top / height,
+        "bottom": bottom / height,
+        "hspace": hspace,
+        "wspace": wspace,
+    }
 
 
 def _band_axis(

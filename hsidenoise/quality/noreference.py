@@ -9,13 +9,24 @@ With a noisy cube y and its denoised version f(y) but no clean reference, per ba
 2. **What was removed**: the std of R = y - f(y), and the headline ratio std(R_b) / sigma_b (about 1: the
    method removed the size of the noise; well above 1: it removed signal or structured artefacts such as
    stripes or impulses; well below 1: it left noise in).
-3. **Calibrated whiteness** of R on the central ``crop`` x ``crop`` window: its lag-1 autocorrelation along the
-   rows and the columns, compared with that of the **input noise**, estimated as each band's leave-one-band-out
-   regression residual on the crop (:func:`regression_residual`). A band is flagged when the two differ by
-   more than :data:`WHITENESS_SIGMAS` sqrt(2 / n) + :data:`CORRELATION_MARGIN` (n pixel pairs): a sensor whose
-   noise is spatially correlated is not flagged for removing it, a method that removes edges is. Each flag
-   carries its reason. Neighbouring-band pairs are judged against white noise (the regression residuals of
-   neighbouring bands anticorrelate by construction, so they are no reference); they are listed apart.
+3. **Calibrated whiteness** of R on the central ``crop`` x ``crop`` window, spatial and spectral, each judged
+   against the same statistic of the **input noise**, estimated from the input's leave-one-band-out regression
+   residual E on the crop (:func:`regression_residual`):
+
+   * spatial: R's lag-1 autocorrelation along the rows and the columns against E's;
+   * spectral: R's correlation between neighbouring bands b, b + 1 against the input noise's. The residuals give
+     the noise's *partial* correlation of the two bands given the others, pi = -corr(E_b, E_{b+1}) (E =
+     diag(P)^-1 P y with P the inverse band covariance, so corr(E_b, E_c) = P_bc / sqrt(P_bb P_cc) = -pi); the
+     removed part's correlation is a plain (marginal) one. The two are put on one footing with the simplest
+     model of noise correlated along the spectrum, AR(1) (neighbouring detector elements, resampling), whose
+     partial correlation is rho / (1 + rho^2): rho = 2 pi / (1 + sqrt(1 - 4 pi^2)) (:func:`marginal_from_partial`;
+     white noise: 0). Only a removed part *more* correlated than the noise is flagged: a method that removes
+     signal (edges are in the same place in neighbouring bands) is, a sensor whose noise is spectrally
+     correlated is not. Both bands of a flagged pair are flagged. Signal that the other bands do not explain
+     raises pi, so on real scenes the check errs towards not flagging.
+   A difference beyond :data:`WHITENESS_SIGMAS` sqrt(2 / n) + :data:`CORRELATION_MARGIN` (n pixel pairs; two
+   independent estimates; for the spectral check the noise's share of the variance grows with d rho / d pi)
+   flags the band, with its reason.
 4. **No MPSNR estimate**: ``estimated_mpsnr_db`` is None with ``estimated_mpsnr_reason``. The former SURE
    estimate (:func:`sure_mse`, kept as a library function) was 0.6 to 11 dB off on the validation cubes, cost
    3.4x the run and assumed unit noise per eigen-image, which the front end measures at 0.5 to 1.0; no
@@ -60,8 +71,10 @@ RATIO_MEANING = (
 WHITENESS_RULE = (  # noqa: E501
     f"a band is flagged when the lag-1 correlation (along rows or columns) of noisy - denoised differs from "
     f"that of the input noise (each band's regression residual on the other bands) by more than "
-    f"{WHITENESS_SIGMAS:g} sqrt(2 / pixel pairs) + {CORRELATION_MARGIN:g}; neighbouring-band pairs (flagged_band_pairs, "
-    f"not in flagged_bands) are judged against white noise: |r| > {WHITENESS_SIGMAS:g} / sqrt(n) + {CORRELATION_MARGIN:g}"
+    f"{WHITENESS_SIGMAS:g} sqrt(2 / pixel pairs) + {CORRELATION_MARGIN:g}, or when its correlation with a "
+    f"neighbouring band's exceeds the input noise's (from the two bands' partial correlation given the others, "
+    f"read as AR(1) noise along the spectrum) by more than as much (flagged_band_pairs; both bands of a pair are "
+    f"flagged)"
 )
 SURE_EPS = 1e-3
 """Finite-difference step of the divergence, in noise sigmas of each band."""
@@ -91,11 +104,13 @@ class NoReferenceReport:
             residual): the reference the removed part is judged against.
         whiteness_threshold: (B,) the flag threshold of each band on |removed - noise| correlation.
         spectral_corr: (B - 1,) correlation of the removed part between bands b and b + 1.
-        spectral_threshold: (B - 1,) the flag threshold of the neighbouring-band pairs, against white noise
-            (:data:`WHITENESS_SIGMAS` / sqrt(n) + :data:`CORRELATION_MARGIN`; not calibrated on the input noise).
-        flagged_bands: bands whose removed part is spatially more correlated than the input noise.
+        noise_spectral_corr: (B - 1,) the input noise's correlation between bands b and b + 1 (from their partial
+            correlation given the other bands, :func:`marginal_from_partial`): the reference of ``spectral_corr``.
+        spectral_threshold: (B - 1,) the flag threshold of ``spectral_corr - noise_spectral_corr``.
+        flagged_bands: bands whose removed part is correlated unlike the input noise (spatially, or with a
+            neighbouring band's).
         flag_reasons: one sentence per flagged band (band -> reason).
-        flagged_pairs: b of the band pairs (b, b + 1) whose removed parts correlate (against white noise).
+        flagged_pairs: b of the band pairs (b, b + 1) whose removed parts correlate more than the input noise.
         peak: the output's value range over the measured bands (the peak an MPSNR estimate would use).
         estimated_mpsnr_db: None (no estimator is validated yet); see ``estimated_mpsnr_reason``.
         estimated_mpsnr_reason: why there is no MPSNR estimate.
@@ -114,6 +129,7 @@ class NoReferenceReport:
     noise_autocorr_cols: np.ndarray
     whiteness_threshold: np.ndarray
     spectral_corr: np.ndarray
+    noise_spectral_corr: np.ndarray
     spectral_threshold: np.ndarray
     flagged_bands: tuple[int, ...]
     flag_reasons: dict[int, str]
@@ -141,6 +157,7 @@ class NoReferenceReport:
             "noise_autocorr_cols": self.noise_autocorr_cols,
             "whiteness_threshold": self.whiteness_threshold,
             "spectral_corr_next": np.append(self.spectral_corr, np.nan),
+            "noise_spectral_corr_next": np.append(self.noise_spectral_corr, np.nan),
             "flagged": flagged,
         }
 
@@ -169,6 +186,7 @@ class NoReferenceReport:
                 "noise_autocorr_cols": self.noise_autocorr_cols,
                 "threshold": self.whiteness_threshold,
                 "spectral_corr": self.spectral_corr,
+                "noise_spectral_corr": self.noise_spectral_corr,
                 "spectral_threshold": self.spectral_threshold,
                 "flagged_band_pairs": [[b, b + 1] for b in self.flagged_pairs],
             },
@@ -504,14 +522,19 @@ def no_reference_quality(
             f"{noise_white[along][index]:+.3f} (tolerance {threshold[index]:.3f}): {meaning}; removed/noise std "
             f"ratio {ratio[index]:.2f}"
         )
-    spectral = np.full(max(band_count - 1, 0), np.nan)
-    spectral_threshold = np.full(max(band_count - 1, 0), np.nan)
-    neighbours = np.flatnonzero(np.diff(chosen) == 1)  # pairs of measured bands that are neighbours in the cube
-    spectral[chosen[neighbours]] = white["spectral"][neighbours]
-    # Spectral pairs are judged against white noise: the leave-one-band-out residuals of neighbouring bands
-    # anticorrelate by construction (-0.13 to -0.38 on white noise in the tests), so they are no reference here.
-    spectral_threshold[chosen[neighbours]] = white["spectral_threshold"][neighbours] + CORRELATION_MARGIN
-    pairs = np.flatnonzero(np.abs(np.nan_to_num(spectral)) > np.nan_to_num(spectral_threshold, nan=np.inf))
+    spectral, noise_spectral, spectral_threshold, pairs = _spectral_flags(white, noise_white, chosen, band_count)
+    spectral_reason: set[int] = set()  # one spectral reason per band, from its first flagged pair
+    for pair in pairs:
+        for band in {pair, pair + 1} - spectral_reason:
+            spectral_reason.add(band)
+            index = int(np.searchsorted(chosen, band))
+            why = (
+                f"removed part's correlation with band {pair + 1 if band == pair else pair}'s is "
+                f"{spectral[pair]:+.3f}, the input noise's {noise_spectral[pair]:+.3f} (tolerance "
+                f"{spectral_threshold[pair]:.3f}): the two removed parts share more than their noise does, as "
+                f"signal removed from both (edges, texture) would; removed/noise std ratio {ratio[index]:.2f}"
+            )
+            reasons[band] = f"{reasons[band]}; also {why}" if band in reasons else why
     return NoReferenceReport(
         band_count=band_count,
         bands=tuple(int(b) for b in chosen),
@@ -526,6 +549,7 @@ def no_reference_quality(
         noise_autocorr_cols=per_band(noise_white["cols"]),
         whiteness_threshold=per_band(threshold),
         spectral_corr=spectral,
+        noise_spectral_corr=noise_spectral,
         spectral_threshold=spectral_threshold,
         flagged_bands=tuple(sorted(reasons)),
         flag_reasons=reasons,
@@ -549,8 +573,57 @@ def mpsnr_withheld_reason(method: Denoiser | str | None, outliers_removed: bool 
     return reason
 
 
+def _spectral_flags(
+    white: dict[str, np.ndarray], noise_white: dict[str, np.ndarray], chosen: np.ndarray, band_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """The neighbouring-band check: the removed part's correlation between bands b and b + 1 (``white``, over the
+    ``chosen`` bands) against the input noise's (``noise_white["spectral_reference"]``), one-sided.
+
+    Returns:
+        (B - 1,) removed correlation, noise correlation and threshold (NaN for pairs that are not both measured
+        neighbours), and the b of the flagged pairs (b, b + 1), cube numbering.
+    """
+    removed = np.full(max(band_count - 1, 0), np.nan)
+    noise = np.full(max(band_count - 1, 0), np.nan)
+    threshold = np.full(max(band_count - 1, 0), np.nan)
+    neighbours = np.flatnonzero(np.diff(chosen) == 1)  # pairs of measured bands that are neighbours in the cube
+    removed[chosen[neighbours]] = white["spectral"][neighbours]
+    reference, slope = marginal_from_partial(noise_white["spectral_reference"][neighbours])
+    noise[chosen[neighbours]] = reference
+    spread = np.sqrt(1.0 + slope**2)  # the two estimates' errors add; the noise's grows with d rho / d pi
+    threshold[chosen[neighbours]] = white["spectral_threshold"][neighbours] * spread + CORRELATION_MARGIN
+    gap = np.nan_to_num(removed - noise, nan=0.0)
+    pairs = np.flatnonzero(gap > np.nan_to_num(threshold, nan=np.inf))
+    return removed, noise, threshold, [int(b) for b in pairs]
+
+
+MAX_REFERENCE_SLOPE = 4.0
+"""Cap on d rho / d pi in the spectral tolerance (reached at rho = 0.68; beyond it the partial correlation says
+little)."""
+
+
+def marginal_from_partial(partial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbouring-band correlation rho of AR(1) noise along the spectrum from its partial correlation pi
+    given the other bands (pi = rho / (1 + rho^2), so |pi| <= 1/2), and d rho / d pi (capped at
+    :data:`MAX_REFERENCE_SLOPE`). |pi| >= 1/2 gives rho = +-1. NaN stays NaN.
+
+    Returns:
+        (rho, slope), shaped like ``partial``.
+    """
+    pi = np.clip(np.asarray(partial, dtype=np.float64), -0.5, 0.5)
+    rho = 2.0 * pi / (1.0 + np.sqrt(np.maximum(1.0 - 4.0 * pi**2, 0.0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (1.0 + rho**2) ** 2 / (1.0 - rho**2)
+    return rho, np.minimum(np.where(np.isfinite(slope), slope, MAX_REFERENCE_SLOPE), MAX_REFERENCE_SLOPE)
+
+
 def _input_noise_whiteness(noisy: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`whiteness` of the input noise: the band-regression residual of the (B, h, w) noisy crop."""
+    """:func:`whiteness` of the input noise: the band-regression residual of the (B, h, w) noisy crop.
+
+    Adds ``spectral_reference`` (B - 1,): the partial correlation of neighbouring bands given the others (minus
+    the correlation of their leave-one-band-out residuals); 0 (white) when there are too few bands or pixels for
+    the regression.
+    """
     pixels_ok = valid.all(axis=0)
     bands, height, width = noisy.shape
     residual = np.zeros_like(noisy, dtype=np.float64)
@@ -561,4 +634,7 @@ def _input_noise_whiteness(noisy: np.ndarray, valid: np.ndarray) -> dict[str, np
         padded = np.pad(noisy, ((0, 0), (1, 1), (1, 1)), mode="edge")
         local = sum(padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
         residual = noisy - local
-    return whiteness(residual, valid & pixels_ok[None])
+    found = whiteness(residual, valid & pixels_ok[None])
+    regressed = bands >= 2 and pixels_ok.sum() > 2 * bands
+    found["spectral_reference"] = -found["spectral"] if regressed else np.zeros_like(found["spectral"])
+    return found

@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hsidenoise.quality.labels import PlotLabels
-from hsidenoise.quality.figure_io import _band_axis, _band_label, _new_figure, _save_figure, _write_atomically
+from hsidenoise.quality.figure_io import _band_axis, _band_label, _margins, _new_figure, _save_figure, _write_atomically
 
 if TYPE_CHECKING:
     from hsidenoise.quality.noreference import NoReferenceReport
@@ -55,15 +56,17 @@ def plot_no_reference(
 
     Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
     removed part along rows and columns minus that of the input noise (the band-regression residual), with the
-    flag tolerance. No MPSNR is drawn: no estimator is validated (``report.estimated_mpsnr_reason``).
+    flag tolerance; the removed part's correlation with the next band minus the input noise's (their partial
+    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). No MPSNR is drawn: no
+    estimator is validated (``report.estimated_mpsnr_reason``).
 
     Returns:
         ``path``.
     """
     labels = labels or PlotLabels()
     x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
-    figure = _new_figure(8.0, 6.4)
-    ratio_axes, white = figure.subplots(2, 1, sharex=True)
+    figure = _new_figure(8.0, 8.4)
+    ratio_axes, white, spectral = figure.subplots(3, 1, sharex=True, gridspec_kw=_margins(8.0, 8.4, hspace=0.2))
     ratio_axes.plot(x_values, report.removed_ratio, color="C0", marker=".", lw=1.0,
                     label="std(input - output) / input noise sigma")
     ratio_axes.axhline(1.0, color="k", ls="--", lw=1.0, label="1: removed the size of the noise")
@@ -83,11 +86,17 @@ def plot_no_reference(
     white.plot(x_values, report.whiteness_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
     white.plot(x_values, -report.whiteness_threshold, color="k", ls="--", lw=1.0)
     white.set_ylabel("lag-1 corr: removed - noise")
-    white.set_title("Is the removed part more correlated than the input noise?", fontsize="medium")
-    for panel in (ratio_axes, white):
+    white.set_title("Is the removed part spatially correlated unlike the input noise?", fontsize="medium")
+    pairs = x_values[:-1]
+    spectral.plot(pairs, report.spectral_corr - report.noise_spectral_corr, color="C2", marker=".", lw=1.0,
+                  label="with the next band")
+    spectral.plot(pairs, report.spectral_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
+    spectral.set_ylabel("band-pair corr: removed - noise")
+    spectral.set_title("Does the removed part share more with the next band than the noise does?", fontsize="medium")
+    for panel in (ratio_axes, white, spectral):
         panel.grid(alpha=0.3, which="both")
         panel.legend(loc="best", fontsize="small")
-    white.set_xlabel(x_label)
+    spectral.set_xlabel(x_label)
     figure.suptitle(labels.title("No-reference quality (no MPSNR estimate: not validated)"))
     return _save_figure(figure, Path(path))
 
@@ -116,8 +125,10 @@ def plot_removed(
     """
     labels = labels or PlotLabels()
     bands = [int(band) for band in bands][:3] or [0]
-    figure = _new_figure(10.5, 3.4 * len(bands) + 0.6)
-    axes = np.atleast_2d(figure.subplots(len(bands), 3, squeeze=False))
+    height = 2.9 * len(bands) + 0.7
+    figure = _new_figure(10.5, height)
+    room = _margins(10.5, height, left=0.1, right=0.7, top=0.7, bottom=0.1, hspace=0.15, wspace=0.45)
+    axes = np.atleast_2d(figure.subplots(len(bands), 3, squeeze=False, gridspec_kw=room))
     for row, band in enumerate(bands):
         before = np.asarray(noisy[band], dtype=np.float64)
         after = np.asarray(denoised[band], dtype=np.float64)
@@ -131,7 +142,7 @@ def plot_removed(
             (
                 (before, "input", low, high, "gray"),
                 (after, labels.after, low, high, "gray"),
-                (removed, "input - output (same scale width, 0 = mid grey)", -half, half, "RdBu_r"),
+                (removed, "input - output", -half, half, "RdBu_r"),
             )
         ):
             panel = axes[row, column]
@@ -139,8 +150,24 @@ def plot_removed(
             panel.set_title(f"{_band_label(band, wavelengths, labels.wavelength_units)}: {title}", fontsize="small")
             panel.set_axis_off()
             figure.colorbar(shown, ax=panel, fraction=0.046, pad=0.02)
-    figure.suptitle(labels.title("What was removed"))
+    figure.suptitle(labels.title("What was removed") + "\ninput - output on the input's scale width, centred on 0 "
+                    "(white); red: the input was higher", fontsize="medium")
     return _save_figure(figure, Path(path))
+
+
+@dataclass(frozen=True, eq=False)
+class PixelSpectrum:
+    """One pixel of ``spectra.png``: (row, col) in the full cube (0-based), why it is shown, and its (B,) input and
+    output values."""
+
+    row: int
+    col: int
+    why: str
+    input: np.ndarray
+    output: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "col": self.col, "why": self.why, "input": self.input, "output": self.output}
 
 
 def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[int, int, str]]:
@@ -164,31 +191,40 @@ def pick_spectra_pixels(noisy: np.ndarray, denoised: np.ndarray) -> list[tuple[i
     return [(index // width, index % width, why) for index, why in chosen]
 
 
+def preview_spectra(noisy: np.ndarray, denoised: np.ndarray, step: int = 1) -> list[PixelSpectrum]:
+    """The :func:`pick_spectra_pixels` of (B, H, W) previews that keep every ``step``-th row and column of the
+    cube (from 0), with their coordinates in the full cube."""
+    return [
+        PixelSpectrum(row * step, col * step, why, noisy[:, row, col], denoised[:, row, col])
+        for row, col, why in pick_spectra_pixels(noisy, denoised)
+    ]
+
+
 def plot_spectra(
-    noisy: np.ndarray,
-    denoised: np.ndarray,
-    pixels: Sequence[tuple[int, int, str]],
+    spectra: Sequence[PixelSpectrum],
     path: Path | str,
     wavelengths: np.ndarray | Sequence[float] | None = None,
     *,
     labels: PlotLabels | None = None,
     untouched_bands: Sequence[int] = (),
 ) -> Path:
-    """``spectra.png``: input (grey) and output (colour) spectra of ``pixels`` ((row, col, why) in the cubes'
-    (B, H, W) grid), one panel each, against wavelength; the ``untouched_bands`` (bad bands) greyed out."""
+    """``spectra.png``: input (grey) and output (colour) spectra of each pixel, one panel each, against
+    wavelength; the ``untouched_bands`` (bad bands) greyed out. Needs at least one pixel."""
     labels = labels or PlotLabels()
-    x_values, x_label = _band_axis(noisy.shape[0], wavelengths, labels.wavelength_units)
-    shown = list(pixels) or [(0, 0, "first pixel")]
-    figure = _new_figure(8.0, 2.4 * len(shown) + 0.8)
-    axes = np.atleast_1d(figure.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0])
-    bad = [band for band in untouched_bands if 0 <= band < noisy.shape[0]]
-    for panel, (row, col, why) in zip(axes, shown):
-        panel.plot(x_values, noisy[:, row, col], color="0.55", lw=1.6, label="input")
-        panel.plot(x_values, denoised[:, row, col], color="C3", lw=1.0, label=labels.after)
+    band_count = int(np.asarray(spectra[0].input).shape[0])
+    x_values, x_label = _band_axis(band_count, wavelengths, labels.wavelength_units)
+    height = 2.0 * len(spectra) + 0.8
+    figure = _new_figure(8.0, height)
+    room = _margins(8.0, height, top=0.55, hspace=0.3)
+    axes = np.atleast_1d(figure.subplots(len(spectra), 1, sharex=True, squeeze=False, gridspec_kw=room)[:, 0])
+    bad = [band for band in untouched_bands if 0 <= band < band_count]
+    for panel, pixel in zip(axes, spectra):
+        panel.plot(x_values, pixel.input, color="0.55", lw=1.6, label="input")
+        panel.plot(x_values, pixel.output, color="C3", lw=1.0, label=labels.after)
         for band in bad:
             panel.axvspan(x_values[band] - 0.5 * _step(x_values, band), x_values[band] + 0.5 * _step(x_values, band),
                           color="0.85", lw=0)
-        panel.set_title(f"pixel (row {row}, col {col}): {why}", fontsize="small")
+        panel.set_title(f"pixel (row {pixel.row}, col {pixel.col}): {pixel.why}", fontsize="small")
         panel.set_ylabel(labels.values)
         panel.grid(alpha=0.3)
         panel.legend(loc="best", fontsize="small")

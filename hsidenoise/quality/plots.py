@@ -43,6 +43,7 @@ from hsidenoise.quality.figure_io import (  # noqa: F401  (re-exported: tests an
     PNG_DPI,
     _band_axis,
     _band_label,
+    _margins,
     _new_figure,
     _save_figure,
     _write_atomically,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from hsidenoise.quality.noreference import NoReferenceReport
+    from hsidenoise.quality.noreference_plots import PixelSpectrum
 
 RGB_TARGETS_NM = (650.0, 550.0, 450.0)
 """Band centres (nm) picked for the red, green and blue channels of a quick-look when wavelengths are known."""
@@ -157,7 +159,7 @@ def write_metrics_report(
     paths["csv"] = _write_atomically(out_dir / "metrics.csv", lambda stream: stream.write(text.encode("utf-8")))
 
     figure = _new_figure(8.0, 6.0)
-    psnr_axes, ssim_axes = figure.subplots(2, 1, sharex=True)
+    psnr_axes, ssim_axes = figure.subplots(2, 1, sharex=True, gridspec_kw=_margins(8.0, 6.0, hspace=0.08))
     for source, name, style in ((report, "denoised", "-"), (noisy_report, "noisy", "--")):
         if source is None:
             continue
@@ -211,18 +213,23 @@ def plot_row_mean_profiles(
     labels = labels or PlotLabels()
     step = max(1, int(labels.pixel_step))
     positions = {"row": np.arange(noisy.shape[1]) * step, "column": np.arange(noisy.shape[2]) * step}
-    figure = _new_figure(11.0, 3.4 * len(chosen) + 1.0)
+    height = 3.4 * len(chosen) + 1.0
+    figure = _new_figure(11.0, height)
+    # one subfigure per band between a title strip and a caption strip (subfigures ignore a grid's margins)
+    rows = figure.add_gridspec(len(chosen) + 2, 1, height_ratios=[0.45] + [3.4] * len(chosen) + [0.55], hspace=0.0)
     series = [("before (input)", noisy, "0.62", 2.4), (labels.after, denoised, "C3", 1.1)]  # before under after
     if clean is not None:
         series.insert(0, ("clean (reference)", clean, "k", 1.0))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row is a gap in the curve, as it should be
-        for index, (panel, band) in enumerate(zip(np.atleast_1d(figure.subfigures(len(chosen), 1)), chosen)):
+        for index, band in enumerate(chosen):
+            panel = figure.add_subfigure(rows[index + 1])
             heading = _band_label(band, wavelengths, labels.wavelength_units)
             if reasons is not None:
                 heading = "\n".join(textwrap.wrap(f"{heading}: {reasons[index]}", 120))
             panel.suptitle(heading, fontsize="medium")
-            for axes, (what, axis) in zip(panel.subplots(1, 2), (("row", 1), ("column", 0))):
+            room = _margins(11.0, 3.4, top=0.2 + 0.2 * (heading.count("\n") + 1), bottom=0.5, left=0.9, wspace=0.22)
+            for axes, (what, axis) in zip(panel.subplots(1, 2, gridspec_kw=room), (("row", 1), ("column", 0))):
                 for legend, cube, colour, width in series:
                     profile = np.nanmean(np.asarray(cube[band], dtype=np.float64), axis=axis)
                     axes.plot(positions[what], profile, color=colour, lw=width, label=legend)
@@ -315,7 +322,9 @@ def write_quicklook(
     panel_width = 5.0
     panel_height = float(np.clip(panel_width * height / max(width, 1), 1.0, 12.0))
     figure = _new_figure(2 * panel_width, panel_height + 0.9)
-    for axes, cube, name in zip(figure.subplots(1, 2), (before, after), ("before (input)", labels.after)):
+    room = _margins(2 * panel_width, panel_height + 0.9, left=0.1, right=0.1, top=0.8, bottom=0.1, wspace=0.05)
+    halves = zip(figure.subplots(1, 2, gridspec_kw=room), (before, after), ("before (input)", labels.after))
+    for axes, cube, name in halves:
         axes.imshow(_stretch(cube, lows, highs), interpolation="nearest")
         axes.set_title(name)
         axes.set_axis_off()
@@ -357,7 +366,7 @@ def plot_noise_before_after(
     positive = np.concatenate([before, after])
     positive = positive[np.isfinite(positive) & (positive > 0)]
     figure = _new_figure(8.0, 4.0)
-    axes = figure.subplots()
+    axes = figure.subplots(gridspec_kw=_margins(8.0, 4.0, top=0.4))
     axes.plot(x_values, before, color="0.5", marker=".", lw=1.0, label="before (input)")
     axes.plot(x_values, after, color="C3", marker=".", lw=1.0, label="std of what was removed (input - output)")
     shown = [item.band for item in marked if 0 <= item.band < before.size]
@@ -425,8 +434,10 @@ def write_run_report(
     untouched_bands: Sequence[int] = (),
     rgb_bands: Sequence[int] | None = None,
     no_reference: NoReferenceReport | None = None,
+    spectra: Sequence[PixelSpectrum] | None = None,
 ) -> dict[str, Path]:
-    """The ``run --report DIR`` bundle: ``report.json`` plus the three PNGs (and a CSV and a PNG more with ``no_reference``).
+    """The ``run --report DIR`` bundle: ``report.json`` plus five PNGs (profiles, quick-look, noise, spectra,
+    removed; and ``no_reference.csv`` and ``.png`` with ``no_reference``).
 
     ``report.json`` holds ``summary`` (timings, tile plan, untouched bands: whatever the caller measured),
     the per-band noise estimate before and after, the profile bands (``profile_bands``) and, under
@@ -447,10 +458,13 @@ def write_run_report(
             on the input.
         untouched_bands: bands the method left alone (dead, NaN), never chosen by default.
         rgb_bands: default :func:`pick_rgb_bands`. no_reference: the no-reference section, or None.
+        spectra: the pixels of ``spectra.png`` (``run --spectra-pixels``); default: the brightest, darkest,
+            median and most changed pixels of the preview
+            (:func:`hsidenoise.quality.noreference_plots.preview_spectra`).
 
     Returns:
-        ``{"json", "profiles", "quicklook", "noise"}`` -> path, plus ``no_reference_csv`` and
-        ``no_reference_plot`` with ``no_reference``.
+        ``{"json", "profiles", "quicklook", "noise", "spectra", "removed"}`` -> path, plus ``no_reference_csv``
+        and ``no_reference_plot`` with ``no_reference``.
 
     Raises:
         ConfigError: a profile band outside the cube.
@@ -526,20 +540,18 @@ def write_run_report(
             paths["profiles"] = _no_profile_figure(
                 profiles_path, labels, "no band with a measurable profile (all dead or NaN)"
             )
-        from hsidenoise.quality.noreference_plots import pick_spectra_pixels, plot_removed, plot_spectra
+        from hsidenoise.quality.noreference_plots import PixelSpectrum, plot_removed, plot_spectra, preview_spectra
 
-        spectra_pixels = pick_spectra_pixels(noisy, denoised)
+        step = int(summary.get("preview_step", 1) or 1)
+        shown = list(spectra) if spectra else preview_spectra(noisy, denoised, step)
+        if not shown:  # no pixel with finite values: the first one, so the bundle always has its spectra plot
+            shown = [PixelSpectrum(0, 0, "first pixel (none has finite values)", noisy[:, 0, 0], denoised[:, 0, 0])]
         payload["spectra"] = {
-            "note": "pixels of the report's preview grid (multiply by preview_step for the cube's); "
-            "input and output values per band",
-            "pixels": [
-                {"row": row, "col": col, "why": why, "input": noisy[:, row, col], "output": denoised[:, row, col]}
-                for row, col, why in spectra_pixels
-            ],
+            "note": "row and col in the full cube, numbered from 0; input and output values per band, data units",
+            "pixels": [pixel.to_dict() for pixel in shown],
         }
         paths["spectra"] = plot_spectra(
-            noisy, denoised, spectra_pixels, out_dir / "spectra.png", wavelengths, labels=labels,
-            untouched_bands=list(untouched_bands),
+            shown, out_dir / "spectra.png", wavelengths, labels=labels, untouched_bands=list(untouched_bands)
         )
 
         paths["removed"] = plot_removed(
@@ -608,9 +620,9 @@ REPORT_PLOT_BYTES = 2**20
 
 def estimated_report_size(bands: int, tiles: int = 1) -> int:
     """Bytes to have free before writing the ``run --report`` bundle of a cube of ``bands`` bands denoised in
-    ``tiles`` tiles: five plots at :data:`REPORT_PLOT_BYTES`, and the JSON and CSV, which grow with the bands
+    ``tiles`` tiles: six plots at :data:`REPORT_PLOT_BYTES`, and the JSON and CSV, which grow with the bands
     (noise before and after, no-reference figures) and the tiles (one record each)."""
-    return 5 * REPORT_PLOT_BYTES + 4096 * int(bands) + 512 * int(tiles) + 65536
+    return 6 * REPORT_PLOT_BYTES + 4096 * int(bands) + 512 * int(tiles) + 65536
 
 
 def _first_missing(folder: Path) -> Path | None:

@@ -20,6 +20,8 @@ from hsidenoise.errors import CubeReadError
 
 if TYPE_CHECKING:
     from hsidenoise.denoiser import Denoiser
+    from hsidenoise.quality.noreference_plots import PixelSpectrum
+    from hsidenoise.quality.report_choices import ReportChoices
 
 PREVIEW_PIXELS = 512 * 512
 """The report reads at most about this many pixels of each cube (every k-th row and column beyond it)."""
@@ -142,11 +144,13 @@ def write_report(
     open_options: dict[str, Any] | None = None,
     method: Denoiser | None = None,
     nodata: float | None = None,
-    profile_bands: Sequence[int] | None = None,
+    choices: ReportChoices | None = None,
 ) -> dict[str, Path]:
     """Write the ``run --report`` bundle of one run, ``source`` denoised into ``output`` (decimated previews of both).
 
-    The row- and column-mean profiles show ``profile_bands`` when given, else the bands with the strongest
+    ``spectra.png`` shows the pixels of ``choices.spectra_pixels`` at full resolution when given, else the
+    brightest, darkest, median and most changed pixels of the preview. The row- and column-mean profiles show
+    ``choices.profile_bands`` when given, else the bands with the strongest
     measured stripes and noise among those the method denoised (:func:`hsidenoise.quality.artefacts.choose_profile_bands`:
     the dead and NaN bands of ``summary["untouched_bands"]`` are left out; they are listed in the JSON). The
     no-reference section (:func:`no_reference_section`) is added when some
@@ -180,10 +184,32 @@ def write_report(
         wavelengths=wavelengths,
         wavelength_units=meta.wavelength_units,
         value_units=value_units_of(meta),
-        profile_bands=profile_bands,
+        profile_bands=None if choices is None else choices.profile_bands,
         untouched_bands=untouched,
         no_reference=section,
+        spectra=None if choices is None else pixel_spectra(source, output, choices.spectra_pixels, open_options),
     )
+
+
+def pixel_spectra(
+    source: Path, output: Path, pixels: Sequence[tuple[int, int]] | None, open_options: dict[str, Any]
+) -> list[PixelSpectrum] | None:
+    """The input and output spectra of ``pixels`` ((row, col) in the full cube, 0-based), read at full resolution;
+    None without pixels."""
+    if not pixels:
+        return None
+    from hsidenoise.io import open_cube
+    from hsidenoise.quality.noreference_plots import PixelSpectrum
+
+    found = []
+    with open_cube(source, **open_options) as noisy, open_cube(output) as denoised:
+        for row, col in pixels:
+            where = {"rows": slice(row, row + 1), "cols": slice(col, col + 1)}
+            found.append(PixelSpectrum(
+                row, col, "asked for", np.asarray(noisy.read(**where), dtype=np.float32)[:, 0, 0],
+                np.asarray(denoised.read(**where), dtype=np.float32)[:, 0, 0],
+            ))  # fmt: skip
+    return found
 
 
 REPORT_FROM_OUTPUT_NOTE = (
@@ -199,7 +225,7 @@ def write_report_of_output(
     output: Path,
     *,
     open_options: dict[str, Any] | None = None,
-    profile_bands: Sequence[int] | None = None,
+    choices: ReportChoices | None = None,
 ) -> dict[str, Path]:
     """Write the ``--report`` bundle of a run whose output exists but whose report does not (a full disk or a
     kill after the commit): from the input and the existing output, without denoising again.
@@ -234,7 +260,7 @@ def write_report_of_output(
         "untouched_bands": {"unchanged": unchanged},
         "passed_through": len(unchanged) == shape[0],
     }
-    return write_report(report_dir, source, output, summary, open_options=open_options, profile_bands=profile_bands)
+    return write_report(report_dir, source, output, summary, open_options=open_options, choices=choices)
 
 
 def check_report_space(output: Path, report_dir: Path, shape: Sequence[int], dtype: np.dtype, tiles: int = 1) -> None:
