@@ -119,3 +119,20 @@ def test_integer_data_repeats_values_without_being_stuck() -> None:
     counts[:600, 2] = 4095  # a saturated detector element, 12 % of the pixels
     stuck = find_stuck_values(counts)
     assert [values.tolist() for values in stuck.values] == [[], [], [4095.0], [], [], []]
+
+
+def test_subspace_imputation_recovers_missing_entries_of_low_rank_spectra() -> None:
+    from hsidenoise.subspace import fit_subspace
+    from hsidenoise.subspace.signal_subspace import impute_in_subspace
+
+    rng = np.random.default_rng(3)
+    spectra = rng.uniform(0.2, 1.0, (5000, 3)) @ rng.uniform(0.0, 1.0, (3, 17))  # rank 3, 17 bands
+    noisy = spectra + 1e-3 * rng.standard_normal(spectra.shape)
+    subspace = fit_subspace(noisy, np.full(17, 1e-3), LowRankConfig(spatial="dct", edge_margin=1.5))
+    assert subspace.rank == 3
+    missing = rng.random(spectra.shape) < 0.3
+    missing[:, :5] = False  # every pixel keeps at least 5 observed bands for 3 coefficients
+    corrupted = np.where(missing, 7.0, noisy)
+    imputed = impute_in_subspace(corrupted, missing, subspace)
+    np.testing.assert_array_equal(imputed[~missing], corrupted[~missing])
+    assert np.abs(imputed[missing] - spectra[missing]).max() < 0.02

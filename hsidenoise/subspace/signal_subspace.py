@@ -268,6 +268,46 @@ def whitening_sigma(gaussian: np.ndarray, effective: np.ndarray) -> np.ndarray:
     return np.where((effective > EFFECTIVE_MARGIN * gaussian) & ~quiet, effective, gaussian)
 
 
+SUBSPACE_IMPUTATION_ROWS = 4096
+"""Pixels per batch of :func:`impute_in_subspace` (its k x k systems take rows k^2 float64 values)."""
+
+
+def impute_in_subspace(spectra: np.ndarray, missing: np.ndarray, subspace: Subspace) -> np.ndarray:
+    """Missing entries replaced by the subspace's fit to each pixel's observed entries.
+
+    Each pixel's eigen-coefficients are the weighted least-squares fit, in whitened units, of its observed
+    entries only: z = (E_O^T E_O)^-1 E_O^T w_O; the missing entries become mean + sigma * (E z). Unlike the band
+    regression's prediction (a linear combination of the pixel's other, noisy bands), this is a point of the
+    signal subspace, and refitting the subspace on it is one step of expectation-maximisation for the low-rank
+    model. Measured on the quality bench's mixture cases (impulse, dead lines and stripes on thirds of the bands):
+    +0.42 dB on average (-0.11 to +1.12) over fitting on the band regression's imputation alone; more steps or
+    a noise-corrected covariance measured no better.
+
+    Args:
+        spectra: (n, B) pixel samples in data units; missing: (n, B) bool.
+        subspace: a fitted subspace of the same bands.
+
+    Returns:
+        (n, B) float64 copy of ``spectra`` with the missing entries imputed.
+    """
+    basis = subspace.basis
+    rank = basis.shape[1]
+    outer = (basis[:, :, None] * basis[:, None, :]).reshape(basis.shape[0], rank * rank)  # (B, k^2)
+    imputed = np.array(spectra, dtype=np.float64)
+    for first in range(0, spectra.shape[0], SUBSPACE_IMPUTATION_ROWS):
+        rows = slice(first, first + SUBSPACE_IMPUTATION_ROWS)
+        gaps = missing[rows]
+        if not gaps.any():
+            continue
+        observed = (~gaps).astype(np.float64)
+        whitened = np.where(gaps, 0.0, (imputed[rows] - subspace.mean) / subspace.sigma)
+        normal = (observed @ outer).reshape(-1, rank, rank) + 1e-9 * np.eye(rank)
+        coefficients = np.linalg.solve(normal, (whitened @ basis)[:, :, None])[:, :, 0]
+        fitted = subspace.mean + (coefficients @ basis.T) * subspace.sigma
+        imputed[rows] = np.where(gaps, fitted, imputed[rows])
+    return imputed
+
+
 def _imputed(spectra: np.ndarray, stuck: StuckValues, regression: BandRegression, config: LowRankConfig) -> np.ndarray:
     """(n, B) ``spectra`` with their stuck entries imputed from the other bands (so they bend no subspace)."""
     known = stuck.mask(spectra.T)
@@ -283,7 +323,8 @@ def fit_lowrank(
 
     Entries held at a stuck value (:func:`find_stuck_values`: impulse, saturation, dead elements) are missing
     for the band regression and imputed from the other bands before the subspace is fitted, so that they bend
-    neither the noise estimate nor the subspace. The bands are whitened by :func:`whitening_sigma`, from the
+    neither the noise estimate nor the subspace; the subspace is then refitted once on the imputation by its
+    own fit (:func:`impute_in_subspace`). The bands are whitened by :func:`whitening_sigma`, from the
     band regression's sigmas refined by the pixels' spatial neighbours when ``pairs`` are given
     (:mod:`hsidenoise.subspace.neighbour_noise`: without them, a band whose noise is near zero gets a sigma
     several times too high).
@@ -304,10 +345,13 @@ def fit_lowrank(
     regression = fit_band_regression(spectra, config, stuck=stuck)
     gaussian, effective = noise_sigmas(regression, pairs, config, stuck)
     sigma = whitening_sigma(gaussian, effective)
-    imputed = _imputed(spectra, stuck, regression, config) if stuck is not None and stuck.any() else spectra
-    subspace = dataclasses.replace(
-        fit_subspace(imputed, sigma, config), regression=regression, stuck=stuck, gaussian_sigma=gaussian
-    )
+    if stuck is not None and stuck.any():
+        # first the band regression's imputation, then a refit on the imputation by that subspace
+        subspace = fit_subspace(_imputed(spectra, stuck, regression, config), sigma, config)
+        subspace = fit_subspace(impute_in_subspace(spectra, stuck.mask(spectra.T).T, subspace), sigma, config)
+    else:
+        subspace = fit_subspace(spectra, sigma, config)
+    subspace = dataclasses.replace(subspace, regression=regression, stuck=stuck, gaussian_sigma=gaussian)
     if config.loading_iterations > 0:
         subspace = fit_loadings(spectra, subspace, config)
     logger.debug("lowrank model: %d bands, rank %d, edge %.3f", subspace.band_count, subspace.rank, subspace.edge)
