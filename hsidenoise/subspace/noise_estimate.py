@@ -252,6 +252,8 @@ def clean_entries(
     regression: BandRegression,
     config: LowRankConfig | None = None,
     protected: np.ndarray | None = None,
+    *,
+    residuals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Declare missing the entries that the other bands contradict, and impute every missing entry.
 
@@ -268,6 +270,9 @@ def clean_entries(
         regression: the band predictor.
         config: pipeline settings; the defaults when None.
         protected: (B, m) bool, entries never flagged (see :func:`remove_outliers`), or None.
+        residuals: when given, ``observed`` already has its known missing entries imputed by one sweep
+            (:func:`fill_missing`) and these are its residuals, (B, m) float64 (overwritten): neither is
+            computed again.
 
     Returns:
         (cleaned (B, m) float64, missing (B, m) bool: the known and the detected entries).
@@ -275,11 +280,14 @@ def clean_entries(
     config = config or LowRankConfig()
     bands, count = observed.shape
     missing = known_missing.copy()
-    cleaned = np.where(missing, regression.mean[:, None], observed).astype(np.float64)
-    if bands < 2 or count == 0:
-        return cleaned, missing
-    fill_missing(cleaned, missing, regression, 1)
-    residuals = regression.residuals(cleaned)
+    if residuals is not None and bands >= 2 and count > 0:
+        cleaned = np.array(observed, dtype=np.float64)
+    else:
+        cleaned = np.where(missing, regression.mean[:, None], observed).astype(np.float64)
+        if bands < 2 or count == 0:
+            return cleaned, missing
+        fill_missing(cleaned, missing, regression, 1)
+        residuals = regression.residuals(cleaned)
     inverse_scale = 1.0 / regression.residual_scale[:, None]
     active = np.arange(count)
     for _ in range(int(MAX_OUTLIER_FRACTION * bands)):

@@ -26,6 +26,42 @@ COHERENT_FRACTION = 0.5
 """An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
 
 
+class _FilledResiduals:
+    """A tile's entries with the known missing ones imputed, and their residuals, kept up to date as stripes go.
+
+    ``values`` is ``observed`` with the known missing entries set to the band mean, then imputed by one
+    Gauss-Seidel sweep (:func:`fill_missing`); ``residuals`` is ``regression.residuals(values)``. Subtracting
+    offsets from ``observed`` changes both linearly, except in the pixels with a known missing entry, whose
+    imputation depends on the other entries: those pixels are imputed again, the others updated. So the
+    residuals cost one (B, B) x (B, m) product per tile instead of one per stripe search.
+
+    Args:
+        observed: (B, m) float64 band-major pixels (kept, updated in place); known: (B, m) bool.
+    """
+
+    def __init__(self, observed: np.ndarray, known: np.ndarray, regression: BandRegression) -> None:
+        self.observed, self.known, self.regression = observed, known, regression
+        self.touched = np.flatnonzero(known.any(axis=0))  # pixels with a known missing entry
+        self.values = np.where(known, regression.mean[:, None], observed)
+        fill_missing(self.values, known, regression, 1)
+        self.residuals = regression.residuals(self.values)
+
+    def subtract(self, offsets: np.ndarray, shape: tuple[int, ...]) -> None:
+        """Subtract ``offsets`` (broadcast to ``shape`` = (B, h, w): (B, 1, w) column or (B, h, 1) row offsets)."""
+        bands = shape[0]
+        self.observed.reshape(shape)[...] -= offsets
+        self.values.reshape(shape)[...] -= offsets
+        # the residuals' change: (B, B) x the distinct offset vectors, broadcast like them
+        echo = (self.regression.coefficients.T @ offsets.reshape(bands, -1)).reshape(offsets.shape)
+        self.residuals.reshape(shape)[...] -= echo
+        touched = self.touched
+        if touched.size:
+            values = np.where(self.known[:, touched], self.regression.mean[:, None], self.observed[:, touched])
+            fill_missing(values, self.known[:, touched], self.regression, 1)
+            self.values[:, touched] = values
+            self.residuals[:, touched] = self.regression.residuals(values)
+
+
 def _stripe_offsets(
     residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float
 ) -> np.ndarray:
@@ -78,7 +114,7 @@ def _stripe_offsets(
 
 
 def _coherent_residuals(
-    tile: np.ndarray, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
+    filled: _FilledResiduals, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
 ) -> np.ndarray:
     """Outlying entries whose neighbourhood shares their residual: unusual signal, not noise.
 
@@ -88,7 +124,8 @@ def _coherent_residuals(
     its prediction would erase real signal.
 
     Args:
-        tile: (B, h, w) data; dead: (B, h, w) bool, known missing entries.
+        filled: the tile's entries (B, h * w), the known missing ones imputed, and their residuals;
+        dead: (B, h, w) bool, the known missing entries.
 
     Returns:
         (B, h * w) bool, True where an entry is beyond ``outlier_threshold`` but the median of its
@@ -96,17 +133,14 @@ def _coherent_residuals(
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    bands, height, width = tile.shape
+    bands, height, width = dead.shape
     protected = np.zeros((bands, height * width), bool)
     window = config.coherence_window
     if window < 2:
         return protected
-    values = tile.reshape(bands, -1).copy()
     missing = dead.reshape(bands, -1)
-    values[missing] = np.broadcast_to(regression.mean[:, None], values.shape)[missing]
-    fill_missing(values, missing, regression, 1)
     with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
-        standardised = regression.residuals(values) / regression.residual_scale[:, None]
+        standardised = filled.residuals / regression.residual_scale[:, None]
     standardised[missing] = 0.0
     band, pixel = np.nonzero(np.abs(standardised) > config.outlier_threshold)
     if band.size == 0:
@@ -162,13 +196,11 @@ def remove_outliers(
     if subspace.stuck is not None and subspace.stuck.any():
         dead |= subspace.stuck.mask(tile.reshape(bands, -1)).reshape(tile.shape)
     known = dead.reshape(bands, -1)
-    destriped = tile.astype(np.float64)
+    filled = _FilledResiduals(tile.astype(np.float64).reshape(bands, -1), known, regression)
     for _ in range(config.robust_passes if height >= 4 and width >= 4 else 0):
         found = False
         for axis in (1, 2):  # column stripes (constant along the rows), then row stripes
-            values = np.where(known, regression.mean[:, None], destriped.reshape(bands, -1))
-            fill_missing(values, known, regression, 1)
-            residuals = regression.residuals(values).reshape(tile.shape)
+            residuals = filled.residuals.reshape(tile.shape)
             if axis == 2:
                 residuals, missing_lines = residuals.transpose(0, 2, 1), dead.transpose(0, 2, 1)
             else:
@@ -177,11 +209,12 @@ def remove_outliers(
             offsets = _stripe_offsets(residuals, missing_lines, regression, threshold)
             if offsets.any():
                 found = True
-                destriped -= offsets[:, None, :] if axis == 1 else offsets[:, :, None]
+                filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], tile.shape)
         if not found:
             break
-    protected = _coherent_residuals(destriped, dead, regression, config)
-    cleaned, missing = clean_entries(destriped.reshape(bands, -1), known, regression, config, protected)
+    destriped = filled.observed.reshape(tile.shape)
+    protected = _coherent_residuals(filled, dead, regression, config)
+    cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
     if facts is not None:
         offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
         facts.update(
