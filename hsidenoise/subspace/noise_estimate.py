@@ -290,15 +290,18 @@ def clean_entries(
         residuals = regression.residuals(cleaned)
     inverse_scale = 1.0 / regression.residual_scale[:, None]
     active = np.arange(count)
-    for _ in range(int(MAX_OUTLIER_FRACTION * bands)):
+    for step in range(int(MAX_OUTLIER_FRACTION * bands)):
+        columns = slice(None) if step == 0 else active  # the first step sees every pixel: views, not copies
         with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
-            standardised = np.abs(residuals[:, active]) * inverse_scale
-        standardised[missing[:, active]] = 0.0
+            standardised = np.abs(residuals[:, columns])
+            standardised *= inverse_scale
+        np.copyto(standardised, 0.0, where=missing[:, columns])
         if protected is not None:
-            standardised[protected[:, active]] = 0.0
-        worst = standardised.argmax(axis=0)
-        outlying = standardised[worst, np.arange(active.size)] > config.outlier_threshold
-        active, worst = active[outlying], worst[outlying]
+            np.copyto(standardised, 0.0, where=protected[:, columns])
+        # the pixels whose largest entry is beyond the threshold (a max over bands is a fast reduction; the
+        # position of that largest entry, a slow strided argmax, is needed in those pixels only)
+        outlying = standardised.max(axis=0) > config.outlier_threshold
+        active, worst = active[outlying], standardised[:, outlying].argmax(axis=0)
         if active.size == 0:
             break
         correction = residuals[worst, active]

@@ -62,6 +62,22 @@ class _FilledResiduals:
             self.residuals[:, touched] = self.regression.residuals(values)
 
 
+def _line_medians(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of (B, h, w) ``values``, the same numbers, faster.
+
+    One copy with the line axis last (contiguous), partitioned in place at the middle only (``np.median``
+    partitions at both middle positions, several times slower); the lower middle of an even line is the
+    largest value below the split.
+    """
+    lines = np.moveaxis(values, 1, -1).copy(order="C")  # (B, w, h)
+    half = lines.shape[-1] // 2
+    lines.partition(half, axis=-1)
+    upper = lines[..., half]
+    if lines.shape[-1] % 2:
+        return upper.copy()
+    return 0.5 * (lines[..., :half].max(axis=-1) + upper)
+
+
 def _stripe_offsets(
     residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float
 ) -> np.ndarray:
@@ -84,7 +100,7 @@ def _stripe_offsets(
     valid = ~missing
     counts = valid.sum(axis=1)  # (B, w)
     if valid.all():
-        medians = np.median(residuals, axis=1)
+        medians = _line_medians(residuals)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
