@@ -42,6 +42,8 @@ when the other bands leave at least :data:`UNEXPLAINED_FRACTION` of the band's s
 UNEXPLAINED_FRACTION = 0.1
 """Below it, residuals that are all outliers are the rounding of bands that predict each other exactly (two
 spectra, duplicated bands): noise-free data, whose tiny scale must stay tiny."""
+FILL_CHUNK_PIXELS = 2048
+"""Pixels whose imputation :func:`fill_missing` runs together (a few MiB of spectra, so they stay in cache)."""
 SIGMA_FLOOR = 1e-3
 """Sigma is at least this fraction of the median sigma, so a noise-free band stays finite when whitened."""
 
@@ -238,11 +240,16 @@ def fill_missing(values: np.ndarray, missing: np.ndarray, regression: BandRegres
     # pixel-major copy of the pixels with a missing entry: each band's update gathers whole rows (contiguous)
     centred = np.ascontiguousarray(values[:, touched].T) - regression.mean  # (t, B)
     gaps = missing[:, touched]
-    bands = np.flatnonzero(gaps.any(axis=1))
-    rows = [np.flatnonzero(gaps[band]) for band in bands]
-    for _ in range(sweeps):
-        for band, pixels in zip(bands, rows):
-            centred[pixels, band] -= centred[pixels] @ regression.coefficients[:, band]
+    # Each pixel's sweeps depend on that pixel alone, so pixels go through in chunks, all sweeps at once: the
+    # rows a band's update gathers then come from cache, not memory (the same numbers, several times faster).
+    for first in range(0, touched.size, FILL_CHUNK_PIXELS):
+        chunk = centred[first : first + FILL_CHUNK_PIXELS]  # a view: updated in place
+        chunk_gaps = gaps[:, first : first + FILL_CHUNK_PIXELS]
+        bands = np.flatnonzero(chunk_gaps.any(axis=1))
+        rows = [np.flatnonzero(chunk_gaps[band]) for band in bands]
+        for _ in range(sweeps):
+            for band, pixels in zip(bands, rows):
+                chunk[pixels, band] -= chunk[pixels] @ regression.coefficients[:, band]
     values[:, touched] = (centred + regression.mean).T
 
 

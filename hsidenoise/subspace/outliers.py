@@ -10,7 +10,6 @@ Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -42,9 +41,7 @@ class _FilledResiduals:
     def __init__(self, observed: np.ndarray, known: np.ndarray, regression: BandRegression) -> None:
         self.observed, self.known, self.regression = observed, known, regression
         self.touched = np.flatnonzero(known.any(axis=0))  # pixels with a known missing entry
-        self.values = np.where(known, regression.mean[:, None], observed)
-        fill_missing(self.values, known, regression, 1)
-        self.residuals = regression.residuals(self.values)
+        self._fill()
 
     def subtract(self, offsets: np.ndarray, shape: tuple[int, ...]) -> None:
         """Subtract ``offsets`` (broadcast to ``shape`` = (B, h, w): (B, 1, w) column or (B, h, 1) row offsets)."""
@@ -55,27 +52,47 @@ class _FilledResiduals:
         echo = (self.regression.coefficients.T @ offsets.reshape(bands, -1)).reshape(offsets.shape)
         self.residuals.reshape(shape)[...] -= echo
         touched = self.touched
-        if touched.size:
+        if 2 * touched.size > self.observed.shape[1]:  # most pixels: impute them all again, without gathering
+            self._fill()
+        elif touched.size:
             values = np.where(self.known[:, touched], self.regression.mean[:, None], self.observed[:, touched])
             fill_missing(values, self.known[:, touched], self.regression, 1)
             self.values[:, touched] = values
             self.residuals[:, touched] = self.regression.residuals(values)
 
+    def _fill(self) -> None:
+        self.values = np.where(self.known, self.regression.mean[:, None], self.observed)
+        fill_missing(self.values, self.known, self.regression, 1)
+        self.residuals = self.regression.residuals(self.values)
 
-def _line_medians(values: np.ndarray) -> np.ndarray:
-    """``np.median(values, axis=1)`` of (B, h, w) ``values``, the same numbers, faster.
 
-    One copy with the line axis last (contiguous), partitioned in place at the middle only (``np.median``
-    partitions at both middle positions, several times slower); the lower middle of an even line is the
-    largest value below the split.
+def _line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+    """The median over axis 1 of (B, h, w) ``values``, leaving out the ``missing`` ((B, h, w) bool) entries.
+
+    The numbers of ``np.median(values, axis=1)`` (or ``np.nanmedian`` with the missing entries as NaN; NaN where
+    a line has none), faster: one copy with the line axis last (contiguous). Without missing entries it is
+    partitioned in place at the middle only (``np.median`` partitions at both middle positions, several times
+    slower; the lower middle of an even line is the largest value below the split); with them, each line is
+    sorted with its missing entries last and its two middle entries taken (``np.nanmedian`` goes through
+    masked arrays).
     """
     lines = np.moveaxis(values, 1, -1).copy(order="C")  # (B, w, h)
-    half = lines.shape[-1] // 2
-    lines.partition(half, axis=-1)
-    upper = lines[..., half]
-    if lines.shape[-1] % 2:
-        return upper.copy()
-    return 0.5 * (lines[..., :half].max(axis=-1) + upper)
+    length = lines.shape[-1]
+    if missing is None:
+        half = length // 2
+        lines.partition(half, axis=-1)
+        upper = lines[..., half]
+        if length % 2:
+            return upper.copy()
+        return 0.5 * (lines[..., :half].max(axis=-1) + upper)
+    gaps = np.moveaxis(missing, 1, -1)
+    np.copyto(lines, np.inf, where=gaps)
+    lines.sort(axis=-1)
+    count = length - gaps.sum(axis=-1)
+    low = np.take_along_axis(lines, (np.maximum(count - 1, 0) // 2)[..., None], axis=-1)[..., 0]
+    high = np.take_along_axis(lines, np.minimum(count // 2, length - 1)[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, 0.5 * (low + high), np.nan)
 
 
 def _stripe_offsets(
@@ -99,12 +116,7 @@ def _stripe_offsets(
     bands, _, width = residuals.shape
     valid = ~missing
     counts = valid.sum(axis=1)  # (B, w)
-    if valid.all():
-        medians = _line_medians(residuals)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
-            medians = np.nanmedian(np.where(valid, residuals, np.nan), axis=1)
+    medians = _line_medians(residuals, None if valid.all() else missing)
     medians = np.where(counts > 0, medians, 0.0)
     deviation = medians - np.median(medians, axis=1, keepdims=True)
     spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
