@@ -61,9 +61,12 @@ class _FilledResiduals:
             self.residuals[:, touched] = self.regression.residuals(values)
 
     def _fill(self) -> None:
-        self.values = np.where(self.known, self.regression.mean[:, None], self.observed)
-        fill_missing(self.values, self.known, self.regression, 1)
-        self.residuals = self.regression.residuals(self.values)
+        regression = self.regression
+        self.values = np.where(self.known, regression.mean[:, None], self.observed)
+        fill_missing(self.values, self.known, regression, 1)
+        # regression.residuals(values) without its centred copy: C^T values - C^T mean
+        self.residuals = regression.coefficients.T @ self.values
+        self.residuals -= (regression.coefficients.T @ regression.mean)[:, None]
 
 
 def _line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
