@@ -116,11 +116,13 @@ def _stripe_offsets(
     Returns:
         (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
     """
-    bands, _, width = residuals.shape
-    valid = ~missing
-    counts = valid.sum(axis=1)  # (B, w)
-    medians = _line_medians(residuals, None if valid.all() else missing)
-    medians = np.where(counts > 0, medians, 0.0)
+    bands, height, width = residuals.shape
+    if missing.any():
+        counts = height - np.count_nonzero(missing, axis=1)  # (B, w) entries not missing
+        medians = np.where(counts > 0, _line_medians(residuals, missing), 0.0)
+    else:
+        counts = np.full((bands, width), height)
+        medians = _line_medians(residuals)
     deviation = medians - np.median(medians, axis=1, keepdims=True)
     spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
     spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
