@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{single / 1e9:.1f} GFLOP/s, copy {copy / 1e9:.1f} GB/s")
     clock = "CPU s, one thread" if args.cpu else "wall s"
     print(f"stage timings: {clock}; process: wall s" + (" / CPU s" if args.cpu else ""))
-    rows = ["| cube | process (s) | statistics (s, floor) | fit (s, floor) | method (s, floor) | write (s, floor) | rank |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| cube | process (s) | statistics (s, floor) | fit (s, floor) | method (s, floor) | write (s, floor) "
+            "| rank |", "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in args.cubes:

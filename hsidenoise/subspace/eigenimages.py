@@ -43,10 +43,10 @@ DCT_ITEMSIZE = np.dtype(DCT_DTYPE).itemsize
 
 DCT_CHUNK_BYTES = 64 << 20
 """Bytes of one image group's block coefficients in :func:`dct_denoise_stack`: 64 :data:`DCT_DTYPE` values per
-block, about 16 MiB per 256 x 256 image, of which about three copies are alive at once. Images go through in groups of at
-most this much (one image at least), so the working set does not grow with the number of eigen-images (kept
-components); each image is denoised independently, so grouping changes the result only by float rounding (the
-matrix products may sum in another order)."""
+block, about 16 MiB per 256 x 256 image, of which about three copies are alive at once. Images go through in
+groups of at most this much (one image at least), so the working set does not grow with the number of
+eigen-images (kept components); each image is denoised independently, so grouping changes the result only by
+float rounding (the matrix products may sum in another order)."""
 
 @runtime_checkable
 class EigenImageDenoiser(Protocol):
@@ -223,7 +223,8 @@ def dct_group_size(height: int, width: int) -> int:
 def dct_group_bytes(height: int, width: int, count: int) -> int:
     """Bytes of one block-coefficient tensor of :func:`dct_denoise_stack` on ``count`` images of that size.
 
-    (64, min(count, group), h - 7, w - 7) :data:`DCT_DTYPE`, the unit of its working set (about three are alive at once).
+    (64, min(count, group), h - 7, w - 7) :data:`DCT_DTYPE`, the unit of its working set (about three are alive at
+    once).
     """
     blocks = (max(height, DCT_BLOCK) - DCT_BLOCK + 1) * (max(width, DCT_BLOCK) - DCT_BLOCK + 1)
     return min(max(count, 1), dct_group_size(height, width)) * DCT_BLOCK * DCT_BLOCK * blocks * DCT_ITEMSIZE
@@ -269,7 +270,8 @@ def _block_dct(images: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """
     patches = _block_pixels(images)
     coefficients = np.empty_like(patches)
-    np.matmul(np.kron(transform, transform).astype(DCT_DTYPE), patches.reshape(patches.shape[0], -1), out=coefficients.reshape(patches.shape[0], -1))
+    kronecker = np.kron(transform, transform).astype(DCT_DTYPE)  # [u * 8 + v, a * 8 + b] = D[u, a] D[v, b]
+    np.matmul(kronecker, patches.reshape(len(patches), -1), out=coefficients.reshape(len(patches), -1))
     return coefficients
 
 
@@ -299,7 +301,8 @@ def _aggregate(coefficients: np.ndarray, weights: np.ndarray, transform: np.ndar
     """
     blocks = coefficients.shape[0]
     pixels = np.empty_like(coefficients)  # (64, n, i, j): pixel (a, b) of every block, each a contiguous plane
-    np.matmul(np.kron(transform, transform).T.astype(DCT_DTYPE), coefficients.reshape(blocks, -1), out=pixels.reshape(blocks, -1))
+    inverse = np.kron(transform, transform).T.astype(DCT_DTYPE)
+    np.matmul(inverse, coefficients.reshape(blocks, -1), out=pixels.reshape(blocks, -1))
     total = np.zeros(shape, dtype=DCT_DTYPE)
     rows, cols = shape[1] - DCT_BLOCK + 1, shape[2] - DCT_BLOCK + 1
     for a in range(DCT_BLOCK):
@@ -317,7 +320,7 @@ def _aggregate(coefficients: np.ndarray, weights: np.ndarray, transform: np.ndar
 
 
 def _dct_two_stages(padded: np.ndarray, transform: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
-    """The two stages of :func:`dct_denoise_stack` on a group of padded images, (n, H, W) -> (n, H, W) :data:`DCT_DTYPE`.
+    """The two stages of :func:`dct_denoise_stack` on a group of padded images: (n, H, W) -> (n, H, W) float32.
 
     Coefficient-major throughout ((64, n, H - 7, W - 7), :func:`_block_dct`), in place where a coefficient
     array is no longer needed, so that about three of them are alive at once.

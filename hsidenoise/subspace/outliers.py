@@ -10,7 +10,6 @@ Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from hsidenoise.subspace.config import LowRankConfig
