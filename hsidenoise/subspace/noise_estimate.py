@@ -42,6 +42,8 @@ when the other bands leave at least :data:`UNEXPLAINED_FRACTION` of the band's s
 UNEXPLAINED_FRACTION = 0.1
 """Below it, residuals that are all outliers are the rounding of bands that predict each other exactly (two
 spectra, duplicated bands): noise-free data, whose tiny scale must stay tiny."""
+FILL_CHUNK_PIXELS = 2048
+"""Pixels whose imputation :func:`fill_missing` runs together (a few MiB of spectra, so they stay in cache)."""
 SIGMA_FLOOR = 1e-3
 """Sigma is at least this fraction of the median sigma, so a noise-free band stays finite when whitened."""
 
@@ -238,11 +240,16 @@ def fill_missing(values: np.ndarray, missing: np.ndarray, regression: BandRegres
     # pixel-major copy of the pixels with a missing entry: each band's update gathers whole rows (contiguous)
     centred = np.ascontiguousarray(values[:, touched].T) - regression.mean  # (t, B)
     gaps = missing[:, touched]
-    bands = np.flatnonzero(gaps.any(axis=1))
-    rows = [np.flatnonzero(gaps[band]) for band in bands]
-    for _ in range(sweeps):
-        for band, pixels in zip(bands, rows):
-            centred[pixels, band] -= centred[pixels] @ regression.coefficients[:, band]
+    # Each pixel's sweeps depend on that pixel alone, so pixels go through in chunks, all sweeps at once: the
+    # rows a band's update gathers then come from cache, not memory (the same numbers, several times faster).
+    for first in range(0, touched.size, FILL_CHUNK_PIXELS):
+        chunk = centred[first : first + FILL_CHUNK_PIXELS]  # a view: updated in place
+        chunk_gaps = gaps[:, first : first + FILL_CHUNK_PIXELS]
+        bands = np.flatnonzero(chunk_gaps.any(axis=1))
+        rows = [np.flatnonzero(chunk_gaps[band]) for band in bands]
+        for _ in range(sweeps):
+            for band, pixels in zip(bands, rows):
+                chunk[pixels, band] -= chunk[pixels] @ regression.coefficients[:, band]
     values[:, touched] = (centred + regression.mean).T
 
 
@@ -252,6 +259,8 @@ def clean_entries(
     regression: BandRegression,
     config: LowRankConfig | None = None,
     protected: np.ndarray | None = None,
+    *,
+    residuals: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Declare missing the entries that the other bands contradict, and impute every missing entry.
 
@@ -268,6 +277,9 @@ def clean_entries(
         regression: the band predictor.
         config: pipeline settings; the defaults when None.
         protected: (B, m) bool, entries never flagged (see :func:`remove_outliers`), or None.
+        residuals: when given, ``observed`` already has its known missing entries imputed by one sweep
+            (:func:`fill_missing`) and these are its residuals, (B, m) float64 (overwritten): neither is
+            computed again.
 
     Returns:
         (cleaned (B, m) float64, missing (B, m) bool: the known and the detected entries).
@@ -275,22 +287,28 @@ def clean_entries(
     config = config or LowRankConfig()
     bands, count = observed.shape
     missing = known_missing.copy()
-    cleaned = np.where(missing, regression.mean[:, None], observed).astype(np.float64)
-    if bands < 2 or count == 0:
-        return cleaned, missing
-    fill_missing(cleaned, missing, regression, 1)
-    residuals = regression.residuals(cleaned)
+    if residuals is not None and bands >= 2 and count > 0:
+        cleaned = np.array(observed, dtype=np.float64)
+    else:
+        cleaned = np.where(missing, regression.mean[:, None], observed).astype(np.float64)
+        if bands < 2 or count == 0:
+            return cleaned, missing
+        fill_missing(cleaned, missing, regression, 1)
+        residuals = regression.residuals(cleaned)
     inverse_scale = 1.0 / regression.residual_scale[:, None]
     active = np.arange(count)
-    for _ in range(int(MAX_OUTLIER_FRACTION * bands)):
+    for step in range(int(MAX_OUTLIER_FRACTION * bands)):
+        columns = slice(None) if step == 0 else active  # the first step sees every pixel: views, not copies
         with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
-            standardised = np.abs(residuals[:, active]) * inverse_scale
-        standardised[missing[:, active]] = 0.0
+            standardised = np.abs(residuals[:, columns])
+            standardised *= inverse_scale
+        np.copyto(standardised, 0.0, where=missing[:, columns])
         if protected is not None:
-            standardised[protected[:, active]] = 0.0
-        worst = standardised.argmax(axis=0)
-        outlying = standardised[worst, np.arange(active.size)] > config.outlier_threshold
-        active, worst = active[outlying], worst[outlying]
+            np.copyto(standardised, 0.0, where=protected[:, columns])
+        # the pixels whose largest entry is beyond the threshold (a max over bands is a fast reduction; the
+        # position of that largest entry, a slow strided argmax, is needed in those pixels only)
+        outlying = standardised.max(axis=0) > config.outlier_threshold
+        active, worst = active[outlying], standardised[:, outlying].argmax(axis=0)
         if active.size == 0:
             break
         correction = residuals[worst, active]

@@ -10,8 +10,6 @@ Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from hsidenoise.subspace.config import LowRankConfig
@@ -24,6 +22,79 @@ bands predict poorly leave row-median offsets (measured: 81 false row offsets on
 column-only mixture noise at the plain threshold, -0.9 dB), while sensors stripe mostly along the columns."""
 COHERENT_FRACTION = 0.5
 """An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
+
+
+class _FilledResiduals:
+    """A tile's entries with the known missing ones imputed, and their residuals, kept up to date as stripes go.
+
+    ``values`` is ``observed`` with the known missing entries set to the band mean, then imputed by one
+    Gauss-Seidel sweep (:func:`fill_missing`); ``residuals`` is ``regression.residuals(values)``. Subtracting
+    offsets from ``observed`` changes both linearly, except in the pixels with a known missing entry, whose
+    imputation depends on the other entries: those pixels are imputed again, the others updated. So the
+    residuals cost one (B, B) x (B, m) product per tile instead of one per stripe search.
+
+    Args:
+        observed: (B, m) float64 band-major pixels (kept, updated in place); known: (B, m) bool.
+    """
+
+    def __init__(self, observed: np.ndarray, known: np.ndarray, regression: BandRegression) -> None:
+        self.observed, self.known, self.regression = observed, known, regression
+        self.touched = np.flatnonzero(known.any(axis=0))  # pixels with a known missing entry
+        self._fill()
+
+    def subtract(self, offsets: np.ndarray, shape: tuple[int, ...]) -> None:
+        """Subtract ``offsets`` (broadcast to ``shape`` = (B, h, w): (B, 1, w) column or (B, h, 1) row offsets)."""
+        bands = shape[0]
+        self.observed.reshape(shape)[...] -= offsets
+        self.values.reshape(shape)[...] -= offsets
+        # the residuals' change: (B, B) x the distinct offset vectors, broadcast like them
+        echo = (self.regression.coefficients.T @ offsets.reshape(bands, -1)).reshape(offsets.shape)
+        self.residuals.reshape(shape)[...] -= echo
+        touched = self.touched
+        if 2 * touched.size > self.observed.shape[1]:  # most pixels: impute them all again, without gathering
+            self._fill()
+        elif touched.size:
+            values = np.where(self.known[:, touched], self.regression.mean[:, None], self.observed[:, touched])
+            fill_missing(values, self.known[:, touched], self.regression, 1)
+            self.values[:, touched] = values
+            self.residuals[:, touched] = self.regression.residuals(values)
+
+    def _fill(self) -> None:
+        regression = self.regression
+        self.values = np.where(self.known, regression.mean[:, None], self.observed)
+        fill_missing(self.values, self.known, regression, 1)
+        # regression.residuals(values) without its centred copy: C^T values - C^T mean
+        self.residuals = regression.coefficients.T @ self.values
+        self.residuals -= (regression.coefficients.T @ regression.mean)[:, None]
+
+
+def _line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
+    """The median over axis 1 of (B, h, w) ``values``, leaving out the ``missing`` ((B, h, w) bool) entries.
+
+    The numbers of ``np.median(values, axis=1)`` (or ``np.nanmedian`` with the missing entries as NaN; NaN where
+    a line has none), faster: one copy with the line axis last (contiguous). Without missing entries it is
+    partitioned in place at the middle only (``np.median`` partitions at both middle positions, several times
+    slower; the lower middle of an even line is the largest value below the split); with them, each line is
+    sorted with its missing entries last and its two middle entries taken (``np.nanmedian`` goes through
+    masked arrays).
+    """
+    lines = np.moveaxis(values, 1, -1).copy(order="C")  # (B, w, h)
+    length = lines.shape[-1]
+    if missing is None:
+        half = length // 2
+        lines.partition(half, axis=-1)
+        upper = lines[..., half]
+        if length % 2:
+            return upper.copy()
+        return 0.5 * (lines[..., :half].max(axis=-1) + upper)
+    gaps = np.moveaxis(missing, 1, -1)
+    np.copyto(lines, np.inf, where=gaps)
+    lines.sort(axis=-1)
+    count = length - gaps.sum(axis=-1)
+    low = np.take_along_axis(lines, (np.maximum(count - 1, 0) // 2)[..., None], axis=-1)[..., 0]
+    high = np.take_along_axis(lines, np.minimum(count // 2, length - 1)[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, 0.5 * (low + high), np.nan)
 
 
 def _stripe_offsets(
@@ -44,16 +115,13 @@ def _stripe_offsets(
     Returns:
         (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
     """
-    bands, _, width = residuals.shape
-    valid = ~missing
-    counts = valid.sum(axis=1)  # (B, w)
-    if valid.all():
-        medians = np.median(residuals, axis=1)
+    bands, height, width = residuals.shape
+    if missing.any():
+        counts = height - np.count_nonzero(missing, axis=1)  # (B, w) entries not missing
+        medians = np.where(counts > 0, _line_medians(residuals, missing), 0.0)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a fully missing column has no median
-            medians = np.nanmedian(np.where(valid, residuals, np.nan), axis=1)
-    medians = np.where(counts > 0, medians, 0.0)
+        counts = np.full((bands, width), height)
+        medians = _line_medians(residuals)
     deviation = medians - np.median(medians, axis=1, keepdims=True)
     spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
     spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
@@ -78,7 +146,7 @@ def _stripe_offsets(
 
 
 def _coherent_residuals(
-    tile: np.ndarray, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
+    filled: _FilledResiduals, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
 ) -> np.ndarray:
     """Outlying entries whose neighbourhood shares their residual: unusual signal, not noise.
 
@@ -88,7 +156,8 @@ def _coherent_residuals(
     its prediction would erase real signal.
 
     Args:
-        tile: (B, h, w) data; dead: (B, h, w) bool, known missing entries.
+        filled: the tile's entries (B, h * w), the known missing ones imputed, and their residuals;
+        dead: (B, h, w) bool, the known missing entries.
 
     Returns:
         (B, h * w) bool, True where an entry is beyond ``outlier_threshold`` but the median of its
@@ -96,17 +165,14 @@ def _coherent_residuals(
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    bands, height, width = tile.shape
+    bands, height, width = dead.shape
     protected = np.zeros((bands, height * width), bool)
     window = config.coherence_window
     if window < 2:
         return protected
-    values = tile.reshape(bands, -1).copy()
     missing = dead.reshape(bands, -1)
-    values[missing] = np.broadcast_to(regression.mean[:, None], values.shape)[missing]
-    fill_missing(values, missing, regression, 1)
     with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
-        standardised = regression.residuals(values) / regression.residual_scale[:, None]
+        standardised = filled.residuals / regression.residual_scale[:, None]
     standardised[missing] = 0.0
     band, pixel = np.nonzero(np.abs(standardised) > config.outlier_threshold)
     if band.size == 0:
@@ -162,13 +228,11 @@ def remove_outliers(
     if subspace.stuck is not None and subspace.stuck.any():
         dead |= subspace.stuck.mask(tile.reshape(bands, -1)).reshape(tile.shape)
     known = dead.reshape(bands, -1)
-    destriped = tile.astype(np.float64)
+    filled = _FilledResiduals(tile.astype(np.float64).reshape(bands, -1), known, regression)
     for _ in range(config.robust_passes if height >= 4 and width >= 4 else 0):
         found = False
         for axis in (1, 2):  # column stripes (constant along the rows), then row stripes
-            values = np.where(known, regression.mean[:, None], destriped.reshape(bands, -1))
-            fill_missing(values, known, regression, 1)
-            residuals = regression.residuals(values).reshape(tile.shape)
+            residuals = filled.residuals.reshape(tile.shape)
             if axis == 2:
                 residuals, missing_lines = residuals.transpose(0, 2, 1), dead.transpose(0, 2, 1)
             else:
@@ -177,11 +241,12 @@ def remove_outliers(
             offsets = _stripe_offsets(residuals, missing_lines, regression, threshold)
             if offsets.any():
                 found = True
-                destriped -= offsets[:, None, :] if axis == 1 else offsets[:, :, None]
+                filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], tile.shape)
         if not found:
             break
-    protected = _coherent_residuals(destriped, dead, regression, config)
-    cleaned, missing = clean_entries(destriped.reshape(bands, -1), known, regression, config, protected)
+    destriped = filled.observed.reshape(tile.shape)
+    protected = _coherent_residuals(filled, dead, regression, config)
+    cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
     if facts is not None:
         offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
         facts.update(

@@ -25,7 +25,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
-from hsidenoise.subspace.projection import back_project, project
+from hsidenoise.subspace.projection import back_project, project_eigen_images
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def denoise_with_subspace(
     """
     config = config or LowRankConfig()
     eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(config)
-    eigen_images, _ = project(tile, subspace, config, facts=facts)
+    eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
     return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
 
 
@@ -306,7 +306,7 @@ class LowRankDenoiser(DenoiserBase):
         adapt_eigen_denoiser = getattr(self.eigen_denoiser, "adapt_to", None)
         if adapt_eigen_denoiser is None:
             raise ConfigError(f"{self.name}: the {self.eigen_denoiser.name} eigen-image denoiser has nothing to adapt")
-        eigen_images = [project(crop, self.subspace, self.config)[0] for crop in crops]
+        eigen_images = [project_eigen_images(crop, self.subspace, self.config) for crop in crops]
         return adapt_eigen_denoiser(eigen_images, progress=self.adapt_progress)
 
     def info(self) -> dict[str, Any]:

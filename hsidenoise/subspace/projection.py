@@ -49,12 +49,28 @@ def project(
     Raises:
         CubeShapeError: the tile is not (B, h, w) with the subspace's B, or holds non-finite values.
     """
+    eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
+    return eigen_images, back_project(eigen_images, subspace)
+
+
+def project_eigen_images(
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
+) -> np.ndarray:
+    """The eigen-images of :func:`project` alone, (k, h, w) float64 (what the pipeline denoises).
+
+    The whitening is folded into the projection: basis^T diag(1 / sigma) is one (k, B) matrix, so the tile is
+    read once by one matrix product and the mean's projection subtracted from the k images.
+
+    Raises:
+        CubeShapeError: as :func:`project`.
+    """
     tile = _check_tile(tile, subspace)
     cleaned, _ = remove_outliers(tile, subspace, config, facts=facts)
     bands, height, width = tile.shape
-    whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
-    eigen_images = (subspace.basis.T @ whitened).reshape(subspace.rank, height, width)
-    return eigen_images, back_project(eigen_images, subspace)
+    weights = subspace.basis.T / subspace.sigma[None, :]  # (k, B)
+    eigen_images = weights @ cleaned.reshape(bands, -1)
+    eigen_images -= (weights @ subspace.mean)[:, None]
+    return eigen_images.reshape(subspace.rank, height, width)
 
 
 def back_project(eigen_images: np.ndarray, subspace: Subspace) -> np.ndarray:
@@ -70,8 +86,10 @@ def back_project(eigen_images: np.ndarray, subspace: Subspace) -> np.ndarray:
     rank, height, width = eigen_images.shape
     flat = eigen_images.reshape(rank, -1)
     if subspace.loadings is not None and subspace.intercept is not None:
-        data = subspace.intercept[:, None] + subspace.loadings @ flat
+        data = subspace.loadings @ flat
+        data += subspace.intercept[:, None]
     else:
-        data = subspace.mean[:, None] + subspace.sigma[:, None] * (subspace.basis @ flat)
+        data = (subspace.sigma[:, None] * subspace.basis) @ flat
+        data += subspace.mean[:, None]
     return data.reshape(subspace.band_count, height, width)
 
