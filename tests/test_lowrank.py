@@ -275,3 +275,15 @@ def test_single_band_is_refused_and_constant_data_pass_through() -> None:
     constant = np.full((5, 10, 11), 3.0, np.float32)
     denoised, _ = lowrank_denoise(constant, FAST)
     np.testing.assert_allclose(denoised, constant, rtol=1e-6)
+
+
+def test_column_median_over_kept_entries_matches_numpy() -> None:
+    from hsidenoise.subspace.noise_estimate import column_median
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rows, columns = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        values = np.round(rng.standard_normal((rows, columns)), 1)  # ties too
+        missing = rng.random((rows, columns)) < rng.uniform(0, 1)
+        expected = [np.median(values[~missing[:, j], j]) if (~missing[:, j]).any() else np.nan for j in range(columns)]
+        np.testing.assert_allclose(column_median(values, missing), expected, equal_nan=True)
