@@ -159,14 +159,17 @@ def column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     others +inf, which puts the kept entries' lower middle value at position (n - 1) // 2; for even c the upper
     one is the smallest value after it.
     """
-    if not missing.any():
-        return np.median(values, axis=0)
     rows = values.shape[0]
+    if rows == 0:
+        return np.full(values.shape[1], np.nan)
     count = rows - missing.sum(axis=0)
     middle = (rows - 1) // 2
-    below = middle - np.maximum(count - 1, 0) // 2  # (B,) missing entries sent to -inf
-    order = np.cumsum(missing, axis=0)  # (n, B) rank of each missing entry in its column
-    placed = np.where(missing, np.where(order <= below, -np.inf, np.inf), values).T  # (B, n), contiguous rows
+    if missing.any():
+        below = middle - np.maximum(count - 1, 0) // 2  # (B,) missing entries sent to -inf
+        order = np.cumsum(missing, axis=0)  # (n, B) rank of each missing entry in its column
+        placed = np.where(missing, np.where(order <= below, -np.inf, np.inf), values).T  # (B, n), contiguous rows
+    else:
+        placed = np.array(values.T, dtype=np.result_type(values.dtype, np.float64))
     parted = np.partition(placed, middle, axis=1)  # one position: numpy's two-position partition is slower
     upper = parted[:, middle + 1 :].min(axis=1) if rows > 1 else parted[:, middle]
     second = np.where(count % 2 == 0, upper, parted[:, middle])
