@@ -76,7 +76,7 @@ def solve_eigenimages(
     dtype = next(model.parameters()).dtype
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)[None]
+        return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
 
     denoised, stats = model(tensor(eigen), None, tensor(eigenvalues), noise=tensor(noise))
     facts = {

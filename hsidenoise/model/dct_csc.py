@@ -329,20 +329,28 @@ class DCTCSC(nn.Module):
             norm = norm.index_add(0, owner[part], weight)
         return total / norm.clamp_min(1e-12)[:, None, None, None]
 
-    def _equilibrium(self, z: Tensor, fe: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats]:
-        """x* = (1 - alpha) FE + alpha D Soft(D^T ((1 - mu) x* + mu z)), from x0 = FE: (n, 1, H, W) each."""
-        analysis, synthesis, alpha, mu = self._layer_parts()
-        atom_norm = analysis.flatten(1).norm(dim=1)  # (64,)
+    def thresholds(self, sigma: Tensor, level: Tensor) -> Tensor:
+        """theta (n, 64, 1, 1) of the equilibrium's codes for noise sigma (n,) and SNR level l (n,)."""
+        analysis, _, _, _ = self._layer_parts()
         rho = self.rho[None] + self.snr_gain[None] * level[:, None]  # (n, 64)
-        theta = (sigma[:, None] * F.softplus(rho) * atom_norm[None])[:, :, None, None]
+        return (sigma[:, None] * F.softplus(rho) * analysis.flatten(1).norm(dim=1)[None])[:, :, None, None]
+
+    def layer(self, x: Tensor, noisy: Tensor, front: Tensor, threshold: Tensor) -> Tensor:
+        """f(x) = (1 - alpha) FE + alpha D Soft_theta(D^T ((1 - mu) x + mu z)): all (n, 1, H, W), theta (n, 64, 1, 1).
+
+        Lipschitz in x with constant at most :attr:`contraction` < 1.
+        """
+        analysis, synthesis, alpha, mu = self._layer_parts()
+        codes = soft_threshold(F.conv2d((1 - mu) * x + mu * noisy, analysis), threshold)
+        return (1 - alpha) * front + alpha * F.conv_transpose2d(codes, synthesis)
+
+    def _equilibrium(self, z: Tensor, fe: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats]:
+        """x* = f(x*) from x0 = FE, by Anderson; JFB / phantom steps carry the gradient: (n, 1, H, W) each."""
 
         def layer(state: tuple[Tensor, ...], injection: tuple[Tensor, ...]) -> tuple[Tensor]:
-            (x,) = state
-            noisy, front, threshold = injection
-            codes = soft_threshold(F.conv2d((1 - mu) * x + mu * noisy, analysis), threshold)
-            return ((1 - alpha) * front + alpha * F.conv_transpose2d(codes, synthesis),)
+            return (self.layer(state[0], *injection),)
 
-        (x,), stats = self.deq(layer, (fe.detach(),), (z, fe, theta))
+        (x,), stats = self.deq(layer, (fe.detach(),), (z, fe, self.thresholds(sigma, level)))
         return x, stats
 
     def _check(self, eigen: Tensor, eigenvalues: Tensor, mask: Tensor | None, noise: Tensor | None) -> tuple[int, ...]:
