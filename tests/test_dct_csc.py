@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -241,16 +242,24 @@ def test_synthetic_pairs_carry_levels_drawn_from_the_range_and_real_pairs_their_
 
     clean = np.clip(noisy_cube(bands=10, rows=48, cols=48, seed=8), 0, None)
     cube = TrainingCube(name="t", source=None, data=clean.astype(np.float32), kept_bands=np.arange(clean.shape[0]))
-    config = SubspaceSamplerConfig(patch_size=24, region_size=48, patches_per_round=16, synthetic_noise=(0.5, 1.0))
+    config = SubspaceSamplerConfig(
+        patch_size=24, region_size=48, patches_per_round=16, synthetic_noise=(0.5, 1.0), real_noise="true"
+    )
     batch = SubspaceSampler([cube], config, rng=np.random.default_rng(0)).next_batch(16)
     real = batch.mask > 0
     assert batch.noise.shape == batch.mask.shape
     levels = batch.noise[real].numpy()
-    assert (levels > 0).all() and (levels <= 1.5).all() and levels.std() > 0.01
+    assert (levels > 0).all() and np.isfinite(levels).all() and levels.std() > 0.01
     residual = ((batch.eigen - batch.target) * batch.mask[:, :, None, None]).square().mean(dim=(2, 3)).sqrt()
     np.testing.assert_allclose(residual[real].numpy(), levels, rtol=0.35)  # each example's noise is its level
+    nominal = SubspaceSampler([cube], replace(config, real_noise="pipeline"), rng=np.random.default_rng(0)).next_batch(16)
+    synthetic = (nominal.noise != 1.0).any(dim=1)  # drawn levels; real examples carry the pipeline's 1
+    assert bool(synthetic.any()) and bool((~synthetic).any())
+    assert torch.equal(nominal.noise[synthetic], batch.noise[synthetic])
     with pytest.raises(ConfigError, match="synthetic_noise"):
         SubspaceSamplerConfig(synthetic_noise=(1.0, 0.5))
+    with pytest.raises(ConfigError, match="real_noise"):
+        SubspaceSamplerConfig(real_noise="guess")
 
 
 @pytest.mark.shared_data

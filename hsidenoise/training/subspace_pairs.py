@@ -18,8 +18,10 @@ Per *round* the sampler takes the next training cube (in a shuffled order), and
    0.5 to 1.0 (``shared/reference/learned-eigenimage-notes.md``).
 
 Every example also carries the noise level of each eigen-image (``noise``): the drawn sigma_i for synthetic
-examples, and for real ones the measured level of the round, the standard deviation of Z - T per component
-over the region (what the pipeline's per-component noise estimate aims at).
+examples; for real ones, with ``real_noise="pipeline"`` (the default) the level the pipeline passes its
+eigen-image denoiser at run time (:data:`PIPELINE_NOISE`: 1, the whitening's nominal level, until the pipeline
+passes a measured one; then this must call the same estimate), with ``real_noise="true"`` the true level of the
+round, the standard deviation of Z - T per component over the region (what a per-component estimate aims at).
 
 Every draw of a round comes from one generator in a fixed order (synthetic noise from a generator seeded by
 the round and the example's index), so a checkpoint's (round start state, round index, position) replays it
@@ -48,6 +50,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PIPELINE_NOISE = 1.0
+"""The noise level the pipeline passes its eigen-image denoiser (``denoise_with_subspace``): the whitening's
+nominal 1. Real training examples carry it with ``real_noise="pipeline"``, so that training sees what run time
+sees; when the pipeline passes a measured level per component, the sampler must compute that same level here."""
+
 
 @dataclass(frozen=True)
 class SubspaceSamplerConfig:
@@ -65,6 +72,7 @@ class SubspaceSamplerConfig:
             keeps the real eigen-images and the target is left at zero (unused: the loss is SURE).
         synthetic_noise: (lo, hi): synthetic examples' per-component noise levels are drawn from U(lo, hi);
             (1, 1), the default, keeps unit noise (and the random stream of earlier versions).
+        real_noise: the level real examples carry: ``"pipeline"`` (what run time passes) or ``"true"``.
     """
 
     noise: NoiseMix = ((NoiseSpec("noniid"), 1.0), (NoiseSpec("mixture"), 1.0))
@@ -76,6 +84,7 @@ class SubspaceSamplerConfig:
     front_end_pixels: int = 65_536
     self_supervised: bool = False
     synthetic_noise: tuple[float, float] = (1.0, 1.0)
+    real_noise: str = "pipeline"
 
     def __post_init__(self) -> None:
         if not self.noise:
@@ -85,6 +94,8 @@ class SubspaceSamplerConfig:
                 raise ConfigError(f"SubspaceSamplerConfig.{name} must be at least 1; got {getattr(self, name)}")
         if self.region_size < self.patch_size:
             raise ConfigError(f"region_size {self.region_size} must be at least patch_size {self.patch_size}")
+        if self.real_noise not in ("pipeline", "true"):
+            raise ConfigError(f"real_noise must be 'pipeline' or 'true'; got {self.real_noise!r}")
         low, high = self.synthetic_noise
         if not 0 < low <= high:
             raise ConfigError(f"synthetic_noise must be (lo, hi) with 0 < lo <= hi; got {self.synthetic_noise}")
@@ -106,7 +117,7 @@ class EigenRegion:
         pilot: (k, r, c) their front-end estimate.
         target: (k, r, c) the clean region projected on the same basis and whitening.
         eigenvalues: (k,) whitened eigenvalues of the kept components.
-        noise: (k,) noise level of each eigen-image, std of eigen - target over the region.
+        noise: (k,) noise level of each eigen-image (``SubspaceSamplerConfig.real_noise``).
         cube: the training cube's name.
         recipe: the noise recipe drawn.
     """
@@ -148,7 +159,10 @@ def eigen_region(
     whitened = (region.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
     target = (subspace.basis.T @ whitened).reshape(subspace.rank, height, width)
     eigenvalues = np.asarray(subspace.eigenvalues[: subspace.rank], dtype=np.float64)
-    noise = (eigen - target).reshape(subspace.rank, -1).std(axis=1)
+    if config.real_noise == "true":
+        noise = (eigen - target).reshape(subspace.rank, -1).std(axis=1)
+    else:
+        noise = np.full(subspace.rank, PIPELINE_NOISE)
     return EigenRegion(eigen, pilot, target, eigenvalues, noise, cube="", recipe=""), subspace
 
 
