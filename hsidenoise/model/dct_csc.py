@@ -157,6 +157,11 @@ class DCTCSCConfig:
     def noise_aware(self) -> bool:
         return True
 
+    @property
+    def prior(self) -> str:
+        """What ``hsidenoise models`` shows as the prior: the sparse prior of the DCT codes."""
+        return "dct"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
