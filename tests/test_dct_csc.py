@@ -179,6 +179,19 @@ def test_the_layer_is_a_contraction_by_construction(coupling: bool) -> None:
             assert bool((change <= bound * (a - b).flatten(1).norm(dim=1) * (1 + 1e-2)).all())
 
 
+def test_the_equilibrium_dictionary_reconstructs_up_to_the_edges() -> None:
+    """With the gate open and nothing thresholded, f(x) = (1 - alpha) FE + alpha x at every pixel, edges included."""
+    model = build_model("dctcsc").double()
+    with torch.no_grad():
+        model.gate.fill_(0.5)
+        model.mix.fill_(0.0)
+        model.rho.fill_(-30.0)  # softplus ~ 0: no threshold
+    x, front = (torch.randn(2, 1, 19, 23, dtype=torch.float64) * 50 for _ in range(2))
+    threshold = model.thresholds(torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    with torch.no_grad():
+        torch.testing.assert_close(model.layer(x, x, front, threshold), 0.5 * front + 0.5 * x, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("coupling", [False, True])
 def test_a_trained_like_equilibrium_converges_and_more_iterations_change_nothing(coupling: bool) -> None:
     from dataclasses import replace

@@ -346,8 +346,10 @@ class DCTCSC(nn.Module):
         Lipschitz in x with constant at most :attr:`contraction` < 1.
         """
         analysis, synthesis, alpha, mu = self._layer_parts()
-        codes = soft_threshold(F.conv2d((1 - mu) * x + mu * noisy, analysis), threshold)
-        return (1 - alpha) * front + alpha * F.conv_transpose2d(codes, synthesis)
+        # every block that overlaps the image (zero padding 7): D D^T = I up to the image's edges (a valid-only
+        # dictionary covers edge pixels by fewer than 64 blocks and would shrink them towards zero)
+        codes = soft_threshold(F.conv2d((1 - mu) * x + mu * noisy, analysis, padding=BLOCK - 1), threshold)
+        return (1 - alpha) * front + alpha * F.conv_transpose2d(codes, synthesis, padding=BLOCK - 1)
 
     def _equilibrium(self, z: Tensor, fe: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats]:
         """x* = f(x*) from x0 = FE, by Anderson; JFB / phantom steps carry the gradient: (n, 1, H, W) each."""
