@@ -45,7 +45,7 @@ def trained_like(config: DCTCSCConfig = DCTCSCConfig(), seed: int = 0) -> DCTCSC
     with torch.no_grad():
         model.gate.fill_(config.gate_max)
         model.mix.fill_(0.1)
-        model.dictionary_delta.add_(0.05 * torch.randn_like(model.dictionary_delta))
+        model.dictionary_rotation.add_(0.05 * torch.randn_like(model.dictionary_rotation))
         model.wiener.add_(0.2 * torch.randn_like(model.wiener))
         model.rho.add_(0.3 * torch.randn_like(model.rho))
         model.snr_gain.add_(0.3 * torch.randn_like(model.snr_gain))
@@ -179,10 +179,14 @@ def test_the_layer_is_a_contraction_by_construction(coupling: bool) -> None:
             assert bool((change <= bound * (a - b).flatten(1).norm(dim=1) * (1 + 1e-2)).all())
 
 
-def test_the_equilibrium_dictionary_reconstructs_up_to_the_edges() -> None:
-    """With the gate open and nothing thresholded, f(x) = (1 - alpha) FE + alpha x at every pixel, edges included."""
+@pytest.mark.parametrize("rotated", [False, True])
+def test_the_equilibrium_dictionary_reconstructs_up_to_the_edges(rotated: bool) -> None:
+    """With the gate open and nothing thresholded, f(x) = (1 - alpha) FE + alpha x at every pixel, edges included,
+    also once training has rotated the dictionary (it stays a tight frame)."""
     model = build_model("dctcsc").double()
     with torch.no_grad():
+        if rotated:
+            model.dictionary_rotation.add_(0.3 * torch.randn_like(model.dictionary_rotation))
         model.gate.fill_(0.5)
         model.mix.fill_(0.0)
         model.rho.fill_(-30.0)  # softplus ~ 0: no threshold
