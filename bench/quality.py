@@ -199,9 +199,9 @@ def build_decsc(
         raise CheckpointError(f"cannot load {path} as a {preset} training checkpoint: {error}") from None
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    from hsidenoise.model.subspace_decsc import SubspaceDECSC
+    from hsidenoise.model.decsc import EIGEN_MODELS
 
-    if isinstance(network, SubspaceDECSC):
+    if isinstance(network, EIGEN_MODELS):
         from hsidenoise.model.adapt import AdaptConfig
         from hsidenoise.methods.decsc import build_subspace_decsc
 

@@ -24,7 +24,7 @@ from hsidenoise.io import read_cube, write_cube
 def test_models_json(runner):
     document = json.loads(invoke(runner, "models", "--json").stdout)
     presets = {item["name"]: item for item in document["presets"]}
-    assert set(presets) == {"paper", "subspace"}  # lite retired
+    assert set(presets) == {"paper", "subspace", "dctcsc", "dctcsc-coupled"}  # lite retired
     assert presets["paper"]["parameters"] == pytest.approx(4.29e6, rel=0.01)
     assert 0 < presets["subspace"]["parameters"] < presets["paper"]["parameters"]
     assert isinstance(document["weights"], list)

@@ -96,8 +96,8 @@ def test_paper_preset_is_the_papers_network_with_4_29_million_parameters():
     assert abs(parameters - 4.29e6) <= 0.01 * 4.29e6
 
 
-def test_the_presets_are_paper_and_subspace_lite_is_retired():
-    assert set(PRESETS) == {"paper", "subspace"}
+def test_the_presets_are_paper_subspace_and_dctcsc_lite_is_retired():
+    assert set(PRESETS) == {"paper", "subspace", "dctcsc", "dctcsc-coupled"}
     with pytest.raises(ConfigError, match="unknown DECSC preset 'lite'"):
         build_model("lite")
 

@@ -110,7 +110,7 @@ def _training_command(finetuning: bool):
         validation: Annotated[
             list[Path] | None, typer.Option("--validation", help="Cubes scored each epoch, never trained on.")
         ] = None,
-        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): subspace or paper.")] = "subspace",
+        preset: Annotated[str, typer.Option("--preset", help="Model preset (train only): subspace, dctcsc, dctcsc-coupled or paper.")] = "subspace",
         from_weights: Annotated[
             Path | None, typer.Option("--from", help="Weights to start from (finetune; default: the shipped ones).")
         ] = None,

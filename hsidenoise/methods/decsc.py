@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from hsidenoise.model.adapt import AdaptConfig, AdaptResult
+    from hsidenoise.model.dct_csc import DCTCSC
     from hsidenoise.model.subspace_decsc import SubspaceDECSC
     from hsidenoise.denoiser import Denoiser
     from hsidenoise.subspace import EigenImageDenoiser, LowRankConfig, LowRankDenoiser, Subspace
@@ -59,6 +60,34 @@ def correct_eigenimages(
     return np.asarray(pilot, dtype=np.float64) + correction, facts
 
 
+def solve_eigenimages(
+    model: DCTCSC, eigen: np.ndarray, noise: np.ndarray, eigenvalues: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, dict[str, float]]:
+    """One call of a model that computes the front end's DCT itself (:class:`hsidenoise.model.dct_csc.DCTCSC`).
+
+    Args:
+        eigen: (k, h, w) in whitened units; noise: (k,) each eigen-image's noise level; eigenvalues: (k,).
+
+    Returns:
+        (denoised (k, h, w) float64, solver facts as :func:`correct_eigenimages`'s).
+    """
+    import torch
+
+    dtype = next(model.parameters()).dtype
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
+
+    denoised, stats = model(tensor(eigen), None, tensor(eigenvalues), noise=tensor(noise))
+    facts = {
+        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
+        "max_residual": float(stats.residual.max()),
+        "converged": float(stats.converged.float().mean()),
+        "tol": float(stats.tol),
+    }
+    return denoised[0].double().cpu().numpy(), facts
+
+
 class DECSCEigenImageDenoiser:
     """The subspace DECSC behind :class:`hsidenoise.subspace.EigenImageDenoiser`: pilot, then model correction.
 
@@ -74,7 +103,7 @@ class DECSCEigenImageDenoiser:
 
     def __init__(
         self,
-        model: SubspaceDECSC,
+        model: SubspaceDECSC | DCTCSC,
         *,
         pilot: EigenImageDenoiser,
         device: str | torch.device = "cpu",
@@ -123,9 +152,14 @@ class DECSCEigenImageDenoiser:
 
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
-        pilot = self.pilot.denoise(eigen_images, noise)
-        with torch.inference_mode():
-            corrected, facts = correct_eigenimages(self.model, eigen_images, pilot, self._eigenvalues, self.device)
+        if getattr(self.model, "owns_front_end", False):  # DCT-CSC: the front end's DCT is the model's first layer
+            levels = np.broadcast_to(np.asarray(noise, dtype=np.float64), (eigen_images.shape[0],))
+            with torch.inference_mode():
+                corrected, facts = solve_eigenimages(self.model, eigen_images, levels, self._eigenvalues, self.device)
+        else:
+            pilot = self.pilot.denoise(eigen_images, noise)
+            with torch.inference_mode():
+                corrected, facts = correct_eigenimages(self.model, eigen_images, pilot, self._eigenvalues, self.device)
         self.last_facts = facts
         self._tiles += 1
         self._evaluations += facts["evaluations"]
@@ -164,9 +198,9 @@ class DECSCEigenImageDenoiser:
         """Preset, device, adaptation and solver work, for the run report."""
         from dataclasses import asdict
 
-        from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS
+        from hsidenoise.model import preset_name
 
-        preset = next((name for name, c in SUBSPACE_PRESETS.items() if c == self.model.config), None)
+        preset = preset_name(self.model.config)
         return {
             "preset": preset or "custom",
             "device": str(self.device),
@@ -177,7 +211,7 @@ class DECSCEigenImageDenoiser:
 
 
 def build_subspace_decsc(
-    model: SubspaceDECSC,
+    model: SubspaceDECSC | DCTCSC,
     *,
     front_end: LowRankConfig | None = None,
     device: str | torch.device = "cpu",
@@ -222,7 +256,7 @@ def build_decsc(
 
     from hsidenoise.device import select_device
     from hsidenoise.model import PRESETS, build_model, find_default_weights, load_weights
-    from hsidenoise.model.subspace_decsc import SubspaceDECSC
+    from hsidenoise.model.decsc import EIGEN_MODELS
     from hsidenoise.subspace import LowRankConfig
 
     torch_device = select_device(device)
@@ -241,7 +275,7 @@ def build_decsc(
             front_end = LowRankConfig(**card["front_end"])
     if solver:
         network.deq.config = replace(network.deq.config, **solver)
-    if isinstance(network, SubspaceDECSC):  # works on the eigen-images: no band windows
+    if isinstance(network, EIGEN_MODELS):  # works on the eigen-images: no band windows
         from hsidenoise.model.adapt import AdaptConfig
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None

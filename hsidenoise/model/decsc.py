@@ -301,18 +301,25 @@ class DECSC(nn.Module):
         return self
 
 
+from hsidenoise.model.dct_csc import DCTCSC, DCTCSC_PRESETS, DCTCSCConfig  # noqa: E402
 from hsidenoise.model.subspace_decsc import SUBSPACE_PRESETS, SubspaceDECSC, SubspaceDECSCConfig  # noqa: E402
 
-PRESETS.update(SUBSPACE_PRESETS)  # type: ignore[arg-type]  # one registry for both families
+PRESETS.update(SUBSPACE_PRESETS)  # type: ignore[arg-type]  # one registry for every family
+PRESETS.update(DCTCSC_PRESETS)  # type: ignore[arg-type]
 
-AnyConfig = DECSCConfig | SubspaceDECSCConfig
-AnyModel = DECSC | SubspaceDECSC
+AnyConfig = DECSCConfig | SubspaceDECSCConfig | DCTCSCConfig
+AnyModel = DECSC | SubspaceDECSC | DCTCSC
+EIGEN_MODELS = (SubspaceDECSC, DCTCSC)
+"""The models that denoise the front end's eigen-images (the pipeline's step 5), not band windows."""
+EIGEN_CONFIGS = (SubspaceDECSCConfig, DCTCSCConfig)
 
 
 def build_model(name_or_config: str | AnyConfig) -> AnyModel:
     """A freshly initialised DECSC from a preset name (``PRESETS``) or a config of either family."""
     if isinstance(name_or_config, SubspaceDECSCConfig):
         return SubspaceDECSC(name_or_config)
+    if isinstance(name_or_config, DCTCSCConfig):
+        return DCTCSC(name_or_config)
     if isinstance(name_or_config, DECSCConfig):
         return DECSC(name_or_config)
     if name_or_config not in PRESETS:
@@ -324,6 +331,8 @@ def config_from_dict(data: dict[str, Any]) -> AnyConfig:
     """Rebuild a config of either family from its ``to_dict`` form (the ``kind`` key tells which)."""
     if data.get("kind") == SubspaceDECSCConfig.kind:
         return SubspaceDECSCConfig.from_dict(data)
+    if data.get("kind") == DCTCSCConfig.kind:
+        return DCTCSCConfig.from_dict(data)
     return DECSCConfig.from_dict(data)
 
 

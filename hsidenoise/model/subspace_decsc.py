@@ -346,7 +346,12 @@ class SubspaceDECSC(nn.Module):
         self.deq = DEQ(config.solver)
 
     def forward(
-        self, eigen: Tensor, pilot: Tensor, eigenvalues: Tensor, mask: Tensor | None = None
+        self,
+        eigen: Tensor,
+        pilot: Tensor,
+        eigenvalues: Tensor,
+        mask: Tensor | None = None,
+        noise: Tensor | None = None,
     ) -> tuple[Tensor, SolverStats]:
         """Correct the pilot of the noisy eigen-images.
 
@@ -355,6 +360,8 @@ class SubspaceDECSC(nn.Module):
             pilot: (N, k, H, W) their front-end estimate (DCT or BM3D), same units.
             eigenvalues: (N, k) whitened eigenvalues of the components (>= about 1).
             mask: (N, k) 1 for real components, 0 for padding (None: all real).
+            noise: (N, k) each eigen-image's noise level; unused (this model assumes unit noise; the pilot it
+                corrects was made with the measured level), accepted so that every eigen-image model takes it.
 
         Returns:
             corrected (N, k, H, W) and the solve's statistics per sample.

@@ -83,7 +83,7 @@ def subspace_loss(
             network, batch.eigen, batch.pilot, batch.eigenvalues, batch.mask, pilot_of, SURE_EPSILON,
             rng if rng is not None else np.random.default_rng(0),
         )  # fmt: skip
-    corrected, _ = network(batch.eigen, batch.pilot, batch.eigenvalues, batch.mask)
+    corrected, _ = network(batch.eigen, batch.pilot, batch.eigenvalues, batch.mask, noise=batch.noise)
     weights = batch.mask[:, :, None, None]
     pixels = batch.eigen.shape[-1] * batch.eigen.shape[-2]
     return ((corrected.float() - batch.target).square() * weights).sum() / (weights.sum() * pixels)
@@ -240,12 +240,18 @@ class BandWindowFamily(Family):
         return validate(self.model, cases, device=device)
 
 
+SYNTHETIC_NOISE = (0.5, 1.0)
+"""Per-component noise levels of synthetic pairs for models that take the level as an input (DCT-CSC): the
+range the front end's eigen-images carry on the shared cubes (``shared/reference/learned-eigenimage-notes.md``)."""
+
 THRESHOLD_LR_FACTOR = 10.0
-"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest."""
+"""Thresholds (``rho``: theta = tau softplus(rho)) and their SNR gains learn this much faster than the rest, and so
+do DCT-CSC's scalar knobs (its equilibrium gate and mix, Wiener and coupling functions)."""
+FAST_PARAMETERS = ("rho", "snr_gain", "gate", "mix", "wiener", "coupling", "slots")
 
 
 class SubspaceFamily(Family):
-    """The subspace DECSC (``subspace``): eigen-domain pairs (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`),
+    """The eigen-image models (``subspace``, ``dctcsc``): eigen-domain pairs (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`),
     :func:`subspace_loss`, validation through the real inference path (:func:`validate_subspace`)."""
 
     name = "subspace"
@@ -253,6 +259,11 @@ class SubspaceFamily(Family):
     def __init__(self, cfg: TrainConfig, model: Any) -> None:
         super().__init__(cfg, model)
         self.settings = subspace_sampler_config(cfg.sampler)
+        if getattr(model, "owns_front_end", False) and self.settings.synthetic_noise == (1.0, 1.0):
+            from dataclasses import replace
+
+            # a model told each eigen-image's level learns on the levels the pipeline produces, not unit noise
+            self.settings = replace(self.settings, synthetic_noise=SYNTHETIC_NOISE)
 
     @property
     def band_window(self) -> int:
@@ -293,8 +304,8 @@ class SubspaceFamily(Family):
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         """The thresholds get their own, larger learning rate (:data:`THRESHOLD_LR_FACTOR`)."""
         named = list(self.model.named_parameters())
-        thresholds = [p for name, p in named if name.endswith(("rho", "snr_gain"))]
-        rest = [p for name, p in named if not name.endswith(("rho", "snr_gain"))]
+        thresholds = [p for name, p in named if name.endswith(FAST_PARAMETERS)]
+        rest = [p for name, p in named if not name.endswith(FAST_PARAMETERS)]
         return [{"params": rest}, {"params": thresholds, "lr": lr * THRESHOLD_LR_FACTOR}]
 
 
@@ -304,9 +315,9 @@ def family_of(cfg: TrainConfig, model: Any) -> Family:
     Raises:
         ConfigError: subspace training settings for a band-window model.
     """
-    from hsidenoise.model.subspace_decsc import SubspaceDECSCConfig
+    from hsidenoise.model.decsc import EIGEN_CONFIGS
 
-    if isinstance(model.config, SubspaceDECSCConfig):
+    if isinstance(model.config, EIGEN_CONFIGS):
         return SubspaceFamily(cfg, model)
     if isinstance(cfg.sampler, SubspaceSamplerConfig):
         raise ConfigError(

@@ -12,7 +12,16 @@ Per *round* the sampler takes the next training cube (in a shuffled order), and
    ``real_fraction`` the example keeps the real (Z, P) of step 3 (the noise the estimated basis and the robust
    steps leave, outliers included), otherwise it gets fresh noise in the eigen domain, Z' = T + N(0, I) (the
    whitened eigen-images carry unit white noise, so this is exact for the Gaussian part) and its own pilot
-   P' = DCT(Z'). Every synthetic example therefore sees a noise draw no other example saw.
+   P' = DCT(Z'). Every synthetic example therefore sees a noise draw no other example saw. With
+   ``synthetic_noise`` = (lo, hi), lo < hi, each component's level is drawn from U(lo, hi) instead of 1
+   (Z' = T + sigma_i N(0, I), P' = DCT(Z') with those levels): the front end's eigen-images really carry
+   0.5 to 1.0 (``shared/reference/learned-eigenimage-notes.md``).
+
+Every example also carries the noise level of each eigen-image (``noise``): the drawn sigma_i for synthetic
+examples; for real ones, with ``real_noise="pipeline"`` (the default) the level the pipeline passes its
+eigen-image denoiser at run time (:data:`PIPELINE_NOISE`: 1, the whitening's nominal level, until the pipeline
+passes a measured one; then this must call the same estimate), with ``real_noise="true"`` the true level of the
+round, the standard deviation of Z - T per component over the region (what a per-component estimate aims at).
 
 Every draw of a round comes from one generator in a fixed order (synthetic noise from a generator seeded by
 the round and the example's index), so a checkpoint's (round start state, round index, position) replays it
@@ -41,6 +50,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PIPELINE_NOISE = 1.0
+"""The noise level the pipeline passes its eigen-image denoiser (``denoise_with_subspace``): the whitening's
+nominal 1. Real training examples carry it with ``real_noise="pipeline"``, so that training sees what run time
+sees; when the pipeline passes a measured level per component, the sampler must compute that same level here."""
+
 
 @dataclass(frozen=True)
 class SubspaceSamplerConfig:
@@ -56,6 +70,9 @@ class SubspaceSamplerConfig:
         front_end_pixels: random spectra that fit the front end, as at inference.
         self_supervised: the cubes are real noisy data with no clean version: no noise is added, every example
             keeps the real eigen-images and the target is left at zero (unused: the loss is SURE).
+        synthetic_noise: (lo, hi): synthetic examples' per-component noise levels are drawn from U(lo, hi);
+            (1, 1), the default, keeps unit noise (and the random stream of earlier versions).
+        real_noise: the level real examples carry: ``"pipeline"`` (what run time passes) or ``"true"``.
     """
 
     noise: NoiseMix = ((NoiseSpec("noniid"), 1.0), (NoiseSpec("mixture"), 1.0))
@@ -66,6 +83,8 @@ class SubspaceSamplerConfig:
     front_end: LowRankConfig = field(default_factory=lambda: LowRankConfig(spatial="dct"))
     front_end_pixels: int = 65_536
     self_supervised: bool = False
+    synthetic_noise: tuple[float, float] = (1.0, 1.0)
+    real_noise: str = "pipeline"
 
     def __post_init__(self) -> None:
         if not self.noise:
@@ -75,6 +94,11 @@ class SubspaceSamplerConfig:
                 raise ConfigError(f"SubspaceSamplerConfig.{name} must be at least 1; got {getattr(self, name)}")
         if self.region_size < self.patch_size:
             raise ConfigError(f"region_size {self.region_size} must be at least patch_size {self.patch_size}")
+        if self.real_noise not in ("pipeline", "true"):
+            raise ConfigError(f"real_noise must be 'pipeline' or 'true'; got {self.real_noise!r}")
+        low, high = self.synthetic_noise
+        if not 0 < low <= high:
+            raise ConfigError(f"synthetic_noise must be (lo, hi) with 0 < lo <= hi; got {self.synthetic_noise}")
         if not 0 <= self.real_fraction <= 1:
             raise ConfigError(f"real_fraction must be in [0, 1]; got {self.real_fraction}")
         if self.front_end.spatial not in ("dct", "none"):
@@ -93,6 +117,7 @@ class EigenRegion:
         pilot: (k, r, c) their front-end estimate.
         target: (k, r, c) the clean region projected on the same basis and whitening.
         eigenvalues: (k,) whitened eigenvalues of the kept components.
+        noise: (k,) noise level of each eigen-image (``SubspaceSamplerConfig.real_noise``).
         cube: the training cube's name.
         recipe: the noise recipe drawn.
     """
@@ -101,6 +126,7 @@ class EigenRegion:
     pilot: np.ndarray
     target: np.ndarray
     eigenvalues: np.ndarray
+    noise: np.ndarray
     cube: str
     recipe: str
 
@@ -135,7 +161,11 @@ def eigen_region(
     whitened = (region.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
     target = (subspace.basis.T @ whitened).reshape(subspace.rank, height, width)
     eigenvalues = np.asarray(subspace.eigenvalues[: subspace.rank], dtype=np.float64)
-    return EigenRegion(eigen, pilot, target, eigenvalues, cube="", recipe=""), subspace
+    if config.real_noise == "true":
+        noise = (eigen - target).reshape(subspace.rank, -1).std(axis=1)
+    else:
+        noise = np.full(subspace.rank, PIPELINE_NOISE)
+    return EigenRegion(eigen, pilot, target, eigenvalues, noise, cube="", recipe=""), subspace
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,11 +177,11 @@ class EigenBatch:
     target: torch.Tensor
     eigenvalues: torch.Tensor
     mask: torch.Tensor
+    noise: torch.Tensor
 
     def to(self, device: torch.device | str) -> EigenBatch:
-        return EigenBatch(
-            *(t.to(device, non_blocking=True) for t in (self.eigen, self.pilot, self.target, self.eigenvalues, self.mask))
-        )
+        tensors = (self.eigen, self.pilot, self.target, self.eigenvalues, self.mask, self.noise)
+        return EigenBatch(*(t.to(device, non_blocking=True) for t in tensors))
 
 
 @dataclass
@@ -226,11 +256,12 @@ class SubspaceSampler:
         eigen, pilot, target = (np.zeros((batch_size, rank, size, size), np.float32) for _ in range(3))
         eigenvalues = np.ones((batch_size, rank), np.float32)
         mask = np.zeros((batch_size, rank), np.float32)
-        for index, (z, p, t, lam) in enumerate(parts):
+        noise = np.ones((batch_size, rank), np.float32)
+        for index, (z, p, t, lam, level) in enumerate(parts):
             k = z.shape[0]
             eigen[index, :k], pilot[index, :k], target[index, :k] = z, p, t
-            eigenvalues[index, :k], mask[index, :k] = lam, 1.0
-        return EigenBatch(*(torch.from_numpy(a) for a in (eigen, pilot, target, eigenvalues, mask)))
+            eigenvalues[index, :k], mask[index, :k], noise[index, :k] = lam, 1.0, level
+        return EigenBatch(*(torch.from_numpy(a) for a in (eigen, pilot, target, eigenvalues, mask, noise)))
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to replay the sampler exactly (plain Python values only)."""
@@ -295,7 +326,8 @@ class SubspaceSampler:
             cube.data, noisy, slice(row, row + side_r), slice(col, col + side_c), self.config, seed
         )
         target = np.zeros_like(region.target) if self.config.self_supervised else region.target  # never seen
-        region = EigenRegion(region.eigen, region.pilot, target, region.eigenvalues, cube.name, recipe)
+        level = np.ones_like(region.noise) if self.config.self_supervised else region.noise  # no clean: nominal
+        region = EigenRegion(region.eigen, region.pilot, target, region.eigenvalues, level, cube.name, recipe)
         count, patch = self.config.patches_per_round, self.config.patch_size
         examples = np.stack(
             [
@@ -325,8 +357,10 @@ class SubspaceSampler:
         target = augment(region.target)
         if synthetic:
             noise_rng = np.random.default_rng([round_.seed, index])
-            eigen = target + noise_rng.standard_normal(target.shape)
-            pilot = spatial_denoiser(self.config.front_end).denoise(eigen, 1.0)
+            low, high = self.config.synthetic_noise
+            level = noise_rng.uniform(low, high, target.shape[0]) if high > low else np.full(target.shape[0], low)
+            eigen = target + level[:, None, None] * noise_rng.standard_normal(target.shape)
+            pilot = spatial_denoiser(self.config.front_end).denoise(eigen, level if high > low else low)
         else:
-            eigen, pilot = augment(region.eigen), augment(region.pilot)
-        return eigen, pilot, target, region.eigenvalues
+            eigen, pilot, level = augment(region.eigen), augment(region.pilot), region.noise
+        return eigen, pilot, target, region.eigenvalues, level

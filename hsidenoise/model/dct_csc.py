@@ -1,0 +1,409 @@
+"""DCT-CSC: the front end's two-stage sliding DCT as a convolutional sparse coding layer, and an equilibrium
+around it (the ``dctcsc`` presets).
+
+The front end's eigen-image denoiser (:func:`hsidenoise.subspace.eigenimages.dct_denoise_stack`) is a
+convolutional sparse coding layer in CSCNet's layout: its dictionary is the 64 atoms of the 8 x 8 DCT as one
+8 x 8 convolution with 64 output channels, stride 1 (the sliding window); analysis is that convolution, synthesis
+its transposed convolution with BM3D's aggregation weights, divided by the box sum of the weights. Per
+component i with noise level sigma_i (an input: the pipeline's ``noise``, one per eigen-image, FFDNet-style):
+
+1. stage 1 (the pilot): Y = A z; keep |Y| > ``threshold`` sigma_i (and the DC); weights 1 / kept;
+   pilot = S(w1 keep Y) / box(w1);
+2. stage 2 (the front end's output): P = A pilot; Wiener factors F = P^2 / (P^2 + (omega sigma_i)^2);
+   weights w2 = 1 / sum F^2; FE = S(w2 F Y) / box(w2), with omega = exp(a_f + b_f log sigma_i + c_f l_i)
+   per frequency f (l_i = log10(lambda_i) / 2, the component's SNR level), so thresholds stay proportional to
+   each component's measured noise, modulated by learned functions of its level and its eigenvalue;
+3. optional cross-component coupling (``coupling``, GIC-like shared codes): a structure map shared by all
+   components of a sample, G = sum_j pi_j (P_j / s_j)^2 (s_j the component's signal scale, pi learned slot
+   weights), adds kappa_f s_i^2 G to the pilot power of every component, so that high-SNR components tell the
+   weak ones where structure is; kappa starts at 0;
+4. the equilibrium: x = f(x) = (1 - alpha) FE + alpha D Soft_theta(D^T ((1 - mu) x + mu z)), with a learned
+   tied dictionary D (64 atoms 8 x 8, stride 1): an orthogonal mix Q = exp(P - P^T) of the DCT atoms, i.e. any
+   orthonormal basis of 8 x 8 blocks, divided by its operator norm (computed from the filters' spectrum). It is
+   a tight frame, D D^T = I, whatever training does: a dictionary that is not (free filters) loses a few per cent
+   of every coefficient, which on the strongest eigen-images (std ~80) costs more than all the noise it removes
+   (measured: MSE 1.06 -> 246 on a HYDICE component). Thresholds
+   theta_i,f = sigma_i softplus(rho_f + g_f l_i) ||D_f||, mu in [0, 1] and alpha in [0, ``gate_max``]. The
+   soft threshold is nonexpansive and ||D|| <= 1, so f is a contraction
+   with constant alpha (1 - mu) <= ``gate_max`` < 1 *by construction*: the fixed point exists, is unique, and
+   Anderson reaches it from the warm start x0 = FE (the front end's output). Gradients: JFB / the phantom
+   gradient of :class:`hsidenoise.model.deq.DEQ` (one undamped step by default).
+
+At initialisation A and S are the DCT, omega = 1, kappa = 0 and alpha = 0: f is the constant FE, its fixed point
+is the front end's output exactly (up to float rounding), reached at the first evaluation. Training moves alpha,
+the filters, the Wiener and threshold functions away from there.
+
+Shapes: eigen-images (N, k, H, W) in whitened units; eigenvalues, noise, mask (N, k). Images smaller than 8
+pixels are padded symmetrically at the bottom and right, as the front end does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hsidenoise.errors import ConfigError, CubeShapeError
+from hsidenoise.model.deq import DEQ
+from hsidenoise.model.gic import soft_threshold
+from hsidenoise.model.solver import SolverConfig, SolverStats
+
+KIND = "dctcsc"
+"""The ``kind`` tag of this family's configs."""
+BLOCK = 8
+"""Atom side (the front end's DCT block)."""
+ATOMS = BLOCK * BLOCK
+GROUP_BYTES = 64 << 20
+"""Bytes of one code tensor (images, 64, H - 7, W - 7) per group of eigen-images (float32); a tile's components go
+through in groups of at most this much, so the working set does not grow with the rank."""
+NORM_GRID = 64
+"""FFT grid side on which the operator norm of an 8 x 8 filter bank is taken (its frequency response maximum)."""
+
+
+def _inverse_softplus(value: float) -> float:
+    return value + math.log(-math.expm1(-value))
+
+
+def dct_atoms(dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+    """(64, 1, 8, 8) atoms of the orthonormal 8 x 8 DCT-II; atom (u, v) = outer(D[u], D[v]).
+
+    ``F.conv2d(image, atoms)`` is the block DCT of every stride-1 block (coefficient u * 8 + v), as the front end's
+    ``_block_dct``; ``F.conv_transpose2d`` puts the inverse blocks back at their places.
+    """
+    position = torch.arange(BLOCK, dtype=torch.float64, device=device)
+    matrix = math.sqrt(2.0 / BLOCK) * torch.cos(math.pi * (2 * position[None] + 1) * position[:, None] / (2 * BLOCK))
+    matrix[0] /= math.sqrt(2.0)
+    return torch.einsum("ua,vb->uvab", matrix, matrix).reshape(ATOMS, 1, BLOCK, BLOCK).to(dtype)
+
+
+def operator_norm(weight: Tensor) -> Tensor:
+    """||conv2d(., weight)|| on the plane for a (64, 1, 8, 8) bank: sqrt(max_omega sum_f |W_f(omega)|^2).
+
+    Evaluated on a :data:`NORM_GRID` frequency grid (8 for the DCT atoms, a tight frame).
+    """
+    spectrum = torch.fft.rfft2(weight[:, 0], s=(NORM_GRID, NORM_GRID))
+    return spectrum.abs().square().sum(dim=0).max().sqrt()
+
+
+def clamp_through(value: Tensor, low: float, high: float | None = None) -> Tensor:
+    """``value`` clamped to [low, high] in the forward pass, its gradient passed through unchanged.
+
+    A knob that starts at its bound (alpha = 0, kappa = 0: the front end exactly) is never stuck there: a plain
+    clamp has no gradient once Adam pushed it past the bound.
+    """
+    return value + (value.clamp(low, high) - value).detach()
+
+
+def symmetric_pad(images: Tensor, size: int = BLOCK) -> Tensor:
+    """Symmetric padding at the bottom and right until both sides are at least ``size`` (the front end's ``_pad_to``).
+
+    Shapes: (n, H, W) -> (n, max(H, size), max(W, size)).
+    """
+    while images.shape[-2] < size or images.shape[-1] < size:
+        rows = min(max(0, size - images.shape[-2]), images.shape[-2])
+        cols = min(max(0, size - images.shape[-1]), images.shape[-1])
+        if rows:
+            images = torch.cat([images, images[..., -rows:, :].flip(-2)], dim=-2)
+        if cols:
+            images = torch.cat([images, images[..., -cols:].flip(-1)], dim=-1)
+    return images
+
+
+@dataclass(frozen=True)
+class DCTCSCConfig:
+    """Architecture and solver of a DCT-CSC.
+
+    Attributes:
+        max_components: component slots (the front end keeps at most this many; its ``max_rank``).
+        threshold: stage 1's hard threshold in noise sigmas; must be the front end's ``dct_threshold`` for the
+            untrained model to equal it.
+        learn_filters: the analysis and synthesis filters of the two stages are learned (from the DCT). Off in
+            the presets: Adam moves every filter entry by about the learning rate per step, which breaks the
+            perfect reconstruction of the strong components (eigen-images of std up to ~100) long before it
+            helps (-0.02 dB on the validation cubes after two steps at 1e-4).
+        coupling: cross-component coupling through a shared structure map (off: each component alone).
+        gate_max: the most the equilibrium's map may mix in (alpha <= gate_max < 1: its contraction constant).
+        threshold_init: initial soft threshold of the equilibrium's codes, in noise sigmas per unit atom.
+        mix_init: initial mu, the share of the noisy eigen-image in what the equilibrium's layer re-codes.
+        solver: Anderson and phantom-gradient (JFB: one undamped step) settings.
+    """
+
+    max_components: int = 32
+    threshold: float = 2.7
+    learn_filters: bool = False
+    coupling: bool = False
+    gate_max: float = 0.5
+    threshold_init: float = 1.5
+    mix_init: float = 0.5
+    solver: SolverConfig = field(
+        default_factory=lambda: SolverConfig(max_iter=30, tol=1e-3, phantom_steps=1, phantom_damping=1.0)
+    )
+    kind: str = KIND
+
+    def __post_init__(self) -> None:
+        if self.max_components < 1:
+            raise ConfigError(f"DCT-CSC needs max_components >= 1; got {self.max_components}")
+        if not (self.threshold > 0 and self.threshold_init > 0):
+            raise ConfigError(f"threshold and threshold_init must be > 0; got {self.threshold}, {self.threshold_init}")
+        if not 0 < self.gate_max < 1:
+            raise ConfigError(f"gate_max must be in (0, 1) for a contraction; got {self.gate_max}")
+        if not 0 <= self.mix_init <= 1:
+            raise ConfigError(f"mix_init must be in [0, 1]; got {self.mix_init}")
+        if self.kind != KIND:
+            raise ConfigError(f"a DCTCSCConfig has kind {KIND!r}; got {self.kind!r}")
+
+    @property
+    def noise_aware(self) -> bool:
+        return True
+
+    @property
+    def prior(self) -> str:
+        """What ``hsidenoise models`` shows as the prior: the sparse prior of the DCT codes."""
+        return "dct"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DCTCSCConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown DCT-CSC config keys {unknown}; expected a subset of {sorted(names)}")
+        values = dict(data)
+        if "solver" in values:
+            values["solver"] = SolverConfig(**values["solver"])
+        return cls(**values)
+
+
+class DCTCSC(nn.Module):
+    """The front end's DCT denoiser as a CSC layer, and the equilibrium around it (see the module docstring).
+
+    ``owns_front_end``: the model computes the front end's DCT itself (the pipeline passes no pilot).
+
+    Example:
+        >>> model = DCTCSC(DCTCSCConfig()).eval()
+        >>> eigen = torch.randn(1, 3, 16, 16)
+        >>> with torch.inference_mode():
+        ...     out, stats = model(eigen, None, torch.tensor([[90.0, 9, 3]]), noise=torch.tensor([[1.0, 0.8, 0.6]]))
+        >>> out.shape, bool(stats.converged.all())
+        (torch.Size([1, 3, 16, 16]), True)
+    """
+
+    owns_front_end = True
+
+    def __init__(self, config: DCTCSCConfig) -> None:
+        super().__init__()
+        self.config = config
+        # learned filters are the DCT atoms (computed in the working precision) plus a learned difference
+        zeros = torch.zeros(ATOMS, 1, BLOCK, BLOCK)
+        self.analysis_delta = nn.Parameter(zeros.clone(), requires_grad=config.learn_filters)
+        self.synthesis_delta = nn.Parameter(zeros.clone(), requires_grad=config.learn_filters)
+        # Wiener noise factor omega = exp(a + b log sigma + c l), per frequency: 1 at the start
+        self.wiener = nn.Parameter(torch.zeros(3, ATOMS))
+        # the equilibrium's layer
+        # tied: analysis = synthesis = D = Q DCT, Q = exp(P - P^T) orthogonal: a tight frame (D D^T = I) always
+        self.dictionary_rotation = nn.Parameter(torch.zeros(ATOMS, ATOMS))
+        self.rho = nn.Parameter(torch.full((ATOMS,), _inverse_softplus(config.threshold_init)))
+        self.snr_gain = nn.Parameter(torch.zeros(ATOMS))
+        self.mix = nn.Parameter(torch.tensor(float(config.mix_init)))
+        self.gate = nn.Parameter(torch.zeros(()))  # alpha = clamp(gate, 0, gate_max): 0, the front end, at the start
+        if config.coupling:
+            self.coupling = nn.Parameter(torch.zeros(ATOMS))  # kappa_f = clamp(., min=0)
+            self.slots = nn.Parameter(torch.zeros(config.max_components))  # pi = softmax over the real components
+        self.deq = DEQ(config.solver, phantom_at_eval=False)
+
+    # -- the CSC operators ---------------------------------------------------------------------------------
+
+    def _bank(self, delta: Tensor) -> Tensor:
+        """DCT atoms + ``delta``, (64, 1, 8, 8) in the parameters' precision."""
+        return dct_atoms(delta.dtype, delta.device) + delta
+
+    def _analyse(self, images: Tensor, weight: Tensor | None = None) -> Tensor:
+        """(n, 1, H, W) -> (n, 64, H - 7, W - 7): the coefficients of every stride-1 block (learned analysis)."""
+        return F.conv2d(images, self._bank(self.analysis_delta) if weight is None else weight)
+
+    def _aggregate(self, coded: Tensor, weights: Tensor) -> Tensor:
+        """sum_blocks w S(c) / box(w): coded (n, 64, h, w) already multiplied by weights (n, 1, h, w) -> (n, 1, H, W)."""
+        total = F.conv_transpose2d(coded, self._bank(self.synthesis_delta))
+        return total / F.conv_transpose2d(weights, torch.ones_like(self.synthesis_delta[:1]))
+
+    def _front_end(
+        self, images: Tensor, sigma: Tensor, level: Tensor, shared: Tensor | None, scale: Tensor
+    ) -> Tensor:
+        """The two stages on (n, 1, H, W) images with noise sigma (n,), SNR level (n,): -> FE (n, 1, H, W).
+
+        ``shared``: (n, 64, h, w) structure map of each image's sample (coupling), or None.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
+            noisy, pilot = self._stage_one(images, sigma)  # no parameter to learn here with fixed filters
+            power = self._analyse(pilot).square()
+        if shared is not None:
+            kappa = clamp_through(self.coupling, 0.0)[None, :, None, None]
+            power = power + kappa * scale.square()[:, None, None, None] * shared
+        a, b, c = self.wiener
+        log_omega = a[None] + b[None] * sigma.log()[:, None] + c[None] * level[:, None]  # (n, 64)
+        noise_power = (sigma[:, None] * torch.exp(log_omega)).square()[:, :, None, None]
+        factor = power / (power + noise_power)
+        weights = 1.0 / factor.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return self._aggregate(factor * noisy * weights, weights)
+
+    def _stage_one(self, images: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """Stage 1 on (n, 1, H, W) images: (their codes Y (n, 64, h, w), the hard-threshold pilot (n, 1, H, W))."""
+        noisy = self._analyse(images)
+        keep = noisy.abs() > self.config.threshold * sigma[:, None, None, None]
+        keep[:, 0] = True
+        weights = 1.0 / keep.sum(dim=1, keepdim=True).to(noisy.dtype)
+        return noisy, self._aggregate(torch.where(keep, noisy, 0.0) * weights, weights)
+
+    def _layer_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The equilibrium layer's normalised tied dictionary (as analysis and synthesis), alpha and mu."""
+        rotation = torch.linalg.matrix_exp(self.dictionary_rotation - self.dictionary_rotation.T)
+        atoms = dct_atoms(rotation.dtype, rotation.device).flatten(1)
+        dictionary = (rotation @ atoms).view(ATOMS, 1, BLOCK, BLOCK)
+        analysis = synthesis = dictionary / operator_norm(dictionary)  # 8 for every orthonormal 8 x 8 basis
+        alpha = clamp_through(self.gate, 0.0, self.config.gate_max)
+        return analysis, synthesis, alpha, clamp_through(self.mix, 0.0, 1.0)
+
+    @property
+    def contraction(self) -> float:
+        """Upper bound of the equilibrium map's Lipschitz constant, alpha (1 - mu) (< 1 by construction)."""
+        with torch.no_grad():
+            analysis, synthesis, alpha, mu = self._layer_parts()
+            return float(alpha * (1 - mu) * operator_norm(analysis) * operator_norm(synthesis))
+
+    # -- forward -------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        eigen: Tensor,
+        pilot: Tensor | None,
+        eigenvalues: Tensor,
+        mask: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, SolverStats]:
+        """Denoise the eigen-images: the front end's two stages, then the equilibrium.
+
+        Args:
+            eigen: (N, k, H, W) noisy eigen-images, whitened units.
+            pilot: unused (the model computes the front end itself); kept for the family's call signature.
+            eigenvalues: (N, k) whitened eigenvalues (>= about 1).
+            mask: (N, k) 1 for real components, 0 for padding (None: all real); padding comes back unchanged.
+            noise: (N, k) noise standard deviation of each eigen-image (None: 1, the whitening's nominal level).
+
+        Returns:
+            denoised (N, k, H, W) and the solve's statistics, one sample per real component.
+        """
+        n, k, height, width = self._check(eigen, eigenvalues, mask, noise)
+        dtype = self.analysis_delta.dtype
+        keep = torch.ones(n, k, dtype=torch.bool, device=eigen.device) if mask is None else mask > 0
+        sigma_all = torch.ones(n, k, dtype=dtype, device=eigen.device) if noise is None else noise.to(dtype)
+        owner, slot = keep.nonzero(as_tuple=True)
+        images = symmetric_pad(eigen.to(dtype)[owner, slot])  # (m, H', W')
+        sigma = sigma_all[owner, slot].clamp_min(1e-6)
+        lam = eigenvalues.to(dtype)[owner, slot].clamp_min(1.0)
+        level = torch.log10(lam) / 2
+        scale = (lam - sigma.square()).clamp_min(0).sqrt().maximum(sigma)  # the component's signal scale
+        pixels = (images.shape[-2] - BLOCK + 1) * (images.shape[-1] - BLOCK + 1)
+        group = max(1, GROUP_BYTES // (ATOMS * pixels * images.element_size()))
+        shared = self._shared_map(images, sigma, scale, owner, slot, n, group) if self.config.coupling else None
+        outputs, stats = [], []
+        for first in range(0, images.shape[0], group):
+            part = slice(first, first + group)
+            z = images[part, None]
+            fe = self._front_end(z, sigma[part], level[part], None if shared is None else shared[owner[part]], scale[part])
+            result, solve = self._equilibrium(z, fe, sigma[part], level[part])
+            outputs.append(result[:, 0])
+            stats.append(solve)
+        out = eigen.to(dtype).clone()
+        out[owner, slot] = torch.cat(outputs)[:, :height, :width]
+        return out, _concatenate(stats)
+
+    def _shared_map(
+        self, images: Tensor, sigma: Tensor, scale: Tensor, owner: Tensor, slot: Tensor, samples: int, group: int
+    ) -> Tensor:
+        """G per sample from every component, in groups: (samples, 64, h, w)."""
+        total = images.new_zeros(samples, ATOMS, images.shape[-2] - BLOCK + 1, images.shape[-1] - BLOCK + 1)
+        norm = images.new_zeros(samples)
+        for first in range(0, images.shape[0], group):
+            part = slice(first, first + group)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
+                _, pilot = self._stage_one(images[part, None], sigma[part])
+                codes = (self._analyse(pilot) / scale[part, None, None, None]).square()
+            weight = torch.exp(self.slots[slot[part]] - self.slots.max()).to(codes.dtype)
+            total = total.index_add(0, owner[part], codes * weight[:, None, None, None])
+            norm = norm.index_add(0, owner[part], weight)
+        return total / norm.clamp_min(1e-12)[:, None, None, None]
+
+    def thresholds(self, sigma: Tensor, level: Tensor) -> Tensor:
+        """theta (n, 64, 1, 1) of the equilibrium's codes for noise sigma (n,) and SNR level l (n,)."""
+        analysis, _, _, _ = self._layer_parts()
+        rho = self.rho[None] + self.snr_gain[None] * level[:, None]  # (n, 64)
+        return (sigma[:, None] * F.softplus(rho) * analysis.flatten(1).norm(dim=1)[None])[:, :, None, None]
+
+    def layer(self, x: Tensor, noisy: Tensor, front: Tensor, threshold: Tensor) -> Tensor:
+        """f(x) = (1 - alpha) FE + alpha D Soft_theta(D^T ((1 - mu) x + mu z)): all (n, 1, H, W), theta (n, 64, 1, 1).
+
+        Lipschitz in x with constant at most :attr:`contraction` < 1.
+        """
+        analysis, synthesis, alpha, mu = self._layer_parts()
+        # every block that overlaps the image (zero padding 7): D D^T = I up to the image's edges (a valid-only
+        # dictionary covers edge pixels by fewer than 64 blocks and would shrink them towards zero)
+        codes = soft_threshold(F.conv2d((1 - mu) * x + mu * noisy, analysis, padding=BLOCK - 1), threshold)
+        return (1 - alpha) * front + alpha * F.conv_transpose2d(codes, synthesis, padding=BLOCK - 1)
+
+    def _equilibrium(self, z: Tensor, fe: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats]:
+        """x* = f(x*) from x0 = FE (d0 = 0), by Anderson; JFB / phantom steps carry the gradient: (n, 1, H, W) each."""
+
+        def correction(state: tuple[Tensor, ...], injection: tuple[Tensor, ...]) -> tuple[Tensor]:
+            noisy, front, threshold = injection
+            return (self.layer(front + state[0], noisy, front, threshold) - front,)
+
+        # the state is the correction d = x - FE, so that the solver's relative residual measures the correction
+        # (noise-sized), not the strongest eigen-images (std ~80), which would stop it far too early
+        (delta,), stats = self.deq(correction, (torch.zeros_like(fe),), (z, fe, self.thresholds(sigma, level)))
+        return fe + delta, stats
+
+    def _check(self, eigen: Tensor, eigenvalues: Tensor, mask: Tensor | None, noise: Tensor | None) -> tuple[int, ...]:
+        if eigen.dim() != 4 or not 1 <= eigen.shape[1] <= self.config.max_components:
+            raise CubeShapeError(
+                f"DCT-CSC expects eigen-images (N, k, H, W) with 1 <= k <= {self.config.max_components}; "
+                f"got {tuple(eigen.shape)}"
+            )
+        for name, value in (("eigenvalues", eigenvalues), ("mask", mask), ("noise", noise)):
+            if value is not None and tuple(value.shape) != tuple(eigen.shape[:2]):
+                raise CubeShapeError(f"{name} must be (N, k) = {tuple(eigen.shape[:2])}; got {tuple(value.shape)}")
+        return tuple(eigen.shape)
+
+    def fold_for_inference(self) -> DCTCSC:
+        """Eval mode (nothing to fold); returns self."""
+        return self.eval()
+
+
+def _concatenate(parts: list[SolverStats]) -> SolverStats:
+    """One :class:`SolverStats` for consecutive groups of samples."""
+    if len(parts) == 1:
+        return parts[0]
+    steps = max(p.trace.shape[0] for p in parts)
+    trace = torch.cat(
+        [F.pad(p.trace, (0, 0, 0, steps - p.trace.shape[0]), value=float("nan")) for p in parts], dim=1
+    )
+    return SolverStats(
+        evaluations=torch.cat([p.evaluations for p in parts]),
+        residual=torch.cat([p.residual for p in parts]),
+        trace=trace,
+        calls=sum(p.calls for p in parts),
+        tol=parts[0].tol,
+        extra_evaluations=parts[0].extra_evaluations,
+    )
+
+
+DCTCSC_PRESETS: dict[str, DCTCSCConfig] = {
+    "dctcsc": DCTCSCConfig(),
+    "dctcsc-coupled": DCTCSCConfig(coupling=True),
+}
