@@ -40,7 +40,7 @@ pixels are padded symmetrically at the bottom and right, as the front end does.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.model.deq import DEQ
 from hsidenoise.model.gic import soft_threshold
-from hsidenoise.model.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats, config_with_solver
 
 KIND = "dctcsc"
 """The ``kind`` tag of this family's configs."""
@@ -171,14 +171,7 @@ class DCTCSCConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DCTCSCConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown DCT-CSC config keys {unknown}; expected a subset of {sorted(names)}")
-        values = dict(data)
-        if "solver" in values:
-            values["solver"] = SolverConfig(**values["solver"])
-        return cls(**values)
+        return config_with_solver(cls, data, "DCT-CSC")
 
 
 class DCTCSC(nn.Module):

@@ -20,7 +20,7 @@ back and averaged, so that strided dictionaries stay shift-invariant.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -33,7 +33,7 @@ from hsidenoise.model.diffconv import DifferenceConv3d
 from hsidenoise.model.gic import GICLayer, ResidualConvPrior
 from hsidenoise.model.lsu import LSULayer
 from hsidenoise.model.swin import SwinPrior
-from hsidenoise.model.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats, config_with_solver
 
 SIGMA_FLOOR = 1e-4
 """Per-band noise levels are clamped from below to this before whitening (in the data's units)."""
@@ -125,15 +125,7 @@ class DECSCConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DECSCConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        solver_names = {f.name for f in fields(SolverConfig)}
-        unknown = sorted(set(data) - names) + sorted(f"solver.{k}" for k in set(data.get("solver", {})) - solver_names)
-        if unknown:
-            raise ConfigError(f"unknown DECSC config keys {unknown}; expected a subset of {sorted(names)}")
-        values = dict(data)
-        if "solver" in values:
-            values["solver"] = SolverConfig(**values["solver"])
-        return cls(**values)
+        return config_with_solver(cls, data, "DECSC")
 
 
 PRESETS: dict[str, DECSCConfig] = {

@@ -17,7 +17,8 @@ DECSC paper.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -279,3 +280,23 @@ def _anderson_weights(residuals: Tensor, regulariser: float) -> Tensor:
     rhs = residuals.new_zeros(n, count + 1, 1, dtype=torch.float64)
     rhs[:, 0] = 1
     return torch.linalg.solve(system, rhs)[:, 1:, 0].to(residuals.dtype)
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_with_solver(cls: type[ConfigT], data: dict[str, Any], label: str) -> ConfigT:
+    """A model config dataclass ``cls`` from its ``to_dict`` form, the nested ``solver`` dict as a :class:`SolverConfig`.
+
+    Raises:
+        ConfigError: a key (or a ``solver.`` key) that ``cls`` (or :class:`SolverConfig`) does not have.
+    """
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    solver_names = {f.name for f in fields(SolverConfig)}
+    unknown = sorted(set(data) - names) + sorted(f"solver.{k}" for k in set(data.get("solver", {})) - solver_names)
+    if unknown:
+        raise ConfigError(f"unknown {label} config keys {unknown}; expected a subset of {sorted(names)}")
+    values = dict(data)
+    if "solver" in values:
+        values["solver"] = SolverConfig(**values["solver"])
+    return cls(**values)

@@ -32,7 +32,7 @@ influence the others and come back as the pilot.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from hsidenoise.model.deq import DEQ
 from hsidenoise.errors import ConfigError, CubeShapeError
 from hsidenoise.model.gic import ResidualConvPrior, soft_threshold
-from hsidenoise.model.solver import SolverConfig, SolverStats
+from hsidenoise.model.solver import SolverConfig, SolverStats, config_with_solver
 
 KIND = "subspace"
 """The ``kind`` tag of this family's configs (band-window DECSC configs carry none)."""
@@ -112,14 +112,7 @@ class SubspaceDECSCConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubspaceDECSCConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown subspace DECSC config keys {unknown}; expected a subset of {sorted(names)}")
-        values = dict(data)
-        if "solver" in values:
-            values["solver"] = SolverConfig(**values["solver"])
-        return cls(**values)
+        return config_with_solver(cls, data, "subspace DECSC")
 
 
 class _CodingLayer(nn.Module):
