@@ -44,6 +44,7 @@ from hsidenoise.subspace.noise_estimate import (
     BandRegression,
     clean_entries,
     column_median,
+    degrees_of_freedom_factor,
     leakage_solve,
     regression_coefficients,
     trimmed_scale,
@@ -121,8 +122,9 @@ def spatial_noise(
     squares = coefficients.T**2  # [i, j], j over the 2B columns
     leakage = squares[:, :bands] + NEIGHBOUR_VARIANCE * squares[:, bands:]
     np.fill_diagonal(leakage, 1.0 + NEIGHBOUR_VARIANCE * np.diag(squares[:, bands:]))
-    gaussian = leakage_solve(leakage, gaussian_scale)
-    effective = np.maximum(leakage_solve(leakage, effective_scale), gaussian)
+    inflation = degrees_of_freedom_factor(pairs.count, 2 * bands)  # 2B - 1 predictors and the mean, in-sample
+    gaussian = leakage_solve(leakage, gaussian_scale * inflation)
+    effective = np.maximum(leakage_solve(leakage, effective_scale * inflation), gaussian)
     # noise correlated in space shows on the typical band, whose spectral estimate is right: calibrate on it
     typical = float(np.median(gaussian / spectral_sigma))
     if 0 < typical < 1:
