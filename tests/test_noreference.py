@@ -1,5 +1,5 @@
-"""No-reference quality: the removed/noise ratio, the calibrated whiteness flag, the withheld MPSNR, SURE (library)
-is unbiased, and the CLI end to end."""
+"""No-reference quality: the removed/noise ratio, the calibrated whiteness flag, the MPSNR estimate's reasons,
+SURE (library) is unbiased, and the CLI end to end (the subspace MSE estimate itself: test_subspace_mse.py)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_mpsnr_estimate_is_withheld_with_a_reason() -> None:
     report = no_reference_quality(noisy, clean, method="lowrank", outliers_removed=True)
     facts = report.to_dict()
     assert facts["estimated_mpsnr_db"] is None
-    assert "not validated" in facts["estimated_mpsnr_reason"] and "impulses" in facts["estimated_mpsnr_reason"]
+    assert "not estimated" in facts["estimated_mpsnr_reason"] and "impulses" in facts["estimated_mpsnr_reason"]
     assert facts["estimated_mpsnr_peak"] == pytest.approx(float(clean.max() - clean.min()))  # the output's range
     unknown = no_reference_quality(noisy, clean).to_dict()
     assert unknown["estimated_mpsnr_db"] is None and "unknown" in unknown["estimated_mpsnr_reason"]
@@ -230,7 +230,7 @@ def test_cli_eval_without_reference_json_and_files(pair: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     section = json.loads(result.stdout)["no_reference"]
-    assert section["estimated_mpsnr_db"] is None and "not validated" in section["estimated_mpsnr_reason"]
+    assert section["estimated_mpsnr_db"] is None and "not estimated" in section["estimated_mpsnr_reason"]
     table = runner.invoke(app, ["eval", str(pair / "half.tif"), "--noisy", str(pair / "noisy.tif")])
     assert table.exit_code == 0 and "removed / noise ratio" in table.stdout
 
@@ -266,6 +266,7 @@ def test_cli_run_report_has_the_no_reference_section(pair: Path) -> None:
     facts = json.loads((report / "report.json").read_text())
     section = facts["no_reference"]
     assert len(section["noise"]["removed_ratio"]) == 13 and section["estimated_mpsnr_db"] is None
+    assert section["estimated_mpsnr_reason"].startswith("withheld: uncertain")  # the subspace estimate ran
     assert section["crop"] == {"rows": [0, 37], "cols": [0, 35]}
     assert len(section["whiteness"]["autocorr_cols"]) == 13
     for name in ("no_reference.png", "row_mean_profiles.png", "quicklook.png"):

@@ -57,8 +57,8 @@ def plot_no_reference(
     Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
     removed part along rows and columns minus that of the input noise (the band-regression residual), with the
     flag tolerance; the removed part's correlation with the next band minus the input noise's (their partial
-    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). No MPSNR is drawn: no
-    estimator is validated (``report.estimated_mpsnr_reason``).
+    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). The title gives the MPSNR
+    estimate when the report has one (``report.estimated_mpsnr_db``; why not: ``report.estimated_mpsnr_reason``).
 
     Returns:
         ``path``.
@@ -97,7 +97,11 @@ def plot_no_reference(
         panel.grid(alpha=0.3, which="both")
         panel.legend(loc="best", fontsize="small")
     spectral.set_xlabel(x_label)
-    figure.suptitle(labels.title("No-reference quality (no MPSNR estimate: not validated)"))
+    estimate = report.estimated_mpsnr_db
+    figure.suptitle(labels.title(
+        "No-reference quality (no MPSNR estimate: see report.json)" if estimate is None
+        else f"No-reference quality (estimated MPSNR {estimate:.2f} dB, peak {report.peak:.4g})"
+    ))  # fmt: skip
     return _save_figure(figure, Path(path))
 
 

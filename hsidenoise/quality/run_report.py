@@ -73,7 +73,8 @@ def no_reference_section(
 
     Measured on the central :data:`NO_REFERENCE_WINDOW` window of input and output at full resolution
     (correlations on its central :data:`hsidenoise.quality.noreference.DEFAULT_CROP` part), in the bands the
-    method saw. Nothing is re-run; ``method`` only names why no MPSNR is estimated.
+    method saw. The subspace pipeline's eigen-image denoiser is re-run on the input window for the MPSNR
+    estimate (:func:`_subspace_mse`); nothing else is re-run.
     """
     from hsidenoise.quality.noreference import no_reference_quality
 
@@ -81,8 +82,28 @@ def no_reference_section(
     denoised, _ = read_central_window(output, NO_REFERENCE_WINDOW)
     sigma, cleaned = _method_noise(method, valid.size)
     return no_reference_quality(
-        noisy, denoised, method=method, bands=valid, nodata=nodata, sigma=sigma, outliers_removed=cleaned
+        noisy, denoised, method=method, bands=valid, nodata=nodata, sigma=sigma, outliers_removed=cleaned,
+        mse_estimate=_subspace_mse(method, noisy[valid], nodata),
     )
+
+
+def _subspace_mse(method: Denoiser | None, window: np.ndarray, nodata: float | None):
+    """The subspace pipeline's MSE estimate on the central ``DEFAULT_CROP`` part of the (B_valid, h, w) input window
+    (:func:`hsidenoise.quality.subspace_mse.estimate_subspace_mse`); ``FRONT_END_CLEANED`` when the front end
+    replaced entries there (the denoiser is then not re-run); None: ``method`` is not the prepared subspace
+    pipeline of these bands (a band-window method, another tool), or the crop has missing pixels."""
+    from hsidenoise.quality.noreference import DEFAULT_CROP, FRONT_END_CLEANED, central_crop, valid_mask
+    from hsidenoise.quality.subspace_mse import estimate_subspace_mse
+    from hsidenoise.subspace import LowRankDenoiser
+
+    if not isinstance(method, LowRankDenoiser) or method.subspace is None:
+        return None
+    rows, cols = central_crop(window.shape, DEFAULT_CROP)  # the correlations' crop: a quarter of the time
+    window = window[:, rows, cols]
+    if method.subspace.band_count != window.shape[0] or not valid_mask(window, nodata).all():
+        return None
+    estimate = estimate_subspace_mse(window, method, stop_when_cleaned=True)
+    return FRONT_END_CLEANED if estimate is None else estimate
 
 
 def _method_noise(method: Denoiser | None, band_count: int) -> tuple[np.ndarray | None, bool]:
