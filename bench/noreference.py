@@ -198,13 +198,13 @@ def score_mpsnr(cubes: list[str], seeds: int, methods: list[str]) -> int:
                     printed = (f"{report.estimated_mpsnr_db:.2f}" if report.estimated_mpsnr_db is not None else
                                "withheld (cleaned)" if "front end replaced" in reason else "withheld (uncertain)")
                     finite = estimate.mse > 0
-                    high = db(estimate.low, peak)
+                    interval = ("n/a (cleaned)" if estimate.cleaned_entries else  # no range is claimed then
+                                f"{db(estimate.high, peak):.1f} to {db(estimate.low, peak):.1f}")  # fmt: skip
                     print(
                         f"| {Path(path).stem} | {noise} | {seed} | {name} | {db(true_mse, peak):.2f} | "
                         f"{db(estimate.mse[finite], peak):.2f}"
                         f"{'' if finite.all() else f' ({np.count_nonzero(~finite)} bands at 0)'} | "
-                        f"{db(estimate.high, peak):.1f} to "
-                        f"{'inf' if not np.isfinite(high) else format(high, '.1f')} | {printed} | "
+                        f"{interval} | {printed} | "
                         f"{np.median(outside / true_mse):.2f} | {estimate_seconds:.1f} | {run_seconds:.1f} |",
                         flush=True,
                     )

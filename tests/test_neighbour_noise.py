@@ -94,3 +94,17 @@ def test_pairs_must_match() -> None:
 
     with pytest.raises(CubeShapeError):
         NeighbourPairs(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_component_noise_range_holds_the_true_level(seed: int) -> None:
+    # the quiet bands' sigma is resolved by neither estimate: the range must reach down to the truth there
+    _, noisy, sigma = quiet_band_cube(seed)
+    subspace = fit_lowrank(spectra_of(noisy), FAST, neighbour_pairs(noisy))
+    truth = np.sqrt((sigma / subspace.sigma) ** 2 @ subspace.basis**2)  # the eigen-images' true noise std
+    low, high = subspace.component_noise_range()
+    assert np.all(low <= truth) and np.all(truth <= high)
+    assert np.all(low <= subspace.component_noise) and np.all(subspace.component_noise <= high)
+    leaning = (subspace.basis[QUIET] ** 2).sum(axis=0) > 0.5  # components made of the quiet bands
+    assert leaning.any() and np.all(high[leaning] < 1.2)  # bounded above by the spatial estimate
+    assert np.all(high[~leaning] / low[~leaning] < 1.2)  # resolved elsewhere: a narrow range

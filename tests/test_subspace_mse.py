@@ -20,7 +20,8 @@ def low_rank_cube(bands: int, side: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:side, 0:side] / side
     abundances = np.stack([np.sin(3 * x + 1) ** 2, np.cos(2 * y) ** 2, x * y])
-    spectra = 0.2 + 0.25 * (1 + np.sin(np.linspace(0, 3, bands)[:, None] * rng.uniform(0.5, 2, 3) + rng.uniform(0, 3, 3)))
+    phase = np.linspace(0, 3, bands)[:, None] * rng.uniform(0.5, 2, 3) + rng.uniform(0, 3, 3)
+    spectra = 0.2 + 0.25 * (1 + np.sin(phase))
     return np.einsum("bk,khw->bhw", spectra, abundances) / 2.2 + 0.1
 
 

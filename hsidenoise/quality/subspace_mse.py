@@ -14,11 +14,11 @@ two:
    complement's energy beyond its noise, mean((y_b - Pi y_b)^2) - v_b(sigma^2): a small difference of two
    numbers of the size of sigma_b^2.
 
-Both parts are linear in the bands' noise variances, so the uncertainty of sigma gives an interval: a band whose
-spectral (band regression) and spatial (neighbour) estimates disagree has a sigma that no estimator here
-resolves (a quiet band whose residual is mostly signal) and is bounded by [0, its estimate]; the others by their
-standard error. Both mean squares also carry their sampling error over the window's pixels (2 sqrt(2 / n) of
-the noise energy they average, the floor of any SURE). Measured on the validation cubes
+Both parts are linear in the bands' noise variances, so the uncertainty of sigma gives an interval
+(:func:`hsidenoise.subspace.noise_estimate.sigma_bounds`: a band whose spectral and spatial estimates disagree has
+a sigma that no estimator here resolves, a quiet band whose residual is mostly signal, and is bounded by
+[0, its estimate]; the others by their standard error). Both mean squares also carry their sampling error over
+the window's pixels (2 sqrt(2 / n) of the noise energy they average, the floor of any SURE). Measured on the validation cubes
 (``bench/noreference.py --mpsnr``): the part outside the subspace is most of the output's error (its median share
 per band 0.6 to 1.0) at 0.1 to 0.4 % of sigma_b^2, far below what a 1 % uncertainty in sigma_b resolves, so the
 interval spans many dB there and the estimate is withheld (:func:`hsidenoise.quality.noreference.no_reference_quality`
@@ -44,31 +44,18 @@ class MseEstimateConfig:
     Attributes:
         probes: Rademacher probes of the Monte-Carlo divergence (one eigen-image denoiser call each).
         step: finite-difference step of the divergence, in eigen-image noise sigmas.
-        disagreement: a band whose spectral and spatial sigma differ by more than this fraction is unresolved
-            (its sigma bounded by [0, estimate]).
-        standard_errors: width of the other bands' sigma interval, in standard errors of a median-absolute-
-            deviation scale (1.17 / sqrt(n) relative, n the band regression's pixels).
         seed: seed of the probes.
     """
 
     probes: int = 2
     step: float = 1e-2
-    disagreement: float = 0.05
-    standard_errors: float = 2.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.probes < 1:
             raise ConfigError(f"probes must be at least 1, got {self.probes}")
-        for name in ("step", "disagreement", "standard_errors"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
-
-
-MAD_RELATIVE_ERROR = 1.1664
-"""The normal-consistent median absolute deviation of n normal values has the asymptotic relative standard error
-sqrt(1.3605 / n) = this / sqrt(n) (its efficiency is 37 %)."""
+        if not (math.isfinite(self.step) and self.step > 0):
+            raise ConfigError(f"step must be a finite number > 0, got {self.step}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,28 +85,6 @@ class SubspaceMseEstimate:
     cleaned_entries: int
 
 
-def sigma_interval(
-    gaussian: np.ndarray, spectral: np.ndarray, samples: int | None, config: MseEstimateConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per band, the interval in which the Gaussian noise sigma lies as far as the data tell.
-
-    Args:
-        gaussian: (B,) the front end's sigma (spatially refined); spectral: (B,) the band regression's alone.
-        samples: pixels of the band regression (None: the standard error is taken as 1 %).
-
-    Returns:
-        ((B,) low, (B,) high, (B,) bool unresolved): an unresolved band (the two estimates differ by more than
-        ``config.disagreement``) has low = 0.
-    """
-    relative = MAD_RELATIVE_ERROR / math.sqrt(samples) if samples else 0.01
-    spread = config.standard_errors * relative
-    with np.errstate(divide="ignore", invalid="ignore"):
-        unresolved = np.abs(gaussian / spectral - 1.0) > config.disagreement
-    low = np.where(unresolved, 0.0, np.minimum(gaussian, spectral) * (1.0 - spread))
-    high = np.maximum(gaussian, spectral) * (1.0 + spread)
-    return low, high, unresolved
-
-
 def estimate_subspace_mse(
     tile: np.ndarray, front_end, config: MseEstimateConfig | None = None, *, stop_when_cleaned: bool = False
 ) -> SubspaceMseEstimate | None:
@@ -140,7 +105,7 @@ def estimate_subspace_mse(
         ConfigError: the front end is not prepared.
         CubeShapeError: the window does not have the front end's bands.
     """
-    from hsidenoise.subspace.noise_estimate import band_noise
+    from hsidenoise.subspace.noise_estimate import band_noise, sigma_bounds
     from hsidenoise.subspace.outliers import remove_outliers
     from hsidenoise.subspace.projection import back_project
 
@@ -193,19 +158,21 @@ def estimate_subspace_mse(
     outside_gain = projection**2
     outside_gain[np.diag_indices(bands)] += 1.0 - 2.0 * np.diag(projection)
 
-    def parts(variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return inside_constant + inside_gain @ variance, complement_energy - outside_gain @ variance
+    def extremes(gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) smallest and largest of gain @ variance over the bands' variance intervals (linear: at the ends)."""
+        at_low, at_high = gain * low_sigma**2, gain * high_sigma**2
+        return np.minimum(at_low, at_high).sum(axis=1), np.maximum(at_low, at_high).sum(axis=1)
 
-    inside, outside = parts(gaussian**2)
     spectral = band_noise(subspace.regression) if subspace.regression is not None else gaussian
-    low_sigma, high_sigma, unresolved = sigma_interval(
-        gaussian, spectral, getattr(subspace.regression, "sample_count", None), config
+    low_sigma, high_sigma, unresolved = sigma_bounds(
+        gaussian, spectral, getattr(subspace.regression, "sample_count", None)
     )
-    # the ends: each band's variance at the end of its interval that lowers (raises) the estimate
-    inside_low = inside_constant + np.where(inside_gain > 0, inside_gain * low_sigma**2, inside_gain * high_sigma**2).sum(1)
-    inside_high = inside_constant + np.where(inside_gain > 0, inside_gain * high_sigma**2, inside_gain * low_sigma**2).sum(1)
-    outside_low = complement_energy - np.where(outside_gain > 0, outside_gain * high_sigma**2, outside_gain * low_sigma**2).sum(1)
-    outside_high = complement_energy - np.where(outside_gain > 0, outside_gain * low_sigma**2, outside_gain * high_sigma**2).sum(1)
+    inside = inside_constant + inside_gain @ gaussian**2
+    outside = complement_energy - outside_gain @ gaussian**2
+    inside_least, inside_most = extremes(inside_gain)
+    outside_least, outside_most = extremes(outside_gain)  # of the noise energy subtracted
+    inside_low, inside_high = inside_constant + inside_least, inside_constant + inside_most
+    outside_low, outside_high = complement_energy - outside_most, complement_energy - outside_least
     # two standard errors of each mean square over the window's pixels (a mean of n squared Gaussian values
     # of variance v has the standard error v sqrt(2 / n)): the complement's noise, and the eigen-images' noise
     # that the SURE data term averages (f - z is about -n where the denoiser smooths)
