@@ -607,7 +607,8 @@ def mpsnr_estimate(
         upper = f"{high:.1f} dB" if math.isfinite(high) else "unbounded"
         return {"estimated_mpsnr_db": None, "estimated_mpsnr_reason": (
             f"withheld: uncertain, between {low:.1f} dB and {upper} given the uncertainty of the noise estimate "
-            f"({unresolved} band(s) whose sigma the spectral and spatial estimates do not agree on) and the signal "
+            f"({unresolved} band(s) whose sigma is only bounded above: quiet, or the spectral and spatial estimates "
+            f"disagree) and the signal "
             f"outside the subspace, which the data bound only loosely; a number is printed only within "
             f"+-{MPSNR_HALF_WIDTH_DB:g} dB (on the validation cubes, bench/noreference.py --mpsnr, it never was)"
         )}  # fmt: skip
