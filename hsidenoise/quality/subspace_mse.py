@@ -15,14 +15,14 @@ two:
    numbers of the size of sigma_b^2.
 
 Both parts are linear in the bands' noise variances, so the uncertainty of sigma gives an interval
-(:func:`hsidenoise.subspace.noise_estimate.sigma_bounds`: a band whose spectral and spatial estimates disagree has
-a sigma that no estimator here resolves, a quiet band whose residual is mostly signal, and is bounded by
-[0, its estimate]; the others by their standard error). Both mean squares also carry their sampling error over
-the window's pixels (2 sqrt(2 / n) of the noise energy they average, the floor of any SURE). Measured on the validation cubes
-(``bench/noreference.py --mpsnr``): the part outside the subspace is most of the output's error (its median share
-per band 0.6 to 1.0) at 0.1 to 0.4 % of sigma_b^2, far below what a 1 % uncertainty in sigma_b resolves, so the
-interval spans many dB there and the estimate is withheld (:func:`hsidenoise.quality.noreference.no_reference_quality`
-prints a number only when the interval is narrow).
+(:func:`hsidenoise.subspace.noise_estimate.sigma_bounds`: a quiet band, or one whose spectral and spatial
+estimates disagree, has a sigma that no estimator here resolves and is bounded by [0, its estimate]; the others
+by their standard error). Both mean squares also carry their sampling error over the window's pixels
+(2 sqrt(2 / n) of the noise energy they average, the floor of any SURE). Measured on the validation cubes
+(``bench/noreference.py --mpsnr``, bench/README.md): the part outside the subspace is most of the output's error
+(its median share per band 0.5 to 1.0) at 0.1 to 0.4 % of sigma_b^2, far below what a 2 % uncertainty in sigma_b
+resolves, so the interval spans many dB there and the estimate is withheld
+(:func:`hsidenoise.quality.noreference.no_reference_quality` prints a number only when the interval is narrow).
 
 Shapes: tiles are (B, h, w); eigen-images (k, h, w); per-band vectors (B,); per-component (k,).
 """
