@@ -1,7 +1,9 @@
 """Steps 3 and 6 of the pipeline: a tile on the signal subspace (eigen-images) and back to bands.
 
 :func:`project` cleans a tile (:func:`hsidenoise.subspace.outliers.remove_outliers`), whitens it by the
-per-band sigma and projects it on the subspace: k eigen-images with unit noise. :func:`back_project` maps
+per-band sigma and projects it on the subspace: k eigen-images whose noise std is about 1 (exactly
+:attr:`Subspace.component_noise` where the band sigmas are right; components leaning on quiet bands carry less,
+:meth:`Subspace.component_noise_range`). :func:`back_project` maps
 (denoised) eigen-images back: X = mean + sigma * (basis @ eigen-images), or the refitted intercept + loadings.
 
 Shapes: tiles are (B, h, w); eigen-images are (k, h, w) in whitened units.
@@ -43,7 +45,8 @@ def project(
         facts: passed to :func:`remove_outliers` (the tile's outlier and stripe facts), or None.
 
     Returns:
-        (eigen_images (k, h, w) float64 in whitened units, each with unit noise;
+        (eigen_images (k, h, w) float64 in whitened units, each with noise std about 1
+        (:attr:`Subspace.component_noise`);
         projection (B, h, w) float64 in data units, :func:`back_project` of the eigen-images).
 
     Raises:
