@@ -287,3 +287,18 @@ def test_column_median_over_kept_entries_matches_numpy() -> None:
         missing = rng.random((rows, columns)) < rng.uniform(-0.3, 1)  # a third of the draws: nothing missing
         expected = [np.median(values[~missing[:, j], j]) if (~missing[:, j]).any() else np.nan for j in range(columns)]
         np.testing.assert_allclose(column_median(values, missing), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_band_sigma_is_unbiased_with_few_pixels_per_band(seed: int) -> None:
+    # 1200 pixels for 80 bands: the in-sample fit spends 80 degrees of freedom and its squared coefficients carry
+    # sampling variance; both biased sigma low (median 0.94 of the truth) before band_noise corrected them
+    from hsidenoise.subspace.noise_estimate import band_noise, fit_band_regression
+
+    clean = low_rank_cube(80, 30, 40, rank=5, seed=seed)
+    sigma = np.random.default_rng(seed + 5).uniform(0.02, 0.05, 80)
+    regression = fit_band_regression(spectra_of(add_band_noise(clean, sigma, seed=seed + 9)), FAST)
+    assert regression.sample_count == 1200
+    assert 0.98 < np.median(band_noise(regression) / sigma) < 1.02
+    uncorrected = band_noise(dataclasses.replace(regression, sample_count=None)) / sigma
+    assert np.median(uncorrected) < 0.96
