@@ -209,8 +209,6 @@ def regression_coefficients(
             diagonal (the E-step of EM); without it imputed entries look noise-free and the passes collapse
             onto their own predictions.
     """
-    import scipy.linalg
-
     n, bands = centred.shape
     gram = centred.T @ centred
     if not np.isfinite(gram).all():
@@ -226,7 +224,7 @@ def regression_coefficients(
     floor = 1e-12 * largest if largest > 0 else 1.0  # keeps constant bands (zero variance) invertible
     gram[np.diag_indices(bands)] = diagonal + ridge * np.maximum(diagonal, floor) + floor
     try:
-        precision = scipy.linalg.inv(gram, check_finite=False)
+        precision = np.linalg.inv(gram)
     except np.linalg.LinAlgError:  # singular to working precision despite the ridge: the pseudo-inverse
         precision = np.linalg.pinv(gram, hermitian=True)
     precision = 0.5 * (precision + precision.T)
@@ -375,6 +373,7 @@ def fit_band_regression(
     missing = known.copy()
     cleaned = _impute_columns(observed, known)
     scale: np.ndarray | None = None
+    previous_scale: np.ndarray | None = None
     imputed_variance = None
     residuals = None
     for iteration in range(config.regression_iterations):
@@ -403,8 +402,17 @@ def fit_band_regression(
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
         cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
-        cleaned, missing = cleaned_t.T, missing_t.T
+        repeated = (
+            iteration > 1
+            and np.array_equal(missing_t.T, missing)
+            and np.array_equal(cleaned_t.T, cleaned)
+            and np.array_equal(scale, previous_scale)
+        )
+        cleaned, missing, previous_scale = cleaned_t.T, missing_t.T, scale
         imputed_variance = missing.sum(axis=0) * scale**2
+        if repeated:  # a fixed point: every further pass would repeat this one exactly
+            logger.debug("band regression: fixed point after pass %d", iteration)
+            break
         logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing.mean())
     effective_scale = None
     if not effective and residuals is not None:
@@ -471,15 +479,64 @@ def leakage_solve(leakage: np.ndarray, scale: np.ndarray) -> np.ndarray:
     Returns:
         (B,) sigma; the exact solution when it is non-negative, else non-negative least squares.
     """
+    target = scale**2
     try:  # a non-negative exact solution of the square system is the NNLS solution (zero residual)
-        variance = np.linalg.solve(leakage, scale**2)
+        variance = np.linalg.solve(leakage, target)
     except np.linalg.LinAlgError:
         variance = np.full(scale.shape, -1.0)
     if not (np.isfinite(variance).all() and (variance >= 0).all()):
-        import scipy.optimize  # a third of a second to import: only when a variance comes out negative
-
-        variance = scipy.optimize.nnls(leakage, scale**2)[0]
+        start = np.isfinite(variance) & (variance > 0)
+        variance = nonnegative_least_squares(leakage, target, start)
     return np.sqrt(variance)
+
+
+PIVOT_ROUNDS = 50
+"""Most rounds of :func:`nonnegative_least_squares`'s pivoting before it hands the problem to SciPy."""
+
+
+def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """argmin ||matrix @ x - target|| over x >= 0, by principal pivoting from a guess of the free variables.
+
+    Each round solves least squares on the free variables (the others at 0) and checks the optimality
+    (KKT) conditions: free variables non-negative, and the gradient matrix^T (matrix x - target) non-negative
+    on the bound ones. Infeasible variables swap sides, all at once while their count falls, else the last one
+    only (Judice and Pires' safeguard, as in Kim and Park's NNLS, SIAM J. Sci. Comput. 2011). Started from the
+    variables that the unconstrained solution keeps positive, the leakage systems of the noise estimate need
+    one or two rounds. For a matrix of full column rank the solution is unique, so this returns what
+    ``scipy.optimize.nnls`` returns, without importing scipy.optimize (a third of a second per process),
+    which stays the fallback when the rounds run out.
+
+    Args:
+        matrix: (m, n) of full column rank. target: (m,). free: (n,) bool, the starting guess.
+
+    Returns:
+        (n,) the non-negative least-squares solution.
+    """
+    n = matrix.shape[1]
+    free = free.copy()
+    scale = float(np.abs(matrix).max() * max(np.abs(target).max(), 1e-300))
+    tolerance = 1e-12 * scale
+    fewest, chances = n + 1, 3
+    for _ in range(PIVOT_ROUNDS):
+        x = np.zeros(n)
+        if free.any():
+            x[free] = np.linalg.lstsq(matrix[:, free], target, rcond=None)[0]
+        gradient = matrix.T @ (matrix @ x - target)
+        infeasible = (free & (x < 0)) | (~free & (gradient < -tolerance))
+        count = int(infeasible.sum())
+        if count == 0:
+            return x
+        if count < fewest:
+            fewest, chances = count, 3
+        elif chances > 0:
+            chances -= 1
+        else:  # the block swaps cycle: swap only the last infeasible variable
+            infeasible = np.zeros(n, dtype=bool)
+            infeasible[np.flatnonzero((free & (x < 0)) | (~free & (gradient < -tolerance)))[-1]] = True
+        free ^= infeasible
+    import scipy.optimize  # no optimum within the rounds (not seen on the noise estimate's systems)
+
+    return scipy.optimize.nnls(matrix, target)[0]
 
 
 def estimate_band_noise(
