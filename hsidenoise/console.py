@@ -4,7 +4,7 @@
 answered by Typer it costs about 0.27 s (Typer, pydantic and rich import, and every command's options are
 built), of which the listing itself needs nothing. This module imports nothing heavy: exactly ``--help`` prints
 the listing below and exits 0; any other command line goes to :data:`hsidenoise.cli.app`. The command names and
-one-line summaries live here once (:data:`COMMANDS`) and Typer's own listing uses them too (``short_help``),
+one-line summaries live in :mod:`hsidenoise.commands` once and Typer's own listing uses them too (``short_help``),
 so the two cannot drift apart.
 """
 
@@ -12,21 +12,7 @@ from __future__ import annotations
 
 import sys
 
-DESCRIPTION = "Denoise hyperspectral cubes (ENVI, GeoTIFF, MAT, HDF5) with DECSC or a fast low-rank method."
-"""The tool in one line: the top of ``hsidenoise --help``."""
-
-COMMANDS: dict[str, str] = {
-    "noise": "Add synthetic noise to a cube normalised to [0, 1] (reproducible per --seed).",
-    "eval": "Score a denoised cube: against a reference (--ref: MPSNR, SSIM, SAM, ERGAS), or without one "
-    "(--noisy: input noise, removed std and their ratio, calibrated whiteness of the removed part).",
-    "info": "Shape, data type, layout, wavelengths, dead / NaN / nodata bands, per-band noise, memory needed.",
-    "convert": "Convert between ENVI, GeoTIFF, MAT and HDF5, block by block, keeping the metadata.",
-    "run": "Denoise cubes: read, tile, denoise, blend and write, streaming tile by tile.",
-    "train": "Train DECSC on your cubes with synthetic noise; checkpoints, --resume, torchrun-ready.",
-    "finetune": "Continue training existing weights (default: the shipped ones) on your own sensor's cubes.",
-    "models": "List the DECSC presets, their parameter counts and the weights found in weights/.",
-}
-"""Command name -> its one-line summary, in the order ``--help`` lists them."""
+from hsidenoise.commands import COMMANDS, DESCRIPTION
 
 
 def top_level_help(width: int = 80) -> str:

@@ -56,7 +56,8 @@ def test_top_level_help_answers_without_typer_and_lists_the_apps_commands():
     from typer.main import get_command
 
     import hsidenoise.cli as cli
-    from hsidenoise.console import COMMANDS, DESCRIPTION, top_level_help
+    from hsidenoise.commands import COMMANDS, DESCRIPTION
+    from hsidenoise.console import top_level_help
 
     script = (
         "import json, sys\n"

@@ -21,7 +21,7 @@ import typer
 
 from hsidenoise import __version__
 from hsidenoise.cli import convert, evaluate, info, models, noise, run, train
-from hsidenoise.console import COMMANDS, DESCRIPTION
+from hsidenoise.commands import COMMANDS, DESCRIPTION
 
 app = typer.Typer(
     name="hsidenoise",
@@ -50,7 +50,7 @@ def main(
 
 
 # Registered in the order of the original single-module CLI, which is the order `--help` lists them in; the
-# one-line summaries are hsidenoise.console's, which answers `hsidenoise --help` without importing Typer.
+# one-line summaries are hsidenoise.commands', which hsidenoise.console also reads to answer `hsidenoise --help` without importing Typer.
 app.command("noise", short_help=COMMANDS["noise"])(noise.noise)
 app.command("eval", short_help=COMMANDS["eval"])(evaluate.evaluate_command)
 app.command("info", short_help=COMMANDS["info"])(info.info)
