@@ -168,13 +168,15 @@ def make_cube(name: str, folder: Path, crop: int | None) -> dict[str, Any]:
 
 
 def time_hsidenoise(
-    cube: dict[str, Any], output: Path, method: str | None, timeout: float, python: str
+    cube: dict[str, Any], output: Path, method: str | None, timeout: float, python: str, device: str = "auto"
 ) -> dict[str, Any]:
     """The whole ``hsidenoise run`` process on ``cube``: wall seconds, stage timings, peak RSS, output path."""
     command = [python, "-m", "hsidenoise", "run", cube["header"], "-o", str(output), "--quiet", "--json",
                "--overwrite"]
     if method:
         command += ["--method", method]
+    if device != "auto":
+        command += ["--device", device]
     stdout_path, stderr_path = output.with_suffix(".stdout"), output.with_suffix(".stderr")
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:  # files: a pipe could fill up
         started = time.perf_counter()
@@ -202,6 +204,7 @@ def time_hsidenoise(
         "peak_rss_mib": usage.ru_maxrss / 1024,
         "timings_s": record.get("timings_s", {}),
         "rank": info.get("rank") or (info.get("front_end") or {}).get("rank"),
+        "device": info.get("device") or (info.get("front_end") or {}).get("device") or "cpu",
         "output": str(output),
     }
 
@@ -291,7 +294,7 @@ def _ratio(anchor: dict[str, Any], ours: dict[str, Any]) -> str:
 
 def markdown(rows: list[dict[str, Any]], label: str) -> str:
     lines = [
-        f"| cube | {label} s (process) | statistics / fit / method / write s | µs per pixel | peak RSS MiB "
+        f"| cube (shape, device) | {label} s (process) | statistics / fit / method / write s | µs per pixel | peak RSS MiB "
         "| FastHyDe s | FastHyDe / ours | BM4D s | BM4D / ours | MPSNR ours / FastHyDe / BM4D |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -302,7 +305,7 @@ def markdown(rows: list[dict[str, Any]], label: str) -> str:
         per_pixel = ours["seconds"] / entry["pixels"] * 1e6 if "seconds" in ours else None
         scores = " / ".join(f"{row['mpsnr']:.2f}" if "mpsnr" in row else "–" for row in (ours, fasthyde, bm4d))
         lines.append(
-            f"| {entry['cube']} ({entry['shape']}) | {_cell(ours)} | {split if stages else '–'} "
+            f"| {entry['cube']} ({entry['shape']}, {ours.get('device', '?')}) | {_cell(ours)} | {split if stages else '–'} "
             f"| {'–' if per_pixel is None else f'{per_pixel:.1f}'} | {_cell(ours, 'peak_rss_mib', 0)} "
             f"| {_cell(fasthyde) if fasthyde else 'not run'} | {_ratio(fasthyde, ours) if fasthyde else '–'} "
             f"| {_cell(bm4d) if bm4d else 'not run'} | {_ratio(bm4d, ours) if bm4d else '–'} | {scores} |"
@@ -331,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "--python", default=str(PROJECT_PYTHON if PROJECT_PYTHON.is_file() else sys.executable),
         help="interpreter that runs hsidenoise (default: the README's .venv, without the baselines extra)",
     )
+    parser.add_argument("--device", default="auto", help="hsidenoise --device (auto: CUDA where there is a GPU)")
     parser.add_argument("--no-fasthyde", dest="fasthyde", action="store_false", help="skip FastHyDe")
     parser.add_argument("--no-bm4d", dest="bm4d", action="store_false", help="skip BM4D")
     parser.add_argument("--bm4d-cubes", nargs="+", default=list(BM4D_CUBES), help="cubes BM4D runs on")
@@ -355,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             cube = make_cube(name, folder, args.crop)
             shape = np.load(cube["noisy"], mmap_mode="r").shape
             entry: dict[str, Any] = {"cube": name, "shape": "×".join(map(str, shape)), "pixels": shape[1] * shape[2]}
-            entry["hsidenoise"] = time_hsidenoise(cube, folder / "denoised.hdr", args.method, args.timeout, args.python)
+            entry["hsidenoise"] = time_hsidenoise(cube, folder / "denoised.hdr", args.method, args.timeout, args.python, args.device)
             if args.fasthyde:
                 entry["fasthyde"] = time_anchor("fasthyde", cube, folder / "fasthyde.npy", args.timeout)
             if args.bm4d and name in args.bm4d_cubes and cube["sigma"]:

@@ -319,6 +319,8 @@ class LowRankDenoiser(DenoiserBase):
             facts: dict[str, Any] = {"spatial": self.spatial}
         else:
             facts = LowRankInfo.from_subspace(self.subspace, self.spatial).as_dict()
+        if getattr(self.eigen_denoiser, "device", None) is not None:  # the GPU path (dct_torch)
+            facts["device"] = self.eigen_denoiser.device
         eigen_denoiser_info = getattr(self.eigen_denoiser, "info", None)
         if eigen_denoiser_info is None:
             return facts
