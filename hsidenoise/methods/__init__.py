@@ -42,10 +42,15 @@ def _identity(**_: Any) -> Denoiser:
 def _lowrank(*, spatial: str, device: str, **_: Any) -> Denoiser:
     from hsidenoise.device import lowrank_device
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
-    from hsidenoise.subspace.eigenimages import spatial_denoiser
+    from hsidenoise.subspace.eigenimages import resolve_spatial
 
     config = LowRankConfig(spatial=spatial)
-    return LowRankDenoiser(config, spatial_denoiser(config, device=lowrank_device(device)))
+    gpu = lowrank_device(device) if resolve_spatial(spatial) == "dct" else None
+    if gpu is None:
+        return LowRankDenoiser(config)
+    from hsidenoise.subspace.dct_torch import TorchDCTDenoiser  # the eigen-image DCT on the GPU
+
+    return LowRankDenoiser(config, TorchDCTDenoiser(config.dct_threshold, gpu))
 
 
 def _decsc(**options: Any) -> Denoiser:

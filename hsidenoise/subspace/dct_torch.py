@@ -4,7 +4,7 @@ The same operations as :func:`hsidenoise.subspace.eigenimages.dct_denoise_stack`
 coefficients of every stride-1 8 x 8 block are one convolution with the 64 Kronecker DCT atoms, and the
 weighted average of the inverse blocks one transposed convolution divided by the box sum of the weights. On a
 GPU these are a few large kernels; on the CPU numpy's version is faster and does not import torch (about 2 s
-per process), so this path runs only where :func:`hsidenoise.device.lowrank_device` picks CUDA. It runs on any
+per process), so :class:`TorchDCTDenoiser` runs only where :func:`hsidenoise.device.lowrank_device` picks CUDA. It runs on any
 torch device, which is how the tests check it on the CPU against the numpy path.
 
 Shapes: images (n, h, w) in, (n, h, w) float64 out; inside, (n, 1, H, W) images and (n, 64, H - 7, W - 7)
@@ -13,9 +13,30 @@ coefficients (H, W padded to at least 8).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
-from hsidenoise.subspace.eigenimages import DCT_BLOCK, _dct_matrix, _pad_to, dct_group_size
+from hsidenoise.subspace.eigenimages import DCT_BLOCK, _dct_matrix, _noise_per_image, _pad_to, dct_group_size
+
+
+@dataclass(frozen=True)
+class TorchDCTDenoiser:
+    """:class:`hsidenoise.subspace.eigenimages.DCTDenoiser` in torch on ``device`` (the GPU path of ``lowrank``).
+
+    Attributes:
+        threshold: hard threshold of the first stage, in noise sigmas. device: a torch device name.
+    """
+
+    threshold: float
+    device: str
+    name: ClassVar[str] = "dct"
+
+    def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
+        """(k, h, w) in whitened units, noise std (one or (k,)) -> (k, h, w) float64."""
+        sigma = _noise_per_image(noise, eigen_images.shape[0])
+        return dct_denoise_stack_torch(eigen_images, sigma, self.threshold, self.device)
 
 
 def dct_denoise_stack_torch(images: np.ndarray, sigma: np.ndarray, threshold: float, device: str) -> np.ndarray:

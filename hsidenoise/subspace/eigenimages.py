@@ -91,10 +91,8 @@ def resolve_spatial(spatial: str) -> str:
     return spatial
 
 
-def spatial_denoiser(config: LowRankConfig | None = None, device: str | None = None) -> EigenImageDenoiser:
+def spatial_denoiser(config: LowRankConfig | None = None) -> EigenImageDenoiser:
     """The classical eigen-image denoiser that ``config.spatial`` selects (see :func:`resolve_spatial`).
-
-    ``device``: a torch device for the DCT (the GPU path, :mod:`hsidenoise.subspace.dct_torch`); None: numpy.
 
     Raises:
         ConfigError: ``"bm3d"`` was asked for but the package is not installed.
@@ -104,7 +102,7 @@ def spatial_denoiser(config: LowRankConfig | None = None, device: str | None = N
     if name == "bm3d":
         return BM3DDenoiser()
     if name == "dct":
-        return DCTDenoiser(threshold=config.dct_threshold, device=device)
+        return DCTDenoiser(threshold=config.dct_threshold)
     return ProjectionOnly()
 
 
@@ -172,25 +170,19 @@ class DCTDenoiser:
 
     Attributes:
         threshold: hard threshold of the first stage, in noise sigmas (``LowRankConfig.dct_threshold``).
-        device: None: numpy on the CPU; a torch device name: torch there (the GPU path).
+
+    The same denoiser in torch on a GPU: :class:`hsidenoise.subspace.dct_torch.TorchDCTDenoiser`.
     """
 
     threshold: float
-    device: str | None = None
     name: ClassVar[str] = "dct"
 
     def denoise(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> np.ndarray:
         """(k, h, w) in whitened units, noise std (one or (k,)) -> (k, h, w) float64.
 
-        Eigen-images of one noise level go through one batched call (:func:`dct_denoise_stack`); with a torch
-        ``device`` (a GPU, see :func:`hsidenoise.device.lowrank_device`) all of them go through
-        :func:`hsidenoise.subspace.dct_torch.dct_denoise_stack_torch` there.
+        Eigen-images of one noise level go through one batched call (:func:`dct_denoise_stack`).
         """
         sigma = _noise_per_image(noise, eigen_images.shape[0])
-        if self.device is not None:
-            from hsidenoise.subspace.dct_torch import dct_denoise_stack_torch
-
-            return dct_denoise_stack_torch(eigen_images, sigma, self.threshold, self.device)
         if eigen_images.shape[0] and np.all(sigma == sigma[0]):
             return dct_denoise_stack(eigen_images, float(sigma[0]), self.threshold)
         denoised = np.empty(eigen_images.shape, dtype=np.float64)
