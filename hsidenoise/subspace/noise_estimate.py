@@ -154,28 +154,26 @@ def column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     Args:
         values: (n, B); missing: (n, B) bool, entries left out.
 
-    One partition of all columns at a fixed position (``np.nanmedian`` goes column by column in Python): in a
-    column with c entries kept, the first L = (n - 1) // 2 - (c - 1) // 2 missing entries become -inf and the
-    others +inf, which puts the kept entries' lower middle value at position (n - 1) // 2; for even c the upper
-    one is the smallest value after it.
+    One contiguous band-major copy, then per column its kept entries and one partition at the lower middle (the
+    upper middle of an even count is the smallest value after it). A loop over the B columns in Python, yet
+    4.5x faster than one vectorised partition of all columns, which has to place the missing entries at -inf
+    and +inf around a common middle first (measured on 16,384 x 224 with 1 to 30 % missing; 1.8x without any).
     """
-    rows = values.shape[0]
+    rows, columns = values.shape
+    median = np.full(columns, np.nan)
     if rows == 0:
-        return np.full(values.shape[1], np.nan)
-    count = rows - missing.sum(axis=0)
-    middle = (rows - 1) // 2
-    if missing.any():
-        below = middle - np.maximum(count - 1, 0) // 2  # (B,) missing entries sent to -inf
-        order = np.cumsum(missing, axis=0)  # (n, B) rank of each missing entry in its column
-        placed = np.where(missing, np.where(order <= below, -np.inf, np.inf), values).T  # (B, n), contiguous rows
-    else:
-        placed = np.array(values.T, dtype=np.result_type(values.dtype, np.float64))
-    parted = np.partition(placed, middle, axis=1)  # one position: numpy's two-position partition is slower
-    upper = parted[:, middle + 1 :].min(axis=1) if rows > 1 else parted[:, middle]
-    second = np.where(count % 2 == 0, upper, parted[:, middle])
-    with np.errstate(invalid="ignore"):
-        median = 0.5 * (parted[:, middle] + second)
-    return np.where(count > 0, median, np.nan)
+        return median
+    band_major = np.ascontiguousarray(values.T, dtype=np.result_type(values.dtype, np.float64))
+    kept = ~np.ascontiguousarray(missing.T) if missing.any() else None
+    for column in range(columns):
+        entries = band_major[column] if kept is None else band_major[column][kept[column]]
+        count = entries.size
+        if count == 0:
+            continue
+        lower = (count - 1) // 2
+        parted = np.partition(entries, lower)
+        median[column] = parted[lower] if count % 2 else 0.5 * (parted[lower] + parted[lower + 1 :].min())
+    return median
 
 
 def trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float) -> np.ndarray:
@@ -370,6 +368,7 @@ def fit_band_regression(
             "use a spatial denoiser for single-band images"
         )
     known = stuck.mask(observed.T).T if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
+    known_any = bool(known.any())
     missing = known.copy()
     cleaned = _impute_columns(observed, known)
     scale: np.ndarray | None = None
@@ -401,7 +400,16 @@ def fit_band_regression(
                 logger.debug("band regression pass %d: %d band(s) without a core, plain scale", iteration, broken.sum())
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
-        cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
+        if known_any:
+            cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
+        else:  # the observed entries' residuals from this pass's: they differ only on the imputed entries
+            change = cleaned - observed  # (n, B), non-zero on the entries imputed so far
+            rows = np.flatnonzero(change.any(axis=1))
+            observed_residuals = residuals.copy()
+            observed_residuals[rows] += change[rows] - change[rows] @ coefficients
+            cleaned_t, missing_t = clean_entries(
+                observed.T, known.T, regression, config, residuals=np.ascontiguousarray(observed_residuals.T)
+            )
         repeated = (
             iteration > 1
             and np.array_equal(missing_t.T, missing)
