@@ -369,6 +369,7 @@ def fit_band_regression(
         )
     known = stuck.mask(observed.T).T if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
     known_any = bool(known.any())
+    observed_std = _kept_std(observed, known)  # (B,) the bands' own spread, for bands whose residuals have no core
     missing = known.copy()
     cleaned = _impute_columns(observed, known)
     scale: np.ndarray | None = None
@@ -393,7 +394,7 @@ def fit_band_regression(
             plain = _kept_std(residuals, known)
             detected = (missing & ~known).sum(axis=0) / np.maximum((~known).sum(axis=0), 1)
             broken = (detected > IMPLAUSIBLE_OUTLIER_FRACTION) & (
-                plain > UNEXPLAINED_FRACTION * _kept_std(observed, known)
+                plain > UNEXPLAINED_FRACTION * observed_std
             )
             if broken.any():
                 scale = np.where(broken, plain, scale)
