@@ -361,26 +361,33 @@ def fit_band_regression(
         CubeShapeError: ``spectra`` is not (n >= 2, B >= 1) or has fewer than 2 finite rows.
     """
     config = config or LowRankConfig()
-    observed = subsample(as_spectra(spectra), config.regression_sample, config.seed)
-    if observed.shape[1] < 2:
+    sample = subsample(as_spectra(spectra), config.regression_sample, config.seed)  # (n, B)
+    if sample.shape[1] < 2:
         raise NothingToDenoise(
-            f"the band regression needs at least 2 bands to tell noise from signal, got {observed.shape[1]}; "
+            f"the band regression needs at least 2 bands to tell noise from signal, got {sample.shape[1]}; "
             "use a spatial denoiser for single-band images"
         )
-    known = stuck.mask(observed.T).T if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
-    known_any = bool(known.any())
+    # Band-major (B, n) arrays: the per-band reductions and the cleaning read contiguous rows; the (n, B)
+    # helpers get transposed views (column reductions over contiguous memory).
+    observed_bands = np.ascontiguousarray(sample.T)
+    known_bands = stuck.mask(observed_bands) if stuck is not None and stuck.any() else np.zeros(observed_bands.shape, bool)
+    observed, known = observed_bands.T, known_bands.T  # (n, B) views
+    known_any = bool(known_bands.any())
     observed_std = _kept_std(observed, known)  # (B,) the bands' own spread, for bands whose residuals have no core
-    missing = known.copy()
-    cleaned = _impute_columns(observed, known)
+    missing_bands = known_bands.copy()
+    cleaned_bands = np.ascontiguousarray(_impute_columns(sample, known).T)
     scale: np.ndarray | None = None
     previous_scale: np.ndarray | None = None
     imputed_variance = None
     residuals = None
     for iteration in range(config.regression_iterations):
-        mean = cleaned.mean(axis=0)
-        coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+        mean = cleaned_bands.mean(axis=1)
+        centred = cleaned_bands - mean[:, None]
+        coefficients = regression_coefficients(centred.T, config.ridge, imputed_variance)
         # each observed entry minus its prediction from the cleaned other bands of its pixel
-        residuals = (cleaned - mean) @ coefficients + (observed - cleaned)
+        residual_bands = coefficients.T @ centred + (observed_bands - cleaned_bands)
+        del centred
+        residuals, missing = residual_bands.T, missing_bands.T  # (n, B) views
         if scale is None:
             scale = _masked_shorth_scale(residuals, known)
         elif effective:
@@ -402,34 +409,35 @@ def fit_band_regression(
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
         if known_any:
-            cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
+            cleaned_next, missing_next = clean_entries(observed_bands, known_bands, regression, config)
         else:  # the observed entries' residuals from this pass's: they differ only on the imputed entries
-            change = cleaned - observed  # (n, B), non-zero on the entries imputed so far
-            rows = np.flatnonzero(change.any(axis=1))
-            observed_residuals = residuals.copy()
-            observed_residuals[rows] += change[rows] - change[rows] @ coefficients
-            cleaned_t, missing_t = clean_entries(
-                observed.T, known.T, regression, config, residuals=np.ascontiguousarray(observed_residuals.T)
+            change = cleaned_bands - observed_bands  # (B, n), non-zero on the entries imputed so far
+            pixels = np.flatnonzero(change.any(axis=0))
+            observed_residuals = residual_bands.copy()
+            observed_residuals[:, pixels] += change[:, pixels] - coefficients.T @ change[:, pixels]
+            cleaned_next, missing_next = clean_entries(
+                observed_bands, known_bands, regression, config, residuals=observed_residuals
             )
         repeated = (
             iteration > 1
-            and np.array_equal(missing_t.T, missing)
-            and np.array_equal(cleaned_t.T, cleaned)
+            and np.array_equal(missing_next, missing_bands)
+            and np.array_equal(cleaned_next, cleaned_bands)
             and np.array_equal(scale, previous_scale)
         )
-        cleaned, missing, previous_scale = cleaned_t.T, missing_t.T, scale
-        imputed_variance = missing.sum(axis=0) * scale**2
+        cleaned_bands, missing_bands, previous_scale = cleaned_next, missing_next, scale
+        missing = missing_bands.T
+        imputed_variance = missing_bands.sum(axis=1) * scale**2
         if repeated:  # a fixed point: every further pass would repeat this one exactly
             logger.debug("band regression: fixed point after pass %d", iteration)
             break
-        logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing.mean())
+        logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing_bands.mean())
     effective_scale = None
     if not effective and residuals is not None:
         inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
         refined = trimmed_scale(residuals, inliers, config.outlier_threshold)
         effective_scale = np.where(np.isfinite(refined) & (refined > scale), refined, scale)
-    mean = cleaned.mean(axis=0)
-    coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+    mean = cleaned_bands.mean(axis=1)
+    coefficients = regression_coefficients((cleaned_bands - mean[:, None]).T, config.ridge, imputed_variance)
     return BandRegression(
         mean=mean, coefficients=coefficients, residual_scale=scale, effective_scale=effective_scale
     )
