@@ -73,3 +73,16 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
     else:
         with pytest.raises(ConfigError, match="torch sees none"):
             lowrank_device("cuda")
+
+
+def test_the_gpu_path_is_named_in_the_run_facts() -> None:
+    from hsidenoise.denoise import denoise_array
+    from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
+
+    cube = np.random.default_rng(1).random((9, 20, 21)).astype(np.float32)
+    on_cpu = LowRankDenoiser(LowRankConfig(spatial="dct"))
+    on_torch = LowRankDenoiser(LowRankConfig(spatial="dct"), TorchDCTDenoiser(2.7, "cpu"))
+    first, second = denoise_array(cube, on_cpu), denoise_array(cube, on_torch)
+    assert "device" not in on_cpu.info() and on_torch.info()["device"] == "cpu"
+    json.dumps(on_torch.info())  # the run summary serialises it
+    assert np.abs(first - second).max() <= 1e-3 * np.ptp(cube)
