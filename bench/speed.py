@@ -1,61 +1,50 @@
-"""Speed of hsidenoise next to BM4D and FastHyDe, and what each inference optimisation buys, in one run.
+"""Speed of the whole `hsidenoise run` process next to FastHyDe and BM4D on the same noisy cubes (issue 19).
 
-Cubes (default; real data from ``../shared/data``, min-max normalised as a whole, then non-i.i.d. Gaussian
-noise sigma_b ~ U(0, 95) / 255 per band from :mod:`hsidenoise.noise`, seed ``2026 + position in this list``):
+Cubes (real data from ``../shared/data``, min-max normalised as a whole, then non-i.i.d. Gaussian noise
+sigma_b ~ U(0, 95) / 255 per band from :mod:`hsidenoise.noise`, seed ``2026 + position in` :data:`CUBES`):
 
-* ``256x256x31``: CAVE ``real_and_fake_apples`` as it is.
-* ``512x512x31``: a 2 x 2 mosaic of the two CAVE scenes (apples | chart / chart upside down | apples mirrored).
-* ``512x512x224``: AVIRIS Santa Barbara (90 x 90 x 224, all bands) mirror-tiled to 512 x 512; its 43
-  zero-filled water-absorption bands are filled by linear interpolation along the spectrum first, so that every
-  band carries signal.
+* ``example``: the README's cube, ``examples/santa_barbara.hdr`` (AVIRIS, 90 x 90 x 224, its own noise, no
+  clean reference), as the user runs it;
+* ``256x256x31``: CAVE ``real_and_fake_apples`` as it is;
+* ``512x512x31``: a 2 x 2 mosaic of the two CAVE scenes (apples | chart / chart upside down | apples mirrored);
+* ``512x512x224``: AVIRIS Santa Barbara (90 x 90 x 224) mirror-tiled to 512 x 512, its 43 zero-filled
+  water-absorption bands filled by interpolation along the spectrum first;
+* ``--scaling`` adds ``1024x1024x31`` and ``2048x2048x31``: the 512 x 512 mosaic mirror-tiled (time per
+  pixel against size).
 
-Methods:
+Rows, each in a fresh child process:
 
-* ``lite``: hsidenoise DECSC through the tool's own path (``build_method("decsc")`` + ``denoise_array``,
-  default tiling 256 / 32), tiles batched (``--batch-size``), with the optimised :class:`InferenceConfig`.
-* ``lite-naive``: the same network and weights through ``InferenceConfig(naive=True)``: one tile per call
-  (``batch_size=1``), one band window per model call, batch-wide convergence, fp32, the difference
-  convolutions as their five-convolution definition, ``torch.no_grad`` instead of ``torch.inference_mode``.
-* ``paper``: the untrained ``paper`` preset (4.29 M parameters, 7 x 7 cycle spinning), timing only; run on
-  CUDA, skipped on CPU unless ``--paper`` is given.
-* ``lowrank``: ``hsidenoise run --method lowrank`` (the classical pipeline, no weights).
-* ``bm4d``: ``bm4d.bm4d`` with an oracle sigma (the RMS of the true per-band sigmas); ``fasthyde``:
-  hyde-images' FastHyDe, i.i.d. mode; both through ``bench/quality.py``'s own functions.
+* ``hsidenoise``: the whole process ``python -m hsidenoise run IN.hdr -o OUT.hdr --quiet --json`` (default
+  method; ``--method M`` for another) on the noisy cube written as ENVI float32: wall seconds from start to
+  exit (imports, reading, statistics, fit, tiles, writing), the run's own stage timings, and the child's peak
+  RSS (``ru_maxrss`` of that child alone, from ``os.wait4``); run by ``.venv/bin/python`` (``--python``), the
+  README's install, while the anchors run in this interpreter (the one with the ``baselines`` extra);
+* ``fasthyde``: hyde-images' FastHyDe (i.i.d. mode, ``bench/quality.py``'s call) and ``bm4d`` (oracle sigma:
+  the RMS of the true band sigmas; by default on ``256x256x31`` only): the call alone, in its own child, on the
+  same noisy array. The example has no true sigma (BM4D is skipped there) and 43 constant bands, on which
+  FastHyDe's SVD fails: FastHyDe gets its 181 other bands, scaled to [0, 1].
 
-Every measurement runs in a fresh child process (``bench/speed.py --one SPEC``), so that its peak RSS
-(``VmHWM``: interpreter, libraries, the noisy cube and the method's working memory) is its own; the child
-writes the output cube, and this process scores it (MPSNR against the clean cube, max |lite - lite-naive|).
-Seconds are the method's call alone (for hsidenoise: statistics, front end, tiles and blending; not the model
-construction). Solver evaluations per tile count every evaluation of the equilibrium layer (initial point,
-Anderson solve, phantom steps), averaged over the tile's windows.
-
-Further sections:
-
-* ablation (``512x512x31``, or the quick cube): the optimised ``lite`` with one optimisation switched off at a
-  time, each as a ratio to the optimised time, plus one thread instead of all cores;
-* PSNR against solver evaluations: ``lite`` with ``max_iter`` in (1, 2, 4, 6, 10) on ``256x256x31`` (meaningful
-  with trained weights only; the table says which weights ran).
+The table gives each row's seconds, FastHyDe / hsidenoise and BM4D / hsidenoise (above 1: hsidenoise is
+faster), microseconds per pixel, peak RSS and MPSNR against the clean cube. The anchors need the
+``baselines`` extra: ``pip install -e '.[baselines]'`` (their rows say "skipped" without it).
 
 Usage::
 
-    .venv/bin/python bench/speed.py --json speed.json                  # everything (an hour or more on 2 cores)
-    .venv/bin/python bench/speed.py --quick                            # 256x256x31, few methods, minutes
-    .venv/bin/python bench/speed.py --quick --crop 96                  # a smoke run
-    .venv/bin/python bench/speed.py --weights runs/lite/checkpoint.pt  # a training checkpoint
-    .venv/bin/python bench/speed.py --device cuda --json speed-gpu.json
+    .venv/bin/python bench/speed.py                                   # the four cubes
+    .venv/bin/python bench/speed.py --cubes example 256x256x31 --no-bm4d
+    .venv/bin/python bench/speed.py --scaling --cubes 256x256x31 512x512x31 --no-bm4d --no-fasthyde
+    .venv/bin/python bench/speed.py --crop 64 --cubes 256x256x31      # a smoke run
 
-Targets (issue 5): ``lite`` at least 3 x faster than ``lite-naive`` with max |difference| <= 1e-3; on 2 CPU
-cores ``lite`` on 512x512x31 at least 5 x faster than BM4D and no slower than FastHyDe.
+Targets (issue 19, 2 cores): hsidenoise at least 3x faster than FastHyDe on every cube, 60x BM4D on
+256x256x31, the example under 3 s, time per pixel flat from 256^2 to 2048^2.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -71,28 +60,17 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-import memory  # noqa: E402  (bench/memory.py: peak resident memory of this process)
-import quality  # noqa: E402  (bench/quality.py: the baselines and the DECSC loader)
-
 DATA = REPO.parent / "shared" / "data"
+EXAMPLE = REPO / "examples" / "santa_barbara.hdr"
+PROJECT_PYTHON = REPO / ".venv" / "bin" / "python"
+"""hsidenoise runs as the README installs it: in an environment with the ``baselines`` extra, ``bm3d`` is
+importable and the default ``--method lowrank`` picks BM3D for the eigen-images (``spatial="auto"``), a slower
+method than the one users get."""
 SEED = 2026
 SIGMA_MAX = 95.0
-CUBES = ("256x256x31", "512x512x31", "512x512x224")
-METHODS = ("subspace", "lowrank-dct", "lite", "lite-naive", "paper", "lowrank", "bm4d", "fasthyde")
-QUICK_METHODS = ("lite", "lite-naive", "lowrank", "fasthyde")
-SWEEP_ITERATIONS = (1, 2, 4, 6, 10)
-ABLATION = {
-    # name: (InferenceConfig overrides, batch size override, threads override)
-    "optimised": ({}, None, None),
-    "no tile batching (batch_size 1)": ({}, 1, None),
-    "one window per call (window_batch 1)": ({"window_batch": 1}, None, None),
-    "batch-wide convergence": ({"per_window_convergence": False}, None, None),
-    "unfolded difference conv (5 convs)": ({"fold": False}, None, None),
-    "torch.no_grad, not inference_mode": ({"inference_mode": False}, None, None),
-    "one thread": ({}, None, 1),
-    "naive (all of the above off)": ({"naive": True}, 1, None),
-}
-"""The ablation: the optimised ``lite`` with one thing changed."""
+CUBES = ("example", "256x256x31", "512x512x31", "512x512x224")
+SCALING = ("1024x1024x31", "2048x2048x31")
+BM4D_CUBES = ("256x256x31",)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,10 +94,10 @@ def _fill_zero_bands(cube: np.ndarray) -> np.ndarray:
         return cube
     bands = np.arange(cube.shape[0])
     good = bands[~dead]
-    filled = cube.copy()
     flat = cube[good].reshape(good.size, -1)
+    filled = cube.copy()
     for band in bands[dead]:
-        right = np.searchsorted(good, band)
+        right = int(np.searchsorted(good, band))
         left_band, right_band = good[max(right - 1, 0)], good[min(right, good.size - 1)]
         weight = 0.0 if right_band == left_band else (band - left_band) / (right_band - left_band)
         left_row, right_row = np.searchsorted(good, left_band), np.searchsorted(good, right_band)
@@ -128,137 +106,141 @@ def _fill_zero_bands(cube: np.ndarray) -> np.ndarray:
 
 
 def clean_cube(name: str) -> np.ndarray:
-    """The clean (B, H, W) float32 cube ``name`` (one of :data:`CUBES`), normalised to [0, 1] as a whole."""
+    """The clean (B, H, W) float32 cube ``name`` (a synthetic-noise cube of :data:`CUBES` or :data:`SCALING`),
+    normalised to [0, 1] as a whole."""
     from hsidenoise.noise import normalise_cube
 
     if name == "256x256x31":
         cube = _read("cave_256/real_and_fake_apples_ms_256.mat")
-    elif name == "512x512x31":
+    elif name.endswith("x31"):  # 512 and up: the CAVE mosaic, mirror-tiled to the size asked
         apples = _read("cave_256/real_and_fake_apples_ms_256.mat")
         chart = _read("cave_256/chart_and_stuffed_toy_ms_256.mat")
         top = np.concatenate([apples, chart], axis=2)
         bottom = np.concatenate([chart[:, ::-1, :], apples[:, :, ::-1]], axis=2)
         cube = np.concatenate([top, bottom], axis=1)
+        side = int(name.split("x")[0])
+        cube = np.pad(cube, ((0, 0), (0, side - 512), (0, side - 512)), mode="symmetric")
     elif name == "512x512x224":
         scene = _fill_zero_bands(_read("aviris_santa_barbara_lacumbre_224/a_hsi_img_for_VI_demo.mat"))
         _, height, width = scene.shape
         cube = np.pad(scene, ((0, 0), (0, 512 - height), (0, 512 - width)), mode="symmetric")
     else:
-        raise SystemExit(f"unknown cube {name!r}; choose from {', '.join(CUBES)}")
+        raise SystemExit(f"unknown cube {name!r}; choose from {', '.join(CUBES + SCALING)}")
     return normalise_cube(cube)[0].astype(np.float32)
 
 
-def make_cubes(names: list[str], workdir: Path, crop: int | None) -> dict[str, Path]:
-    """Write clean.npy, noisy.npy and sigma.npy for each cube under ``workdir``; returns name -> folder."""
+def make_cube(name: str, folder: Path, crop: int | None) -> dict[str, Any]:
+    """Write the noisy cube ``name`` as ENVI (and its arrays as .npy) under ``folder``; returns where."""
+    from hsidenoise.api import write_cube
+    from hsidenoise.cube import Cube, CubeMeta
     from hsidenoise.noise import NoiseSpec, add_noise
 
-    folders = {}
-    for name in names:
-        clean = clean_cube(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    if name == "example":
+        from hsidenoise.io import read_cube
+
+        noisy = np.asarray(read_cube(EXAMPLE).data, dtype=np.float32)
         if crop is not None:
-            _, height, width = clean.shape
-            top, left = max(0, (height - crop) // 2), max(0, (width - crop) // 2)
-            clean = np.ascontiguousarray(clean[:, top : top + crop, left : left + crop])
-        rng = np.random.default_rng(SEED + CUBES.index(name))
-        noise = add_noise(clean, NoiseSpec("noniid", sigma_max=SIGMA_MAX), rng)
-        folder = workdir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "clean.npy", clean)
-        np.save(folder / "noisy.npy", np.asarray(noise.noisy, dtype=np.float32))
-        np.save(folder / "sigma.npy", np.asarray(noise.sigma, dtype=np.float64))
-        folders[name] = folder
-    return folders
+            noisy = np.ascontiguousarray(noisy[:, :crop, :crop])
+        np.save(folder / "noisy.npy", noisy)
+        header = EXAMPLE if crop is None else folder / "noisy.hdr"
+        if crop is not None:
+            write_cube(header, Cube(noisy, CubeMeta(dtype=np.dtype(np.float32))))
+        return {"header": str(header), "noisy": str(folder / "noisy.npy"), "clean": None, "sigma": None}
+    clean = clean_cube(name)
+    if crop is not None:
+        clean = np.ascontiguousarray(clean[:, :crop, :crop])
+    position = (CUBES + SCALING).index(name)
+    noise = add_noise(clean, NoiseSpec("noniid", sigma_max=SIGMA_MAX), np.random.default_rng(SEED + position))
+    noisy = np.asarray(noise.noisy, dtype=np.float32)
+    header = folder / "noisy.hdr"
+    write_cube(header, Cube(noisy, CubeMeta(dtype=np.dtype(np.float32))))
+    np.save(folder / "noisy.npy", noisy)
+    np.save(folder / "clean.npy", clean)
+    np.save(folder / "sigma.npy", np.asarray(noise.sigma, dtype=np.float64))
+    return {"header": str(header), "noisy": str(folder / "noisy.npy"), "clean": str(folder / "clean.npy"),
+            "sigma": str(folder / "sigma.npy")}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# One measurement, in a child process
+# Measurements, each in a child process
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_bytes() -> int:
-    """VmHWM (bench/memory.py): ru_maxrss would carry this bench's own peak into every child on Linux."""
-    return int(memory.peak_rss_mib() * 2**20)
-
-
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one method on one cube as ``spec`` says; save its output; return seconds, memory and solver work."""
-    folder = Path(spec["cube"])
-    noisy = np.load(folder / "noisy.npy")
-    sigma = np.load(folder / "sigma.npy")
-    method = spec["method"]
-    result: dict[str, Any] = {"rss_before": _peak_rss_bytes()}
-    torch_used = method not in ("lowrank", "bm4d")
-    if torch_used:
-        import torch
-
-        from hsidenoise.device import configure_threads
-
-        result["threads"] = configure_threads(spec.get("threads"))
-        result["torch"] = torch.__version__
-    evaluations = None
-    if method in ("lite", "lite-naive", "paper", "subspace"):  # subspace: shipped weights, --subspace-weights or preset
-        from hsidenoise.denoise import denoise_array
-        from hsidenoise.tiling import TileConfig
-
-        torch.manual_seed(0)  # an untrained preset is the same network in every child
+def time_hsidenoise(
+    cube: dict[str, Any], output: Path, method: str | None, timeout: float, python: str, device: str = "auto"
+) -> dict[str, Any]:
+    """The whole ``hsidenoise run`` process on ``cube``: wall seconds, stage timings, peak RSS, output path."""
+    command = [python, "-m", "hsidenoise", "run", cube["header"], "-o", str(output), "--quiet", "--json",
+               "--overwrite"]
+    if method:
+        command += ["--method", method]
+    if device != "auto":
+        command += ["--device", device]
+    stdout_path, stderr_path = output.with_suffix(".stdout"), output.with_suffix(".stderr")
+    with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:  # files: a pipe could fill up
         started = time.perf_counter()
-        weights = {"paper": "paper", "subspace": spec["subspace_weights"]}.get(method, spec["weights"])
-        denoiser = quality.build_decsc(weights, device=spec["device"], solver=spec.get("solver") or None)
-        inference = {k: v for k, v in (spec.get("inference") or {}).items() if v is not None}
-        if method == "lite-naive":
-            inference["naive"] = True
-        if hasattr(denoiser, "config"):  # band-window models: the tool's inference defaults, then overrides
-            denoiser.config = dataclasses.replace(denoiser.config, **inference)
-        result["build_seconds"] = time.perf_counter() - started
-        result["device"] = str(denoiser.device)
-        if denoiser.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(denoiser.device)
-        started, cpu = time.perf_counter(), _cpu_seconds()
-        output = denoise_array(noisy, denoiser, TileConfig(tile=spec["tile"]), batch_size=spec["batch_size"])
-        result["seconds"], result["cpu_seconds"] = time.perf_counter() - started, _cpu_seconds() - cpu
-        info = denoiser.info()
-        evaluations = info["evaluations_per_tile"]
-        result["tiles"] = info["tiles"]
-        result["inference"] = info.get("inference")
-        if denoiser.device.type == "cuda":
-            result["cuda_peak"] = int(torch.cuda.max_memory_allocated(denoiser.device))
-            result["device_name"] = torch.cuda.get_device_name(denoiser.device)
-    elif method in ("lowrank", "lowrank-dct"):
-        from hsidenoise.denoise import denoise_array
-        from hsidenoise.methods import build_method
-        from hsidenoise.tiling import TileConfig
-
-        denoiser = build_method("lowrank", spatial="dct" if method == "lowrank-dct" else "auto")
-        started, cpu = time.perf_counter(), _cpu_seconds()
-        output = denoise_array(noisy, denoiser, TileConfig(tile=spec["tile"]), batch_size=spec["batch_size"])
-        result["seconds"], result["cpu_seconds"] = time.perf_counter() - started, _cpu_seconds() - cpu
-    elif method in ("bm4d", "fasthyde"):
-        run = quality.run_bm4d if method == "bm4d" else quality.run_fasthyde
-        started, cpu = time.perf_counter(), _cpu_seconds()
-        try:
-            output = run(noisy, SimpleNamespace(sigma=sigma))
-        except quality.Skipped as reason:
-            return {**result, "skipped": str(reason)}
-        result["seconds"], result["cpu_seconds"] = time.perf_counter() - started, _cpu_seconds() - cpu
-    else:
-        raise SystemExit(f"unknown method {method!r}")
-    result["peak_rss"] = _peak_rss_bytes()
-    result["evaluations_per_tile"] = evaluations
-    np.save(spec["output"], np.asarray(output, dtype=np.float32))
-    return result
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=REPO)
+        while True:  # wait4: this child's own rusage (ru_maxrss, its peak RSS in KiB on Linux)
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - started > timeout:
+                child.kill()
+                os.wait4(child.pid, 0)
+                return {"timeout": timeout}
+            time.sleep(0.002)
+        wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        tail = (stderr_path.read_text() or stdout_path.read_text()).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"exit {child.returncode}: {tail[0][:200]}"}
+    record = json.loads(stdout_path.read_text())
+    record = record["runs"][0] if "runs" in record else record
+    info = record.get("method_info") or {}
+    return {
+        "seconds": wall,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "timings_s": record.get("timings_s", {}),
+        "rank": info.get("rank") or (info.get("front_end") or {}).get("rank"),
+        "device": info.get("device") or (info.get("front_end") or {}).get("device") or "cpu",
+        "output": str(output),
+    }
 
 
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """``measure(spec)`` in a fresh interpreter; a timeout or a crash becomes a row note, not an exception."""
-    spec_path = Path(spec["output"]).with_suffix(".spec.json")
-    result_path = Path(spec["output"]).with_suffix(".result.json")
-    spec_path.write_text(json.dumps(spec))
-    command = [sys.executable, str(Path(__file__).resolve()), "--one", str(spec_path), "--result", str(result_path)]
+def anchor_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """In the child: run FastHyDe or BM4D on the noisy array, save the output, return the call's seconds."""
+    import warnings
+
+    import quality  # bench/quality.py: the baselines' calls
+
+    warnings.simplefilter("ignore")
+    noisy = np.load(spec["noisy"])
+    sigma = np.load(spec["sigma"]) if spec["sigma"] else None
+    kept = np.ones(noisy.shape[0], dtype=bool)
+    if spec["method"] == "fasthyde" and sigma is None:  # the example: constant bands out, [0, 1] scale
+        kept = noisy.reshape(noisy.shape[0], -1).std(axis=1) > 0
+        low, high = float(noisy[kept].min()), float(noisy[kept].max())
+        noisy = (noisy[kept] - low) / (high - low)
+    run = quality.run_fasthyde if spec["method"] == "fasthyde" else quality.run_bm4d
+    started = time.perf_counter()
+    try:
+        output = run(noisy, SimpleNamespace(sigma=sigma))
+    except quality.Skipped as reason:
+        return {"skipped": str(reason)}
+    seconds = time.perf_counter() - started
+    if spec["sigma"]:
+        np.save(spec["output"], np.asarray(output, dtype=np.float32))
+    with open("/proc/self/status") as status:
+        peak = next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM")), float("nan"))
+    return {"seconds": seconds, "peak_rss_mib": peak, "bands": int(kept.sum()), "output": spec["output"]}
+
+
+def time_anchor(method: str, cube: dict[str, Any], output: Path, timeout: float) -> dict[str, Any]:
+    spec_path, result_path = output.with_suffix(".spec.json"), output.with_suffix(".result.json")
+    spec_path.write_text(json.dumps({**cube, "method": method, "output": str(output)}))
+    command = [sys.executable, str(Path(__file__).resolve()), "--anchor", str(spec_path), "--result", str(result_path)]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
@@ -269,309 +251,130 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return json.loads(result_path.read_text())
 
 
+def score(row: dict[str, Any], cube: dict[str, Any]) -> None:
+    """MPSNR of the row's output against the clean cube, where both exist."""
+    from hsidenoise.quality.metrics import mpsnr
+
+    output = row.get("output")
+    if not cube["clean"] or not output or not Path(output).is_file():
+        return
+    if output.endswith(".hdr"):
+        from hsidenoise.io import read_cube
+
+        denoised = np.asarray(read_cube(output).data, dtype=np.float32)
+    else:
+        denoised = np.load(output)
+    row["mpsnr"] = mpsnr(denoised, np.load(cube["clean"]))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The bench
 # ---------------------------------------------------------------------------------------------------------
 
 
-def score(row: dict[str, Any], output: Path, clean: np.ndarray) -> None:
-    from hsidenoise.quality.metrics import mpsnr
-
-    if output.is_file():
-        row["mpsnr"] = mpsnr(np.load(output), clean)
-
-
-def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    cubes = ["256x256x31"] if args.quick else list(args.cubes)
-    methods = list(args.methods or (QUICK_METHODS if args.quick else METHODS))
-    needed = set(cubes) | ({"256x256x31"} if args.sweep else set())
-    folders = make_cubes([name for name in CUBES if name in needed], workdir, args.crop)
-    weights = args.weights or "paper"  # the band-window rows: --weights, else the untrained paper network (lite was retired)
-    subspace = args.subspace_weights or quality.shipped("decsc-subspace") or "subspace"
-    base = {
-        "weights": str(weights),
-        "subspace_weights": str(subspace),
-        "device": args.device,
-        "tile": args.tile,
-        "batch_size": args.batch_size,
-        "threads": args.threads,
-        "inference": {"window_batch": args.window_batch},
-    }
-    from hsidenoise.device import select_device
-
-    on_cuda = select_device(args.device).type == "cuda"
-    rows: list[dict[str, Any]] = []
-
-    def measure_row(section: str, cube: str, label: str, spec: dict[str, Any]) -> dict[str, Any]:
-        output = workdir / f"{section}-{cube}-{len(rows)}.npy"
-        spec = {**base, **spec, "cube": str(folders[cube]), "output": str(output)}
-        shape = tuple(int(v) for v in np.load(folders[cube] / "noisy.npy", mmap_mode="r").shape)
-        row: dict[str, Any] = {"section": section, "cube": cube, "shape": shape, "method": label}
-        print(f"  {section:8s} {cube:12s} {label:40s} ...", end="", flush=True)
-        row.update(run_child(spec, args.timeout))
-        clean = np.load(folders[cube] / "clean.npy")
-        score(row, output, clean)
-        row["output"] = str(output) if output.is_file() else None
-        if "seconds" in row:
-            row["voxels_per_s"] = float(np.prod(shape)) / row["seconds"]
-        print(" " + _status(row), flush=True)
-        rows.append(row)
-        return row
-
-    for cube in cubes:
-        outputs: dict[str, Path] = {}
-        for method in methods:
-            if method == "paper" and not (on_cuda or args.paper):
-                rows.append(
-                    {"section": "main", "cube": cube, "method": method,
-                     "skipped": "paper preset not run on CPU (49 shifted copies per window; pass --paper to time it)"}
-                )
-                continue
-            spec: dict[str, Any] = {"method": method}
-            if method == "lite-naive":
-                spec["batch_size"] = 1
-            row = measure_row("main", cube, method, spec)
-            if row.get("output"):
-                outputs[method] = Path(row["output"])
-        if "lite" in outputs and "lite-naive" in outputs:
-            difference = float(np.max(np.abs(np.load(outputs["lite"]) - np.load(outputs["lite-naive"]))))
-            for row in rows:
-                if row["section"] == "main" and row["cube"] == cube and row["method"] == "lite":
-                    row["max_abs_diff_vs_naive"] = difference
-        for path in outputs.values():
-            path.unlink(missing_ok=True)
-    if args.ablation:
-        reference = None
-        cube = "256x256x31" if args.quick else "512x512x31"
-        if cube not in folders:
-            folders.update(make_cubes([cube], workdir, args.crop))
-        for label, (inference, batch_size, threads) in ABLATION.items():
-            spec = {"method": "lite", "inference": {**base["inference"], **inference}, "tile": args.ablation_tile}
-            if batch_size is not None:
-                spec["batch_size"] = batch_size
-            if threads is not None:
-                spec["threads"] = threads
-            row = measure_row("ablation", cube, label, spec)
-            if label == "optimised":
-                reference = np.load(row["output"]) if row.get("output") else None
-            elif row.get("output") and reference is not None:
-                row["max_abs_diff_vs_optimised"] = float(np.max(np.abs(np.load(row["output"]) - reference)))
-            if row.get("output") and label != "optimised":
-                Path(row["output"]).unlink()
-    if args.sweep:
-        for iterations in SWEEP_ITERATIONS:
-            measure_row("sweep", "256x256x31", f"lite max_iter={iterations}",
-                        {"method": "lite", "solver": {"max_iter": iterations}})
-    for row in rows:
-        if row.get("output"):
-            Path(row["output"]).unlink(missing_ok=True)
-        row.pop("output", None)
-    if args.weights or quality.default_weights():
-        described = quality.describe_weights(args.weights)
-    else:
-        described = quality.describe_weights("lite") + "; no weights/decsc-lite.safetensors yet"
-    return {"rows": rows, "weights": described}
-
-
-def _status(row: dict[str, Any]) -> str:
-    if "seconds" in row:
-        text = f"{row['seconds']:.2f} s"
-        if row.get("mpsnr") is not None:
-            text += f", {row['mpsnr']:.2f} dB"
-        return text
-    return row.get("skipped") or row.get("error") or f"timed out after {row.get('timeout', 0):.0f} s"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _mib(value: float | None) -> str:
-    return "—" if value is None else f"{value / 2**20:.0f}"
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _sci(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2e}"
-
-
-def _seconds(row: dict[str, Any]) -> str:
-    if "seconds" in row:
-        return f"{row['seconds']:.2f}"
+def _cell(row: dict[str, Any], key: str = "seconds", digits: int = 2) -> str:
+    for note in ("skipped", "error"):
+        if note in row:
+            return note
     if "timeout" in row:
         return f"> {row['timeout']:.0f} (timed out)"
-    return "—"
+    value = row.get(key)
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per cube: naive / optimised time, max |difference|, and BM4D / FastHyDe time over ``lite``'s."""
-    found = []
-    for cube in dict.fromkeys(row["cube"] for row in rows if row["section"] == "main"):
-        by_method = {row["method"]: row for row in rows if row["section"] == "main" and row["cube"] == cube}
-        lite = by_method.get("lite", {})
-        if "seconds" not in lite:
-            continue
-        entry: dict[str, Any] = {"cube": cube, "max_abs_diff_vs_naive": lite.get("max_abs_diff_vs_naive")}
-        for other in ("lite-naive", "bm4d", "fasthyde", "lowrank"):
-            row = by_method.get(other, {})
-            if "seconds" in row:
-                entry[f"{other}_over_lite"] = row["seconds"] / lite["seconds"]
-            elif "timeout" in row:
-                entry[f"{other}_over_lite"] = f"> {row['timeout'] / lite['seconds']:.1f}"
-        found.append(entry)
-    return found
+def _ratio(anchor: dict[str, Any], ours: dict[str, Any]) -> str:
+    if "seconds" not in ours:
+        return "–"
+    if "timeout" in anchor:
+        return f"> {anchor['timeout'] / ours['seconds']:.1f}×"
+    if "seconds" not in anchor:
+        return "–"
+    return f"{anchor['seconds'] / ours['seconds']:.1f}×"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    rows = report["rows"]
-    settings = report["environment"]["args"]
-    threads = next((row["threads"] for row in rows if row["method"] == "lite" and "threads" in row), None)
+def markdown(rows: list[dict[str, Any]], label: str) -> str:
     lines = [
-        f"DECSC weights: {report['weights']}",
-        f"`lite`: tile {settings['tile']}, {settings['batch_size']} tiles per call, {settings['window_batch']} windows "
-        f"per model call, {threads} threads; seconds are wall-clock, CPU seconds summed over threads",
-        "",
+        f"| cube (shape, device) | {label} s (process) | statistics / fit / method / write s | µs per pixel | peak RSS MiB "
+        "| FastHyDe s | FastHyDe / ours | BM4D s | BM4D / ours | MPSNR ours / FastHyDe / BM4D |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    if settings.get("crop"):
-        lines[-1:-1] = [f"Every cube centre-cropped to {settings['crop']} x {settings['crop']} pixels (--crop)."]
-    lines += [
-        "| cube | method | seconds | CPU seconds | voxels/s | evaluations / tile | peak RSS (MiB) | CUDA peak (MiB) "
-        "| MPSNR (dB) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    notes = []
-    for row in (r for r in rows if r["section"] == "main"):
-        if "skipped" in row or "error" in row:
-            notes.append(f"- {row['cube']} {row['method']}: {row.get('skipped') or row.get('error')}")
+    for entry in rows:
+        ours, fasthyde, bm4d = entry["hsidenoise"], entry.get("fasthyde", {}), entry.get("bm4d", {})
+        stages = ours.get("timings_s") or {}
+        split = " / ".join(f"{stages.get(key, float('nan')):.2f}" for key in ("statistics", "prepare", "method", "write"))
+        per_pixel = ours["seconds"] / entry["pixels"] * 1e6 if "seconds" in ours else None
+        scores = " / ".join(f"{row['mpsnr']:.2f}" if "mpsnr" in row else "–" for row in (ours, fasthyde, bm4d))
         lines.append(
-            f"| {row['cube']} | {row['method']} | {_seconds(row)} | {_num(row.get('cpu_seconds'), 2)} | "
-            f"{_num(row.get('voxels_per_s'), 0)} | "
-            f"{_num(row.get('evaluations_per_tile'), 2)} | {_mib(row.get('peak_rss'))} | "
-            f"{_mib(row.get('cuda_peak'))} | {_num(row.get('mpsnr'), 2)} |"
+            f"| {entry['cube']} ({entry['shape']}, {ours.get('device', '?')}) | {_cell(ours)} | {split if stages else '–'} "
+            f"| {'–' if per_pixel is None else f'{per_pixel:.1f}'} | {_cell(ours, 'peak_rss_mib', 0)} "
+            f"| {_cell(fasthyde) if fasthyde else 'not run'} | {_ratio(fasthyde, ours) if fasthyde else '–'} "
+            f"| {_cell(bm4d) if bm4d else 'not run'} | {_ratio(bm4d, ours) if bm4d else '–'} | {scores} |"
         )
-    lines += ["", "Ratios (time of the other method / time of `lite`; above 1: `lite` is faster):", ""]
-    lines += ["| cube | naive / lite | max abs diff lite vs naive | BM4D / lite | FastHyDe / lite | lowrank / lite |"]
-    lines += ["| --- | --- | --- | --- | --- | --- |"]
-    for entry in report["ratios"]:
-        cells = [
-            entry.get(key) if isinstance(entry.get(key), str) else _num(entry.get(key), 2)
-            for key in ("lite-naive_over_lite", "bm4d_over_lite", "fasthyde_over_lite", "lowrank_over_lite")
-        ]
-        lines.append(
-            f"| {entry['cube']} | {cells[0]} | {_sci(entry.get('max_abs_diff_vs_naive'))} | {cells[1]} | {cells[2]} | "
-            f"{cells[3]} |"
-        )
-    ablation = [row for row in rows if row["section"] == "ablation"]
-    if ablation:
-        reference = next((row.get("seconds") for row in ablation if row["method"] == "optimised"), None)
-        lines += [
-            "",
-            f"Ablation on {ablation[0]['cube']}, tile {settings['ablation_tile']} (`lite`, one thing changed; "
-            "time / optimised time):",
-            "",
-        ]
-        reference_cpu = next((row.get("cpu_seconds") for row in ablation if row["method"] == "optimised"), None)
-        lines += ["| variant | seconds | x optimised | CPU seconds | x optimised (CPU) | evaluations / tile | "
-                  "peak RSS (MiB) | MPSNR (dB) | max abs diff vs optimised |"]
-        lines += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for row in ablation:
-            factor = row["seconds"] / reference if reference and "seconds" in row else None
-            cpu = row.get("cpu_seconds")
-            cpu_factor = cpu / reference_cpu if reference_cpu and cpu is not None else None
-            lines.append(
-                f"| {row['method']} | {_seconds(row)} | {_num(factor, 2)} | {_num(cpu, 2)} | {_num(cpu_factor, 2)} | "
-                f"{_num(row.get('evaluations_per_tile'), 2)} | {_mib(row.get('peak_rss'))} | "
-                f"{_num(row.get('mpsnr'), 2)} | {_sci(row.get('max_abs_diff_vs_optimised'))} |"
-            )
-    sweep = [row for row in rows if row["section"] == "sweep"]
-    if sweep:
-        lines += ["", "PSNR vs solver evaluations (`lite`, 256x256x31):", ""]
-        lines += ["| max_iter | evaluations / tile | seconds | CPU seconds | MPSNR (dB) |"]
-        lines += ["| --- | --- | --- | --- | --- |"]
-        for row in sweep:
-            lines.append(
-                f"| {row['method'].split('=')[-1]} | {_num(row.get('evaluations_per_tile'), 2)} | {_seconds(row)} | "
-                f"{_num(row.get('cpu_seconds'), 2)} | {_num(row.get('mpsnr'), 3)} |"
-            )
-    lines += [""] + notes
     return "\n".join(lines)
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "machine": platform.machine(),
-        "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "args": {key: value for key, value in vars(args).items() if key not in ("one", "result")},
+        "load_average_before": os.getloadavg(),
+        "args": {key: str(value) for key, value in vars(args).items() if key not in ("anchor", "result")},
         "seed": SEED,
         "noise": {"recipe": "noniid", "sigma_max": SIGMA_MAX},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--cubes", nargs="+", default=list(CUBES), choices=list(CUBES), help="cubes to time")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="methods, in this order (default: all)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cubes", nargs="+", default=list(CUBES), choices=list(CUBES + SCALING))
+    parser.add_argument("--scaling", action="store_true", help=f"also {', '.join(SCALING)} (time per pixel)")
+    parser.add_argument("--method", help="hsidenoise --method (default: the tool's default)")
     parser.add_argument(
-        "--subspace-weights", help="subspace: weights or checkpoint (default: weights/decsc-subspace, else the preset)"
+        "--python", default=str(PROJECT_PYTHON if PROJECT_PYTHON.is_file() else sys.executable),
+        help="interpreter that runs hsidenoise (default: the README's .venv, without the baselines extra)",
     )
-    parser.add_argument("--quick", action="store_true", help=f"256x256x31 only, methods {', '.join(QUICK_METHODS)}")
-    parser.add_argument("--crop", type=int, help="centre-crop every cube to CROP x CROP pixels (smoke runs)")
-    parser.add_argument(
-        "--weights", help="DECSC weights (.safetensors), preset name or training checkpoint .pt "
-        "(default: weights/decsc-lite.safetensors if present, else the untrained lite preset)"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (hsidenoise methods; default auto)")
-    parser.add_argument("--paper", action="store_true", help="also time the paper preset on CPU")
-    parser.add_argument("--tile", type=int, default=256, help="spatial tile side (default 256, the tool's)")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per call for `lite` (default 4)")
-    parser.add_argument(
-        "--window-batch", type=int, default=None, help="band windows per model call (default: the tool's, 1 on CPU)"
-    )
-    parser.add_argument("--threads", type=int, help="torch threads (default: the cores this process may use)")
-    parser.add_argument(
-        "--ablation-tile", type=int, help="tile side in the ablation (default: --tile; 128 with --quick, 9 tiles)"
-    )
+    parser.add_argument("--device", default="auto", help="hsidenoise --device (auto: CUDA where there is a GPU)")
+    parser.add_argument("--no-fasthyde", dest="fasthyde", action="store_false", help="skip FastHyDe")
+    parser.add_argument("--no-bm4d", dest="bm4d", action="store_false", help="skip BM4D")
+    parser.add_argument("--bm4d-cubes", nargs="+", default=list(BM4D_CUBES), help="cubes BM4D runs on")
+    parser.add_argument("--crop", type=int, help="keep the top-left CROP x CROP pixels of every cube (smoke runs)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement (default 1800)")
-    parser.add_argument("--no-ablation", dest="ablation", action="store_false", help="skip the ablation")
-    parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip PSNR vs evaluations")
     parser.add_argument("--workdir", type=Path, help="where cubes and outputs go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--anchor", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.one is not None:
-        import warnings
-
-        warnings.simplefilter("ignore")
-        result = measure(json.loads(args.one.read_text()))
-        args.result.write_text(json.dumps(result))
+    if args.anchor is not None:
+        args.result.write_text(json.dumps(anchor_child(json.loads(args.anchor.read_text()))))
         return 0
 
-    if args.ablation_tile is None:
-        args.ablation_tile = 128 if args.quick else args.tile
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hsidenoise-speed-", dir=args.workdir) as folder:
-        report = run_bench(args, Path(folder))
-    report["environment"] = environment(args)
-    report["ratios"] = ratios(report["rows"])
-    report["wall_seconds"] = time.perf_counter() - started
+    names = list(dict.fromkeys(list(args.cubes) + (list(SCALING) if args.scaling else [])))
+    label = f"hsidenoise{' --method ' + args.method if args.method else ''}"
+    report: dict[str, Any] = {"environment": environment(args), "rows": []}
+    with tempfile.TemporaryDirectory(prefix="hsidenoise-speed-", dir=args.workdir) as workdir:
+        for name in names:
+            folder = Path(workdir) / name
+            cube = make_cube(name, folder, args.crop)
+            shape = np.load(cube["noisy"], mmap_mode="r").shape
+            entry: dict[str, Any] = {"cube": name, "shape": "×".join(map(str, shape)), "pixels": shape[1] * shape[2]}
+            entry["hsidenoise"] = time_hsidenoise(cube, folder / "denoised.hdr", args.method, args.timeout, args.python, args.device)
+            if args.fasthyde:
+                entry["fasthyde"] = time_anchor("fasthyde", cube, folder / "fasthyde.npy", args.timeout)
+            if args.bm4d and name in args.bm4d_cubes and cube["sigma"]:
+                entry["bm4d"] = time_anchor("bm4d", cube, folder / "bm4d.npy", args.timeout)
+            for key in ("hsidenoise", "fasthyde", "bm4d"):
+                if key in entry:
+                    score(entry[key], cube)
+                    entry[key].pop("output", None)
+            report["rows"].append(entry)
+            print(markdown([entry], label).splitlines()[-1], flush=True)
+    report["environment"]["load_average_after"] = os.getloadavg()
     print()
-    print(markdown(report))
+    print(f"load average before / after: {report['environment']['load_average_before'][0]:.2f} / "
+          f"{report['environment']['load_average_after'][0]:.2f} (2 cores: above 0.5 the machine was shared)")
+    print(markdown(report["rows"], label))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from speed import CUBES, SEED, SIGMA_MAX, clean_cube
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cube", default="512x512x224", choices=CUBES)
+    parser.add_argument("--cube", default="512x512x224", choices=[name for name in CUBES if name != "example"])
     parser.add_argument("--noise", default="noniid", choices=("noniid", "mixture"))
     parser.add_argument("--tile", type=int, default=256, help="tile side (default 256, the tool's)")
     parser.add_argument("--top", type=int, default=25, help="functions to print")

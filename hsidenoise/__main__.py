@@ -1,5 +1,5 @@
 """`python -m hsidenoise` runs the command-line interface."""
 
-from hsidenoise.cli import app
+from hsidenoise.console import main
 
-app()
+main()

@@ -40,6 +40,33 @@ def select_device(choice: str = "auto") -> torch.device:
     raise ConfigError(f"unknown device {choice!r}; choose one of: {', '.join(DEVICES)} (or cuda:N)")
 
 
+def lowrank_device(choice: str = "auto") -> str | None:
+    """Where ``--method lowrank`` runs its eigen-image DCT: None for numpy on the CPU, or a CUDA device name.
+
+    ``cpu`` and, on a machine without an NVIDIA driver, ``auto`` never import torch (about 2 s per process that
+    the numpy path does not need); ``auto`` with a driver and ``cuda`` ask torch (:func:`select_device`), so
+    ``cuda`` without a GPU is the same one-line error as for DECSC.
+
+    Raises:
+        ConfigError: an unknown choice, or CUDA asked for where torch sees no GPU.
+    """
+    if choice not in DEVICES and not choice.startswith("cuda:"):
+        raise ConfigError(f"unknown device {choice!r}; choose one of: {', '.join(DEVICES)} (or cuda:N)")
+    if choice == "cpu" or (choice == "auto" and not nvidia_driver_present()):
+        return None
+    device = select_device(choice)
+    return None if device.type == "cpu" else str(device)
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver shows a GPU (``/proc/driver/nvidia/gpus`` not empty), without importing torch."""
+    gpus = "/proc/driver/nvidia/gpus"
+    try:
+        return os.path.isdir(gpus) and bool(os.listdir(gpus))
+    except OSError:
+        return False
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """MemoryError, or an accelerator's out-of-memory error (torch's ``OutOfMemoryError``), without importing torch."""
     return isinstance(error, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(error).__mro__)

@@ -128,10 +128,33 @@ def plan_axis(length: int, size: int, stride: int) -> list[slice]:
     return [slice(start, start + size) for start in starts]
 
 
+def plan_spatial_axis(length: int, config: TileConfig) -> list[slice]:
+    """The tiles' pieces of a spatial axis: as few as with side ``config.tile``, each as small as they can be.
+
+    :func:`plan_axis` with pieces of ``config.tile`` spreads the slack over the overlaps: a 512-pixel axis
+    takes three 256-pixel tiles overlapping by 128, 1.5x the pixels. The same three pieces at 192 pixels overlap
+    by ``config.overlap`` (32), 1.125x the pixels: every per-pixel stage of a method does 25 % less work per
+    axis, and no piece is larger than asked (the memory bound holds). When the smaller side would leave less
+    than two overlaps per piece, the pieces keep ``config.tile``.
+
+    Example:
+        >>> plan_spatial_axis(512, TileConfig(tile=256, overlap=32))
+        [slice(0, 192, None), slice(160, 352, None), slice(320, 512, None)]
+    """
+    pieces = plan_axis(length, config.tile, config.stride)
+    if len(pieces) == 1:
+        return pieces
+    gaps, overlap = len(pieces) - 1, config.overlap
+    side = max(-(-(length + gaps * overlap) // (gaps + 1)), 2 * overlap, 1)
+    while side < config.tile and -(-(length - side) // (side - overlap)) > gaps:
+        side += 1
+    return plan_axis(length, side, side - overlap) if side < config.tile else pieces
+
+
 def plan_tiles(height: int, width: int, config: TileConfig) -> list[Tile]:
     """Spatial tiles covering a ``height`` x ``width`` cube, row by row (the order the Stitcher expects)."""
-    row_windows = plan_axis(height, config.tile, config.stride)
-    col_windows = plan_axis(width, config.tile, config.stride)
+    row_windows = plan_spatial_axis(height, config)
+    col_windows = plan_spatial_axis(width, config)
     return [Tile(rows.start, rows.stop, cols.start, cols.stop) for rows in row_windows for cols in col_windows]
 
 

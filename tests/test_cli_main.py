@@ -48,6 +48,44 @@ def test_help_of_every_command_imports_no_heavy_module():
     assert facts["heavy"] == []
 
 
+def test_top_level_help_answers_without_typer_and_lists_the_apps_commands():
+    """`hsidenoise --help` comes from hsidenoise.console, importing neither Typer nor numpy, and lists exactly
+    the commands Typer registers, with the summaries Typer's own listing and each command's help start with."""
+    import inspect
+
+    from typer.main import get_command
+
+    import hsidenoise.cli as cli
+    from hsidenoise.commands import COMMANDS, DESCRIPTION
+    from hsidenoise.console import top_level_help
+
+    script = (
+        "import json, sys\n"
+        "from hsidenoise.console import main\n"
+        "sys.argv = ['hsidenoise', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as done:\n"
+        "    heavy = [m for m in ('typer', 'numpy', 'rich', 'click') if m in sys.modules]\n"
+        "    sys.stderr.write(json.dumps({'code': done.code, 'heavy': heavy}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert json.loads(done.stderr) == {"code": 0, "heavy": []}
+    assert done.stdout == top_level_help()
+    group = get_command(cli.app)
+    assert list(group.commands) == list(COMMANDS)  # the same commands, in the listing's order
+    assert group.help == DESCRIPTION
+    for name, command in group.commands.items():
+        assert command.short_help == COMMANDS[name]
+        first_paragraph = " ".join(inspect.getdoc(command.callback).split("\n\n")[0].split())
+        assert first_paragraph == COMMANDS[name], name  # `hsidenoise NAME --help` starts with the same line
+        assert name in done.stdout
+    module = subprocess.run(
+        [sys.executable, "-m", "hsidenoise", "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (module.returncode, module.stdout) == (0, top_level_help())
+
+
 def test_format_choices_are_the_io_formats(runner):
     from hsidenoise.cli.options import FormatChoice
     from hsidenoise.io import FORMATS

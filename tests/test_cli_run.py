@@ -129,7 +129,7 @@ def test_run_band_window_decsc_on_a_real_crop_with_report(runner, real_crop, noi
     # at most --max-iter evaluations in the solve, plus the initial point and the model's two phantom steps
     assert 1 <= document["solver"]["evaluations_max"] <= 4 + 3
     facts = json.loads((report / "report.json").read_text())
-    assert [tile["rows"] for tile in facts["tiles"]] == [[0, 32], [0, 32], [8, 40], [8, 40]]
+    assert [tile["rows"] for tile in facts["tiles"]] == [[0, 24], [0, 24], [16, 40], [16, 40]]
     assert all(1 <= tile["evaluations"] <= 4 + 3 and tile["max_residual"] >= 0 for tile in facts["tiles"])
     assert facts["solver"] == document["solver"]
     out = read_cube(tmp_path / "apples_out.hdr")

@@ -302,3 +302,30 @@ def test_band_sigma_is_unbiased_with_few_pixels_per_band(seed: int) -> None:
     assert 0.98 < np.median(band_noise(regression) / sigma) < 1.02
     uncorrected = band_noise(dataclasses.replace(regression, sample_count=None)) / sigma
     assert np.median(uncorrected) < 0.96
+
+
+def test_nonnegative_least_squares_matches_scipy_on_leakage_and_general_systems() -> None:
+    import scipy.optimize
+
+    from hsidenoise.subspace.noise_estimate import leakage_solve, nonnegative_least_squares
+
+    rng = np.random.default_rng(11)
+    negatives = 0
+    for trial in range(60):
+        bands = int(rng.integers(2, 40))
+        if trial % 2:  # leakage systems: 1 on the diagonal, squared regression coefficients off it
+            matrix = rng.random((bands, bands)) ** 4 * rng.uniform(0.01, 0.6)
+            np.fill_diagonal(matrix, 1.0)
+            target = rng.uniform(0.0, 1.0, bands) ** 3  # some tiny residuals: negative exact variances
+        else:  # any full-rank system
+            matrix = rng.standard_normal((bands + int(rng.integers(0, 5)), bands))
+            target = rng.standard_normal(matrix.shape[0])
+        exact = np.linalg.lstsq(matrix, target, rcond=None)[0]
+        negatives += int((exact < 0).any())
+        expected = scipy.optimize.nnls(matrix, target)[0]
+        ours = nonnegative_least_squares(matrix, target, exact > 0)
+        assert (ours >= 0).all()
+        np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-9 * max(np.abs(expected).max(), 1e-300))
+        if matrix.shape[0] == bands and trial % 2:
+            np.testing.assert_allclose(leakage_solve(matrix, np.sqrt(target)) ** 2, expected, rtol=1e-7, atol=1e-12)
+    assert negatives > 20  # the constrained case is what is tested

@@ -12,6 +12,7 @@ from hsidenoise.tiling import (
     TileConfig,
     blend_weights,
     plan_axis,
+    plan_spatial_axis,
     plan_band_windows,
     plan_tiles,
     taper,
@@ -58,19 +59,35 @@ def test_plan_axis_matches_a_hand_made_plan() -> None:
     assert plan_axis(11, 4, 3) == [slice(0, 4), slice(2, 6), slice(4, 8), slice(7, 11)]
 
 
-def test_plans_cover_every_pixel_with_full_size_tiles() -> None:
+def test_plans_cover_every_pixel_with_equal_tiles_no_larger_than_asked() -> None:
     for height, width, config in random_configs(300, seed=1):
         tiles = plan_tiles(height, width, config)
         coverage = np.zeros((height, width), dtype=int)
+        shapes = {tile.shape for tile in tiles}
+        assert len(shapes) == 1
+        ((tile_height, tile_width),) = shapes
+        assert tile_height <= min(config.tile, height) and tile_width <= min(config.tile, width)
         for tile in tiles:
-            assert tile.shape == (min(config.tile, height), min(config.tile, width))
             coverage[tile.rows, tile.cols] += 1
         assert coverage.min() >= 1
+        # as many tiles as full-size tiles would take, never more
+        assert len(tiles) == len(plan_axis(height, config.tile, config.stride)) * len(
+            plan_axis(width, config.tile, config.stride)
+        )
         starts = sorted({t.row_start for t in tiles})
         assert starts[0] == 0 and max(t.row_stop for t in tiles) == height
         steps = np.diff(starts)
-        assert ((steps > 0) & (steps <= config.stride)).all()
+        assert ((steps > 0) & (steps <= tile_height - config.overlap)).all()  # every overlap at least the one asked
         assert len(steps) == 0 or steps.max() - steps.min() <= 1  # spread evenly
+
+
+def test_spatial_plan_shrinks_tiles_to_the_overlap_asked() -> None:
+    config = TileConfig(tile=256, overlap=32)
+    plan = plan_spatial_axis(512, config)
+    assert [(piece.start, piece.stop) for piece in plan] == [(0, 192), (160, 352), (320, 512)]
+    assert plan_spatial_axis(200, config) == [slice(0, 200)]
+    # pieces that would leave less than two overlaps keep the full side
+    assert plan_spatial_axis(20, TileConfig(tile=16, overlap=8)) == plan_axis(20, 16, 8)
 
 
 def test_band_windows_cover_every_band_even_with_fewer_bands_than_a_window() -> None:
@@ -149,7 +166,7 @@ def test_stitching_blends_like_a_dense_weighted_average() -> None:
     rng = np.random.default_rng(6)
     for height, width, config in random_configs(100, seed=7):
         tiles = plan_tiles(height, width, config)
-        row_plan, col_plan = (plan_axis(n, config.tile, config.stride) for n in (height, width))
+        row_plan, col_plan = (plan_spatial_axis(n, config) for n in (height, width))
         row_weights, col_weights = blend_weights(row_plan), blend_weights(col_plan)
         values = [rng.random((2, *t.shape)) for t in tiles]
         numerator = np.zeros((2, height, width))

@@ -21,10 +21,11 @@ import typer
 
 from hsidenoise import __version__
 from hsidenoise.cli import convert, evaluate, info, models, noise, run, train
+from hsidenoise.commands import COMMANDS, DESCRIPTION
 
 app = typer.Typer(
     name="hsidenoise",
-    help="Denoise hyperspectral cubes (ENVI, GeoTIFF, MAT, HDF5) with DECSC or a fast low-rank method.",
+    help=DESCRIPTION,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -48,14 +49,15 @@ def main(
     """Denoise hyperspectral cubes with DECSC (deep-equilibrium convolutional sparse coding)."""
 
 
-# Registered in the order of the original single-module CLI, which is the order `--help` lists them in.
-app.command("noise")(noise.noise)
-app.command("eval")(evaluate.evaluate_command)
-app.command("info")(info.info)
-app.command("convert")(convert.convert)
-app.command("run")(run.run)
-app.command("train")(train.train)
-app.command("finetune")(train.finetune)
-app.command("models")(models.models)
+# Registered in the order of the original single-module CLI, which is the order `--help` lists them in; the
+# one-line summaries are hsidenoise.commands', which hsidenoise.console also reads to answer `hsidenoise --help` without importing Typer.
+app.command("noise", short_help=COMMANDS["noise"])(noise.noise)
+app.command("eval", short_help=COMMANDS["eval"])(evaluate.evaluate_command)
+app.command("info", short_help=COMMANDS["info"])(info.info)
+app.command("convert", short_help=COMMANDS["convert"])(convert.convert)
+app.command("run", short_help=COMMANDS["run"])(run.run)
+app.command("train", short_help=COMMANDS["train"])(train.train)
+app.command("finetune", short_help=COMMANDS["finetune"])(train.finetune)
+app.command("models", short_help=COMMANDS["models"])(models.models)
 
 __all__ = ["app"]

@@ -39,10 +39,18 @@ def _identity(**_: Any) -> Denoiser:
     return IdentityDenoiser()
 
 
-def _lowrank(*, spatial: str, **_: Any) -> Denoiser:
+def _lowrank(*, spatial: str, device: str, **_: Any) -> Denoiser:
+    from hsidenoise.device import lowrank_device
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
+    from hsidenoise.subspace.eigenimages import resolve_spatial
 
-    return LowRankDenoiser(LowRankConfig(spatial=spatial))
+    config = LowRankConfig(spatial=spatial)
+    gpu = lowrank_device(device) if resolve_spatial(spatial) == "dct" else None
+    if gpu is None:
+        return LowRankDenoiser(config)
+    from hsidenoise.subspace.dct_torch import TorchDCTDenoiser  # the eigen-image DCT on the GPU
+
+    return LowRankDenoiser(config, TorchDCTDenoiser(config.dct_threshold, gpu))
 
 
 def _decsc(**options: Any) -> Denoiser:
@@ -58,7 +66,8 @@ METHODS: dict[str, MethodSpec] = {
         _decsc,
     ),
     "lowrank": MethodSpec(
-        "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)", ("spatial",), _lowrank
+        "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)", ("spatial", "device"),
+        _lowrank,
     ),
     "identity": MethodSpec("returns the input unchanged (measures the pipeline alone)", (), _identity),
 }
@@ -82,7 +91,8 @@ def build_method(
         name: a key of :data:`METHODS`.
         model: ``decsc`` only: a preset name (an untrained network; for tests and timing) or a weights
             path; None takes the shipped weights (:func:`hsidenoise.model.find_default_weights`).
-        device: ``auto``, ``cpu`` or ``cuda`` (:func:`hsidenoise.device.select_device`).
+        device: ``auto``, ``cpu`` or ``cuda`` (:func:`hsidenoise.device.select_device`); ``lowrank`` runs its
+            eigen-image DCT there when it is a GPU (:func:`hsidenoise.device.lowrank_device`), else numpy.
         config: the tiling (its band window must match the model's, its stride is used).
         window_batch: band windows per model call; None: 1 on the CPU (measured fastest: smaller working
             set, `bench/README.md`), 16 on CUDA as the floor of a batch sized from free GPU memory.

@@ -13,7 +13,7 @@ import numpy as np
 
 from hsidenoise.errors import ConfigError, ResourceError
 from hsidenoise.statistics import CHUNK_BYTES, PAIR_SAMPLE
-from hsidenoise.tiling import TileConfig, plan_axis
+from hsidenoise.tiling import TileConfig, plan_spatial_axis
 
 SAMPLE_PIXELS = 65536
 """Pixel spectra sampled by the statistics pass (for the Gram matrix and the low-rank front end); the tool
@@ -62,7 +62,7 @@ def estimate_memory(
     in_flight = tile_values * itemsize + batch_size * tile_values * 2 * 4  # one raw tile; inputs and outputs
     row_overlap, col_overlap = (
         max((before.stop - after.start for before, after in zip(plan, plan[1:])), default=0)
-        for plan in (plan_axis(height, config.tile, config.stride), plan_axis(width, config.tile, config.stride))
+        for plan in (plan_spatial_axis(height, config), plan_spatial_axis(width, config))
     )
     stitching = bands * (row_overlap * width + col_overlap * tile_height) * 4 * 2 + tile_values * 4
     block = tile_values * (itemsize + 2 * 8)  # restored input, output block, its cast in the writer

@@ -170,6 +170,8 @@ class DCTDenoiser:
 
     Attributes:
         threshold: hard threshold of the first stage, in noise sigmas (``LowRankConfig.dct_threshold``).
+
+    The same denoiser in torch on a GPU: :class:`hsidenoise.subspace.dct_torch.TorchDCTDenoiser`.
     """
 
     threshold: float

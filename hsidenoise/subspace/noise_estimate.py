@@ -172,28 +172,26 @@ def column_median(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     Args:
         values: (n, B); missing: (n, B) bool, entries left out.
 
-    One partition of all columns at a fixed position (``np.nanmedian`` goes column by column in Python): in a
-    column with c entries kept, the first L = (n - 1) // 2 - (c - 1) // 2 missing entries become -inf and the
-    others +inf, which puts the kept entries' lower middle value at position (n - 1) // 2; for even c the upper
-    one is the smallest value after it.
+    One contiguous band-major copy, then per column its kept entries and one partition at the lower middle (the
+    upper middle of an even count is the smallest value after it). A loop over the B columns in Python, yet
+    4.5x faster than one vectorised partition of all columns, which has to place the missing entries at -inf
+    and +inf around a common middle first (measured on 16,384 x 224 with 1 to 30 % missing; 1.8x without any).
     """
-    rows = values.shape[0]
+    rows, columns = values.shape
+    median = np.full(columns, np.nan)
     if rows == 0:
-        return np.full(values.shape[1], np.nan)
-    count = rows - missing.sum(axis=0)
-    middle = (rows - 1) // 2
-    if missing.any():
-        below = middle - np.maximum(count - 1, 0) // 2  # (B,) missing entries sent to -inf
-        order = np.cumsum(missing, axis=0)  # (n, B) rank of each missing entry in its column
-        placed = np.where(missing, np.where(order <= below, -np.inf, np.inf), values).T  # (B, n), contiguous rows
-    else:
-        placed = np.array(values.T, dtype=np.result_type(values.dtype, np.float64))
-    parted = np.partition(placed, middle, axis=1)  # one position: numpy's two-position partition is slower
-    upper = parted[:, middle + 1 :].min(axis=1) if rows > 1 else parted[:, middle]
-    second = np.where(count % 2 == 0, upper, parted[:, middle])
-    with np.errstate(invalid="ignore"):
-        median = 0.5 * (parted[:, middle] + second)
-    return np.where(count > 0, median, np.nan)
+        return median
+    band_major = np.ascontiguousarray(values.T, dtype=np.result_type(values.dtype, np.float64))
+    kept = ~np.ascontiguousarray(missing.T) if missing.any() else None
+    for column in range(columns):
+        entries = band_major[column] if kept is None else band_major[column][kept[column]]
+        count = entries.size
+        if count == 0:
+            continue
+        lower = (count - 1) // 2
+        parted = np.partition(entries, lower)
+        median[column] = parted[lower] if count % 2 else 0.5 * (parted[lower] + parted[lower + 1 :].min())
+    return median
 
 
 def trimmed_scale(residuals: np.ndarray, inliers: np.ndarray, threshold: float) -> np.ndarray:
@@ -227,8 +225,6 @@ def regression_coefficients(
             diagonal (the E-step of EM); without it imputed entries look noise-free and the passes collapse
             onto their own predictions.
     """
-    import scipy.linalg
-
     n, bands = centred.shape
     gram = centred.T @ centred
     if not np.isfinite(gram).all():
@@ -244,7 +240,7 @@ def regression_coefficients(
     floor = 1e-12 * largest if largest > 0 else 1.0  # keeps constant bands (zero variance) invertible
     gram[np.diag_indices(bands)] = diagonal + ridge * np.maximum(diagonal, floor) + floor
     try:
-        precision = scipy.linalg.inv(gram, check_finite=False)
+        precision = np.linalg.inv(gram)
     except np.linalg.LinAlgError:  # singular to working precision despite the ridge: the pseudo-inverse
         precision = np.linalg.pinv(gram, hermitian=True)
     precision = 0.5 * (precision + precision.T)
@@ -383,23 +379,33 @@ def fit_band_regression(
         CubeShapeError: ``spectra`` is not (n >= 2, B >= 1) or has fewer than 2 finite rows.
     """
     config = config or LowRankConfig()
-    observed = subsample(as_spectra(spectra), config.regression_sample, config.seed)
-    if observed.shape[1] < 2:
+    sample = subsample(as_spectra(spectra), config.regression_sample, config.seed)  # (n, B)
+    if sample.shape[1] < 2:
         raise NothingToDenoise(
-            f"the band regression needs at least 2 bands to tell noise from signal, got {observed.shape[1]}; "
+            f"the band regression needs at least 2 bands to tell noise from signal, got {sample.shape[1]}; "
             "use a spatial denoiser for single-band images"
         )
-    known = stuck.mask(observed.T).T if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
-    missing = known.copy()
-    cleaned = _impute_columns(observed, known)
+    # Band-major (B, n) arrays: the per-band reductions and the cleaning read contiguous rows; the (n, B)
+    # helpers get transposed views (column reductions over contiguous memory).
+    observed_bands = np.ascontiguousarray(sample.T)
+    known_bands = stuck.mask(observed_bands) if stuck is not None and stuck.any() else np.zeros(observed_bands.shape, bool)
+    observed, known = observed_bands.T, known_bands.T  # (n, B) views
+    known_any = bool(known_bands.any())
+    observed_std = _kept_std(observed, known)  # (B,) the bands' own spread, for bands whose residuals have no core
+    missing_bands = known_bands.copy()
+    cleaned_bands = np.ascontiguousarray(_impute_columns(sample, known).T)
     scale: np.ndarray | None = None
+    previous_scale: np.ndarray | None = None
     imputed_variance = None
     residuals = None
     for iteration in range(config.regression_iterations):
-        mean = cleaned.mean(axis=0)
-        coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+        mean = cleaned_bands.mean(axis=1)
+        centred = cleaned_bands - mean[:, None]
+        coefficients = regression_coefficients(centred.T, config.ridge, imputed_variance)
         # each observed entry minus its prediction from the cleaned other bands of its pixel
-        residuals = (cleaned - mean) @ coefficients + (observed - cleaned)
+        residual_bands = coefficients.T @ centred + (observed_bands - cleaned_bands)
+        del centred
+        residuals, missing = residual_bands.T, missing_bands.T  # (n, B) views
         if scale is None:
             scale = _masked_shorth_scale(residuals, known)
         elif effective:
@@ -413,24 +419,43 @@ def fit_band_regression(
             plain = _kept_std(residuals, known)
             detected = (missing & ~known).sum(axis=0) / np.maximum((~known).sum(axis=0), 1)
             broken = (detected > IMPLAUSIBLE_OUTLIER_FRACTION) & (
-                plain > UNEXPLAINED_FRACTION * _kept_std(observed, known)
+                plain > UNEXPLAINED_FRACTION * observed_std
             )
             if broken.any():
                 scale = np.where(broken, plain, scale)
                 logger.debug("band regression pass %d: %d band(s) without a core, plain scale", iteration, broken.sum())
         scale = np.maximum(scale, np.finfo(np.float64).tiny)
         regression = BandRegression(mean=mean, coefficients=coefficients, residual_scale=scale)
-        cleaned_t, missing_t = clean_entries(observed.T, known.T, regression, config)
-        cleaned, missing = cleaned_t.T, missing_t.T
-        imputed_variance = missing.sum(axis=0) * scale**2
-        logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing.mean())
+        if known_any:
+            cleaned_next, missing_next = clean_entries(observed_bands, known_bands, regression, config)
+        else:  # the observed entries' residuals from this pass's: they differ only on the imputed entries
+            change = cleaned_bands - observed_bands  # (B, n), non-zero on the entries imputed so far
+            pixels = np.flatnonzero(change.any(axis=0))
+            observed_residuals = residual_bands.copy()
+            observed_residuals[:, pixels] += change[:, pixels] - coefficients.T @ change[:, pixels]
+            cleaned_next, missing_next = clean_entries(
+                observed_bands, known_bands, regression, config, residuals=observed_residuals
+            )
+        repeated = (
+            iteration > 1
+            and np.array_equal(missing_next, missing_bands)
+            and np.array_equal(cleaned_next, cleaned_bands)
+            and np.array_equal(scale, previous_scale)
+        )
+        cleaned_bands, missing_bands, previous_scale = cleaned_next, missing_next, scale
+        missing = missing_bands.T
+        imputed_variance = missing_bands.sum(axis=1) * scale**2
+        if repeated:  # a fixed point: every further pass would repeat this one exactly
+            logger.debug("band regression: fixed point after pass %d", iteration)
+            break
+        logger.debug("band regression pass %d: %.3f %% of entries imputed", iteration, 100.0 * missing_bands.mean())
     effective_scale = None
     if not effective and residuals is not None:
         inliers = ~missing & (np.abs(residuals) <= config.outlier_threshold * scale)
         refined = trimmed_scale(residuals, inliers, config.outlier_threshold)
         effective_scale = np.where(np.isfinite(refined) & (refined > scale), refined, scale)
-    mean = cleaned.mean(axis=0)
-    coefficients = regression_coefficients(cleaned - mean, config.ridge, imputed_variance)
+    mean = cleaned_bands.mean(axis=1)
+    coefficients = regression_coefficients((cleaned_bands - mean[:, None]).T, config.ridge, imputed_variance)
     return BandRegression(
         mean=mean,
         coefficients=coefficients,
@@ -550,14 +575,14 @@ def leakage_solve(leakage: np.ndarray, scale: np.ndarray) -> np.ndarray:
     Returns:
         (B,) sigma; the exact solution when it is non-negative, else non-negative least squares.
     """
+    target = scale**2
     try:  # a non-negative exact solution of the square system is the NNLS solution (zero residual)
-        variance = np.linalg.solve(leakage, scale**2)
+        variance = np.linalg.solve(leakage, target)
     except np.linalg.LinAlgError:
         variance = np.full(scale.shape, -1.0)
     if not (np.isfinite(variance).all() and (variance >= 0).all()):
-        import scipy.optimize  # a third of a second to import: only when a variance comes out negative
-
-        variance = scipy.optimize.nnls(leakage, scale**2)[0]
+        start = np.isfinite(variance) & (variance > 0)
+        variance = nonnegative_least_squares(leakage, target, start)
     return np.sqrt(variance)
 
 
@@ -596,6 +621,55 @@ def sigma_bounds(
     low = np.where(unresolved, 0.0, np.minimum(gaussian, spectral) * (1.0 - spread))
     high = np.where(unresolved, np.minimum(gaussian, spectral), np.maximum(gaussian, spectral)) * (1.0 + spread)
     return low, high, unresolved
+
+
+PIVOT_ROUNDS = 50
+"""Most rounds of :func:`nonnegative_least_squares`'s pivoting before it hands the problem to SciPy."""
+
+
+def nonnegative_least_squares(matrix: np.ndarray, target: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """argmin ||matrix @ x - target|| over x >= 0, by principal pivoting from a guess of the free variables.
+
+    Each round solves least squares on the free variables (the others at 0) and checks the optimality
+    (KKT) conditions: free variables non-negative, and the gradient matrix^T (matrix x - target) non-negative
+    on the bound ones. Infeasible variables swap sides, all at once while their count falls, else the last one
+    only (Judice and Pires' safeguard, as in Kim and Park's NNLS, SIAM J. Sci. Comput. 2011). Started from the
+    variables that the unconstrained solution keeps positive, the leakage systems of the noise estimate need
+    one or two rounds. For a matrix of full column rank the solution is unique, so this returns what
+    ``scipy.optimize.nnls`` returns, without importing scipy.optimize (a third of a second per process),
+    which stays the fallback when the rounds run out.
+
+    Args:
+        matrix: (m, n) of full column rank. target: (m,). free: (n,) bool, the starting guess.
+
+    Returns:
+        (n,) the non-negative least-squares solution.
+    """
+    n = matrix.shape[1]
+    free = free.copy()
+    scale = float(np.abs(matrix).max() * max(np.abs(target).max(), 1e-300))
+    tolerance = 1e-12 * scale
+    fewest, chances = n + 1, 3
+    for _ in range(PIVOT_ROUNDS):
+        x = np.zeros(n)
+        if free.any():
+            x[free] = np.linalg.lstsq(matrix[:, free], target, rcond=None)[0]
+        gradient = matrix.T @ (matrix @ x - target)
+        infeasible = (free & (x < 0)) | (~free & (gradient < -tolerance))
+        count = int(infeasible.sum())
+        if count == 0:
+            return x
+        if count < fewest:
+            fewest, chances = count, 3
+        elif chances > 0:
+            chances -= 1
+        else:  # the block swaps cycle: swap only the last infeasible variable
+            infeasible = np.zeros(n, dtype=bool)
+            infeasible[np.flatnonzero((free & (x < 0)) | (~free & (gradient < -tolerance)))[-1]] = True
+        free ^= infeasible
+    import scipy.optimize  # no optimum within the rounds (not seen on the noise estimate's systems)
+
+    return scipy.optimize.nnls(matrix, target)[0]
 
 
 def estimate_band_noise(

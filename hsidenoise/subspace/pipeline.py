@@ -24,6 +24,7 @@ from hsidenoise.denoiser import DenoiserBase, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
+from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
 from hsidenoise.subspace.projection import back_project, project_eigen_images
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
@@ -329,6 +330,8 @@ class LowRankDenoiser(DenoiserBase):
             facts: dict[str, Any] = {"spatial": self.spatial}
         else:
             facts = LowRankInfo.from_subspace(self.subspace, self.spatial).as_dict()
+        if isinstance(self.eigen_denoiser, TorchDCTDenoiser):  # the GPU path
+            facts["device"] = self.eigen_denoiser.device
         eigen_denoiser_info = getattr(self.eigen_denoiser, "info", None)
         if eigen_denoiser_info is None:
             return facts
