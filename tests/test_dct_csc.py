@@ -289,7 +289,8 @@ def test_synthetic_pairs_carry_levels_drawn_from_the_range_and_real_pairs_their_
 
 @pytest.mark.shared_data
 def test_gpu_script_trains_the_new_preset_on_cpu(shared_data, tmp_path) -> None:
-    """``PRESETS=dctcsc bench/gpu_train.sh OUT 8 2``: a few steps on CPU, weights, log and inference timing."""
+    """``PRESETS=dctcsc bench/gpu_train.sh OUT 8 2``: a few steps on CPU with the ``mpsnr`` loss, weights, log and
+    inference timing."""
     env = {**os.environ, "PRESETS": "dctcsc", "PYTHON": sys.executable, "DATA": str(shared_data), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["bash", str(REPO / "bench" / "gpu_train.sh"), str(tmp_path / "out"), "8", "2"],
@@ -301,3 +302,4 @@ def test_gpu_script_trains_the_new_preset_on_cpu(shared_data, tmp_path) -> None:
     assert "dctcsc inference" in (out / "timings.txt").read_text()
     card = json.loads((out / "dctcsc" / "decsc-dctcsc.json").read_text())
     assert card["preset"] == "dctcsc" and card["card"]["steps"] >= 1
+    assert card["card"]["loss"] == "mpsnr"  # the script's default loss: the users' metric

@@ -336,6 +336,31 @@ def test_resume_without_a_checkpoint_is_a_clear_error(cube_files: tuple[Path, Pa
         fit(tiny_train_config(cube_files, tmp_path / "empty"), resume=True)
 
 
+def test_resume_with_another_loss_is_refused_but_a_checkpoint_that_predates_the_record_resumes(
+    cube_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from hsidenoise.errors import CheckpointError
+    from hsidenoise.training import fit
+
+    config = tiny_train_config(cube_files, tmp_path / "run", epochs=1, validation=(), loss="mpsnr")
+
+    def kill(event) -> None:
+        if event.event == "step" and event.step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(config, progress=kill)
+    with pytest.raises(CheckpointError, match="different loss"):
+        fit(replace(config, loss="mse"), resume=True)
+    path = config.out_dir / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["identity"]["loss"]  # as written before the loss was recorded
+    torch.save(state, path)
+    assert fit(config, resume=True).steps == 3
+
+
 def test_fit_writes_weights_card_and_validation_then_finetune_continues(
     cube_files: tuple[Path, Path], tmp_path: Path
 ) -> None:

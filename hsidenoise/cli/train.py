@@ -139,7 +139,14 @@ def _training_command(finetuning: bool):
         checkpoint_every: Annotated[
             float, typer.Option("--checkpoint-every", min=0, help="Seconds between checkpoints.")
         ] = 300.0,
-        loss: Annotated[str, typer.Option("--loss", help="mse or logmse (mean -PSNR per example).")] = "mse",
+        loss: Annotated[
+            str,
+            typer.Option(
+                "--loss",
+                help="mse (subspace models: whitened eigen-images), logmse (band-window models: mean -PSNR per "
+                "example) or mpsnr (mean -PSNR per band in data units, the users' metric).",
+            ),
+        ] = "mse",
         resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
         self_supervised: Annotated[
             bool,

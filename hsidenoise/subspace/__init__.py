@@ -53,7 +53,7 @@ from hsidenoise.subspace.pipeline import (
     lowrank_denoise,
     sample_pixels,
 )
-from hsidenoise.subspace.projection import back_project, project
+from hsidenoise.subspace.projection import back_project, project, synthesis
 from hsidenoise.subspace.signal_subspace import Subspace, fit_loadings, fit_lowrank, fit_subspace
 
 __all__ = [
@@ -86,4 +86,5 @@ __all__ = [
     "resolve_spatial",
     "sample_pixels",
     "spatial_denoiser",
+    "synthesis",
 ]

@@ -87,12 +87,20 @@ def back_project(eigen_images: np.ndarray, subspace: Subspace) -> np.ndarray:
         (B, h, w) float64 in data units.
     """
     rank, height, width = eigen_images.shape
-    flat = eigen_images.reshape(rank, -1)
-    if subspace.loadings is not None and subspace.intercept is not None:
-        data = subspace.loadings @ flat
-        data += subspace.intercept[:, None]
-    else:
-        data = (subspace.sigma[:, None] * subspace.basis) @ flat
-        data += subspace.mean[:, None]
+    offset, loadings = synthesis(subspace)
+    data = loadings @ eigen_images.reshape(rank, -1)
+    data += offset[:, None]
     return data.reshape(subspace.band_count, height, width)
+
+
+def synthesis(subspace: Subspace) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map :func:`back_project` applies: data = offset + loadings @ eigen_images.
+
+    Returns:
+        offset (B,) and loadings (B, k), data units: (intercept, loadings) where the subspace has them, else
+        (mean, sigma * basis).
+    """
+    if subspace.loadings is not None and subspace.intercept is not None:
+        return subspace.intercept, subspace.loadings
+    return subspace.mean, subspace.sigma[:, None] * subspace.basis
 

@@ -43,6 +43,11 @@ class Position:
 
 
 
+UNRECORDED_BEFORE = ("loss",)
+"""Identity keys that older checkpoints lack; such a checkpoint is not checked on them (its card says which loss
+it trained with)."""
+
+
 def run_identity(
     cfg: TrainConfig, model_config: DECSCConfig, training: TrainingSet, processes: Processes
 ) -> dict[str, Any]:
@@ -54,6 +59,7 @@ def run_identity(
         "batch_size": cfg.batch_size,
         "sampler": repr(cfg.sampler),
         "seed": cfg.seed,
+        "loss": cfg.loss,
     }
 
 
@@ -126,7 +132,12 @@ class Checkpoint:
                 f"checkpoint {self.path} has format {state.get('format')}, expected {CHECKPOINT_FORMAT}; "
                 "start a fresh run"
             )
-        changed = [key for key, value in self.identity.items() if state["identity"].get(key) != value]
+        saved = state["identity"]
+        changed = [
+            key
+            for key, value in self.identity.items()
+            if saved.get(key) != value and not (key in UNRECORDED_BEFORE and key not in saved)
+        ]
         if changed:
             raise CheckpointError(
                 f"checkpoint {self.path} was written by a run with different {', '.join(changed)}; resume with the "

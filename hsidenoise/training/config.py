@@ -23,9 +23,12 @@ FINETUNE_LR = 2e-5
 """Adam's learning rate for :func:`finetune`: small steps away from weights that already work."""
 LR_DECAY = 0.5
 """Factor applied to the learning rate every ``lr_step_epochs`` epochs (the paper halves it)."""
-LOSSES: tuple[str, ...] = ("mse", "logmse")
-"""``mse``: mean squared error over the batch. ``logmse``: mean over examples of log(MSE_n), i.e. -PSNR up to
-constants, so that easy (low-noise) and hard (mixture) examples weigh the same."""
+LOSSES: tuple[str, ...] = ("mse", "logmse", "mpsnr")
+"""``mse``: mean squared error over the batch (subspace models: of the whitened eigen-images). ``logmse``
+(band-window models): mean over examples of log(MSE_n), i.e. -PSNR up to constants, so that easy (low-noise)
+and hard (mixture) examples weigh the same. ``mpsnr``: minus the per-band PSNR averaged over bands and examples,
+the users' metric (subspace models: of the eigen-images mapped back to data units as the pipeline does); see
+:mod:`hsidenoise.training.losses`."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class TrainConfig:
     steps_per_epoch: int = 250
     seed: int = 0
     checkpoint_every_s: float = 300.0
-    loss: Literal["mse", "logmse"] = "mse"
+    loss: Literal["mse", "logmse", "mpsnr"] = "mse"
     validation_crop: int = 96
 
     def __post_init__(self) -> None:

@@ -5,9 +5,10 @@
 the family supplies
 
 - the sampler (:class:`hsidenoise.training.subspace_pairs.SubspaceSampler`, built from the run's sampler settings),
-- the loss: mean squared error of the corrected eigen-images against the clean projection, in unit-noise
-  units, over the real (unpadded) components; in these units every component's error has the same scale, and
-  with the back-projection's orthonormal basis a uniform weight is what the per-band MPSNR asks for,
+- the loss (:mod:`hsidenoise.training.losses`): ``mse``, the mean squared error of the corrected eigen-images
+  against the clean projection in whitened units over the real (unpadded) components (it weighs each band's
+  data-unit error by 1 / sigma_b²), or ``mpsnr``, minus the per-band MPSNR of the eigen-images mapped back to
+  data units as the pipeline maps them (each band's error by 1 / its MSE, as the users' metric does),
 - the validation: the real inference path (:func:`hsidenoise.denoise.denoise_array` with
   :func:`hsidenoise.methods.decsc.build_subspace_decsc`) on fixed noisy crops of the validation
   cubes, next to the front end alone (``--method lowrank`` with the same settings).
@@ -25,6 +26,7 @@ import numpy as np
 from hsidenoise.errors import ConfigError
 from hsidenoise.noise import add_noise
 from hsidenoise.training.data import SamplerConfig, TrainingCube
+from hsidenoise.training.losses import back_projected_mpsnr, eigen_mse, window_loss
 from hsidenoise.training.subspace_pairs import EigenBatch, SubspaceSamplerConfig
 
 if TYPE_CHECKING:
@@ -59,6 +61,9 @@ def subspace_sampler_config(sampler: SamplerConfig | SubspaceSamplerConfig) -> S
 SURE_EPSILON = 1e-2
 """Monte-Carlo divergence step of the self-supervised loss, unit-noise units."""
 
+SUBSPACE_LOSSES = ("mse", "mpsnr")
+"""The losses a subspace model trains with (``logmse`` is the band-window family's)."""
+
 
 def subspace_loss(
     network: torch.nn.Module,
@@ -66,12 +71,21 @@ def subspace_loss(
     *,
     sampler: SubspaceSamplerConfig | None = None,
     rng: np.random.Generator | None = None,
+    loss: str = "mse",
 ) -> torch.Tensor:
-    """Masked MSE of the corrected eigen-images (unit-noise units), mean over real components and pixels.
+    """The loss of one batch of a subspace model.
 
+    ``loss="mse"``: masked MSE of the corrected eigen-images (unit-noise units), mean over real components and
+    pixels (:func:`hsidenoise.training.losses.eigen_mse`). ``loss="mpsnr"``: minus the mean per-band PSNR of
+    the corrected eigen-images mapped back to data units (:func:`hsidenoise.training.losses.back_projected_mpsnr`).
     With a self-supervised ``sampler`` (no clean target) the loss is instead the Monte-Carlo SURE of
-    :func:`hsidenoise.model.adapt.sure_batch`, whose expectation is that MSE; ``rng`` draws its probes.
+    :func:`hsidenoise.model.adapt.sure_batch`, whose expectation is the eigen-image MSE; ``rng`` draws its probes.
+
+    Raises:
+        ConfigError: an unknown ``loss``.
     """
+    if loss not in SUBSPACE_LOSSES:
+        raise ConfigError(f"a subspace model trains with --loss {' or '.join(SUBSPACE_LOSSES)}; got {loss!r}")
     if sampler is not None and sampler.self_supervised:
         from hsidenoise.model.adapt import sure_batch
         from hsidenoise.subspace import spatial_denoiser
@@ -84,9 +98,9 @@ def subspace_loss(
             rng if rng is not None else np.random.default_rng(0),
         )  # fmt: skip
     corrected, _ = network(batch.eigen, batch.pilot, batch.eigenvalues, batch.mask, noise=batch.noise)
-    weights = batch.mask[:, :, None, None]
-    pixels = batch.eigen.shape[-1] * batch.eigen.shape[-2]
-    return ((corrected.float() - batch.target).square() * weights).sum() / (weights.sum() * pixels)
+    if loss == "mpsnr":
+        return back_projected_mpsnr(corrected, batch)
+    return eigen_mse(corrected, batch)
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,6 +278,10 @@ class SubspaceFamily(Family):
 
             # a model told each eigen-image's level learns on the levels the pipeline produces, not unit noise
             self.settings = replace(self.settings, synthetic_noise=SYNTHETIC_NOISE)
+        if cfg.loss not in SUBSPACE_LOSSES:
+            raise ConfigError(f"a subspace model trains with --loss {' or '.join(SUBSPACE_LOSSES)}; got {cfg.loss!r}")
+        if self.settings.self_supervised and cfg.loss != "mse":
+            raise ConfigError("--self-supervised trains on SURE (no clean cube to compare bands with); drop --loss")
 
     @property
     def band_window(self) -> int:
@@ -286,7 +304,9 @@ class SubspaceFamily(Family):
         return SubspaceSampler(cubes, self.settings, rng=rng, on_round=on_round)
 
     def loss(self, network: torch.nn.Module, batch: Any, key: tuple[int, int, int]) -> torch.Tensor:
-        return subspace_loss(network, batch, sampler=self.settings, rng=np.random.default_rng(list(key)))
+        return subspace_loss(
+            network, batch, sampler=self.settings, rng=np.random.default_rng(list(key)), loss=self.cfg.loss
+        )
 
     def validate(self, cases: Sequence[Any], device: torch.device) -> ValidationScore:
         """Mean (model, front end, noisy) MPSNR over the cases; the random state and the model's mode untouched."""
@@ -325,13 +345,3 @@ def family_of(cfg: TrainConfig, model: Any) -> Family:
             "use --preset subspace or subspace weights"
         )
     return BandWindowFamily(cfg, model)
-
-
-def window_loss(name: str, output: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """``mse``: mean squared error; ``logmse``: mean over examples of log(MSE_n + 1e-10)."""
-    import torch
-
-    if name == "mse":
-        return torch.nn.functional.mse_loss(output, clean)
-    per_example = (output - clean).square().flatten(1).mean(dim=1)
-    return torch.log(per_example + 1e-10).mean()

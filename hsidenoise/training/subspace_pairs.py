@@ -23,12 +23,19 @@ eigen-image denoiser at run time (:data:`PIPELINE_NOISE`: 1, the whitening's nom
 passes a measured one; then this must call the same estimate), with ``real_noise="true"`` the true level of the
 round, the standard deviation of Z - T per component over the region (what a per-component estimate aims at).
 
+Every example also carries what maps its eigen-images back to data units as the pipeline's back-projection
+does (:func:`hsidenoise.subspace.synthesis`: data = offset + loadings @ eigen-images) and the clean crop in data
+units minus that offset (``bands``), so a loss can be computed per band in the users' units
+(:mod:`hsidenoise.training.losses`); the clean crop includes what lies outside the subspace, which no
+eigen-image denoiser can recover but which sets each band's error floor.
+
 Every draw of a round comes from one generator in a fixed order (synthetic noise from a generator seeded by
 the round and the example's index), so a checkpoint's (round start state, round index, position) replays it
 bit for bit, as :class:`hsidenoise.training.data.PatchSampler` does.
 
 Shapes: a batch holds eigen, pilot, target (N, k, p, p) float32 with k the largest rank in the batch (smaller
-ranks zero-padded), eigenvalues (N, k) (padding: 1) and mask (N, k) (1 for real components).
+ranks zero-padded), eigenvalues (N, k) (padding: 1) and mask (N, k) (1 for real components); bands
+(N, B, p, p) float32 with B the most bands in the batch, loadings (N, B, k) (padding: 0) and band_mask (N, B).
 """
 
 from __future__ import annotations
@@ -118,6 +125,9 @@ class EigenRegion:
         target: (k, r, c) the clean region projected on the same basis and whitening.
         eigenvalues: (k,) whitened eigenvalues of the kept components.
         noise: (k,) noise level of each eigen-image (``SubspaceSamplerConfig.real_noise``).
+        bands: (B, r, c) float32 the clean region in data units minus the synthesis offset (zeros when
+            self-supervised).
+        loadings: (B, k) the synthesis loadings (data units per whitened unit; :func:`hsidenoise.subspace.synthesis`).
         cube: the training cube's name.
         recipe: the noise recipe drawn.
     """
@@ -127,6 +137,8 @@ class EigenRegion:
     target: np.ndarray
     eigenvalues: np.ndarray
     noise: np.ndarray
+    bands: np.ndarray
+    loadings: np.ndarray
     cube: str
     recipe: str
 
@@ -149,7 +161,7 @@ def eigen_region(
         (the region with an empty cube name and recipe, the fitted :class:`hsidenoise.subspace.Subspace`).
     """
     from hsidenoise.statistics import neighbour_pairs
-    from hsidenoise.subspace import fit_lowrank, project, sample_pixels, spatial_denoiser
+    from hsidenoise.subspace import fit_lowrank, project, sample_pixels, spatial_denoiser, synthesis
 
     front_end = config.front_end
     pairs = neighbour_pairs(noisy, seed=seed + 1)
@@ -165,7 +177,12 @@ def eigen_region(
         noise = (eigen - target).reshape(subspace.rank, -1).std(axis=1)
     else:
         noise = np.full(subspace.rank, PIPELINE_NOISE)
-    return EigenRegion(eigen, pilot, target, eigenvalues, noise, cube="", recipe=""), subspace
+    offset, loadings = synthesis(subspace)
+    clean_bands = (region - offset[:, None, None]).astype(np.float32)
+    region_ = EigenRegion(
+        eigen, pilot, target, eigenvalues, noise, clean_bands, np.asarray(loadings, np.float32), cube="", recipe=""
+    )
+    return region_, subspace
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,9 +195,15 @@ class EigenBatch:
     eigenvalues: torch.Tensor
     mask: torch.Tensor
     noise: torch.Tensor
+    bands: torch.Tensor
+    loadings: torch.Tensor
+    band_mask: torch.Tensor
 
     def to(self, device: torch.device | str) -> EigenBatch:
-        tensors = (self.eigen, self.pilot, self.target, self.eigenvalues, self.mask, self.noise)
+        tensors = (
+            self.eigen, self.pilot, self.target, self.eigenvalues, self.mask, self.noise, self.bands, self.loadings,
+            self.band_mask,
+        )  # fmt: skip
         return EigenBatch(*(t.to(device, non_blocking=True) for t in tensors))
 
 
@@ -257,11 +280,17 @@ class SubspaceSampler:
         eigenvalues = np.ones((batch_size, rank), np.float32)
         mask = np.zeros((batch_size, rank), np.float32)
         noise = np.ones((batch_size, rank), np.float32)
-        for index, (z, p, t, lam, level) in enumerate(parts):
-            k = z.shape[0]
+        band_count = max(part[5].shape[0] for part in parts)
+        bands = np.zeros((batch_size, band_count, size, size), np.float32)
+        loadings = np.zeros((batch_size, band_count, rank), np.float32)
+        band_mask = np.zeros((batch_size, band_count), np.float32)
+        for index, (z, p, t, lam, level, clean, synth) in enumerate(parts):
+            k, b = z.shape[0], clean.shape[0]
             eigen[index, :k], pilot[index, :k], target[index, :k] = z, p, t
             eigenvalues[index, :k], mask[index, :k], noise[index, :k] = lam, 1.0, level
-        return EigenBatch(*(torch.from_numpy(a) for a in (eigen, pilot, target, eigenvalues, mask, noise)))
+            bands[index, :b], loadings[index, :b, :k], band_mask[index, :b] = clean, synth, 1.0
+        arrays = (eigen, pilot, target, eigenvalues, mask, noise, bands, loadings, band_mask)
+        return EigenBatch(*(torch.from_numpy(a) for a in arrays))
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to replay the sampler exactly (plain Python values only)."""
@@ -325,9 +354,14 @@ class SubspaceSampler:
         region, _ = eigen_region(
             cube.data, noisy, slice(row, row + side_r), slice(col, col + side_c), self.config, seed
         )
-        target = np.zeros_like(region.target) if self.config.self_supervised else region.target  # never seen
-        level = np.ones_like(region.noise) if self.config.self_supervised else region.noise  # no clean: nominal
-        region = EigenRegion(region.eigen, region.pilot, target, region.eigenvalues, level, cube.name, recipe)
+        unseen = self.config.self_supervised  # the cube is noisy: no target, and the nominal level
+        target = np.zeros_like(region.target) if unseen else region.target
+        level = np.ones_like(region.noise) if unseen else region.noise
+        clean_bands = np.zeros_like(region.bands) if unseen else region.bands
+        region = EigenRegion(
+            region.eigen, region.pilot, target, region.eigenvalues, level, clean_bands, region.loadings, cube.name,
+            recipe,
+        )  # fmt: skip
         count, patch = self.config.patches_per_round, self.config.patch_size
         examples = np.stack(
             [
@@ -363,4 +397,4 @@ class SubspaceSampler:
             pilot = spatial_denoiser(self.config.front_end).denoise(eigen, level if high > low else low)
         else:
             eigen, pilot, level = augment(region.eigen), augment(region.pilot), region.noise
-        return eigen, pilot, target, region.eigenvalues, level
+        return eigen, pilot, target, region.eigenvalues, level, augment(region.bands), region.loadings
