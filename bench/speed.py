@@ -17,7 +17,8 @@ Rows, each in a fresh child process:
 * ``hsidenoise``: the whole process ``python -m hsidenoise run IN.hdr -o OUT.hdr --quiet --json`` (default
   method; ``--method M`` for another) on the noisy cube written as ENVI float32: wall seconds from start to
   exit (imports, reading, statistics, fit, tiles, writing), the run's own stage timings, and the child's peak
-  RSS (``ru_maxrss`` of that child alone, from ``os.wait4``); run by ``.venv/bin/python`` (``--python``), the
+  RSS (``VmHWM`` of its own address space, written by a three-line wrapper at exit: ``ru_maxrss`` would carry
+  this bench's own high-water mark, cubes included, across fork and exec into the child); run by ``.venv/bin/python`` (``--python``), the
   README's install, while the anchors run in this interpreter (the one with the ``baselines`` extra);
 * ``fasthyde``: hyde-images' FastHyDe (i.i.d. mode, ``bench/quality.py``'s call) and ``bm4d`` (oracle sigma:
   the RMS of the true band sigmas; by default on ``256x256x31`` only): the call alone, in its own child, on the
@@ -167,11 +168,32 @@ def make_cube(name: str, folder: Path, crop: int | None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+PEAK_WRAPPER = (
+    "import atexit, runpy, sys\n"
+    "def _peak():\n"
+    "    with open('/proc/self/status') as status:\n"
+    "        sys.stderr.write(''.join('\\n' + line for line in status if line.startswith('VmHWM:')))\n"
+    "atexit.register(_peak)\n"
+    "sys.argv[0] = 'hsidenoise'\n"
+    "runpy.run_module('hsidenoise', run_name='__main__', alter_sys=True)\n"
+)
+"""``python -c`` program that runs ``python -m hsidenoise ARGS`` and writes its own peak RSS (``VmHWM`` line of
+/proc/self/status) to stderr at exit."""
+
+
+def _peak_rss_mib(stderr_text: str, usage: Any) -> float:
+    """The child's own peak RSS in MiB: its ``VmHWM`` line, else ``ru_maxrss`` (no /proc: an upper bound)."""
+    for line in reversed(stderr_text.splitlines()):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return usage.ru_maxrss / 1024
+
+
 def time_hsidenoise(
     cube: dict[str, Any], output: Path, method: str | None, timeout: float, python: str, device: str = "auto"
 ) -> dict[str, Any]:
     """The whole ``hsidenoise run`` process on ``cube``: wall seconds, stage timings, peak RSS, output path."""
-    command = [python, "-m", "hsidenoise", "run", cube["header"], "-o", str(output), "--quiet", "--json",
+    command = [python, "-c", PEAK_WRAPPER, "run", cube["header"], "-o", str(output), "--quiet", "--json",
                "--overwrite"]
     if method:
         command += ["--method", method]
@@ -181,7 +203,7 @@ def time_hsidenoise(
     with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:  # files: a pipe could fill up
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=REPO)
-        while True:  # wait4: this child's own rusage (ru_maxrss, its peak RSS in KiB on Linux)
+        while True:  # wait4: this child's CPU time (its rusage)
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
@@ -193,7 +215,8 @@ def time_hsidenoise(
         wall = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        tail = (stderr_path.read_text() or stdout_path.read_text()).strip().splitlines()[-1:] or ["no output"]
+        said = [line for line in stderr_path.read_text().splitlines() if line.strip() and not line.startswith("VmHWM:")]
+        tail = said[-1:] or stdout_path.read_text().strip().splitlines()[-1:] or ["no output"]
         return {"error": f"exit {child.returncode}: {tail[0][:200]}"}
     record = json.loads(stdout_path.read_text())
     record = record["runs"][0] if "runs" in record else record
@@ -201,7 +224,7 @@ def time_hsidenoise(
     return {
         "seconds": wall,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(stderr_path.read_text(), usage),
         "timings_s": record.get("timings_s", {}),
         "rank": info.get("rank") or (info.get("front_end") or {}).get("rank"),
         "device": info.get("device") or (info.get("front_end") or {}).get("device") or "cpu",
