@@ -136,3 +136,22 @@ def test_subspace_imputation_recovers_missing_entries_of_low_rank_spectra() -> N
     imputed = impute_in_subspace(corrupted, missing, subspace)
     np.testing.assert_array_equal(imputed[~missing], corrupted[~missing])
     assert np.abs(imputed[missing] - spectra[missing]).max() < 0.02
+
+
+def test_a_column_offset_on_half_the_column_is_not_taken_for_a_stripe() -> None:
+    """A sensor stripe runs the whole column; a shift in half of it (signal the other bands do not predict) stays."""
+    from hsidenoise.subspace.noise_estimate import BandRegression
+    from hsidenoise.subspace.outliers import _confirmed_stripe_offsets, _stripe_offsets
+
+    bands, height, width = 5, 64, 23
+    residuals = np.random.default_rng(11).standard_normal((bands, height, width))
+    residuals[0, :, 5] += 3.0  # a stripe: the whole column
+    residuals[1, : height // 2, 7] += 6.0  # half a column: not a stripe
+    regression = BandRegression(mean=np.zeros(bands), coefficients=np.eye(bands), residual_scale=np.ones(bands))
+    missing = np.zeros(residuals.shape, bool)
+    whole = _stripe_offsets(residuals, missing, regression, 5.0)
+    assert whole[1, 7] > 1.0  # the whole-column test alone takes the half-column shift for a stripe
+    offsets = _confirmed_stripe_offsets(residuals, missing, regression, 5.0)
+    assert offsets[0, 5] == pytest.approx(3.0, abs=0.4)
+    assert offsets[1, 7] == 0.0
+    assert np.count_nonzero(offsets) == 1

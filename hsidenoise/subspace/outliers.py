@@ -20,6 +20,15 @@ ROW_STRIPE_FACTOR = 2.0
 """Row stripes must stand out by this factor times ``stripe_threshold``: horizontal scene edges that the other
 bands predict poorly leave row-median offsets (measured: 81 false row offsets on a 256 x 256 CAVE tile with
 column-only mixture noise at the plain threshold, -0.9 dB), while sensors stripe mostly along the columns."""
+HALF_COLUMN_FACTOR = 0.7
+"""A stripe offset is kept only where each half of its column (top and bottom; left and right of a row) finds an
+offset of the same sign at this factor times the threshold (:func:`_confirmed_stripe_offsets`). A sensor's stripe
+runs the whole line; the column structure of a quiet band's residuals, signal that the other bands do not
+predict, changes along it. Measured (`bench/mixture.py`, CAVE apples seed 0): the whole-column test alone removed
+false offsets of up to 5.8 sigma from the kept entries of a band with sigma 2.7/255; confirmed by halves,
+mixture MPSNR +0.28 dB there, +0.17 dB on San Diego seed 1, the other cases within 0.01 dB."""
+MIN_HALF_LINE = 8
+"""Lines shorter than twice this many entries are not split (:func:`_confirmed_stripe_offsets`)."""
 COHERENT_FRACTION = 0.5
 """An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
 
@@ -145,6 +154,33 @@ def _stripe_offsets(
     return offsets
 
 
+def _confirmed_stripe_offsets(
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float
+) -> np.ndarray:
+    """:func:`_stripe_offsets` of whole columns, kept where both halves of the column agree.
+
+    Each half (rows ``[0, h/2)`` and ``[h/2, h)``) is searched on its own at :data:`HALF_COLUMN_FACTOR` times the
+    threshold (a half's column median is noisier by about sqrt(2)); an offset of the whole column stays where
+    both halves find one of its sign.
+
+    Args:
+        residuals: (B, h, w); missing: (B, h, w) bool.
+
+    Returns:
+        (B, w) offsets, zero where there is no confirmed stripe.
+    """
+    offsets = _stripe_offsets(residuals, missing, regression, threshold)
+    height = residuals.shape[1]
+    if not offsets.any() or height < 2 * MIN_HALF_LINE:
+        return offsets
+    half = height // 2
+    sign = np.sign(offsets)
+    for rows in (slice(0, half), slice(half, height)):
+        part = _stripe_offsets(residuals[:, rows], missing[:, rows], regression, HALF_COLUMN_FACTOR * threshold)
+        sign = np.where(np.sign(part) == sign, sign, 0.0)
+    return np.where(sign != 0, offsets, 0.0)
+
+
 def _coherent_residuals(
     filled: _FilledResiduals, dead: np.ndarray, regression: BandRegression, config: LowRankConfig
 ) -> np.ndarray:
@@ -196,7 +232,8 @@ def remove_outliers(
     sigma is missing, and so is every entry at one of the band's stuck values (:attr:`Subspace.stuck`:
     impulse, saturation, dead elements). Stripes (:func:`_stripe_offsets`, ``robust_passes`` times, along
     the track and across it): column medians, then row medians, of the residuals, which impulses do not move,
-    give the offsets to subtract. Impulses
+    give the offsets to subtract, where both halves of the line confirm them (:func:`_confirmed_stripe_offsets`).
+    Impulses
     (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
     neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed.
 
@@ -238,7 +275,7 @@ def remove_outliers(
             else:
                 missing_lines = dead
             threshold = config.stripe_threshold * (1.0 if axis == 1 else ROW_STRIPE_FACTOR)
-            offsets = _stripe_offsets(residuals, missing_lines, regression, threshold)
+            offsets = _confirmed_stripe_offsets(residuals, missing_lines, regression, threshold)
             if offsets.any():
                 found = True
                 filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], tile.shape)
