@@ -3,7 +3,8 @@
 Constant columns and rows are dead lines (missing), and so are entries at a band's stuck values
 (:mod:`hsidenoise.subspace.stuck_values`); per-band column and row offsets that stand out are stripes (subtracted);
 entries that the other bands contradict are impulses (missing), unless their neighbourhood agrees with them;
-missing entries are imputed from the other bands (:func:`hsidenoise.subspace.noise_estimate.clean_entries`).
+missing entries are imputed from the other bands (:func:`hsidenoise.subspace.noise_estimate.clean_entries`) and,
+where it checks out better, from the band's own neighbourhood (:mod:`hsidenoise.subspace.spatial_fill`).
 
 Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 """
@@ -15,6 +16,7 @@ import numpy as np
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.noise_estimate import BandRegression, clean_entries, fill_missing
 from hsidenoise.subspace.signal_subspace import Subspace
+from hsidenoise.subspace.spatial_fill import fill_from_neighbourhood
 
 ROW_STRIPE_FACTOR = 2.0
 """Row stripes must stand out by this factor times ``stripe_threshold``: horizontal scene edges that the other
@@ -235,7 +237,9 @@ def remove_outliers(
     give the offsets to subtract, where both halves of the line confirm them (:func:`_confirmed_stripe_offsets`).
     Impulses
     (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
-    neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed.
+    neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed from the other bands,
+    then, where a leave-one-out check finds it better, from the band's own neighbourhood
+    (:func:`~hsidenoise.subspace.spatial_fill.fill_from_neighbourhood`).
 
     Args:
         tile: (B, h, w) in data units.
@@ -284,6 +288,7 @@ def remove_outliers(
     destriped = filled.observed.reshape(tile.shape)
     protected = _coherent_residuals(filled, dead, regression, config)
     cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
+    cleaned = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)
     if facts is not None:
         offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
         facts.update(
