@@ -68,7 +68,7 @@ def dct_denoise_stack_torch(images: np.ndarray, sigma: np.ndarray, threshold: fl
         for first in range(0, count, group):
             chunk = np.stack([_pad_to(np.asarray(image, np.float64), DCT_BLOCK) for image in images[first : first + group]])
             padded = torch.from_numpy(chunk).to(target, torch.float32)[:, None]
-            level = torch.from_numpy(np.asarray(sigma[first : first + group], np.float64)).to(target, torch.float32)
+            level = torch.from_numpy(np.array(sigma[first : first + group], np.float64)).to(target, torch.float32)
             level = level[:, None, None, None]
             noisy = F.conv2d(padded, atoms)  # (g, 64, H - 7, W - 7)
             keep = noisy.abs() > threshold * level
