@@ -123,6 +123,23 @@ def test_run_with_trained_weights(runner, trained, work):
     assert out.shape == (7, 21, 25) and np.isfinite(out).all()
 
 
+def test_train_scores_whole_validation_cubes_with_validation_crop_zero(runner, trained, tmp_path):
+    held_out = tmp_path / "held_out.hdr"
+    write_cube(held_out, Cube(smooth_cube(33, 19, 21, seed=5), CubeMeta()))
+    out = tmp_path / "run"
+    document = json.loads(invoke(
+        runner, "train", "--data", trained["data"], "--validation", held_out, "--validation-crop", 0, "--out", out,
+        "--epochs", 1, *TRAIN_ARGS,
+    ).stdout)
+    assert document["validation"]["per_case"]
+    card = json.loads(Path(document["weights"]).with_suffix(".json").read_text())["card"]
+    assert card["validation_crop"] == 0 and len(card["validation_gain_history"]) == 1
+    before = snapshot(tmp_path)
+    result = runner.invoke(app, ["train", "--data", str(trained["data"]), "--out", str(tmp_path / "o"),
+                                 "--validation-crop", "-1", "--epochs", "1"])
+    assert "--validation-crop" in assert_refused(result, 2, before, tmp_path, ours=False) + result.stderr
+
+
 def test_train_refuses_missing_data(runner, tmp_path):
     before = snapshot(tmp_path)
     result = runner.invoke(

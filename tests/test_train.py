@@ -426,3 +426,27 @@ def test_two_gloo_processes_end_with_identical_weights(cube_files: tuple[Path, P
 
     initial = build_model(config.model).state_dict()
     assert any(not torch.equal(value, ranks[0]["state"][name]) for name, value in initial.items())
+
+
+def test_the_best_epoch_is_the_largest_gain_over_the_front_end_not_the_highest_mpsnr() -> None:
+    """A resume re-measures the front end (a new release, another --validation-crop): only the gain compares."""
+    from hsidenoise.training.loop import is_best_epoch
+    from hsidenoise.training.validation import ValidationScore
+
+    earlier = [ValidationScore(30.10, 30.00, 15.0), ValidationScore(30.05, 30.00, 15.0)]  # gains 0.10, 0.05
+    assert not is_best_epoch(ValidationScore(30.50, 30.45, 15.0), earlier)  # higher MPSNR, gain 0.05
+    assert is_best_epoch(ValidationScore(29.90, 29.75, 15.0), earlier)  # lower MPSNR, gain 0.15
+    assert is_best_epoch(ValidationScore(20.0, 25.0, 15.0), [])  # the first epoch is the best so far
+
+
+def test_validation_crop_zero_scores_whole_cubes(cube_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from hsidenoise.training.validation import central_window, prepare_validation
+
+    assert central_window(21, 23, 0) == (slice(None), slice(None), slice(None))
+    assert central_window(21, 23, 40) == (slice(None), slice(0, 40), slice(0, 40))  # larger than the cube: all
+    assert central_window(21, 23, 8) == (slice(None), slice(6, 14), slice(7, 15))
+    config = tiny_train_config(cube_files, tmp_path / "run", validation_crop=0)
+    cases = prepare_validation(config.validation, config.sampler, band_window=31, crop=0, front_end=None)
+    assert cases and all(case.clean.shape[1:] == (21, 23) for case in cases)
+    with pytest.raises(ConfigError, match="validation_crop"):
+        tiny_train_config(cube_files, tmp_path / "run", validation_crop=-1)

@@ -34,6 +34,7 @@ def _train_config(
     checkpoint_every: float,
     loss: str,
     self_supervised: bool = False,
+    validation_crop: int = 96,
 ):
     from hsidenoise.training.data import SamplerConfig, parse_noise_mix
     from hsidenoise.subspace import LowRankConfig
@@ -66,6 +67,7 @@ def _train_config(
         seed=seed,
         checkpoint_every_s=checkpoint_every,
         loss=loss,
+        validation_crop=validation_crop,
     )
 
 
@@ -147,6 +149,15 @@ def _training_command(finetuning: bool):
                 "example) or mpsnr (mean -PSNR per band in data units, the users' metric).",
             ),
         ] = "mse",
+        validation_crop: Annotated[
+            int,
+            typer.Option(
+                "--validation-crop",
+                min=0,
+                help="Side of the central window of each --validation cube scored each epoch (default 96); 0: the "
+                "whole cube, as run sees it (slower, but a crop may not stand for its cube).",
+            ),
+        ] = 96,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
         self_supervised: Annotated[
             bool,
@@ -188,6 +199,7 @@ def _training_command(finetuning: bool):
                 checkpoint_every=checkpoint_every,
                 loss=loss,
                 self_supervised=self_supervised,
+                validation_crop=validation_crop,
             )
             with ProgressBars(not (quiet or json_output)) as bars:
                 progress = _train_progress(bars, quiet or json_output)

@@ -57,6 +57,7 @@ def model_card(
         ],
         "skipped": [{"path": path, "reason": reason} for path, reason in training.skipped],
         "validation_cubes": [str(path) for path in cfg.validation],
+        "validation_crop": cfg.validation_crop,
         "noise": format_noise_mix(cfg.sampler.noise),
         "front_end": dataclasses.asdict(front_end) if front_end is not None else None,
         "patch_size": cfg.sampler.patch_size,
@@ -75,6 +76,7 @@ def model_card(
         "wall_time_s": round(wall_time_s, 1),
         "validation": None if last is None else dataclasses.asdict(last),
         "validation_history": [round(score.mpsnr, 3) for score in position.history],
+        "validation_gain_history": [round(score.mpsnr - score.init_mpsnr, 3) for score in position.history],
         "version": __version__,
         "commit": git_commit(),
     }

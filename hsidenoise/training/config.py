@@ -52,7 +52,8 @@ class TrainConfig:
         seed: seeds the model initialisation, the sampler and torch's random state.
         checkpoint_every_s: seconds between checkpoints (one is always written at the end).
         loss: one of :data:`LOSSES`.
-        validation_crop: side of the central crop of each validation cube that is scored (keeps it cheap).
+        validation_crop: side of the central crop of each validation cube that is scored (keeps it cheap); 0: the
+            whole cube (the front end then fits the whole cube, as ``run`` does).
     """
 
     model: str | DECSCConfig = "subspace"
@@ -74,9 +75,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.data:
             raise ConfigError("TrainConfig.data is empty; pass at least one cube file or directory (--data DIR)")
-        for name in ("batch_size", "lr_step_epochs", "steps_per_epoch", "validation_crop"):
+        for name in ("batch_size", "lr_step_epochs", "steps_per_epoch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be at least 1; got {getattr(self, name)}")
+        if self.validation_crop < 0:
+            raise ConfigError(f"TrainConfig.validation_crop must be >= 0 (0: whole cubes); got {self.validation_crop}")
         if self.epochs is None and self.time_budget_s is None:
             raise ConfigError("give epochs or a time budget (--epochs N or --time-budget SECONDS); got neither")
         if self.epochs is not None and self.epochs < 1:

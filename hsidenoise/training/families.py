@@ -124,13 +124,13 @@ def prepare_subspace_validation(
     """One case per validation cube and noise recipe: central crop, fixed-seed noise, the front end's output."""
     from hsidenoise.denoise import denoise_array
     from hsidenoise.subspace import LowRankDenoiser
+    from hsidenoise.training.validation import central_window
 
     cases = []
     for cube_index, path in enumerate(paths):
         cube = TrainingCube.load(Path(path))
         _, rows, cols = cube.data.shape
-        top, left = max(0, (rows - crop) // 2), max(0, (cols - crop) // 2)
-        clean = np.ascontiguousarray(cube.data[:, top : top + crop, left : left + crop])
+        clean = np.ascontiguousarray(cube.data[central_window(rows, cols, crop)])
         for recipe_index, spec in enumerate(dict.fromkeys(spec for spec, _ in sampler.noise)):
             noisy = add_noise(clean, spec, np.random.default_rng([seed, cube_index, recipe_index])).noisy
             front_end = denoise_array(noisy, LowRankDenoiser(sampler.front_end))

@@ -17,9 +17,10 @@ The library never prints: progress goes to the ``progress`` callback as :class:`
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -100,6 +101,16 @@ class TrainResult:
     history: tuple[ValidationScore, ...]
     card: dict[str, Any]
 
+
+
+def is_best_epoch(score: ValidationScore, history: Sequence[ValidationScore]) -> bool:
+    """Whether ``score`` gains more over its front end than every earlier epoch in ``history`` gained over theirs.
+
+    The gain (model MPSNR minus the front end's, on the same validation cases) and not the MPSNR itself: a resume
+    re-measures the front end, which may have changed (a new release) or be scored on other cases
+    (``--validation-crop``), and only the gain stays comparable across that.
+    """
+    return score.mpsnr - score.init_mpsnr > max((s.mpsnr - s.init_mpsnr for s in history), default=-math.inf)
 
 def fit(cfg: TrainConfig, *, progress: ProgressCallback | None = None, resume: bool = False) -> TrainResult:
     """Train a DECSC model from scratch on ``cfg.data``.
@@ -287,9 +298,9 @@ def _loop(
                 scheduler.step()
             if cases:
                 score = family.validate(cases, device)
-                best = max((s.mpsnr for s in position.history), default=-np.inf)
+                best = is_best_epoch(score, position.history)
                 position.history.append(score)
-                if processes.is_main and score.mpsnr > best:  # keep the best epoch's weights too
+                if processes.is_main and best:  # keep the best epoch's weights too
                     card = model_card(
                         cfg, training, position, clock.elapsed_s(), from_weights, lr, processes,
                         family.card_front_end,

@@ -65,6 +65,14 @@ class ValidationCase:
     sigma: np.ndarray
 
 
+def central_window(rows: int, cols: int, crop: int) -> tuple[slice, slice, slice]:
+    """The (bands, rows, cols) index of the central ``crop`` x ``crop`` window; crop 0 (or larger): the whole cube."""
+    if crop <= 0:
+        return slice(None), slice(None), slice(None)
+    top, left = max(0, (rows - crop) // 2), max(0, (cols - crop) // 2)
+    return slice(None), slice(top, top + crop), slice(left, left + crop)
+
+
 def prepare_validation(
     paths: Sequence[Path],
     sampler: SamplerConfig,
@@ -87,8 +95,7 @@ def prepare_validation(
                 "window; choose another validation cube"
             )
         _, rows, cols = cube.data.shape
-        top, left = max(0, (rows - crop) // 2), max(0, (cols - crop) // 2)
-        clean = np.ascontiguousarray(cube.data[:, top : top + crop, left : left + crop])
+        clean = np.ascontiguousarray(cube.data[central_window(rows, cols, crop)])
         specs = list(dict.fromkeys(spec for spec, _ in sampler.noise))
         for recipe_index, spec in enumerate(specs):
             rng = np.random.default_rng([VALIDATION_SEED, cube_index, recipe_index])
