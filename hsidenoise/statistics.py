@@ -106,6 +106,27 @@ class NeighbourPairs:
         return NeighbourPairs(self.pixels[:, indices], self.neighbours[:, indices])
 
 
+@dataclass(frozen=True, eq=False)
+class PixelPositions:
+    """Where the pixels of a sample lie in their cube.
+
+    Attributes:
+        rows, cols: (n,) int64 row and column of each sampled pixel, in the sample's order.
+        height, width: the cube's spatial size.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    height: int
+    width: int
+
+    @classmethod
+    def from_flat(cls, index: np.ndarray, height: int, width: int) -> PixelPositions:
+        """From flat pixel indices (row * width + col)."""
+        rows, cols = np.divmod(np.asarray(index, dtype=np.int64), width)
+        return cls(rows=rows, cols=cols, height=height, width=width)
+
+
 def pair_positions(height: int, width: int, size: int, seed: int) -> np.ndarray:
     """Up to ``size`` flat pixel indices (row * width + col) with a left and a right neighbour, sorted.
 
@@ -153,6 +174,8 @@ class CubeStatistics:
             left out of ``sample_spectra``. None: no limits (every value counts).
         neighbour_pairs: up to :data:`PAIR_SAMPLE` pixels with the mean of their left and right neighbours,
             every band (NaN where one of the three is invalid or a gross outlier); None: not drawn.
+        sample_positions: where each pixel of ``sample_spectra`` lies (the fit destripes its sample by column);
+            None: unknown.
     """
 
     shape: tuple[int, int, int]
@@ -170,6 +193,7 @@ class CubeStatistics:
     gross_lower: np.ndarray | None = None
     gross_upper: np.ndarray | None = None
     neighbour_pairs: NeighbourPairs | None = None
+    sample_positions: PixelPositions | None = None
 
     @property
     def gross_bands(self) -> np.ndarray:
@@ -310,12 +334,14 @@ def compute_statistics(
 
     kept = np.isfinite(sample[:, has_values] if not has_values.all() else sample).all(axis=1)
     sample_spectra = sample if kept.all() else sample[kept]  # no second copy of the sample when nothing is dropped
+    sample_positions = sample_index if kept.all() else sample_index[kept]
     del sample
     sample_spectra[:, nan_bands] = 0.0
     gross_lower, gross_upper = gross_limits(sample_spectra)
     gross_rows = ((sample_spectra < gross_lower) | (sample_spectra > gross_upper)).any(axis=1)
     if gross_rows.any():  # a flipped bit must not drive the fit: its pixel leaves the sample
         sample_spectra = sample_spectra[~gross_rows]
+        sample_positions = sample_positions[~gross_rows]
         logger.info("statistics: %d sampled pixel(s) with gross outliers left out", int(gross_rows.sum()))
     with np.errstate(invalid="ignore"):  # NaN entries stay NaN: those pairs are left out
         gross_pairs = np.zeros(pair_index.size, dtype=bool)
@@ -343,6 +369,7 @@ def compute_statistics(
         gross_lower=gross_lower,
         gross_upper=gross_upper,
         neighbour_pairs=NeighbourPairs(pair_pixels, pair_neighbours),
+        sample_positions=PixelPositions.from_flat(sample_positions, height, width),
     )
 
 

@@ -141,7 +141,7 @@ def test_subspace_imputation_recovers_missing_entries_of_low_rank_spectra() -> N
 def test_a_column_offset_on_half_the_column_is_not_taken_for_a_stripe() -> None:
     """A sensor stripe runs the whole column; a shift in half of it (signal the other bands do not predict) stays."""
     from hsidenoise.subspace.noise_estimate import BandRegression
-    from hsidenoise.subspace.outliers import _confirmed_stripe_offsets, _stripe_offsets
+    from hsidenoise.subspace.stripes import confirmed_stripe_offsets as _confirmed_stripe_offsets, stripe_offsets as _stripe_offsets
 
     bands, height, width = 5, 64, 23
     residuals = np.random.default_rng(11).standard_normal((bands, height, width))

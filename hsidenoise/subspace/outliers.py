@@ -17,20 +17,8 @@ from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.noise_estimate import BandRegression, clean_entries, fill_missing
 from hsidenoise.subspace.signal_subspace import Subspace
 from hsidenoise.subspace.spatial_fill import fill_from_neighbourhood
+from hsidenoise.subspace.stripes import ROW_STRIPE_FACTOR, confirmed_stripe_offsets
 
-ROW_STRIPE_FACTOR = 2.0
-"""Row stripes must stand out by this factor times ``stripe_threshold``: horizontal scene edges that the other
-bands predict poorly leave row-median offsets (measured: 81 false row offsets on a 256 x 256 CAVE tile with
-column-only mixture noise at the plain threshold, -0.9 dB), while sensors stripe mostly along the columns."""
-HALF_COLUMN_FACTOR = 0.7
-"""A stripe offset is kept only where each half of its column (top and bottom; left and right of a row) finds an
-offset of the same sign at this factor times the threshold (:func:`_confirmed_stripe_offsets`). A sensor's stripe
-runs the whole line; the column structure of a quiet band's residuals, signal that the other bands do not
-predict, changes along it. Measured (`bench/mixture.py`, CAVE apples seed 0): the whole-column test alone removed
-false offsets of up to 5.8 sigma from the kept entries of a band with sigma 2.7/255; confirmed by halves,
-mixture MPSNR +0.28 dB there, +0.17 dB on San Diego seed 1, the other cases within 0.01 dB."""
-MIN_HALF_LINE = 8
-"""Lines shorter than twice this many entries are not split (:func:`_confirmed_stripe_offsets`)."""
 COHERENT_FRACTION = 0.5
 """An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
 
@@ -77,110 +65,6 @@ class _FilledResiduals:
         # regression.residuals(values) without its centred copy: C^T values - C^T mean
         self.residuals = regression.coefficients.T @ self.values
         self.residuals -= (regression.coefficients.T @ regression.mean)[:, None]
-
-
-def _line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
-    """The median over axis 1 of (B, h, w) ``values``, leaving out the ``missing`` ((B, h, w) bool) entries.
-
-    The numbers of ``np.median(values, axis=1)`` (or ``np.nanmedian`` with the missing entries as NaN; NaN where
-    a line has none), faster: one copy with the line axis last (contiguous). Without missing entries it is
-    partitioned in place at the middle only (``np.median`` partitions at both middle positions, several times
-    slower; the lower middle of an even line is the largest value below the split); with them, each line is
-    sorted with its missing entries last and its two middle entries taken (``np.nanmedian`` goes through
-    masked arrays).
-    """
-    lines = np.moveaxis(values, 1, -1).copy(order="C")  # (B, w, h)
-    length = lines.shape[-1]
-    if missing is None:
-        half = length // 2
-        lines.partition(half, axis=-1)
-        upper = lines[..., half]
-        if length % 2:
-            return upper.copy()
-        return 0.5 * (lines[..., :half].max(axis=-1) + upper)
-    gaps = np.moveaxis(missing, 1, -1)
-    np.copyto(lines, np.inf, where=gaps)
-    lines.sort(axis=-1)
-    count = length - gaps.sum(axis=-1)
-    low = np.take_along_axis(lines, (np.maximum(count - 1, 0) // 2)[..., None], axis=-1)[..., 0]
-    high = np.take_along_axis(lines, np.minimum(count // 2, length - 1)[..., None], axis=-1)[..., 0]
-    with np.errstate(invalid="ignore"):
-        return np.where(count > 0, 0.5 * (low + high), np.nan)
-
-
-def _stripe_offsets(
-    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float
-) -> np.ndarray:
-    """Per-band column offsets (stripes) that explain the column structure of a tile's residuals.
-
-    Each band's column medians (over rows not missing) are compared with the band's typical column (median
-    over columns), with a spread that is the larger of the MAD over columns and the noise of a column
-    median. As with entries, an offset in band j echoes, weaker in units of the residual scale, into the
-    bands predicted from j; so per column the band with the largest deviation in those units is taken, its
-    offset is removed from every band's deviation (rank-one update), and so on while the band taken stands
-    out by more than ``threshold`` spreads.
-
-    Args:
-        residuals: (B, h, w); missing: (B, h, w) bool.
-
-    Returns:
-        (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
-    """
-    bands, height, width = residuals.shape
-    if missing.any():
-        counts = height - np.count_nonzero(missing, axis=1)  # (B, w) entries not missing
-        medians = np.where(counts > 0, _line_medians(residuals, missing), 0.0)
-    else:
-        counts = np.full((bands, width), height)
-        medians = _line_medians(residuals)
-    deviation = medians - np.median(medians, axis=1, keepdims=True)
-    spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
-    spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
-    inverse_scale = 1.0 / regression.residual_scale[:, None]
-    offsets = np.zeros((bands, width))
-    found = counts == 0
-    columns = np.arange(width)
-    for _ in range(bands):
-        with np.errstate(over="ignore"):  # against a near-zero scale an offset stands out, also as inf
-            score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
-        worst = score.argmax(axis=0)
-        stands_out = np.abs(deviation[worst, columns]) > threshold * spread[worst, columns]
-        striped = (score[worst, columns] > 0) & stands_out
-        if not striped.any():
-            break
-        band, column = worst[striped], columns[striped]
-        offset = deviation[band, column]
-        offsets[band, column] += offset
-        found[band, column] = True
-        deviation[:, column] -= regression.coefficients[band, :].T * offset
-    return offsets
-
-
-def _confirmed_stripe_offsets(
-    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float
-) -> np.ndarray:
-    """:func:`_stripe_offsets` of whole columns, kept where both halves of the column agree.
-
-    Each half (rows ``[0, h/2)`` and ``[h/2, h)``) is searched on its own at :data:`HALF_COLUMN_FACTOR` times the
-    threshold (a half's column median is noisier by about sqrt(2)); an offset of the whole column stays where
-    both halves find one of its sign.
-
-    Args:
-        residuals: (B, h, w); missing: (B, h, w) bool.
-
-    Returns:
-        (B, w) offsets, zero where there is no confirmed stripe.
-    """
-    offsets = _stripe_offsets(residuals, missing, regression, threshold)
-    height = residuals.shape[1]
-    if not offsets.any() or height < 2 * MIN_HALF_LINE:
-        return offsets
-    half = height // 2
-    sign = np.sign(offsets)
-    for rows in (slice(0, half), slice(half, height)):
-        part = _stripe_offsets(residuals[:, rows], missing[:, rows], regression, HALF_COLUMN_FACTOR * threshold)
-        sign = np.where(np.sign(part) == sign, sign, 0.0)
-    return np.where(sign != 0, offsets, 0.0)
 
 
 def _coherent_residuals(
@@ -232,9 +116,9 @@ def remove_outliers(
 
     Dead lines: a column (or a row) whose standard deviation is below ``dead_line_fraction`` of the band's
     sigma is missing, and so is every entry at one of the band's stuck values (:attr:`Subspace.stuck`:
-    impulse, saturation, dead elements). Stripes (:func:`_stripe_offsets`, ``robust_passes`` times, along
-    the track and across it): column medians, then row medians, of the residuals, which impulses do not move,
-    give the offsets to subtract, where both halves of the line confirm them (:func:`_confirmed_stripe_offsets`).
+    impulse, saturation, dead elements). Stripes (:func:`~hsidenoise.subspace.stripes.stripe_offsets`,
+    ``robust_passes`` times, along the track and across it): column medians, then row medians, of the residuals, which impulses do not move,
+    give the offsets to subtract, where both halves of the line confirm them (:func:`~hsidenoise.subspace.stripes.confirmed_stripe_offsets`).
     Impulses
     (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
     neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed from the other bands,
@@ -279,7 +163,7 @@ def remove_outliers(
             else:
                 missing_lines = dead
             threshold = config.stripe_threshold * (1.0 if axis == 1 else ROW_STRIPE_FACTOR)
-            offsets = _confirmed_stripe_offsets(residuals, missing_lines, regression, threshold)
+            offsets = confirmed_stripe_offsets(residuals, missing_lines, regression, threshold)
             if offsets.any():
                 found = True
                 filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], tile.shape)

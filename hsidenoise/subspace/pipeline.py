@@ -22,7 +22,7 @@ import numpy as np
 
 from hsidenoise.denoiser import DenoiserBase, TileResult
 from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
-from hsidenoise.statistics import neighbour_pairs
+from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
@@ -132,11 +132,16 @@ def sample_pixels(cube: np.ndarray, size: int, seed: int) -> np.ndarray:
     Returns:
         (n, B) float64 spectra, n = min(size, number of finite pixels), in raster order.
     """
+    return sample_pixels_where(cube, size, seed)[0]
+
+
+def sample_pixels_where(cube: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, PixelPositions]:
+    """:func:`sample_pixels` and where its pixels lie (for :func:`fit_lowrank`'s destriping of the sample)."""
     pixels = cube.reshape(cube.shape[0], -1)
     valid = np.flatnonzero(np.isfinite(pixels).all(axis=0))
     if valid.size > size:
         valid = np.sort(np.random.default_rng(seed).choice(valid, size, replace=False))
-    return pixels[:, valid].T.astype(np.float64)
+    return pixels[:, valid].T.astype(np.float64), PixelPositions.from_flat(valid, cube.shape[1], cube.shape[2])
 
 
 def lowrank_denoise(cube: np.ndarray, config: LowRankConfig | None = None) -> tuple[np.ndarray, LowRankInfo]:
@@ -162,7 +167,8 @@ def lowrank_denoise(cube: np.ndarray, config: LowRankConfig | None = None) -> tu
         )
     eigen_denoiser = spatial_denoiser(config)
     pairs = neighbour_pairs(cube, seed=config.seed + 1)
-    subspace = fit_lowrank(sample_pixels(cube, config.sample_size, config.seed), config, pairs)
+    spectra, positions = sample_pixels_where(cube, config.sample_size, config.seed)
+    subspace = fit_lowrank(spectra, config, pairs, positions)
     denoised = denoise_with_subspace(cube, subspace, config, eigen_denoiser)
     return denoised, LowRankInfo.from_subspace(subspace, eigen_denoiser.name)
 
@@ -248,7 +254,9 @@ class LowRankDenoiser(DenoiserBase):
                 f"{pixels} pixels for {spectra.shape[1]} bands: the band regression needs more pixels than bands "
                 "to tell noise from signal"
             )
-        subspace = fit_lowrank(spectra, self.config, getattr(stats, "valid_neighbour_pairs", None))
+        subspace = fit_lowrank(
+            spectra, self.config, getattr(stats, "valid_neighbour_pairs", None), getattr(stats, "sample_positions", None)
+        )
         if _noise_free(spectra, subspace.sigma):
             raise NothingToDenoise("no noise found (the bands predict each other exactly)")
         self.subspace = subspace

@@ -161,11 +161,13 @@ def eigen_region(
         (the region with an empty cube name and recipe, the fitted :class:`hsidenoise.subspace.Subspace`).
     """
     from hsidenoise.statistics import neighbour_pairs
-    from hsidenoise.subspace import fit_lowrank, project, sample_pixels, spatial_denoiser, synthesis
+    from hsidenoise.subspace import fit_lowrank, project, spatial_denoiser, synthesis
+    from hsidenoise.subspace.pipeline import sample_pixels_where
 
     front_end = config.front_end
     pairs = neighbour_pairs(noisy, seed=seed + 1)
-    subspace = fit_lowrank(sample_pixels(noisy, config.front_end_pixels, seed), front_end, pairs)
+    spectra, positions = sample_pixels_where(noisy, config.front_end_pixels, seed)
+    subspace = fit_lowrank(spectra, front_end, pairs, positions)
     eigen, _ = project(noisy[:, rows, cols], subspace, front_end)
     pilot = spatial_denoiser(front_end).denoise(eigen, 1.0)
     region = np.asarray(clean[:, rows, cols], dtype=np.float64)

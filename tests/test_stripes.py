@@ -1,0 +1,85 @@
+"""Stripes in the fit's pixel sample: found by column, subtracted before the subspace is fitted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hsidenoise.cube import CubeMeta
+from hsidenoise.io.memory import ArrayReader
+from hsidenoise.statistics import PixelPositions, compute_statistics, neighbour_pairs
+from hsidenoise.subspace import LowRankConfig, fit_lowrank
+from hsidenoise.subspace.noise_estimate import fit_band_regression
+from hsidenoise.subspace.pipeline import sample_pixels_where
+from hsidenoise.subspace.stripes import MIN_SAMPLE_STRIPE_LINES, destripe_sample
+
+CONFIG = LowRankConfig(spatial="dct")
+BANDS, ROWS, COLS = 37, 59, 61
+STRIPED = {5: [3, 11, 12, 30, 47, 58], 20: [0, 9, 25, 26, 40, 44]}
+
+
+def cubes(seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """(noisy, striped, offsets): a rank-4 cube with non-i.i.d. noise, and the same with column stripes in two
+    quiet bands (offsets per striped band, one per column)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:ROWS, 0:COLS] / 40.0
+    maps = np.stack([np.sin(5 * yy + 1) ** 2, np.cos(4 * xx) ** 2, (xx > 0.5) * 0.6, np.sin(9 * xx * yy) ** 2])
+    clean = 0.1 + np.einsum("bk,khw->bhw", rng.uniform(0.05, 0.25, (BANDS, 4)), maps)
+    sigma = rng.uniform(0.01, 0.04, BANDS)
+    sigma[list(STRIPED)] = 0.002  # quiet bands: whitened by their small Gaussian sigma, stripes and all
+    noisy = clean + sigma[:, None, None] * rng.standard_normal(clean.shape)
+    striped = noisy.copy()
+    offsets = {}
+    for band, columns in STRIPED.items():
+        offsets[band] = np.zeros(COLS)
+        offsets[band][columns] = rng.choice([-1.0, 1.0], len(columns)) * rng.uniform(0.08, 0.2, len(columns))
+        striped[band] += offsets[band][None, :]
+    return noisy, striped, offsets
+
+
+def test_the_sample_stripes_are_found_in_their_bands_only() -> None:
+    _, striped, offsets = cubes()
+    spectra, positions = sample_pixels_where(striped, 65536, 0)
+    regression = fit_band_regression(spectra, CONFIG)
+    destriped, subtracted = destripe_sample(spectra, positions, regression, None, CONFIG.stripe_threshold)
+    per_column = np.zeros((BANDS, COLS))
+    per_column[:, positions.cols] = subtracted.T
+    assert set(np.flatnonzero(np.abs(per_column).max(axis=1) > 0)) == set(STRIPED)
+    for band, truth in offsets.items():  # every striped column found, no other; the size within 20 %
+        np.testing.assert_array_equal(per_column[band] != 0, truth != 0)
+        np.testing.assert_allclose(per_column[band], truth, rtol=0.2, atol=0.005)
+    np.testing.assert_array_equal(destriped, spectra - subtracted)
+
+
+def test_stripes_do_not_become_components_and_a_cube_without_them_fits_as_before() -> None:
+    noisy, striped, _ = cubes()
+
+    def fit(cube: np.ndarray, with_positions: bool):
+        spectra, positions = sample_pixels_where(cube, 65536, 0)
+        return fit_lowrank(spectra, CONFIG, neighbour_pairs(cube, seed=1), positions if with_positions else None)
+
+    reference = fit(noisy, True)
+    blind = fit(striped, False)
+    assert blind.rank > reference.rank  # the stripes made components of their own
+    assert fit(striped, True).rank == reference.rank
+    plain = fit(noisy, False)  # no stripe: the positions change nothing
+    np.testing.assert_array_equal(reference.basis, plain.basis)
+    np.testing.assert_array_equal(reference.sigma, plain.sigma)
+
+
+def test_a_band_with_fewer_striped_columns_than_the_floor_is_left_alone() -> None:
+    noisy, _, _ = cubes()
+    few = noisy.copy()
+    few[5][:, [4, 33][: MIN_SAMPLE_STRIPE_LINES - 1]] += 0.15
+    spectra, positions = sample_pixels_where(few, 65536, 0)
+    _, subtracted = destripe_sample(spectra, positions, fit_band_regression(spectra, CONFIG), None, 5.0)
+    assert not subtracted.any()
+
+
+def test_statistics_keep_where_their_sampled_pixels_lie() -> None:
+    cube = np.random.default_rng(4).random((6, 23, 19)).astype(np.float32)
+    cube[2, 5, 7] = np.nan  # an invalid pixel leaves the sample, and its position with it
+    stats = compute_statistics(ArrayReader(cube, CubeMeta(dtype=cube.dtype)), max_sample_pixels=200, seed=2)
+    positions = stats.sample_positions
+    assert isinstance(positions, PixelPositions) and (positions.height, positions.width) == (23, 19)
+    assert len(positions.rows) == len(stats.sample_spectra)
+    np.testing.assert_array_equal(stats.sample_spectra, cube[:, positions.rows, positions.cols].T)
