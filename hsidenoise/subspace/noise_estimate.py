@@ -60,6 +60,12 @@ SIGMA_STANDARD_ERRORS = 2.0
 """The other bands' sigma interval is this many standard errors wide on either side (:func:`sigma_bounds`)."""
 
 
+NOISE_FREE_FRACTION = 2.0**-26
+"""A cube is noise-free when every band's sigma is below this fraction of its root mean square: a quarter of a
+float32 unit in the last place, noise that storage rounding alone makes (or none: the bands predict each
+other exactly). :meth:`hsidenoise.subspace.LowRankDenoiser.prepare` then has nothing to remove (:class:`NothingToDenoise`)."""
+
+
 @dataclass(frozen=True, eq=False)
 class BandRegression:
     """Leave-one-band-out linear predictor: every band predicted from all the others.
@@ -690,3 +696,15 @@ def estimate_band_noise(
     """
     return band_noise(fit_band_regression(spectra, config, stuck=stuck))
 
+
+def is_noise_free(spectra: np.ndarray, sigma: np.ndarray) -> bool:
+    """Whether every band's sigma is below :data:`NOISE_FREE_FRACTION` of the root mean square of its values.
+
+    Args:
+        spectra: (n, B) pixel sample; sigma: (B,) its fitted noise.
+    """
+    finite = np.asarray(spectra[np.isfinite(spectra).all(axis=1)], dtype=np.float64)
+    peak = np.abs(finite).max(axis=0)
+    peak = np.where(peak > 0, peak, 1.0)
+    root_mean_square = peak * np.sqrt(np.mean((finite / peak) ** 2, axis=0))  # squares that cannot overflow
+    return bool(np.all(sigma <= NOISE_FREE_FRACTION * root_mean_square))

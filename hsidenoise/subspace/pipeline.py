@@ -27,15 +27,10 @@ from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
 from hsidenoise.subspace.projection import back_project, project_eigen_images
+from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_free
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
 logger = logging.getLogger(__name__)
-
-NOISE_FREE_FRACTION = 2.0**-26
-"""A cube is noise-free when every band's sigma is below this fraction of its root mean square: a quarter of a
-float32 unit in the last place, noise that storage rounding alone makes (or none: the bands predict each
-other exactly). :meth:`LowRankDenoiser.prepare` then has nothing to remove (:class:`NothingToDenoise`)."""
-
 
 @dataclass(frozen=True)
 class LowRankInfo:
@@ -188,19 +183,6 @@ def _valid_spectra(stats: _PixelSample) -> np.ndarray:
     return np.asarray(valid if valid is not None else stats.sample_spectra)
 
 
-def _noise_free(spectra: np.ndarray, sigma: np.ndarray) -> bool:
-    """Whether every band's sigma is below :data:`NOISE_FREE_FRACTION` of the root mean square of its values.
-
-    Args:
-        spectra: (n, B) pixel sample; sigma: (B,) its fitted noise.
-    """
-    finite = np.asarray(spectra[np.isfinite(spectra).all(axis=1)], dtype=np.float64)
-    peak = np.abs(finite).max(axis=0)
-    peak = np.where(peak > 0, peak, 1.0)
-    root_mean_square = peak * np.sqrt(np.mean((finite / peak) ** 2, axis=0))  # squares that cannot overflow
-    return bool(np.all(sigma <= NOISE_FREE_FRACTION * root_mean_square))
-
-
 class LowRankDenoiser(DenoiserBase):
     """The subspace pipeline behind the ``Denoiser`` protocol of ``hsidenoise.denoiser``.
 
@@ -257,7 +239,7 @@ class LowRankDenoiser(DenoiserBase):
         subspace = fit_lowrank(
             spectra, self.config, getattr(stats, "valid_neighbour_pairs", None), getattr(stats, "sample_positions", None)
         )
-        if _noise_free(spectra, subspace.sigma):
+        if is_noise_free(spectra, subspace.sigma):
             raise NothingToDenoise("no noise found (the bands predict each other exactly)")
         self.subspace = subspace
         logger.info("lowrank: rank %d of %d bands, spatial %s", subspace.rank, subspace.band_count, self.spatial)

@@ -28,6 +28,7 @@ from hsidenoise.subspace.noise_estimate import (
     column_median,
     QUIET_BAND_FRACTION,
     fit_band_regression,
+    is_noise_free,
     sigma_bounds,
     subsample,
 )
@@ -367,7 +368,8 @@ def fit_lowrank(
     own (measured on San Diego with stripes alone: rank 5 -> 12). The noise sigma is then taken from a regression
     refitted on the destriped sample (at least :data:`SIGMA_AFTER_DESTRIPING_FLOOR` of the sigma before), and the
     subspace from the destriped sample; the tiles keep the first regression, fitted on data like theirs (their
-    stripes are removed per tile).
+    stripes are removed per tile). A noise-free sample (:func:`~hsidenoise.subspace.noise_estimate.is_noise_free`)
+    is not destriped.
 
     Args:
         spectra: (n, B) pixel samples in data units, e.g. ``CubeStatistics.sample_spectra``.
@@ -385,7 +387,12 @@ def fit_lowrank(
     stuck = find_stuck_values(spectra) if config.robust_passes > 0 else None
     regression = fit_band_regression(spectra, config, stuck=stuck)
     gaussian, effective = noise_sigmas(regression, pairs, config, stuck)
-    if positions is not None and config.robust_passes > 0 and spectra.shape[1] >= 2:
+    if (
+        positions is not None
+        and config.robust_passes > 0
+        and spectra.shape[1] >= 2
+        and not is_noise_free(spectra, gaussian)  # nothing to destripe: rounding is not a stripe
+    ):
         destriped, subtracted = destripe_sample(spectra, positions, regression, stuck, config.stripe_threshold)
         if subtracted.any():
             logger.debug("lowrank model: %d striped band(s) in the sample", int(subtracted.any(axis=0).sum()))
