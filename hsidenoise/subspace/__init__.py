@@ -10,7 +10,9 @@ too. One module per step:
    Marchenko-Pastur edge (:func:`fit_subspace`), refit the synthesis rows by least absolute deviations
    (:func:`fit_loadings`); :func:`fit_lowrank` is steps 1-2 in one call.
 3. :mod:`~hsidenoise.subspace.outliers` (per tile): dead lines, stripes and impulses removed
-   (:func:`remove_outliers`).
+   (:func:`remove_outliers`), the stripes found by :mod:`~hsidenoise.subspace.stripes` (which also destripes the
+   fit's pixel sample in step 2) and the missing entries filled from the band's own neighbourhood where that
+   checks out better (:mod:`~hsidenoise.subspace.spatial_fill`).
 4. :mod:`~hsidenoise.subspace.projection`: the cleaned tile whitened and projected: k eigen-images with unit
    noise (:func:`project`).
 5. :mod:`~hsidenoise.subspace.eigenimages`: the eigen-images denoised by an :class:`EigenImageDenoiser`
