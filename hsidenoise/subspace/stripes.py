@@ -200,10 +200,11 @@ def destripe_sample(
     grid, absent = _grouped(residuals, known, positions.cols, positions.width)
     offsets = confirmed_stripe_offsets(grid, absent, regression, threshold)  # (B, width)
     offsets[np.count_nonzero(offsets, axis=1) < MIN_SAMPLE_STRIPE_LINES] = 0.0
-    # a stripe adds to its band's residuals: taking it out must leave them smaller
-    residuals = np.where(known, 0.0, residuals)
-    shifted = np.where(known, 0.0, residuals - offsets[:, positions.cols])
-    kept = (shifted**2).sum(axis=1) <= MIN_STRIPE_VARIANCE_DROP * (residuals**2).sum(axis=1)
-    offsets[~kept] = 0.0
+    striped = np.flatnonzero(offsets.any(axis=1))
+    if striped.size:  # a stripe adds to its band's residuals: taking it out must leave them smaller
+        before = np.where(known[striped], 0.0, residuals[striped])
+        after = np.where(known[striped], 0.0, before - offsets[striped][:, positions.cols])
+        shrunk = (after**2).sum(axis=1) <= MIN_STRIPE_VARIANCE_DROP * (before**2).sum(axis=1)
+        offsets[striped[~shrunk]] = 0.0
     subtracted = offsets[:, positions.cols].T  # (n, B)
     return np.asarray(spectra, dtype=np.float64) - subtracted, subtracted
