@@ -63,7 +63,8 @@ SIGMA_STANDARD_ERRORS = 2.0
 NOISE_FREE_FRACTION = 2.0**-26
 """A cube is noise-free when every band's sigma is below this fraction of its root mean square: a quarter of a
 float32 unit in the last place, noise that storage rounding alone makes (or none: the bands predict each
-other exactly). :meth:`hsidenoise.subspace.LowRankDenoiser.prepare` then has nothing to remove (:class:`NothingToDenoise`)."""
+other exactly). :meth:`hsidenoise.subspace.LowRankDenoiser.prepare` then has nothing to remove
+(:class:`NothingToDenoise`)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -117,9 +117,9 @@ def remove_outliers(
     Dead lines: a column (or a row) whose standard deviation is below ``dead_line_fraction`` of the band's
     sigma is missing, and so is every entry at one of the band's stuck values (:attr:`Subspace.stuck`:
     impulse, saturation, dead elements). Stripes (:func:`~hsidenoise.subspace.stripes.stripe_offsets`,
-    ``robust_passes`` times, along the track and across it): column medians, then row medians, of the residuals, which impulses do not move,
-    give the offsets to subtract, where both halves of the line confirm them (:func:`~hsidenoise.subspace.stripes.confirmed_stripe_offsets`).
-    Impulses
+    ``robust_passes`` times, along the track and across it): column medians, then row medians, of the residuals,
+    which impulses do not move, give the offsets to subtract, where both halves of the line confirm them
+    (:func:`~hsidenoise.subspace.stripes.confirmed_stripe_offsets`). Impulses
     (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
     neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed from the other bands,
     then, where a leave-one-out check finds it better, from the band's own neighbourhood

@@ -32,6 +32,8 @@ false offsets of up to 5.8 sigma from the kept entries of a band with sigma 2.7/
 mixture MPSNR +0.28 dB there, +0.17 dB on San Diego seed 1, the other cases within 0.01 dB."""
 MIN_HALF_LINE = 8
 """Lines shorter than twice this many entries are not split (:func:`confirmed_stripe_offsets`)."""
+
+
 def line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
     """The median over axis 1 of (B, h, w) ``values``, leaving out the ``missing`` ((B, h, w) bool) entries.
 
@@ -136,14 +138,11 @@ def confirmed_stripe_offsets(
     return np.where(sign != 0, offsets, 0.0)
 
 
-
 MIN_SAMPLE_STRIPE_LINES = 3
 """The fit's sample is destriped only in bands where at least this many columns carry a confirmed stripe: a
 sensor's striped band has many (the protocol: 5-15 % of the columns), while one or two confirmed columns on pure
 Gaussian noise are a quiet band's image structure (measured: the validation cubes' Gaussian parts are then never
 changed)."""
-
-
 MIN_STRIPE_VARIANCE_DROP = 0.99
 """A band's sample offsets are kept only if they take at least 1 % off its residuals' sum of squares: column
 medians of data that are not a continuous signal plus noise (a cube of two values, 0 and 1) stand out as stripes
