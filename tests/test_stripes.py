@@ -10,7 +10,8 @@ from hsidenoise.statistics import PixelPositions, compute_statistics, neighbour_
 from hsidenoise.subspace import LowRankConfig, fit_lowrank
 from hsidenoise.subspace.noise_estimate import fit_band_regression
 from hsidenoise.subspace.pipeline import sample_pixels_where
-from hsidenoise.subspace.stripes import MIN_SAMPLE_STRIPE_LINES, destripe_sample
+from hsidenoise.subspace import outliers
+from hsidenoise.subspace.stripes import MIN_SAMPLE_STRIPE_LINES, destripe_sample, subspace_complement
 
 CONFIG = LowRankConfig(spatial="dct")
 BANDS, ROWS, COLS = 37, 59, 61
@@ -83,3 +84,67 @@ def test_statistics_keep_where_their_sampled_pixels_lie() -> None:
     assert isinstance(positions, PixelPositions) and (positions.height, positions.width) == (23, 19)
     assert len(positions.rows) == len(stats.sample_spectra)
     np.testing.assert_array_equal(stats.sample_spectra, cube[:, positions.rows, positions.cols].T)
+
+
+def test_the_subspace_complement_gives_an_offset_to_its_own_band_and_ignores_the_signal() -> None:
+    noisy, _, _ = cubes()
+    spectra, positions = sample_pixels_where(noisy, 65536, 0)
+    subspace = fit_lowrank(spectra, CONFIG, neighbour_pairs(noisy, seed=1), positions)
+    pixels = noisy.reshape(BANDS, -1)
+    predictor, usable, residuals = subspace_complement(pixels, subspace.mean, subspace.sigma, subspace.basis)
+    # whitened, the two quiet bands (sigma 0.002) carry most of the signal's components: an offset there is mostly
+    # inside the subspace, so they are left to the regression's search; every other band takes part
+    assert not usable[list(STRIPED)].any()
+    assert np.delete(usable, list(STRIPED)).all()
+    np.testing.assert_allclose(predictor.residuals(pixels), residuals)
+    moved = pixels.copy()
+    moved[9] += 0.5  # an offset in band 9 (a band with noise, not a quiet one)
+    echo = predictor.residuals(moved) - residuals
+    np.testing.assert_allclose(echo[9], 0.5, rtol=1e-9)
+    # signal inside the subspace leaves no residual: the complement sees what the components do not explain
+    inside = subspace.sigma[:, None] * subspace.basis[:, :1] * 0.3
+    np.testing.assert_allclose(predictor.residuals(pixels + inside), residuals, atol=1e-9)
+
+
+def test_a_component_on_one_band_keeps_that_band_out_of_the_complement_search() -> None:
+    basis = np.zeros((6, 2))
+    basis[:, 0] = 1 / np.sqrt(6)
+    basis[3, 1] = 1.0  # component 2 is band 3 alone: an offset there is inside the subspace
+    basis[:, 0] -= basis[:, 1] * (basis[:, 1] @ basis[:, 0])
+    basis[:, 0] /= np.linalg.norm(basis[:, 0])
+    values = np.random.default_rng(0).normal(size=(6, 50))
+    _, usable, _ = subspace_complement(values, np.zeros(6), np.ones(6), basis)
+    np.testing.assert_array_equal(usable, [True, True, True, False, True, True])
+
+
+def test_the_complement_search_finds_noisy_bands_stripes_that_the_regression_misses(monkeypatch) -> None:
+    """Half the bands striped, noise up to 0.08: the regression's search alone misses stripes of the noisy bands
+    (the other bands' stripes echo into them); the search against the subspace's complement finds more, never
+    a false one, and the offsets left get smaller."""
+    bands, rows, cols = 41, 67, 73
+    for seed in (0, 2):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:rows, 0:cols] / 40.0
+        maps = np.stack([np.sin(5 * yy + 1) ** 2, np.cos(4 * xx) ** 2, (xx > 0.5) * 0.6, np.sin(9 * xx * yy) ** 2])
+        clean = 0.1 + np.einsum("bk,khw->bhw", rng.uniform(0.05, 0.25, (bands, 4)), maps)
+        sigma = rng.uniform(0.002, 0.08, bands)
+        offsets = np.zeros((bands, cols))
+        for band in rng.choice(bands, bands // 2, replace=False):
+            columns = rng.choice(cols, rng.integers(4, 11), replace=False)
+            offsets[band, columns] = rng.choice([-1.0, 1.0], columns.size) * rng.uniform(0.02, 0.12, columns.size)
+        striped = clean + sigma[:, None, None] * rng.standard_normal(clean.shape) + offsets[:, None, :]
+        spectra, positions = sample_pixels_where(striped, 65536, 0)
+        subspace = fit_lowrank(spectra, CONFIG, neighbour_pairs(striped, seed=1), positions)
+
+        def found(complement: bool) -> tuple[np.ndarray, float]:
+            with monkeypatch.context() as patch:
+                if not complement:
+                    patch.setattr(outliers, "_subtract_complement_stripes", lambda *args: None)
+                cleaned, _ = outliers.remove_outliers(striped, subspace, CONFIG)
+            estimate = np.median(striped - cleaned, axis=1)  # (B, w) the column offsets subtracted
+            return estimate != 0, float(np.sqrt(((estimate - offsets) ** 2).mean()))
+
+        (alone, left_alone), (both, left_both) = found(False), found(True)
+        assert not (both & (offsets == 0)).any()
+        assert (both & (offsets != 0)).sum() > (alone & (offsets != 0)).sum()
+        assert left_both < left_alone
