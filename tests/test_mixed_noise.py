@@ -155,3 +155,81 @@ def test_a_column_offset_on_half_the_column_is_not_taken_for_a_stripe() -> None:
     assert offsets[0, 5] == pytest.approx(3.0, abs=0.4)
     assert offsets[1, 7] == 0.0
     assert np.count_nonzero(offsets) == 1
+
+
+def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(noisy, corrupted, impulse mask, striped columns) of a 37 x 131 x 45 cube: impulse at 0.6 in bands 3 and 17,
+    then column stripes in band 3 (the mixture protocol's order, so band 3's impulses in those columns sit at
+    0 + offset and 1 + offset, about 39 of each per column: a pile-up needs 20 times the median count)."""
+    rows = 131
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:rows, 0:COLS] / 40.0
+    maps = np.stack([np.sin(5 * yy + 1) ** 2, np.cos(4 * xx) ** 2, (xx > 0.5) * 0.6, np.sin(9 * xx * yy) ** 2])
+    clean = 0.1 + np.einsum("bk,khw->bhw", rng.uniform(0.05, 0.25, (BANDS, 4)), maps)
+    noisy = clean + rng.uniform(0.005, 0.04, BANDS)[:, None, None] * rng.standard_normal(clean.shape)
+    corrupted, hit = noisy.copy(), np.zeros(noisy.shape, bool)
+    for band in (3, 17):
+        hit[band] = rng.random((rows, COLS)) < 0.6
+        corrupted[band][hit[band]] = (rng.random(hit[band].sum()) < 0.5).astype(float)
+    striped = [2, 9, 10, 23, 31, 40]
+    corrupted[3][:, striped] += rng.choice([-1.0, 1.0], len(striped)) * rng.uniform(0.1, 0.25, len(striped))
+    return noisy, corrupted, hit, striped
+
+
+def test_impulses_shifted_by_a_stripe_pile_up_in_their_column_and_are_marked_in_the_fit_sample() -> None:
+    from hsidenoise.subspace.pipeline import sample_pixels_where
+    from hsidenoise.subspace.stuck_values import with_column_pileups
+
+    _, corrupted, hit, striped = _impulses_then_stripes()
+    spectra, positions = sample_pixels_where(corrupted, 65536, 0)
+    stuck = find_stuck_values(spectra)
+    assert [values.tolist() for values in (stuck.values[3], stuck.values[17])] == [[0.0, 1.0], [0.0, 1.0]]
+    extended = with_column_pileups(stuck, spectra, positions.cols)
+    # band 3 gains the shifted values of its striped columns, nothing else changes
+    shifted = {float(v) for column in striped for v in np.unique(corrupted[3][hit[3][:, column], column])}
+    assert set(extended.values[3].tolist()) == {0.0, 1.0} | shifted
+    assert all(np.array_equal(extended.values[b], stuck.values[b]) for b in range(BANDS) if b != 3)
+    marked = extended.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)
+    assert not stuck.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)[3][:, striped].any()
+    np.testing.assert_array_equal(marked[3], hit[3])  # every impulse of band 3, shifted or not, and nothing else
+
+
+def test_column_pileups_need_a_band_with_stuck_values_and_ignore_integer_repeats() -> None:
+    from hsidenoise.subspace.stuck_values import with_column_pileups
+
+    rng = np.random.default_rng(12)
+    counts = np.round(200 + 30 * rng.standard_normal((4000, 5))).astype(np.int16).astype(np.float64)
+    columns = np.arange(4000) % 40  # 100 sampled pixels per column
+    counts[:500, 1] = 4095.0  # band 1 saturates (stuck), band 3 repeats its integers but is not stuck
+    stuck = find_stuck_values(counts)
+    extended = with_column_pileups(stuck, counts, columns)
+    assert [values.tolist() for values in extended.values] == [[], [4095.0], [], [], []]
+    counts[columns == 7, 3] = np.where(np.arange(100) < 40, 1234.0, counts[columns == 7, 3])  # a pile-up in a band
+    assert not with_column_pileups(find_stuck_values(counts), counts, columns).values[3].size  # without stuck values
+
+
+def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hsidenoise.statistics import neighbour_pairs
+    from hsidenoise.subspace import signal_subspace
+    from hsidenoise.subspace.pipeline import sample_pixels_where
+
+    _, corrupted, hit, striped = _impulses_then_stripes()
+    spectra, positions = sample_pixels_where(corrupted, 65536, 0)
+    seen = []
+    fit_band_regression = signal_subspace.fit_band_regression
+
+    def spy(sample, config, stuck=None):
+        seen.append(stuck)
+        return fit_band_regression(sample, config, stuck=stuck)
+
+    monkeypatch.setattr(signal_subspace, "fit_band_regression", spy)
+    subspace = fit_lowrank(spectra, CONFIG, neighbour_pairs(corrupted, seed=1), positions)
+    shifted = hit[3][:, striped]  # band 3's impulses in its striped columns
+    in_fit = seen[0].mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)[3][:, striped]
+    in_tiles = subspace.stuck.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)[3][:, striped]
+    np.testing.assert_array_equal(in_fit, shifted)  # the regression never sees them
+    assert not in_tiles.any()  # the tiles find them as outliers and stripes, as before
+    without_positions = fit_lowrank(spectra, CONFIG, neighbour_pairs(corrupted, seed=1))
+    assert [v.tolist() for v in without_positions.stuck.values] == [v.tolist() for v in subspace.stuck.values]

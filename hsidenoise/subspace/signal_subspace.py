@@ -34,7 +34,7 @@ from hsidenoise.subspace.noise_estimate import (
 )
 from hsidenoise.subspace.neighbour_noise import NeighbourPairs, spatial_noise
 from hsidenoise.subspace.stripes import destripe_sample
-from hsidenoise.subspace.stuck_values import StuckValues, find_stuck_values
+from hsidenoise.subspace.stuck_values import StuckValues, find_stuck_values, with_column_pileups
 
 if TYPE_CHECKING:
     from hsidenoise.statistics import PixelPositions
@@ -363,7 +363,9 @@ def fit_lowrank(
     (:mod:`hsidenoise.subspace.neighbour_noise`: without them, a band whose noise is near zero gets a sigma
     several times too high).
 
-    With the sample's ``positions``, its column stripes are subtracted first
+    With the sample's ``positions``, the values that pile up within one column of a band that has stuck values are
+    stuck in the sample too (:func:`~hsidenoise.subspace.stuck_values.with_column_pileups`: impulses that a stripe
+    shifted), and its column stripes are subtracted first
     (:func:`~hsidenoise.subspace.stripes.destripe_sample`): left in, each striped band becomes a component of its
     own (measured on San Diego with stripes alone: rank 5 -> 12). The noise sigma is then taken from a regression
     refitted on the destriped sample (at least :data:`SIGMA_AFTER_DESTRIPING_FLOOR` of the sigma before), and the
@@ -385,6 +387,9 @@ def fit_lowrank(
     config = config or LowRankConfig()
     spectra = as_spectra(spectra)
     stuck = find_stuck_values(spectra) if config.robust_passes > 0 else None
+    band_stuck = stuck  # what the tiles mark; the fit's sample also marks the impulses that stripes shifted
+    if stuck is not None and stuck.any() and positions is not None:
+        stuck = with_column_pileups(stuck, spectra, positions.cols)
     regression = fit_band_regression(spectra, config, stuck=stuck)
     gaussian, effective = noise_sigmas(regression, pairs, config, stuck)
     if (
@@ -408,7 +413,7 @@ def fit_lowrank(
         subspace = fit_subspace(impute_in_subspace(spectra, stuck.mask(spectra.T).T, subspace), sigma, config)
     else:
         subspace = fit_subspace(spectra, sigma, config)
-    subspace = dataclasses.replace(subspace, regression=regression, stuck=stuck, gaussian_sigma=gaussian)
+    subspace = dataclasses.replace(subspace, regression=regression, stuck=band_stuck, gaussian_sigma=gaussian)
     if config.loading_iterations > 0:
         subspace = fit_loadings(spectra, subspace, config)
     logger.debug("lowrank model: %d bands, rank %d, edge %.3f", subspace.band_count, subspace.rank, subspace.edge)
