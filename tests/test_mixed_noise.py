@@ -176,36 +176,43 @@ def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.n
     return noisy, corrupted, hit, striped
 
 
-def test_impulses_shifted_by_a_stripe_pile_up_in_their_column_and_are_marked_in_the_fit_sample() -> None:
+@pytest.mark.parametrize("axis", ["columns", "rows"])
+def test_impulses_shifted_by_a_stripe_pile_up_in_their_line_and_are_marked_in_the_fit_sample(axis: str) -> None:
     from hsidenoise.subspace.pipeline import sample_pixels_where
-    from hsidenoise.subspace.stuck_values import with_column_pileups
+    from hsidenoise.subspace.stuck_values import with_line_pileups
 
     _, corrupted, hit, striped = _impulses_then_stripes()
+    if axis == "rows":  # the same cube turned a quarter: the stripes run along the rows
+        corrupted, hit = corrupted.transpose(0, 2, 1).copy(), hit.transpose(0, 2, 1).copy()
     spectra, positions = sample_pixels_where(corrupted, 65536, 0)
     stuck = find_stuck_values(spectra)
     assert [values.tolist() for values in (stuck.values[3], stuck.values[17])] == [[0.0, 1.0], [0.0, 1.0]]
-    extended = with_column_pileups(stuck, spectra, positions.cols)
+    extended = with_line_pileups(stuck, spectra, positions.rows, positions.cols)
     # band 3 gains the shifted values of its striped columns, nothing else changes
-    shifted = {float(v) for column in striped for v in np.unique(corrupted[3][hit[3][:, column], column])}
+    lines = corrupted[3] if axis == "columns" else corrupted[3].T
+    line_hits = hit[3] if axis == "columns" else hit[3].T
+    shifted = {float(v) for column in striped for v in np.unique(lines[line_hits[:, column], column])}
     assert set(extended.values[3].tolist()) == {0.0, 1.0} | shifted
     assert all(np.array_equal(extended.values[b], stuck.values[b]) for b in range(BANDS) if b != 3)
     marked = extended.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)
-    assert not stuck.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)[3][:, striped].any()
+    band_wide = stuck.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)
+    assert (hit[3] & ~band_wide[3]).sum() > 100  # the band-wide values miss the shifted impulses (6 lines' worth)
     np.testing.assert_array_equal(marked[3], hit[3])  # every impulse of band 3, shifted or not, and nothing else
 
 
 def test_column_pileups_need_a_band_with_stuck_values_and_ignore_integer_repeats() -> None:
-    from hsidenoise.subspace.stuck_values import with_column_pileups
+    from hsidenoise.subspace.stuck_values import with_line_pileups
 
     rng = np.random.default_rng(12)
     counts = np.round(200 + 30 * rng.standard_normal((4000, 5))).astype(np.int16).astype(np.float64)
     columns = np.arange(4000) % 40  # 100 sampled pixels per column
     counts[:500, 1] = 4095.0  # band 1 saturates (stuck), band 3 repeats its integers but is not stuck
     stuck = find_stuck_values(counts)
-    extended = with_column_pileups(stuck, counts, columns)
+    rows = np.arange(4000) // 40
+    extended = with_line_pileups(stuck, counts, rows, columns)
     assert [values.tolist() for values in extended.values] == [[], [4095.0], [], [], []]
     counts[columns == 7, 3] = np.where(np.arange(100) < 40, 1234.0, counts[columns == 7, 3])  # a pile-up in a band
-    assert not with_column_pileups(find_stuck_values(counts), counts, columns).values[3].size  # without stuck values
+    assert not with_line_pileups(find_stuck_values(counts), counts, rows, columns).values[3].size  # no stuck values
 
 
 def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_values(

@@ -34,7 +34,7 @@ from hsidenoise.subspace.noise_estimate import (
 )
 from hsidenoise.subspace.neighbour_noise import NeighbourPairs, spatial_noise
 from hsidenoise.subspace.stripes import destripe_sample
-from hsidenoise.subspace.stuck_values import StuckValues, find_stuck_values, with_column_pileups
+from hsidenoise.subspace.stuck_values import StuckValues, find_stuck_values, with_line_pileups
 
 if TYPE_CHECKING:
     from hsidenoise.statistics import PixelPositions
@@ -364,7 +364,7 @@ def fit_lowrank(
     several times too high).
 
     With the sample's ``positions``, the values that pile up within one column of a band that has stuck values are
-    stuck in the sample too (:func:`~hsidenoise.subspace.stuck_values.with_column_pileups`: impulses that a stripe
+    stuck in the sample too (:func:`~hsidenoise.subspace.stuck_values.with_line_pileups`: impulses that a stripe
     shifted), and its column stripes are subtracted first
     (:func:`~hsidenoise.subspace.stripes.destripe_sample`): left in, each striped band becomes a component of its
     own (measured on San Diego with stripes alone: rank 5 -> 12). The noise sigma is then taken from a regression
@@ -389,7 +389,7 @@ def fit_lowrank(
     stuck = find_stuck_values(spectra) if config.robust_passes > 0 else None
     band_stuck = stuck  # what the tiles mark; the fit's sample also marks the impulses that stripes shifted
     if stuck is not None and stuck.any() and positions is not None:
-        stuck = with_column_pileups(stuck, spectra, positions.cols)
+        stuck = with_line_pileups(stuck, spectra, positions.rows, positions.cols)
     regression = fit_band_regression(spectra, config, stuck=stuck)
     gaussian, effective = noise_sigmas(regression, pairs, config, stuck)
     if (

@@ -99,15 +99,16 @@ def find_stuck_values(spectra: np.ndarray) -> StuckValues:
 
 
 COLUMN_PILEUP_SHARE = 0.1
-"""In a band that has stuck values, a value is stuck in one column of the pixel sample when it holds at least this
-share of the column's sampled entries (and :data:`STUCK_MIN_COUNT`, and :data:`STUCK_MULTIPLICITY` times the median
+"""In a band that has stuck values, a value is stuck in one column (or row) of the pixel sample when it holds at
+least this share of the line's sampled entries (and :data:`STUCK_MIN_COUNT`, and :data:`STUCK_MULTIPLICITY` times the median
 count of the column's values: integer data repeats every value)."""
 MIN_COLUMN_SAMPLE = 16
-"""Columns with fewer sampled pixels are not searched for pile-ups."""
+"""Lines with fewer sampled pixels are not searched for pile-ups."""
 
 
-def with_column_pileups(stuck: StuckValues, spectra: np.ndarray, columns: np.ndarray) -> StuckValues:
-    """``stuck`` plus, in each band that has stuck values, the values that pile up within one column of the sample.
+def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> StuckValues:
+    """``stuck`` plus, in each band that has stuck values, the values that pile up within one column (or row) of
+    the sample.
 
     Impulse noise followed by a stripe (the order of the mixture protocol, and of a sensor whose detector offset
     drifts after saturation) puts a column's impulses at 0 + offset and 1 + offset: a pile-up in that column,
@@ -116,23 +117,24 @@ def with_column_pileups(stuck: StuckValues, spectra: np.ndarray, columns: np.nda
     p = 0.7 lose 2.1-5.7 dB instead of 4.7-10.5 on five of six cases, the whole mixture 0.24-0.79 dB less on five,
     0.08 more on San Diego seed 1. Only the fit uses these values: in the tiles as well, San Diego seed 0 lost
     4.9 dB (not understood), so :attr:`Subspace.stuck <hsidenoise.subspace.signal_subspace.Subspace>` keeps the
-    band-wide values.
+    band-wide values. Rows are searched the same way (a stripe along the rows shifts a row's impulses); the
+    mixture protocol stripes columns only, so the rows change nothing there (tested on a synthetic cube).
 
     Args:
         stuck: the band-wide stuck values (:func:`find_stuck_values`) of ``spectra``.
-        spectra: (n, B) the pixel sample in data units; columns: (n,) the column of each sampled pixel.
+        spectra: (n, B) the pixel sample in data units; rows, columns: (n,) where each sampled pixel lies.
 
     Returns:
-        A :class:`StuckValues` whose values include the column pile-ups (their ``shares`` 0: not band-wide).
+        A :class:`StuckValues` whose values include the line pile-ups (their ``shares`` 0: not band-wide).
     """
     spectra = np.asarray(spectra)
-    columns = np.asarray(columns)
-    per_column = np.bincount(columns)  # sampled pixels per column
+    lines = [(index, np.bincount(index)) for index in (np.asarray(columns), np.asarray(rows))]  # and pixels per line
     values, shares = list(stuck.values), list(stuck.shares)
     for band, known in enumerate(stuck.values):
         if not known.size:
             continue
-        extra = np.setdiff1d(_column_pileups(spectra[:, band], columns, per_column), known)
+        found = [_line_pileups(spectra[:, band], index, per_line) for index, per_line in lines]
+        extra = np.setdiff1d(np.concatenate(found), known)
         if extra.size:
             merged = np.concatenate([known, extra])
             order = np.argsort(merged, kind="stable")
@@ -141,11 +143,12 @@ def with_column_pileups(stuck: StuckValues, spectra: np.ndarray, columns: np.nda
     return StuckValues(values=tuple(values), shares=tuple(shares))
 
 
-def _column_pileups(band: np.ndarray, columns: np.ndarray, per_column: np.ndarray) -> np.ndarray:
-    """The values of one band's (n,) sample that pile up within a column (:data:`COLUMN_PILEUP_SHARE`), float64.
+def _line_pileups(band: np.ndarray, columns: np.ndarray, per_column: np.ndarray) -> np.ndarray:
+    """The values of one band's (n,) sample that pile up within a line (:data:`COLUMN_PILEUP_SHARE`), float64.
 
-    Vectorised over the columns: the entries sorted by (column, value), each run of one value in one column
-    counted, and each column's median run length found in the runs sorted by (column, length).
+    ``columns``: (n,) the line (column or row) of each entry; ``per_column``: entries per line. Vectorised over
+    the lines: the entries sorted by (line, value), each run of one value in one line counted, and each line's
+    median run length found in the runs sorted by (line, length).
     """
     order = np.lexsort((band, columns))
     ordered_columns, ordered = columns[order], band[order]
