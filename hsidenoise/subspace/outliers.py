@@ -145,8 +145,9 @@ def _subtract_complement_stripes(
     The regression's passes find most stripes of quiet and middling bands but few of the noisiest (San Diego
     mixture seed 1: 0 of 13 in a band with sigma 77/255); a search against a second predictor
     (:func:`~hsidenoise.subspace.stripes.subspace_complement`) finds some of the rest. Measured (`bench/mixture.py
-    --seeds 2`, bench/README.md): mixture MPSNR +0.18 dB on San Diego seed 1, +0.03 on CAVE seed 0, the other
-    cases and every Gaussian part within 0.01 dB; more regression passes instead (4) gain nothing.
+    --seeds 2`, bench/README.md; before the line pile-ups of the fit): mixture MPSNR +0.18 dB on San Diego seed 1,
+    +0.03 on CAVE seed 0, the other cases and every Gaussian part within 0.01 dB; more regression passes instead
+    (4) gain nothing.
     """
     predictor, usable, first = subspace_complement(filled.values, subspace.mean, subspace.sigma, subspace.basis)
     unused = [first]  # the residuals before any subtraction, computed with the predictor
