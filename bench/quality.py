@@ -16,7 +16,7 @@ Methods:
   (its non-i.i.d. mode returns garbage; ``shared/reference/cpu-probes.md``).
 * ``lowrank-bm3d`` and ``lowrank-dct``: ``hsidenoise run --method lowrank`` through the same tiled
   pipeline (``hsidenoise.denoise.denoise_array``), with BM3D or with the numpy-only DCT fallback.
-* ``decsc``: the shipped DECSC weights (``weights/decsc-subspace.safetensors``, or ``--weights PATH``: weights, a
+* ``decsc``: the shipped DECSC weights (``weights/decsc-dctcsc-coupled.safetensors``, or ``--weights PATH``: weights, a
   preset name, or a training checkpoint ``.pt``) through the same tiled pipeline; skipped with a note while
   there are none.
 
@@ -123,11 +123,11 @@ def lowrank_method(spatial: str) -> Method:
 
 DECSC_SETTINGS: dict[str, object] = {"weights": None, "device": "cpu", "batch_size": 4, "adapt_seconds": 60.0}
 """What ``run_decsc`` uses (set by ``--weights``, ``--device``, ``--batch-size``): weights None means the shipped
-``weights/decsc-subspace.safetensors``."""
+``weights/decsc-dctcsc-coupled.safetensors``."""
 
 
 def default_weights() -> Path | None:
-    """The shipped default weights (``weights/decsc-subspace.safetensors`` with its JSON), or None without them."""
+    """The shipped default weights (``weights/decsc-dctcsc-coupled.safetensors`` with its JSON), or None without them."""
     from hsidenoise.model import find_default_weights
 
     return find_default_weights()
@@ -145,7 +145,7 @@ def describe_weights(weights: str | Path | None) -> str:
 
     if weights is None:
         shipped = default_weights()
-        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-subspace.safetensors)"
+        return f"shipped {shipped.relative_to(REPO)}" if shipped else "none (no weights/decsc-dctcsc-coupled.safetensors)"
     if str(weights) in PRESETS:
         return f"untrained {weights} preset (random initialisation: timing only, not quality)"
     path = Path(weights)
@@ -222,7 +222,7 @@ def run_decsc(noisy: np.ndarray, truth: NoisyResult, adapt_seconds: float = 0.0)
     weights = DECSC_SETTINGS["weights"] or default_weights()
     if weights is None:
         raise Skipped(
-            f"no DECSC weights at {WEIGHTS / 'decsc-subspace.safetensors'} (training writes them); "
+            f"no DECSC weights at {WEIGHTS / 'decsc-dctcsc-coupled.safetensors'} (training writes them); "
             "pass --weights PATH (.safetensors, or a training checkpoint .pt)"
         )
     try:

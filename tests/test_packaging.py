@@ -77,7 +77,7 @@ def test_the_wheel_carries_the_shipped_weights_and_model_cards_but_no_checkpoint
         for pattern in ("*.safetensors", "*.json", "README.md")
         for path in (REPO / "weights").glob(pattern)
     )
-    assert "decsc-subspace.safetensors" in shipped
+    assert "decsc-dctcsc-coupled.safetensors" in shipped
     prefix = "hsidenoise/_weights/"
     packaged = sorted(name.removeprefix(prefix) for name in names if name.startswith(prefix))
     assert packaged == shipped  # the weights and their cards, and nothing of weights/checkpoints/

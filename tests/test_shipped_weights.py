@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 def shipped() -> Path:
     path = find_default_weights()
     if path is None:
-        pytest.fail(f"no shipped weights in {REPO / 'weights'} (decsc-subspace.safetensors + .json); they belong in the repo")
+        pytest.fail(f"no shipped weights in {REPO / 'weights'} (decsc-dctcsc-coupled.safetensors + .json); they belong in the repo")
     return path
 
 
 def test_shipped_weights_load_with_their_card(shipped):
     model, config, card = load_weights(shipped)
-    assert config.kind == "subspace" and config.max_components == 32
+    assert config.kind == "dctcsc" and config.coupling and config.max_components == 32
     training = card  # load_weights returns the training card
     assert training["steps"] > 0 and training["validation"]["mpsnr"] > training["validation"]["noisy_mpsnr"] + 10
     held_out = {Path(p).name for p in training["validation_cubes"]}
@@ -57,7 +57,7 @@ def test_run_uses_the_shipped_weights_and_lands_close_to_the_clean_cube(noisy_re
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["method"] == "decsc" and document["method_info"]["preset"] == "subspace"
+    assert document["method"] == "decsc" and document["method_info"]["preset"] == "dctcsc-coupled"
     clean = read_cube(noisy_real_crop["clean"]).data
     noisy = read_cube(noisy_real_crop["noisy"]).data
     denoised = read_cube(out).data
@@ -88,7 +88,7 @@ def test_finetune_starts_from_the_shipped_weights(noisy_real_crop, tmp_path):
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     weights = Path(document["weights"])
-    assert weights.name == "decsc-subspace-finetuned.safetensors" and weights.is_file()
+    assert weights.name == "decsc-dctcsc-coupled-finetuned.safetensors" and weights.is_file()
     card = json.loads(weights.with_suffix(".json").read_text())
     assert Path(card["card"]["from_weights"]).resolve() == find_default_weights().resolve()
     _, before, _ = load_weights(find_default_weights())

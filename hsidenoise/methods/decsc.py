@@ -267,7 +267,7 @@ def build_decsc(
         path = model if model is not None else find_default_weights()
         if path is None:
             raise ConfigError(
-                "no DECSC weights found in weights/ (decsc-subspace.safetensors + .json); pass --model PATH, "
+                "no DECSC weights found in weights/ (decsc-dctcsc-coupled.safetensors + .json); pass --model PATH, "
                 "train some with hsidenoise train, or use --method lowrank"
             )
         network, _, card = load_weights(path, device=torch_device)

@@ -21,9 +21,9 @@ from hsidenoise.errors import CheckpointError, HsiDenoiseError
 from hsidenoise.model.decsc import AnyConfig, AnyModel, build_model, config_from_dict, count_parameters, preset_name
 
 WEIGHTS_FORMAT = "hsidenoise-decsc-weights/1"
-DEFAULT_WEIGHTS_NAME = "decsc-subspace"
-"""Stem of the shipped weights in ``weights/`` that ``--method decsc`` uses without ``--model`` (the subspace
-weights, level with the front end; the only weights that ship)."""
+DEFAULT_WEIGHTS_NAME = "decsc-dctcsc-coupled"
+"""Stem of the shipped weights in ``weights/`` that ``--method decsc`` uses without ``--model`` (the coupled DCT-CSC,
++0.13 dB over the front end on average on the validation cubes, CAVE mixture -0.13; the only weights that ship)."""
 NORMALISATION = "min-max per band window, one (min, max) over the window's valid bands of the whole cube"
 
 
