@@ -363,8 +363,8 @@ def fit_lowrank(
     (:mod:`hsidenoise.subspace.neighbour_noise`: without them, a band whose noise is near zero gets a sigma
     several times too high).
 
-    With the sample's ``positions``, the values that pile up within one column of a band that has stuck values are
-    stuck in the sample too (:func:`~hsidenoise.subspace.stuck_values.with_line_pileups`: impulses that a stripe
+    With the sample's ``positions``, the values that pile up within one column or row of a band that has stuck
+    values are stuck in the sample too (:func:`~hsidenoise.subspace.stuck_values.with_line_pileups`: impulses that a stripe
     shifted), and its column stripes are subtracted first
     (:func:`~hsidenoise.subspace.stripes.destripe_sample`): left in, each striped band becomes a component of its
     own (measured on San Diego with stripes alone: rank 5 -> 12). The noise sigma is then taken from a regression

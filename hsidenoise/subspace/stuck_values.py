@@ -98,11 +98,11 @@ def find_stuck_values(spectra: np.ndarray) -> StuckValues:
     return StuckValues(values=tuple(values), shares=tuple(shares))
 
 
-COLUMN_PILEUP_SHARE = 0.1
+LINE_PILEUP_SHARE = 0.1
 """In a band that has stuck values, a value is stuck in one column (or row) of the pixel sample when it holds at
-least this share of the line's sampled entries (and :data:`STUCK_MIN_COUNT`, and :data:`STUCK_MULTIPLICITY` times the median
-count of the column's values: integer data repeats every value)."""
-MIN_COLUMN_SAMPLE = 16
+least this share of the line's sampled entries (and :data:`STUCK_MIN_COUNT`, and :data:`STUCK_MULTIPLICITY` times
+the median count of the line's values: integer data repeats every value)."""
+MIN_LINE_SAMPLE = 16
 """Lines with fewer sampled pixels are not searched for pile-ups."""
 
 
@@ -143,28 +143,28 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     return StuckValues(values=tuple(values), shares=tuple(shares))
 
 
-def _line_pileups(band: np.ndarray, columns: np.ndarray, per_column: np.ndarray) -> np.ndarray:
-    """The values of one band's (n,) sample that pile up within a line (:data:`COLUMN_PILEUP_SHARE`), float64.
+def _line_pileups(band: np.ndarray, lines: np.ndarray, per_line: np.ndarray) -> np.ndarray:
+    """The values of one band's (n,) sample that pile up within a line (:data:`LINE_PILEUP_SHARE`), float64.
 
-    ``columns``: (n,) the line (column or row) of each entry; ``per_column``: entries per line. Vectorised over
-    the lines: the entries sorted by (line, value), each run of one value in one line counted, and each line's
-    median run length found in the runs sorted by (line, length).
+    ``lines``: (n,) the line (column or row) of each entry; ``per_line``: entries per line. Vectorised over the
+    lines: the entries sorted by (line, value), each run of one value in one line counted, and each line's median
+    run length found in the runs sorted by (line, length).
     """
-    order = np.lexsort((band, columns))
-    ordered_columns, ordered = columns[order], band[order]
-    starts = np.flatnonzero(np.r_[True, (np.diff(ordered_columns) != 0) | (np.diff(ordered) != 0)])
+    order = np.lexsort((band, lines))
+    ordered_lines, ordered = lines[order], band[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(ordered_lines) != 0) | (np.diff(ordered) != 0)])
     lengths = np.diff(np.r_[starts, ordered.size])  # (runs,)
-    run_columns = ordered_columns[starts]
-    distinct = np.bincount(run_columns, minlength=per_column.size)  # runs per column
-    by_length = lengths[np.lexsort((lengths, run_columns))]  # runs sorted by column, then length
+    run_lines = ordered_lines[starts]
+    distinct = np.bincount(run_lines, minlength=per_line.size)  # runs per line
+    by_length = lengths[np.lexsort((lengths, run_lines))]  # runs sorted by line, then length
     present = np.flatnonzero(distinct)
     first, count = (np.cumsum(distinct) - distinct)[present], distinct[present]
-    middle = np.zeros(distinct.size)  # each column's median run length
+    middle = np.zeros(distinct.size)  # each line's median run length
     middle[present] = 0.5 * (by_length[first + (count - 1) // 2] + by_length[first + count // 2])
-    samples = per_column[run_columns]
+    samples = per_line[run_lines]
     pile = (
-        (samples >= MIN_COLUMN_SAMPLE)
-        & (lengths >= np.maximum(STUCK_MIN_COUNT, COLUMN_PILEUP_SHARE * samples))
-        & (lengths >= STUCK_MULTIPLICITY * middle[run_columns])
+        (samples >= MIN_LINE_SAMPLE)
+        & (lengths >= np.maximum(STUCK_MIN_COUNT, LINE_PILEUP_SHARE * samples))
+        & (lengths >= STUCK_MULTIPLICITY * middle[run_lines])
     )
     return np.unique(ordered[starts[pile]]).astype(np.float64)
