@@ -35,6 +35,7 @@ def denoise(
     tile: int = 256,
     overlap: int = 32,
     adapt_seconds: float = 0.0,
+    band_blend: bool = True,
 ) -> Cube:
     """Denoise a cube held in memory.
 
@@ -46,6 +47,8 @@ def denoise(
         spatial: lowrank only: the eigen-image denoiser (``"auto"``, ``"dct"``, ``"bm3d"``, ``"none"``).
         tile, overlap: spatial tiling in pixels, as ``--tile`` / ``--overlap``.
         adapt_seconds: DECSC subspace weights only: seconds of self-supervised adaptation (``--adapt``).
+        band_blend: DECSC with DCT-CSC weights: the per-band SURE blend of the model's change (``--no-band-blend``:
+            off).
 
     Returns:
         A new :class:`Cube`: data (B, H, W) float32 (float64 for float64 or 32/64-bit integer input), the
@@ -63,7 +66,8 @@ def denoise(
         cube = Cube(array, CubeMeta(dtype=array.dtype))
     config = TileConfig(tile=tile, overlap=overlap)
     denoiser = build_method(
-        method, model=model, device=device, config=config, spatial=spatial, adapt_seconds=adapt_seconds
+        method, model=model, device=device, config=config, spatial=spatial, adapt_seconds=adapt_seconds,
+        band_blend=band_blend,
     )
     data = denoise_array(cube.data, denoiser, config, nodata=cube.meta.nodata)
     meta = cube.meta if cube.meta.dtype is not None else replace(cube.meta, dtype=cube.data.dtype)

@@ -56,8 +56,9 @@ def models(json_output: JsonOpt = False) -> None:
             if measured:
                 Console().print(
                     escape(
-                        f"  measured against its front end ({measured.get('front_end', 'lowrank')}): "
-                        f"{measured['mean_gain_db']:+.2f} dB MPSNR on average, {measured['min_gain_db']:+.2f} dB at "
+                        f"  measured against its front end ({measured.get('front_end', 'lowrank')}"
+                        f"{', with the band blend' if measured.get('band_blend') else ''}): "
+                        f"{measured['mean_gain_db']:+.3f} dB MPSNR on average, {measured['min_gain_db']:+.3f} dB at "
                         f"worst, over {measured['cases']} validation cases ({measured['command']})"
                     ),
                     soft_wrap=True,

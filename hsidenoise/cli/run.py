@@ -85,6 +85,14 @@ def run(
     adapt_seconds: Annotated[
         float, typer.Option("--adapt-seconds", min=0, help="Time budget of --adapt per cube, seconds.")
     ] = 60.0,
+    band_blend: Annotated[
+        bool,
+        typer.Option(
+            "--band-blend/--no-band-blend",
+            help="decsc (DCT-CSC weights): per band, keep the share of the model's change to its front end that "
+            "SURE chooses (default); --no-band-blend: the model's output as it is.",
+        ),
+    ] = True,
     dtype: DtypeOpt = OutputDtype.float32,
     report: ReportOpt = None,
     profile_bands: ProfileBandsOpt = None,
@@ -140,7 +148,7 @@ def run(
             provenance.update(method_provenance(method.value, weights, random_weights=random_weights))
             denoiser = build_method(
                 method.value, model=weights, device=device_choice, config=config, solver=solver, spatial=spatial.value,
-                adapt_seconds=adapt_seconds if adapt else 0.0,
+                adapt_seconds=adapt_seconds if adapt else 0.0, band_blend=band_blend,
             )  # fmt: skip
             if adapt:
                 tick = bars.callback("adapting")

@@ -62,7 +62,7 @@ def _decsc(**options: Any) -> Denoiser:
 METHODS: dict[str, MethodSpec] = {
     "decsc": MethodSpec(
         "the DECSC network (shipped subspace weights by default, or --model PRESET|PATH)",
-        ("model", "device", "window_batch", "solver", "adapt_seconds"),
+        ("model", "device", "window_batch", "solver", "adapt_seconds", "band_blend"),
         _decsc,
     ),
     "lowrank": MethodSpec(
@@ -84,6 +84,7 @@ def build_method(
     solver: dict[str, float | int] | None = None,
     spatial: str = "auto",
     adapt_seconds: float = 0.0,
+    band_blend: bool = True,
 ) -> Denoiser:
     """The denoiser behind ``--method name``.
 
@@ -101,6 +102,8 @@ def build_method(
             before it is denoised (``--adapt``; 0: none). Other methods refuse a positive value.
         spatial: ``lowrank`` only: the eigen-image denoiser (``auto``, ``bm3d``, ``dct``, ``none``). DECSC's
             front end always uses the one its weights were trained with.
+        band_blend: ``decsc`` with DCT-CSC weights: keep per band the share of the model's change that SURE
+            chooses (:mod:`hsidenoise.subspace.band_blend`; ``--no-band-blend``: the model's output as it is).
 
     Raises:
         ConfigError: an unknown method or preset, a band window that is not the model's, or no weights.
@@ -119,5 +122,6 @@ def build_method(
         "solver": solver,
         "spatial": spatial,
         "adapt_seconds": adapt_seconds,
+        "band_blend": band_blend,
     }
     return spec.build(config=config, **{option: given[option] for option in spec.options})

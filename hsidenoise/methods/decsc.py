@@ -88,6 +88,40 @@ def solve_eigenimages(
     return denoised[0].double().cpu().numpy(), facts
 
 
+PROBE_SEED = 20261205
+"""Seed of the Rademacher probe of the band blend's divergence (the same for every tile: reproducible runs)."""
+
+
+def solve_with_divergence(
+    model: DCTCSC, eigen: np.ndarray, noise: np.ndarray, eigenvalues: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """:func:`solve_eigenimages` that also returns the model's front end and the divergence of its change.
+
+    Returns:
+        (output, front end) (k, h, w) float64, divergence (k,) float64, solver facts (the first solve's).
+    """
+    import torch
+
+    dtype = next(model.parameters()).dtype
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
+
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    probe = torch.randint(0, 2, eigen.shape, generator=generator).to(device=device, dtype=dtype)[None] * 2 - 1
+    output, front, divergence, stats = model.solve_with_divergence(
+        tensor(eigen), tensor(eigenvalues), tensor(noise), probe
+    )
+    facts = {
+        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
+        "max_residual": float(stats.residual.max()),
+        "converged": float(stats.converged.float().mean()),
+        "tol": float(stats.tol),
+    }
+    output, front, divergence = (t[0].double().cpu().numpy() for t in (output, front, divergence))
+    return output, front, divergence, facts
+
+
 class DECSCEigenImageDenoiser:
     """The subspace DECSC behind :class:`hsidenoise.subspace.EigenImageDenoiser`: pilot, then model correction.
 
@@ -97,6 +131,9 @@ class DECSCEigenImageDenoiser:
             trained with, by default).
         device: where the model runs (the pilot runs on the CPU in numpy).
         adaptation: ``--adapt``: self-supervised adaptation to each cube before it is denoised; None: none.
+        band_blend: a model that computes its own front end (DCT-CSC) returns it and its change's divergence too,
+            and the pipeline keeps, per band, the share of the change that SURE chooses
+            (:mod:`hsidenoise.subspace.band_blend`); False: the model's output as it is. Ignored for other models.
     """
 
     name = "decsc"
@@ -108,10 +145,14 @@ class DECSCEigenImageDenoiser:
         pilot: EigenImageDenoiser,
         device: str | torch.device = "cpu",
         adaptation: AdaptConfig | None = None,
+        band_blend: bool = True,
     ) -> None:
         import torch
 
         self.model = model.to(torch.device(device)).fold_for_inference()
+        self.band_blend = band_blend and getattr(model, "owns_front_end", False)
+        self._blend_sum = 0.0
+        self._blend_bands = 0
         self.original_model = self.model
         self.device = torch.device(device)
         self.pilot = pilot
@@ -134,6 +175,7 @@ class DECSCEigenImageDenoiser:
             ConfigError: the subspace has more components than the model takes.
         """
         self._tiles, self._evaluations = 0, 0.0
+        self._blend_sum, self._blend_bands = 0.0, 0
         self.model, self.adapt_result = self.original_model, None
         if subspace.rank > self.model.config.max_components:
             raise ConfigError(
@@ -164,6 +206,31 @@ class DECSCEigenImageDenoiser:
         self._tiles += 1
         self._evaluations += facts["evaluations"]
         return corrected
+
+    def denoise_parts(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k, h, w) whitened eigen-images of one tile -> the model's output, the front end inside it (both
+        (k, h, w) float64) and the divergence of their difference per component (k,), for the band blend.
+
+        The probe is seeded per tile shape, so a run is reproducible. :attr:`last_facts` as :meth:`denoise`'s.
+        """
+        import torch
+
+        if self._eigenvalues is None:
+            raise ConfigError("decsc: call prepare(stats) before denoising tiles")
+        levels = np.broadcast_to(np.asarray(noise, dtype=np.float64), (eigen_images.shape[0],))
+        with torch.inference_mode():
+            output, front, divergence, facts = solve_with_divergence(
+                self.model, eigen_images, levels, self._eigenvalues, self.device
+            )
+        self.last_facts = facts
+        self._tiles += 1
+        self._evaluations += facts["evaluations"]
+        return output, front, divergence
+
+    def record_blend(self, beta: np.ndarray) -> None:
+        """Add one tile's blend weights (B,) to the run's mean (:meth:`info`)."""
+        self._blend_sum += float(np.sum(beta))
+        self._blend_bands += int(np.size(beta))
 
     def adapt_to(
         self, eigen_images: Sequence[np.ndarray], progress: Callable[[float, float], None] | None = None
@@ -207,6 +274,8 @@ class DECSCEigenImageDenoiser:
             "adaptation": None if self.adapt_result is None else asdict(self.adapt_result),
             "tiles": self._tiles,
             "evaluations_per_tile": self._evaluations / self._tiles if self._tiles else None,
+            "band_blend": self.band_blend,
+            "band_blend_mean_weight": self._blend_sum / self._blend_bands if self._blend_bands else None,
         }
 
 
@@ -216,6 +285,7 @@ def build_subspace_decsc(
     front_end: LowRankConfig | None = None,
     device: str | torch.device = "cpu",
     adaptation: AdaptConfig | None = None,
+    band_blend: bool = True,
 ) -> LowRankDenoiser:
     """``--method decsc`` with subspace weights: the subspace pipeline with the model as its eigen-image denoiser.
 
@@ -224,11 +294,14 @@ def build_subspace_decsc(
         front_end: the pipeline settings the weights were trained with (DCT pilot by default).
         device: where the model runs.
         adaptation: ``--adapt`` settings; None: no adaptation.
+        band_blend: the per-band SURE blend of a DCT-CSC's change (:class:`DECSCEigenImageDenoiser`).
     """
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser, spatial_denoiser
 
     config = front_end or LowRankConfig(spatial="dct")
-    decsc = DECSCEigenImageDenoiser(model, pilot=spatial_denoiser(config), device=device, adaptation=adaptation)
+    decsc = DECSCEigenImageDenoiser(
+        model, pilot=spatial_denoiser(config), device=device, adaptation=adaptation, band_blend=band_blend
+    )
     return LowRankDenoiser(config, decsc, name="decsc")
 
 
@@ -240,6 +313,7 @@ def build_decsc(
     window_batch: int | None = None,
     solver: dict[str, float | int] | None = None,
     adapt_seconds: float = 0.0,
+    band_blend: bool = True,
 ) -> Denoiser:
     """``--method decsc``: the network named by ``model`` (a preset, untrained, or a weights path; None: the
     shipped weights) as the method its family makes: the subspace DECSC through :func:`build_subspace_decsc`,
@@ -279,7 +353,9 @@ def build_decsc(
         from hsidenoise.model.adapt import AdaptConfig
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
-        return build_subspace_decsc(network, front_end=front_end, device=torch_device, adaptation=adaptation)
+        return build_subspace_decsc(
+            network, front_end=front_end, device=torch_device, adaptation=adaptation, band_blend=band_blend
+        )
     if adapt_seconds > 0:
         raise ConfigError(
             "--adapt needs subspace DECSC weights (preset subspace); the band-window model cannot adapt; drop --adapt"

@@ -61,6 +61,9 @@ GROUP_BYTES = 64 << 20
 """Bytes of one code tensor (images, 64, H - 7, W - 7) per group of eigen-images (float32); a tile's components go
 through in groups of at most this much, so the working set does not grow with the rank."""
 NORM_GRID = 64
+DIVERGENCE_STEP = 1e-2
+"""Finite-difference step of :meth:`DCTCSC.solve_with_divergence`, in noise sigmas (stage 1's decisions are held,
+so the map is smooth apart from the soft threshold's kinks, which the step averages over)."""
 """FFT grid side on which the operator norm of an 8 x 8 filter bank is taken (its frequency response maximum)."""
 
 
@@ -255,20 +258,29 @@ class DCTCSC(nn.Module):
         scale: Tensor,
         pilot: Tensor | None = None,
         codes: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        """The two stages on (n, 1, H, W) images with noise sigma (n,), SNR level (n,): -> FE (n, 1, H, W).
+        stage_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The two stages on (n, 1, H, W) images with noise sigma (n,), SNR level (n,).
 
         ``shared``: (n, 64, h, w) structure map of each image's sample (coupling), or None. ``pilot``: stage 1's
         (n, 1, H, W) output when it is already known (the coupling computed it), or None. ``codes``: the images'
         codes Y and the pilot's squared codes, both (n, 64, h, w), when already known (the coupling's pass kept
-        them), or None.
+        them), or None. ``stage_mask``: stage 1's kept coefficients to use instead of thresholding (n, 64, h, w),
+        or None.
+
+        Returns:
+            FE and the departure z - FE, both (n, 1, H, W), and stage 1's mask when this call thresholded (else
+            None). With the DCT's perfect reconstruction (z = S(w2 Y) / box(w2)) the departure is aggregated from
+            the part the Wiener factors take away, (1 - F) Y, so it keeps its digits on the strongest eigen-images
+            (float32: std up to ~2.5e5), and FE = z - departure.
         """
+        computed_mask = None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
             if codes is not None:
                 noisy, power = codes
             else:
-                if pilot is None:
-                    noisy, pilot = self._stage_one(images, sigma)  # no parameter to learn here with fixed filters
+                if pilot is None:  # no parameter to learn here with fixed filters
+                    noisy, pilot, computed_mask = self._stage_one(images, sigma, stage_mask)
                 else:
                     noisy = self._analyse(images)
                 power = self._analyse(pilot).square()
@@ -280,15 +292,22 @@ class DCTCSC(nn.Module):
         noise_power = (sigma[:, None] * torch.exp(log_omega)).square()[:, :, None, None]
         factor = power / (power + noise_power)
         weights = 1.0 / factor.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return self._aggregate(factor * noisy * weights, weights)
+        if self.config.learn_filters:  # learned filters: no perfect reconstruction to lean on
+            front = self._aggregate(factor * noisy * weights, weights)
+            return front, images - front, computed_mask
+        departure = self._aggregate(noise_power / (power + noise_power) * noisy * weights, weights)
+        return images - departure, departure, computed_mask
 
-    def _stage_one(self, images: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """Stage 1 on (n, 1, H, W) images: (their codes Y (n, 64, h, w), the hard-threshold pilot (n, 1, H, W))."""
+    def _stage_one(self, images: Tensor, sigma: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Stage 1 on (n, 1, H, W) images: their codes Y (n, 64, h, w), the hard-threshold pilot (n, 1, H, W) and
+        the kept coefficients (n, 64, h, w) bool (``keep`` when given: a perturbed copy of the images is
+        thresholded as the original was, so that the pilot is a smooth function of them)."""
         noisy = self._analyse(images)
-        keep = noisy.abs() > self.config.threshold * sigma[:, None, None, None]
-        keep[:, 0] = True
+        if keep is None:
+            keep = noisy.abs() > self.config.threshold * sigma[:, None, None, None]
+            keep[:, 0] = True
         weights = 1.0 / keep.sum(dim=1, keepdim=True).to(noisy.dtype)
-        return noisy, self._aggregate(torch.where(keep, noisy, 0.0) * weights, weights)
+        return noisy, self._aggregate(torch.where(keep, noisy, 0.0) * weights, weights), keep
 
     def _layer_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The equilibrium layer's normalised tied dictionary (as analysis and synthesis), alpha and mu."""
@@ -328,6 +347,54 @@ class DCTCSC(nn.Module):
         Returns:
             denoised (N, k, H, W) and the solve's statistics, one sample per real component.
         """
+        out, stats, _ = self._solve(eigen, eigenvalues, mask, noise)
+        return out, stats
+
+    @torch.no_grad()
+    def solve_with_divergence(
+        self, eigen: Tensor, eigenvalues: Tensor, noise: Tensor | None, probe: Tensor, step: float = DIVERGENCE_STEP
+    ) -> tuple[Tensor, Tensor, Tensor, SolverStats]:
+        """The fixed point, the front end inside the model, and the divergence of their difference per component.
+
+        The divergence of the correction d* = x* - FE with respect to the noisy eigen-images, one Monte-Carlo
+        probe: sum over pixels of probe * (d*(z + step probe) - d*(z)) / step, with stage 1 thresholded as for z
+        (its hard decisions held, so that FE is smooth in z). The perturbed solve starts where the first did
+        (d = 0) and takes the same path: started from d*(z) it would stop at once (its residual is below the
+        tolerance) and return d*(z) itself. What the band-space SURE blend (:mod:`hsidenoise.subspace.band_blend`)
+        needs besides the outputs.
+
+        Args:
+            eigen: (N, k, H, W) noisy eigen-images; eigenvalues, noise: (N, k), as :meth:`forward`.
+            probe: (N, k, H, W) Rademacher (+-1) probe. step: the finite-difference step, in noise sigmas.
+
+        Returns:
+            x* and FE (N, k, H, W), the divergence of x* - FE (N, k), and the solve's statistics.
+        """
+        out, stats, record = self._solve(eigen, eigenvalues, None, noise, record=True)
+        perturbed = eigen.to(out.dtype) + step * probe.to(out.dtype)
+        _, _, moved = self._solve(perturbed, eigenvalues, None, noise, stage_masks=record["stage_masks"], record=True)
+        height, width = eigen.shape[-2:]
+        owner, slot = record["owner"], record["slot"]
+        change = (moved["corrections"] - record["corrections"])[:, 0, :height, :width]
+        divergence = torch.zeros(eigen.shape[:2], dtype=out.dtype, device=out.device)
+        divergence[owner, slot] = (change * probe.to(out.dtype)[owner, slot]).flatten(1).sum(dim=1) / step
+        front = out.clone()
+        front[owner, slot] = out[owner, slot] - record["corrections"][:, 0, :height, :width]
+        return out, front, divergence, stats
+
+    def _solve(
+        self,
+        eigen: Tensor,
+        eigenvalues: Tensor,
+        mask: Tensor | None,
+        noise: Tensor | None,
+        *,
+        stage_masks: Tensor | None = None,
+        record: bool = False,
+    ) -> tuple[Tensor, SolverStats, dict[str, Tensor]]:
+        """:meth:`forward`'s work; ``stage_masks`` (m, 64, h, w): stage 1's decisions to reuse; ``record``: also
+        return, for the real components in order (``owner``, ``slot``), stage 1's masks and the corrections d*
+        (padded images)."""
         n, k, height, width = self._check(eigen, eigenvalues, mask, noise)
         dtype = self.analysis_delta.dtype
         keep = torch.ones(n, k, dtype=torch.bool, device=eigen.device) if mask is None else mask > 0
@@ -340,47 +407,70 @@ class DCTCSC(nn.Module):
         scale = (lam - sigma.square()).clamp_min(0).sqrt().maximum(sigma)  # the component's signal scale
         pixels = (images.shape[-2] - BLOCK + 1) * (images.shape[-1] - BLOCK + 1)
         group = max(1, GROUP_BYTES // (ATOMS * pixels * images.element_size()))
-        shared, pilots, kept = (
-            self._shared_map(images, sigma, scale, owner, slot, n, group)
+        shared, pilots, kept, masks = (
+            self._shared_map(images, sigma, scale, owner, slot, n, group, stage_masks, record)
             if self.config.coupling
-            else (None, None, None)
+            else (None, None, None, [])
         )
-        outputs, stats = [], []
+        outputs, stats, corrections = [], [], []
         for first in range(0, images.shape[0], group):
             part = slice(first, first + group)
             z = images[part, None]
-            fe = self._front_end(
+            fe, departure, computed = self._front_end(
                 z, sigma[part], level[part], None if shared is None else shared[owner[part]], scale[part],
-                None if pilots is None else pilots[part], kept,
+                None if pilots is None else pilots[part], kept, None if stage_masks is None else stage_masks[part],
             )
-            result, solve = self._equilibrium(z, fe, sigma[part], level[part])
+            if record and computed is not None:
+                masks.append(computed)
+            result, solve, delta = self._equilibrium(fe, departure, sigma[part], level[part])
             outputs.append(result[:, 0])
             stats.append(solve)
+            if record:
+                corrections.append(delta)
         out = eigen.to(dtype).clone()
         out[owner, slot] = torch.cat(outputs)[:, :height, :width]
-        return out, _concatenate(stats)
+        extra = {}
+        if record:
+            extra = {"owner": owner, "slot": slot, "corrections": torch.cat(corrections),
+                     "stage_masks": torch.cat(masks) if masks else stage_masks}  # fmt: skip
+        return out, _concatenate(stats), extra
 
     def _shared_map(
-        self, images: Tensor, sigma: Tensor, scale: Tensor, owner: Tensor, slot: Tensor, samples: int, group: int
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-        """G per sample from every component, in groups: (samples, 64, h, w); stage 1's pilots (m, 1, H, W); and,
-        when every component fits in one group, their codes Y and the pilots' squared codes (m, 64, h, w) each, for
-        the second stage to reuse (else None)."""
+        self,
+        images: Tensor,
+        sigma: Tensor,
+        scale: Tensor,
+        owner: Tensor,
+        slot: Tensor,
+        samples: int,
+        group: int,
+        stage_masks: Tensor | None = None,
+        record: bool = False,
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None, list[Tensor]]:
+        """G per sample from every component, in groups: (samples, 64, h, w); stage 1's pilots (m, 1, H, W); when
+        every component fits in one group, their codes Y and the pilots' squared codes (m, 64, h, w) each, for the
+        second stage to reuse (else None); and stage 1's masks per group when ``record`` (``stage_masks``: reuse
+        these instead of thresholding)."""
         total = images.new_zeros(samples, ATOMS, images.shape[-2] - BLOCK + 1, images.shape[-1] - BLOCK + 1)
         norm = images.new_zeros(samples)
-        pilots = []
+        pilots, masks = [], []
+        kept = None
         for first in range(0, images.shape[0], group):
             part = slice(first, first + group)
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
-                noisy, pilot = self._stage_one(images[part, None], sigma[part])
+                noisy, pilot, mask = self._stage_one(
+                    images[part, None], sigma[part], None if stage_masks is None else stage_masks[part]
+                )
                 power = self._analyse(pilot).square()
                 codes = power / scale[part, None, None, None].square()
             pilots.append(pilot)
+            if record and stage_masks is None:
+                masks.append(mask)
             kept = (noisy, power) if images.shape[0] <= group else None
             weight = torch.exp(self.slots[slot[part]] - self.slots.max()).to(codes.dtype)
             total = total.index_add(0, owner[part], codes * weight[:, None, None, None])
             norm = norm.index_add(0, owner[part], weight)
-        return total / norm.clamp_min(1e-12)[:, None, None, None], torch.cat(pilots), kept
+        return total / norm.clamp_min(1e-12)[:, None, None, None], torch.cat(pilots), kept, masks
 
     def thresholds(self, sigma: Tensor, level: Tensor) -> Tensor:
         """theta (n, 64, 1, 1) of the equilibrium's codes for noise sigma (n,) and SNR level l (n,)."""
@@ -422,8 +512,9 @@ class DCTCSC(nn.Module):
         shrunk_minus_front = update - torch.clamp(front_codes + update, -theta, theta)
         return alpha * synthesise(shrunk_minus_front, synthesis, padding=BLOCK - 1)
 
-    def _equilibrium(self, z: Tensor, fe: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats]:
-        """x* = f(x*) from x0 = FE (d0 = 0), by Anderson; JFB / phantom steps carry the gradient: (n, 1, H, W) each."""
+    def _equilibrium(self, fe: Tensor, departure: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats, Tensor]:
+        """x* = f(x*) from x0 = FE (d0 = 0), by Anderson; JFB / phantom steps carry the gradient. fe, departure
+        (z - FE): (n, 1, H, W). Returns x*, the solve's statistics and d* = x* - FE."""
 
         def correction(state: tuple[Tensor, ...], injection: tuple[Tensor, ...]) -> tuple[Tensor]:
             departure, front_codes, threshold = injection
@@ -433,9 +524,9 @@ class DCTCSC(nn.Module):
         # (noise-sized), not the strongest eigen-images (std ~80), which would stop it far too early
         analysis = self._layer_parts()[0]
         front_codes = F.conv2d(fe, analysis, padding=BLOCK - 1)
-        injection = (z - fe, front_codes, self.thresholds(sigma, level))
+        injection = (departure, front_codes, self.thresholds(sigma, level))
         (delta,), stats = self.deq(correction, (torch.zeros_like(fe),), injection)
-        return fe + delta, stats
+        return fe + delta, stats, delta
 
     def _check(self, eigen: Tensor, eigenvalues: Tensor, mask: Tensor | None, noise: Tensor | None) -> tuple[int, ...]:
         if eigen.dim() != 4 or not 1 <= eigen.shape[1] <= self.config.max_components:

@@ -71,6 +71,27 @@ class EigenImageDenoiser(Protocol):
         ...
 
 
+@runtime_checkable
+class BlendedEigenImageDenoiser(EigenImageDenoiser, Protocol):
+    """An eigen-image denoiser whose change to its own front end the pipeline may blend per band
+    (:mod:`hsidenoise.subspace.band_blend`; the DCT-CSC of ``--method decsc``).
+
+    Attributes:
+        band_blend: whether the pipeline should blend (False: plain back-projection of :meth:`denoise`).
+    """
+
+    band_blend: bool
+
+    def denoise_parts(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k, h, w) eigen-images -> the output (k, h, w), the front end inside the denoiser (k, h, w), and the
+        divergence of their difference per component (k,)."""
+        ...
+
+    def record_blend(self, beta: np.ndarray) -> None:
+        """Take note of the blend weights (B,) the pipeline chose for one tile (for the run report)."""
+        ...
+
+
 def bm3d_available() -> bool:
     """Whether the optional ``bm3d`` package (``baselines`` extra) is installed."""
     return importlib.util.find_spec("bm3d") is not None

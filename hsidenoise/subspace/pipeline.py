@@ -25,8 +25,15 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
-from hsidenoise.subspace.eigenimages import EigenImageDenoiser, resolve_spatial, spatial_denoiser
-from hsidenoise.subspace.projection import back_project, project_eigen_images
+from hsidenoise.subspace.band_blend import band_divergence, blend_weights
+from hsidenoise.subspace.eigenimages import (
+    BlendedEigenImageDenoiser,
+    EigenImageDenoiser,
+    resolve_spatial,
+    spatial_denoiser,
+)
+from hsidenoise.subspace.outliers import remove_outliers
+from hsidenoise.subspace.projection import back_project, project_eigen_images, whiten_and_project
 from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_free
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
@@ -114,8 +121,32 @@ def denoise_with_subspace(
     """
     config = config or LowRankConfig()
     eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(config)
+    if isinstance(eigen_denoiser, BlendedEigenImageDenoiser) and eigen_denoiser.band_blend:
+        return _denoise_blended(tile, subspace, config, eigen_denoiser, facts).astype(np.float32)
     eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
     return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
+
+
+def _denoise_blended(
+    tile: np.ndarray,
+    subspace: Subspace,
+    config: LowRankConfig,
+    eigen_denoiser: BlendedEigenImageDenoiser,
+    facts: dict | None,
+) -> np.ndarray:
+    """Steps 3-6 with the band-space SURE blend (:mod:`~hsidenoise.subspace.band_blend`): (B, h, w) float64."""
+    tile = np.asarray(tile, dtype=np.float64)
+    cleaned, missing = remove_outliers(tile, subspace, config, facts=facts)
+    output, front, divergence = eigen_denoiser.denoise_parts(whiten_and_project(cleaned, subspace), 1.0)
+    front_bands = back_project(front, subspace)
+    change = back_project(output, subspace) - front_bands
+    kept = ~missing & (cleaned == tile)  # neither replaced nor destriped: Gaussian noise only
+    bands = tile.shape[0]
+    change_divergence = band_divergence(divergence, subspace, kept.reshape(bands, -1).mean(axis=1))
+    sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
+    beta = blend_weights(tile, kept, front_bands, change, change_divergence, sigma)
+    eigen_denoiser.record_blend(beta)
+    return front_bands + beta[:, None, None] * change
 
 
 def sample_pixels(cube: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -69,7 +69,12 @@ def project_eigen_images(
     """
     tile = _check_tile(tile, subspace)
     cleaned, _ = remove_outliers(tile, subspace, config, facts=facts)
-    bands, height, width = tile.shape
+    return whiten_and_project(cleaned, subspace)
+
+
+def whiten_and_project(cleaned: np.ndarray, subspace: Subspace) -> np.ndarray:
+    """Eigen-images (k, h, w) of an already cleaned (B, h, w) tile: basis^T diag(1 / sigma) (x - mean)."""
+    bands, height, width = cleaned.shape
     weights = subspace.basis.T / subspace.sigma[None, :]  # (k, B)
     eigen_images = weights @ cleaned.reshape(bands, -1)
     eigen_images -= (weights @ subspace.mean)[:, None]
