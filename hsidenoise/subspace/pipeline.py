@@ -32,8 +32,7 @@ from hsidenoise.subspace.eigenimages import (
     resolve_spatial,
     spatial_denoiser,
 )
-from hsidenoise.subspace.outliers import remove_outliers
-from hsidenoise.subspace.projection import back_project, project_eigen_images, whiten_and_project
+from hsidenoise.subspace.projection import back_project, clean_and_project, project_eigen_images
 from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_free
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
@@ -135,13 +134,12 @@ def _denoise_blended(
     facts: dict | None,
 ) -> np.ndarray:
     """Steps 3-6 with the band-space SURE blend (:mod:`~hsidenoise.subspace.band_blend`): (B, h, w) float64."""
-    tile = np.asarray(tile, dtype=np.float64)
-    cleaned, missing = remove_outliers(tile, subspace, config, facts=facts)
-    output, front, divergence = eigen_denoiser.denoise_parts(whiten_and_project(cleaned, subspace), 1.0)
+    eigen_images, cleaned, missing = clean_and_project(tile, subspace, config, facts=facts)
+    output, front, divergence = eigen_denoiser.denoise_parts(eigen_images, 1.0)
     front_bands = back_project(front, subspace)
     change = back_project(output, subspace) - front_bands
     kept = ~missing & (cleaned == tile)  # neither replaced nor destriped: Gaussian noise only
-    bands = tile.shape[0]
+    bands = cleaned.shape[0]
     change_divergence = band_divergence(divergence, subspace, kept.reshape(bands, -1).mean(axis=1))
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(tile, kept, front_bands, change, change_divergence, sigma)

@@ -67,9 +67,24 @@ def project_eigen_images(
     Raises:
         CubeShapeError: as :func:`project`.
     """
+    return clean_and_project(tile, subspace, config, facts=facts)[0]
+
+
+def clean_and_project(
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`remove_outliers`, then :func:`whiten_and_project`.
+
+    Returns:
+        eigen-images (k, h, w), the cleaned tile (B, h, w) float64 and the entries replaced by their prediction
+        (B, h, w) bool.
+
+    Raises:
+        CubeShapeError: as :func:`project`.
+    """
     tile = _check_tile(tile, subspace)
-    cleaned, _ = remove_outliers(tile, subspace, config, facts=facts)
-    return whiten_and_project(cleaned, subspace)
+    cleaned, missing = remove_outliers(tile, subspace, config, facts=facts)
+    return whiten_and_project(cleaned, subspace), cleaned, missing
 
 
 def whiten_and_project(cleaned: np.ndarray, subspace: Subspace) -> np.ndarray:
