@@ -24,10 +24,30 @@ if TYPE_CHECKING:
 
     from hsidenoise.model.adapt import AdaptConfig, AdaptResult
     from hsidenoise.model.dct_csc import DCTCSC
+    from hsidenoise.model.solver import SolverStats
     from hsidenoise.model.subspace_decsc import SubspaceDECSC
     from hsidenoise.denoiser import Denoiser
     from hsidenoise.subspace import EigenImageDenoiser, LowRankConfig, LowRankDenoiser, Subspace
     from hsidenoise.tiling import TileConfig
+
+
+def solver_facts(stats: SolverStats) -> dict[str, float]:
+    """What a tile's solve did, for the run report: ``evaluations`` (mean per eigen-image, phantom steps
+    included), ``max_residual``, ``converged`` (the share that met ``tol``) and ``tol``."""
+    return {
+        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
+        "max_residual": float(stats.residual.max()),
+        "converged": float(stats.converged.float().mean()),
+        "tol": float(stats.tol),
+    }
+
+
+def _as_batch(array: np.ndarray, model: DCTCSC, device: torch.device) -> torch.Tensor:
+    """``array`` as a batch of one in the model's precision on ``device``."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
 
 
 def correct_eigenimages(
@@ -49,12 +69,7 @@ def correct_eigenimages(
 
     pilot_t = tensor(pilot)
     corrected, stats = model(tensor(eigen), pilot_t, tensor(eigenvalues))
-    facts = {
-        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
-        "max_residual": float(stats.residual.max()),
-        "converged": float(stats.converged.float().mean()),
-        "tol": float(stats.tol),
-    }
+    facts = solver_facts(stats)
     # the correction is added in float64, so that a zero correction returns the front end's pilot bit for bit
     correction = (corrected.float() - pilot_t)[0].double().cpu().numpy()
     return np.asarray(pilot, dtype=np.float64) + correction, facts
@@ -71,20 +86,10 @@ def solve_eigenimages(
     Returns:
         (denoised (k, h, w) float64, solver facts as :func:`correct_eigenimages`'s).
     """
-    import torch
-
-    dtype = next(model.parameters()).dtype
-
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
-
-    denoised, stats = model(tensor(eigen), None, tensor(eigenvalues), noise=tensor(noise))
-    facts = {
-        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
-        "max_residual": float(stats.residual.max()),
-        "converged": float(stats.converged.float().mean()),
-        "tol": float(stats.tol),
-    }
+    denoised, stats = model(
+        _as_batch(eigen, model, device), None, _as_batch(eigenvalues, model, device), noise=_as_batch(noise, model, device)
+    )
+    facts = solver_facts(stats)
     return denoised[0].double().cpu().numpy(), facts
 
 
@@ -102,24 +107,19 @@ def solve_with_divergence(
     """
     import torch
 
-    dtype = next(model.parameters()).dtype
-
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(array, dtype=np.float64)).to(device=device, dtype=dtype)[None]
-
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    probe = torch.randint(0, 2, eigen.shape, generator=generator).to(device=device, dtype=dtype)[None] * 2 - 1
+    probe = _as_batch(torch.randint(0, 2, eigen.shape, generator=generator).numpy() * 2 - 1, model, device)
     output, front, divergence, stats = model.solve_with_divergence(
-        tensor(eigen), tensor(eigenvalues), tensor(noise), probe
+        _as_batch(eigen, model, device), _as_batch(eigenvalues, model, device), _as_batch(noise, model, device), probe
     )
-    facts = {
-        "evaluations": float(stats.evaluations.float().mean()) + stats.extra_evaluations,
-        "max_residual": float(stats.residual.max()),
-        "converged": float(stats.converged.float().mean()),
-        "tol": float(stats.tol),
-    }
+    facts = solver_facts(stats)
     output, front, divergence = (t[0].double().cpu().numpy() for t in (output, front, divergence))
     return output, front, divergence, facts
+
+
+def _levels(noise: float | np.ndarray, eigen_images: np.ndarray) -> np.ndarray:
+    """The noise level of each of the (k, h, w) eigen-images: (k,)."""
+    return np.broadcast_to(np.asarray(noise, dtype=np.float64), (eigen_images.shape[0],))
 
 
 class DECSCEigenImageDenoiser:
@@ -195,37 +195,40 @@ class DECSCEigenImageDenoiser:
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
         if getattr(self.model, "owns_front_end", False):  # DCT-CSC: the front end's DCT is the model's first layer
-            levels = np.broadcast_to(np.asarray(noise, dtype=np.float64), (eigen_images.shape[0],))
             with torch.inference_mode():
-                corrected, facts = solve_eigenimages(self.model, eigen_images, levels, self._eigenvalues, self.device)
+                corrected, facts = solve_eigenimages(
+                    self.model, eigen_images, _levels(noise, eigen_images), self._eigenvalues, self.device
+                )
         else:
             pilot = self.pilot.denoise(eigen_images, noise)
             with torch.inference_mode():
                 corrected, facts = correct_eigenimages(self.model, eigen_images, pilot, self._eigenvalues, self.device)
-        self.last_facts = facts
-        self._tiles += 1
-        self._evaluations += facts["evaluations"]
+        self._count(facts)
         return corrected
 
     def denoise_parts(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k, h, w) whitened eigen-images of one tile -> the model's output, the front end inside it (both
         (k, h, w) float64) and the divergence of their difference per component (k,), for the band blend.
 
-        The probe is seeded per tile shape, so a run is reproducible. :attr:`last_facts` as :meth:`denoise`'s.
+        The probe's seed is fixed (:data:`PROBE_SEED`), so a run is reproducible. :attr:`last_facts` as
+        :meth:`denoise`'s.
         """
         import torch
 
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
-        levels = np.broadcast_to(np.asarray(noise, dtype=np.float64), (eigen_images.shape[0],))
         with torch.inference_mode():
             output, front, divergence, facts = solve_with_divergence(
-                self.model, eigen_images, levels, self._eigenvalues, self.device
+                self.model, eigen_images, _levels(noise, eigen_images), self._eigenvalues, self.device
             )
+        self._count(facts)
+        return output, front, divergence
+
+    def _count(self, facts: dict[str, float]) -> None:
+        """One tile's solver facts: :attr:`last_facts` and the run's totals (:meth:`info`)."""
         self.last_facts = facts
         self._tiles += 1
         self._evaluations += facts["evaluations"]
-        return output, front, divergence
 
     def record_blend(self, beta: np.ndarray) -> None:
         """Add one tile's blend weights (B,) to the run's mean (:meth:`info`)."""

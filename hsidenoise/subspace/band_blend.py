@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hsidenoise.subspace.projection import synthesis
 from hsidenoise.subspace.signal_subspace import Subspace
 
 BETA_MAX = 1.0
@@ -47,8 +48,6 @@ def band_divergence(component_divergence: np.ndarray, subspace: Subspace, kept_s
         subspace: the fitted model (its synthesis rows L and whitening W).
         kept_share: (B,) fraction of the tile's entries in each band that enter SURE.
     """
-    from hsidenoise.subspace.projection import synthesis
-
     _, loadings = synthesis(subspace)  # (B, k)
     projection_rows = subspace.basis / subspace.sigma[:, None]  # (B, k): W^T
     return (loadings * projection_rows) @ np.asarray(component_divergence, dtype=np.float64) * kept_share

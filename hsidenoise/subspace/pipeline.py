@@ -32,7 +32,7 @@ from hsidenoise.subspace.eigenimages import (
     resolve_spatial,
     spatial_denoiser,
 )
-from hsidenoise.subspace.projection import back_project, clean_and_project, project_eigen_images
+from hsidenoise.subspace.projection import back_project, clean_and_project, project_eigen_images, synthesis
 from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_free
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
@@ -137,7 +137,8 @@ def _denoise_blended(
     eigen_images, cleaned, missing = clean_and_project(tile, subspace, config, facts=facts)
     output, front, divergence = eigen_denoiser.denoise_parts(eigen_images, 1.0)
     front_bands = back_project(front, subspace)
-    change = back_project(output, subspace) - front_bands
+    difference = output - front
+    change = (synthesis(subspace)[1] @ difference.reshape(difference.shape[0], -1)).reshape(front_bands.shape)
     kept = ~missing & (cleaned == tile)  # neither replaced nor destriped: Gaussian noise only
     bands = cleaned.shape[0]
     change_divergence = band_divergence(divergence, subspace, kept.reshape(bands, -1).mean(axis=1))
