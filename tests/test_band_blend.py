@@ -9,7 +9,7 @@ import torch
 
 from hsidenoise.model import build_model
 from hsidenoise.model.dct_csc import DCTCSCConfig
-from hsidenoise.subspace.band_blend import band_divergence, blend_weights
+from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, probe_perturbation
 from hsidenoise.subspace.signal_subspace import Subspace
 
 
@@ -53,34 +53,32 @@ def test_reinjecting_noise_is_weighed_by_its_divergence(bias: float) -> None:
     np.testing.assert_allclose(beta, oracle, atol=0.03)  # SURE fluctuates with ||n||^2 - n sigma^2
 
 
-def test_band_divergence_is_the_derivative_of_each_band_by_itself() -> None:
-    """A linear eigen-image map (each component scaled by a_i): d change_b / d y_b summed over the tile."""
+def test_band_divergence_is_each_bands_derivative_by_itself_cross_components_included() -> None:
+    """A linear eigen-image map that mixes the components (M, as the coupling does): the band-space Monte-Carlo
+    estimate is sum_p d change_b(p) / d y_b(p) over the kept entries, (L M W)_bb times their count, within its
+    sampling error; a mean-field sum over each component alone (M's diagonal) is not."""
     rng = np.random.default_rng(2)
-    bands, rank, rows, cols = 7, 3, 9, 8
+    bands, rank, rows, cols = 7, 3, 300, 290
     basis = np.linalg.qr(rng.standard_normal((bands, rank)))[0]
     sigma = rng.uniform(0.5, 2.0, bands)
     subspace = Subspace(sigma=sigma, mean=rng.standard_normal(bands), basis=basis,
                         eigenvalues=np.linspace(30, 1, bands), edge=1.5)  # fmt: skip
-    scale = np.array([0.3, -0.2, 0.7])
-
-    def change(tile: np.ndarray) -> np.ndarray:
-        eigen = np.einsum("bk,bp->kp", basis / sigma[:, None], tile.reshape(bands, -1) - subspace.mean[:, None])
-        return np.einsum("bk,kp->bp", sigma[:, None] * basis, scale[:, None] * eigen).reshape(tile.shape)
-
-    tile = rng.standard_normal((bands, rows, cols))
-    numeric = np.empty(bands)
-    for band in range(bands):
-        step = np.zeros_like(tile)
-        step[band] = 1e-3
-        numeric[band] = ((change(tile + step) - change(tile))[band] / 1e-3).sum()
-    pixels = rows * cols
-    np.testing.assert_allclose(band_divergence(scale * pixels, subspace, np.ones(bands)), numeric, rtol=1e-8)
-    np.testing.assert_allclose(band_divergence(scale * pixels, subspace, np.full(bands, 0.5)), numeric / 2, rtol=1e-8)
+    mixing = np.array([[0.3, 0.4, 0.0], [-0.5, -0.2, 0.1], [0.2, 0.0, 0.7]])
+    kept = rng.random((bands, rows, cols)) > 0.2
+    probe = band_probe(kept, seed=7)
+    response = np.einsum("ij,jhw->ihw", mixing, probe_perturbation(probe, subspace))
+    jacobian = (sigma[:, None] * basis) @ mixing @ (basis.T / sigma[None, :])  # d change_b / d y_b', per pixel
+    exact = np.diag(jacobian) * kept.reshape(bands, -1).sum(axis=1)
+    estimate = band_divergence(response, subspace, probe)
+    np.testing.assert_allclose(estimate, exact, rtol=0, atol=0.02 * np.abs(exact).max())
+    mean_field = (sigma[:, None] * basis * basis / sigma[:, None]) @ np.diag(mixing) * kept.reshape(bands, -1).sum(axis=1)
+    assert np.abs(mean_field - exact).max() > 0.1 * np.abs(exact).max()
 
 
-def test_the_models_divergence_probe_is_its_jacobians_quadratic_form() -> None:
-    """solve_with_divergence's estimate is b^T J b per component (J the Jacobian of x* - FE, by finite
-    differences on a tiny stack, float64), and its FE is the gate-shut model's output."""
+def test_the_models_response_is_its_change_run_again_on_the_moved_input() -> None:
+    """solve_with_response's front end is the gate-shut model's output, its change the model's output minus
+    it, and its response the change on z + perturbation minus the change on z, with stage 1's hard thresholds
+    free to move (a perturbation large enough to cross some)."""
     torch.manual_seed(0)
     model = build_model(DCTCSCConfig(coupling=True)).double().eval()
     with torch.no_grad():
@@ -92,29 +90,25 @@ def test_the_models_divergence_probe_is_its_jacobians_quadratic_form() -> None:
     eigen = torch.as_tensor(smooth(rng, 2, 10, 9) * np.array([20.0, 3.0])[:, None, None]
                             + rng.standard_normal((2, 10, 9)))[None]  # fmt: skip
     eigenvalues, noise = torch.tensor([[400.0, 9.0]], dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
-    probe = torch.as_tensor(rng.choice([-1.0, 1.0], size=eigen.shape))
-    with torch.no_grad():
-        out, front, divergence, stats = model.solve_with_divergence(eigen, eigenvalues, noise, probe, step=1e-6)
-        plain, _ = model(eigen, None, eigenvalues, noise=noise)
-        gate = model.gate.clone()
+    perturbation = 0.3 * torch.as_tensor(rng.choice([-1.0, 1.0], size=eigen.shape))
+    gate = model.gate.clone()
+
+    def parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, _ = model(z, None, eigenvalues, noise=noise)
         model.gate.fill_(-1.0)
-        shut, _ = model(eigen, None, eigenvalues, noise=noise)
+        fe, _ = model(z, None, eigenvalues, noise=noise)
         model.gate.copy_(gate)
+        return fe, x - fe
 
-        def change(z: torch.Tensor) -> torch.Tensor:
-            x, _ = model(z, None, eigenvalues, noise=noise)
-            model.gate.fill_(-1.0)
-            fe, _ = model(z, None, eigenvalues, noise=noise)
-            model.gate.copy_(gate)
-            return (x - fe)[0]
-
-        base, moved = change(eigen), change(eigen + 1e-6 * probe)
+    with torch.no_grad():
+        departure, change, response, stats = model.solve_with_response(eigen, eigenvalues, noise, perturbation)
+        front, expected_change = parts(eigen)
+        _, moved_change = parts(eigen + perturbation)
     assert bool(stats.converged.all())
-    torch.testing.assert_close(out, plain, rtol=0, atol=1e-9)
-    torch.testing.assert_close(front, shut, rtol=0, atol=1e-9)
-    expected = ((moved - base) / 1e-6 * probe[0]).flatten(1).sum(dim=1)
-    assert float(expected.abs().min()) > 0.1  # the change does depend on the input
-    torch.testing.assert_close(divergence[0], expected, rtol=2e-3, atol=1e-3)
+    torch.testing.assert_close(eigen - departure, front, rtol=0, atol=1e-9)
+    torch.testing.assert_close(change, expected_change, rtol=0, atol=1e-9)
+    torch.testing.assert_close(response, moved_change - expected_change, rtol=0, atol=1e-9)
+    assert float(response.abs().max()) > 1e-3  # the change does depend on the input
 
 
 def test_run_blends_by_default_and_no_band_blend_turns_it_off(tmp_path) -> None:

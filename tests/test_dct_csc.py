@@ -121,8 +121,9 @@ class _Levels:
     def denoise(self, eigen_images: np.ndarray, noise) -> np.ndarray:
         return self.inner.denoise(eigen_images, LEVELS[np.arange(eigen_images.shape[0]) % len(LEVELS)])
 
-    def denoise_parts(self, eigen_images: np.ndarray, noise):
-        return self.inner.denoise_parts(eigen_images, LEVELS[np.arange(eigen_images.shape[0]) % len(LEVELS)])
+    def denoise_parts(self, eigen_images: np.ndarray, noise, perturbation: np.ndarray):
+        levels = LEVELS[np.arange(eigen_images.shape[0]) % len(LEVELS)]
+        return self.inner.denoise_parts(eigen_images, levels, perturbation)
 
 
 def noisy_cube(bands: int = 12, rows: int = 41, cols: int = 37, seed: int = 3) -> np.ndarray:

@@ -93,28 +93,30 @@ def solve_eigenimages(
     return denoised[0].double().cpu().numpy(), facts
 
 
-PROBE_SEED = 20261205
-"""Seed of the Rademacher probe of the band blend's divergence (the same for every tile: reproducible runs)."""
-
-
-def solve_with_divergence(
-    model: DCTCSC, eigen: np.ndarray, noise: np.ndarray, eigenvalues: np.ndarray, device: torch.device
+def solve_with_response(
+    model: DCTCSC,
+    eigen: np.ndarray,
+    noise: np.ndarray,
+    eigenvalues: np.ndarray,
+    device: torch.device,
+    perturbation: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """:func:`solve_eigenimages` that also returns the model's front end and the divergence of its change.
+    """:func:`solve_eigenimages` as the band blend needs it (:meth:`hsidenoise.model.dct_csc.DCTCSC.solve_with_response`).
+
+    Args:
+        eigen, perturbation: (k, h, w) in whitened units; noise, eigenvalues: (k,).
 
     Returns:
-        (output, front end) (k, h, w) float64, divergence (k,) float64, solver facts (the first solve's).
+        the model's front end FE, its change x* - FE, and the change's response to ``perturbation``, each
+        (k, h, w) float64, and the solver facts (the first solve's).
     """
-    import torch
-
-    generator = torch.Generator().manual_seed(PROBE_SEED)
-    probe = _as_batch(torch.randint(0, 2, eigen.shape, generator=generator).numpy() * 2 - 1, model, device)
-    output, front, divergence, stats = model.solve_with_divergence(
-        _as_batch(eigen, model, device), _as_batch(eigenvalues, model, device), _as_batch(noise, model, device), probe
-    )
+    departure, change, response, stats = model.solve_with_response(
+        _as_batch(eigen, model, device), _as_batch(eigenvalues, model, device), _as_batch(noise, model, device),
+        _as_batch(perturbation, model, device),
+    )  # fmt: skip
     facts = solver_facts(stats)
-    output, front, divergence = (t[0].double().cpu().numpy() for t in (output, front, divergence))
-    return output, front, divergence, facts
+    departure, change, response = (t[0].double().cpu().numpy() for t in (departure, change, response))
+    return np.asarray(eigen, dtype=np.float64) - departure, change, response, facts
 
 
 def _levels(noise: float | np.ndarray, eigen_images: np.ndarray) -> np.ndarray:
@@ -206,23 +208,23 @@ class DECSCEigenImageDenoiser:
         self._count(facts)
         return corrected
 
-    def denoise_parts(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(k, h, w) whitened eigen-images of one tile -> the model's output, the front end inside it (both
-        (k, h, w) float64) and the divergence of their difference per component (k,), for the band blend.
-
-        The probe's seed is fixed (:data:`PROBE_SEED`), so a run is reproducible. :attr:`last_facts` as
-        :meth:`denoise`'s.
+    def denoise_parts(
+        self, eigen_images: np.ndarray, noise: float | np.ndarray, perturbation: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k, h, w) whitened eigen-images of one tile -> for the band blend, the model's front end, its change
+        (the output minus the front end) and the change's response to the (k, h, w) ``perturbation`` of the
+        eigen-images, each (k, h, w) float64. :attr:`last_facts` as :meth:`denoise`'s.
         """
         import torch
 
         if self._eigenvalues is None:
             raise ConfigError("decsc: call prepare(stats) before denoising tiles")
         with torch.inference_mode():
-            output, front, divergence, facts = solve_with_divergence(
-                self.model, eigen_images, _levels(noise, eigen_images), self._eigenvalues, self.device
+            front, change, response, facts = solve_with_response(
+                self.model, eigen_images, _levels(noise, eigen_images), self._eigenvalues, self.device, perturbation
             )
         self._count(facts)
-        return output, front, divergence
+        return front, change, response
 
     def _count(self, facts: dict[str, float]) -> None:
         """One tile's solver facts: :attr:`last_facts` and the run's totals (:meth:`info`)."""

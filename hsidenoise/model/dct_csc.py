@@ -61,9 +61,6 @@ GROUP_BYTES = 64 << 20
 """Bytes of one code tensor (images, 64, H - 7, W - 7) per group of eigen-images (float32); a tile's components go
 through in groups of at most this much, so the working set does not grow with the rank."""
 NORM_GRID = 64
-DIVERGENCE_STEP = 1e-2
-"""Finite-difference step of :meth:`DCTCSC.solve_with_divergence`, in noise sigmas (stage 1's decisions are held,
-so the map is smooth apart from the soft threshold's kinks, which the step averages over)."""
 """FFT grid side on which the operator norm of an 8 x 8 filter bank is taken (its frequency response maximum)."""
 
 
@@ -258,29 +255,25 @@ class DCTCSC(nn.Module):
         scale: Tensor,
         pilot: Tensor | None = None,
         codes: tuple[Tensor, Tensor] | None = None,
-        stage_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor]:
         """The two stages on (n, 1, H, W) images with noise sigma (n,), SNR level (n,).
 
         ``shared``: (n, 64, h, w) structure map of each image's sample (coupling), or None. ``pilot``: stage 1's
         (n, 1, H, W) output when it is already known (the coupling computed it), or None. ``codes``: the images'
         codes Y and the pilot's squared codes, both (n, 64, h, w), when already known (the coupling's pass kept
-        them), or None. ``stage_mask``: stage 1's kept coefficients to use instead of thresholding (n, 64, h, w),
-        or None.
+        them), or None.
 
         Returns:
-            FE and the departure z - FE, both (n, 1, H, W), and stage 1's mask when this call thresholded (else
-            None). With the DCT's perfect reconstruction (z = S(w2 Y) / box(w2)) the departure is aggregated from
+            FE and the departure z - FE, both (n, 1, H, W). With the DCT's perfect reconstruction (z = S(w2 Y) / box(w2)) the departure is aggregated from
             the part the Wiener factors take away, (1 - F) Y, so it keeps its digits on the strongest eigen-images
             (float32: std up to ~2.5e5), and FE = z - departure.
         """
-        computed_mask = None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
             if codes is not None:
                 noisy, power = codes
             else:
                 if pilot is None:  # no parameter to learn here with fixed filters
-                    noisy, pilot, computed_mask = self._stage_one(images, sigma, stage_mask)
+                    noisy, pilot = self._stage_one(images, sigma)
                 else:
                     noisy = self._analyse(images)
                 power = self._analyse(pilot).square()
@@ -294,20 +287,17 @@ class DCTCSC(nn.Module):
         weights = 1.0 / factor.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
         if self.config.learn_filters:  # learned filters: no perfect reconstruction to lean on
             front = self._aggregate(factor * noisy * weights, weights)
-            return front, images - front, computed_mask
+            return front, images - front
         departure = self._aggregate(noise_power / (power + noise_power) * noisy * weights, weights)
-        return images - departure, departure, computed_mask
+        return images - departure, departure
 
-    def _stage_one(self, images: Tensor, sigma: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Stage 1 on (n, 1, H, W) images: their codes Y (n, 64, h, w), the hard-threshold pilot (n, 1, H, W) and
-        the kept coefficients (n, 64, h, w) bool (``keep`` when given: a perturbed copy of the images is
-        thresholded as the original was, so that the pilot is a smooth function of them)."""
+    def _stage_one(self, images: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """Stage 1 on (n, 1, H, W) images: their codes Y (n, 64, h, w) and the hard-threshold pilot (n, 1, H, W)."""
         noisy = self._analyse(images)
-        if keep is None:
-            keep = noisy.abs() > self.config.threshold * sigma[:, None, None, None]
-            keep[:, 0] = True
+        keep = noisy.abs() > self.config.threshold * sigma[:, None, None, None]
+        keep[:, 0] = True
         weights = 1.0 / keep.sum(dim=1, keepdim=True).to(noisy.dtype)
-        return noisy, self._aggregate(torch.where(keep, noisy, 0.0) * weights, weights), keep
+        return noisy, self._aggregate(torch.where(keep, noisy, 0.0) * weights, weights)
 
     def _layer_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The equilibrium layer's normalised tied dictionary (as analysis and synthesis), alpha and mu."""
@@ -351,36 +341,42 @@ class DCTCSC(nn.Module):
         return out, stats
 
     @torch.no_grad()
-    def solve_with_divergence(
-        self, eigen: Tensor, eigenvalues: Tensor, noise: Tensor | None, probe: Tensor, step: float = DIVERGENCE_STEP
+    def solve_with_response(
+        self, eigen: Tensor, eigenvalues: Tensor, noise: Tensor | None, perturbation: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, SolverStats]:
-        """The fixed point, the front end inside the model, and the divergence of their difference per component.
+        """The front end inside the model, the equilibrium's correction, and how the correction responds to a small
+        perturbation of the noisy eigen-images: what the band blend's Monte-Carlo divergence needs
+        (:mod:`hsidenoise.subspace.band_blend`).
 
-        The divergence of the correction d* = x* - FE with respect to the noisy eigen-images, one Monte-Carlo
-        probe: sum over pixels of probe * (d*(z + step probe) - d*(z)) / step, with stage 1 thresholded as for z
-        (its hard decisions held, so that FE is smooth in z). The perturbed solve starts where the first did
-        (d = 0) and takes the same path: started from d*(z) it would stop at once (its residual is below the
-        tolerance) and return d*(z) itself. What the band-space SURE blend (:mod:`hsidenoise.subspace.band_blend`)
-        needs besides the outputs.
+        The front end comes back as its departure z - FE and the fixed point as its correction d* = x* - FE: both
+        are noise-sized, so they keep their digits in float32 on the strongest eigen-images. The response is
+        d*(z + perturbation) - d*(z), the whole model run again on the perturbed eigen-images, stage 1's hard
+        thresholds included (holding them fixed leaves out what the thresholds' jumps add to the divergence in
+        expectation: measured, it underestimated the divergence 2-4-fold on the CAVE validation cube). The perturbed
+        solve starts where the first did (d = 0) and takes the same path: started from d*(z) it would stop at
+        once (its residual is below the tolerance) and return d*(z) itself.
 
         Args:
             eigen: (N, k, H, W) noisy eigen-images; eigenvalues, noise: (N, k), as :meth:`forward`.
-            probe: (N, k, H, W) Rademacher (+-1) probe. step: the finite-difference step, in noise sigmas.
+            perturbation: (N, k, H, W), small against the noise (about a hundredth of it).
 
         Returns:
-            x* and FE (N, k, H, W), the divergence of x* - FE (N, k), and the solve's statistics.
+            z - FE, d* and the response, each (N, k, H, W), and the (first) solve's statistics.
         """
-        out, stats, record = self._solve(eigen, eigenvalues, None, noise, record=True)
-        perturbed = eigen.to(out.dtype) + step * probe.to(out.dtype)
-        _, _, moved = self._solve(perturbed, eigenvalues, None, noise, stage_masks=record["stage_masks"], record=True)
+        _, stats, record = self._solve(eigen, eigenvalues, None, noise, record=True)
+        dtype = record["corrections"].dtype
+        _, _, moved = self._solve(eigen.to(dtype) + perturbation.to(dtype), eigenvalues, None, noise, record=True)
         height, width = eigen.shape[-2:]
         owner, slot = record["owner"], record["slot"]
-        change = (moved["corrections"] - record["corrections"])[:, 0, :height, :width]
-        divergence = torch.zeros(eigen.shape[:2], dtype=out.dtype, device=out.device)
-        divergence[owner, slot] = (change * probe.to(out.dtype)[owner, slot]).flatten(1).sum(dim=1) / step
-        front = out.clone()
-        front[owner, slot] = out[owner, slot] - record["corrections"][:, 0, :height, :width]
-        return out, front, divergence, stats
+
+        def full(values: Tensor) -> Tensor:
+            """(m, 1, H', W') per real component -> (N, k, H, W)."""
+            out = torch.zeros(eigen.shape, dtype=dtype, device=eigen.device)
+            out[owner, slot] = values[:, 0, :height, :width]
+            return out
+
+        correction = full(record["corrections"])
+        return full(record["departures"]), correction, full(moved["corrections"]) - correction, stats
 
     def _solve(
         self,
@@ -389,12 +385,10 @@ class DCTCSC(nn.Module):
         mask: Tensor | None,
         noise: Tensor | None,
         *,
-        stage_masks: Tensor | None = None,
         record: bool = False,
     ) -> tuple[Tensor, SolverStats, dict[str, Tensor]]:
-        """:meth:`forward`'s work; ``stage_masks`` (m, 64, h, w): stage 1's decisions to reuse; ``record``: also
-        return, for the real components in order (``owner``, ``slot``), stage 1's masks and the corrections d*
-        (padded images)."""
+        """:meth:`forward`'s work; ``record``: also return, for the real components in order (``owner``,
+        ``slot``), the departures z - FE and the corrections d* (padded images)."""
         n, k, height, width = self._check(eigen, eigenvalues, mask, noise)
         dtype = self.analysis_delta.dtype
         keep = torch.ones(n, k, dtype=torch.bool, device=eigen.device) if mask is None else mask > 0
@@ -407,32 +401,29 @@ class DCTCSC(nn.Module):
         scale = (lam - sigma.square()).clamp_min(0).sqrt().maximum(sigma)  # the component's signal scale
         pixels = (images.shape[-2] - BLOCK + 1) * (images.shape[-1] - BLOCK + 1)
         group = max(1, GROUP_BYTES // (ATOMS * pixels * images.element_size()))
-        shared, pilots, kept, masks = (
-            self._shared_map(images, sigma, scale, owner, slot, n, group, stage_masks, record)
-            if self.config.coupling
-            else (None, None, None, [])
+        shared, pilots, kept = (
+            self._shared_map(images, sigma, scale, owner, slot, n, group) if self.config.coupling else (None, None, None)
         )
-        outputs, stats, corrections = [], [], []
+        outputs, stats, corrections, departures = [], [], [], []
         for first in range(0, images.shape[0], group):
             part = slice(first, first + group)
             z = images[part, None]
-            fe, departure, computed = self._front_end(
+            fe, departure = self._front_end(
                 z, sigma[part], level[part], None if shared is None else shared[owner[part]], scale[part],
-                None if pilots is None else pilots[part], kept, None if stage_masks is None else stage_masks[part],
+                None if pilots is None else pilots[part], kept,
             )
-            if record and computed is not None:
-                masks.append(computed)
             result, solve, delta = self._equilibrium(fe, departure, sigma[part], level[part])
             outputs.append(result[:, 0])
             stats.append(solve)
             if record:
                 corrections.append(delta)
+                departures.append(departure)
         out = eigen.to(dtype).clone()
         out[owner, slot] = torch.cat(outputs)[:, :height, :width]
         extra = {}
         if record:
             extra = {"owner": owner, "slot": slot, "corrections": torch.cat(corrections),
-                     "stage_masks": torch.cat(masks) if masks else stage_masks}  # fmt: skip
+                     "departures": torch.cat(departures)}  # fmt: skip
         return out, _concatenate(stats), extra
 
     def _shared_map(
@@ -444,33 +435,26 @@ class DCTCSC(nn.Module):
         slot: Tensor,
         samples: int,
         group: int,
-        stage_masks: Tensor | None = None,
-        record: bool = False,
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None, list[Tensor]]:
-        """G per sample from every component, in groups: (samples, 64, h, w); stage 1's pilots (m, 1, H, W); when
-        every component fits in one group, their codes Y and the pilots' squared codes (m, 64, h, w) each, for the
-        second stage to reuse (else None); and stage 1's masks per group when ``record`` (``stage_masks``: reuse
-        these instead of thresholding)."""
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """G per sample from every component, in groups: (samples, 64, h, w); stage 1's pilots (m, 1, H, W); and,
+        when every component fits in one group, their codes Y and the pilots' squared codes (m, 64, h, w) each,
+        for the second stage to reuse (else None)."""
         total = images.new_zeros(samples, ATOMS, images.shape[-2] - BLOCK + 1, images.shape[-1] - BLOCK + 1)
         norm = images.new_zeros(samples)
-        pilots, masks = [], []
+        pilots = []
         kept = None
         for first in range(0, images.shape[0], group):
             part = slice(first, first + group)
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
-                noisy, pilot, mask = self._stage_one(
-                    images[part, None], sigma[part], None if stage_masks is None else stage_masks[part]
-                )
+                noisy, pilot = self._stage_one(images[part, None], sigma[part])
                 power = self._analyse(pilot).square()
                 codes = power / scale[part, None, None, None].square()
             pilots.append(pilot)
-            if record and stage_masks is None:
-                masks.append(mask)
             kept = (noisy, power) if images.shape[0] <= group else None
             weight = torch.exp(self.slots[slot[part]] - self.slots.max()).to(codes.dtype)
             total = total.index_add(0, owner[part], codes * weight[:, None, None, None])
             norm = norm.index_add(0, owner[part], weight)
-        return total / norm.clamp_min(1e-12)[:, None, None, None], torch.cat(pilots), kept, masks
+        return total / norm.clamp_min(1e-12)[:, None, None, None], torch.cat(pilots), kept
 
     def thresholds(self, sigma: Tensor, level: Tensor) -> Tensor:
         """theta (n, 64, 1, 1) of the equilibrium's codes for noise sigma (n,) and SNR level l (n,)."""

@@ -1,7 +1,7 @@
 """Step 6, guarded: per band, how much of a learned eigen-image denoiser's change to keep, chosen by SURE.
 
-A learned eigen-image denoiser (the DCT-CSC of ``--method decsc``) returns, besides its output x*, the front end
-it starts from (FE, inside the model) and the divergence of its change x* - FE per component. Back in bands, the
+A learned eigen-image denoiser (the DCT-CSC of ``--method decsc``) returns the front end it starts from (FE,
+inside the model), its change x* - FE, and how that change responds to a small move of its input. Back in bands, the
 change of band b is delta_b = L_b (x* - FE) (L the synthesis rows, :func:`~hsidenoise.subspace.projection.synthesis`)
 and the output is FE_b + beta_b delta_b with the beta_b in [0, :data:`BETA_MAX`] that minimises Stein's unbiased
 risk estimate of the band's mean squared error, over the entries n_b of the tile that the front end did not
@@ -15,16 +15,18 @@ quadratic in beta, so
 
 The noise energy cancels between the two outputs, so unlike an MPSNR estimate (which needs sigma_b to a few
 hundredths of a per cent, ``bench/README.md``) this choice needs sigma_b only in the divergence term, where a
-sigma_b too high (the quiet bands) only makes it keep less of the change. div_b(delta_b), the derivative of the
-band's change with respect to its own input, is the mean-field sum of the components' divergences,
-sum_i L_bi W_ib div_i (W = basis^T / sigma the whitening projection; div_i from one Monte-Carlo probe of the
-model, :meth:`hsidenoise.model.dct_csc.DCTCSC.solve_with_divergence`), scaled by the band's share of kept entries;
-it leaves out the cross-component terms that the coupling adds. A per-band blend matches MPSNR, the mean of the
-bands' PSNR: every band's own error is what is minimised. Measured (``bench/README.md``): the shipped weights'
-gain held or raised on the cubes where the change helps, the cases where it hurt turned into gains, and no band
-far below the front end.
+sigma_b too high (the quiet bands) only makes it keep less of the change. div_b(delta_b) = sum_p d delta_b(p) /
+d y_b(p) over the kept entries, the derivative of the band's change with respect to its own input, is estimated
+by Monte Carlo in band space (Ramani, Blu and Unser 2008): the kept entries of every band move by
+h sigma_b probe_b (a Rademacher probe, :func:`band_probe`), the model runs again on the eigen-images so moved
+(:func:`probe_perturbation`; its hard thresholds free to move too), and sum_p probe_b(p) (L r)_b(p) /
+(h sigma_b), r the change's response, estimates div_b (without bias, up to the finite step h), every
+cross-component term of the coupling and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches MPSNR, the
+mean of the bands' PSNR: every band's own error is what is minimised. Measured (``bench/README.md``): the
+shipped weights' gain held or raised on the cubes where the change helps, the cases where it hurt turned into
+gains or nothing, and no band far below the front end.
 
-Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); per-component vectors (k,).
+Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,).
 """
 
 from __future__ import annotations
@@ -34,23 +36,51 @@ import numpy as np
 from hsidenoise.subspace.projection import synthesis
 from hsidenoise.subspace.signal_subspace import Subspace
 
+DIVERGENCE_STEP = 1e-2
+"""Finite-difference step of the divergence, in noise sigmas (small against the noise, large against float32's
+rounding of the noise-sized change)."""
+PROBE_SEED = 20261205
+"""Seed of the Rademacher probe (the same for every tile: reproducible runs)."""
 BETA_MAX = 1.0
 """The most of the change a band keeps: a blend between the two outputs, never an extrapolation beyond the
 model's (measured: allowing 2 gains +0.02 to +0.04 dB on average in a whole-cube probe, but single bands lose
 more)."""
 
 
-def band_divergence(component_divergence: np.ndarray, subspace: Subspace, kept_share: np.ndarray) -> np.ndarray:
-    """div_b(delta_b) (B,): sum_i L_bi W_ib div_i times the band's share of kept entries.
+def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
+    """A Rademacher probe of a tile's kept entries: (B, h, w) float64, +-1 where ``kept``, 0 elsewhere."""
+    signs = np.random.default_rng(seed).integers(0, 2, kept.shape) * 2.0 - 1.0
+    return np.where(kept, signs, 0.0)
+
+
+def probe_perturbation(probe: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP) -> np.ndarray:
+    """How the eigen-images move (k, h, w) when each band b of the tile moves by step sigma_b probe_b.
+
+    Whitening divides band b by sigma_b, so they move by step basis^T probe: ``step`` noise sigmas per component.
+    """
+    bands, height, width = probe.shape
+    return step * (subspace.basis.T @ probe.reshape(bands, -1)).reshape(subspace.rank, height, width)
+
+
+def band_divergence(
+    response: np.ndarray, subspace: Subspace, probe: np.ndarray, step: float = DIVERGENCE_STEP
+) -> np.ndarray:
+    """div_b(delta_b) (B,): one Monte-Carlo estimate of sum_p d delta_b(p) / d y_b(p) over the probe's entries.
+
+    With the tile moved by step sigma_b probe_b in each band (:func:`probe_perturbation`) and the eigen-images'
+    change responding by r, the bands' change moves by L r, and sum_p probe_b(p) (L r)_b(p) / (step sigma_b)
+    estimates band b's divergence without bias: over the probe, the terms of other bands and other pixels
+    average out.
 
     Args:
-        component_divergence: (k,) divergence of each eigen-image's change (over the whole tile).
-        subspace: the fitted model (its synthesis rows L and whitening W).
-        kept_share: (B,) fraction of the tile's entries in each band that enter SURE.
+        response: (k, h, w) the eigen-images' change's response to :func:`probe_perturbation`'s move.
+        subspace: the fitted model (its synthesis rows L and band sigma).
+        probe: (B, h, w) :func:`band_probe`.
     """
     _, loadings = synthesis(subspace)  # (B, k)
-    projection_rows = subspace.basis / subspace.sigma[:, None]  # (B, k): W^T
-    return (loadings * projection_rows) @ np.asarray(component_divergence, dtype=np.float64) * kept_share
+    bands = probe.shape[0]
+    moved = loadings @ response.reshape(response.shape[0], -1)  # (B, h w)
+    return np.einsum("bp,bp->b", moved, probe.reshape(bands, -1)) / (step * subspace.sigma)
 
 
 def blend_weights(

@@ -82,9 +82,11 @@ class BlendedEigenImageDenoiser(EigenImageDenoiser, Protocol):
 
     band_blend: bool
 
-    def denoise_parts(self, eigen_images: np.ndarray, noise: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(k, h, w) eigen-images -> the output (k, h, w), the front end inside the denoiser (k, h, w), and the
-        divergence of their difference per component (k,)."""
+    def denoise_parts(
+        self, eigen_images: np.ndarray, noise: float | np.ndarray, perturbation: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k, h, w) eigen-images -> the front end inside the denoiser, its change (output minus front end) and
+        the change's response to a small (k, h, w) ``perturbation`` of the eigen-images, each (k, h, w)."""
         ...
 
     def record_blend(self, beta: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
-from hsidenoise.subspace.band_blend import band_divergence, blend_weights
+from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, probe_perturbation
 from hsidenoise.subspace.eigenimages import (
     BlendedEigenImageDenoiser,
     EigenImageDenoiser,
@@ -135,13 +135,14 @@ def _denoise_blended(
 ) -> np.ndarray:
     """Steps 3-6 with the band-space SURE blend (:mod:`~hsidenoise.subspace.band_blend`): (B, h, w) float64."""
     eigen_images, cleaned, missing = clean_and_project(tile, subspace, config, facts=facts)
-    output, front, divergence = eigen_denoiser.denoise_parts(eigen_images, 1.0)
-    front_bands = back_project(front, subspace)
-    difference = output - front
-    change = (synthesis(subspace)[1] @ difference.reshape(difference.shape[0], -1)).reshape(front_bands.shape)
     kept = ~missing & (cleaned == tile)  # neither replaced nor destriped: Gaussian noise only
-    bands = cleaned.shape[0]
-    change_divergence = band_divergence(divergence, subspace, kept.reshape(bands, -1).mean(axis=1))
+    probe = band_probe(kept)
+    front, difference, response = eigen_denoiser.denoise_parts(
+        eigen_images, 1.0, probe_perturbation(probe, subspace)
+    )
+    front_bands = back_project(front, subspace)
+    change = (synthesis(subspace)[1] @ difference.reshape(difference.shape[0], -1)).reshape(front_bands.shape)
+    change_divergence = band_divergence(response, subspace, probe)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(tile, kept, front_bands, change, change_divergence, sigma)
     eigen_denoiser.record_blend(beta)
