@@ -101,7 +101,8 @@ def solve_with_response(
     device: torch.device,
     perturbation: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """:func:`solve_eigenimages` as the band blend needs it (:meth:`hsidenoise.model.dct_csc.DCTCSC.solve_with_response`).
+    """:func:`solve_eigenimages` as the band blend needs it
+    (:meth:`hsidenoise.model.dct_csc.DCTCSC.solve_with_response`).
 
     Args:
         eigen, perturbation: (k, h, w) in whitened units; noise, eigenvalues: (k,).

@@ -264,9 +264,10 @@ class DCTCSC(nn.Module):
         them), or None.
 
         Returns:
-            FE and the departure z - FE, both (n, 1, H, W). With the DCT's perfect reconstruction (z = S(w2 Y) / box(w2)) the departure is aggregated from
-            the part the Wiener factors take away, (1 - F) Y, so it keeps its digits on the strongest eigen-images
-            (float32: std up to ~2.5e5), and FE = z - departure.
+            FE and the departure z - FE, both (n, 1, H, W). With the DCT's perfect reconstruction
+            (z = S(w2 Y) / box(w2)) the departure is aggregated from the part the Wiener factors take away,
+            (1 - F) Y, so it keeps its digits on the strongest eigen-images (float32: std up to ~2.5e5), and
+            FE = z - departure.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.learn_filters):
             if codes is not None:
@@ -401,9 +402,9 @@ class DCTCSC(nn.Module):
         scale = (lam - sigma.square()).clamp_min(0).sqrt().maximum(sigma)  # the component's signal scale
         pixels = (images.shape[-2] - BLOCK + 1) * (images.shape[-1] - BLOCK + 1)
         group = max(1, GROUP_BYTES // (ATOMS * pixels * images.element_size()))
-        shared, pilots, kept = (
-            self._shared_map(images, sigma, scale, owner, slot, n, group) if self.config.coupling else (None, None, None)
-        )
+        shared, pilots, kept = (None, None, None)
+        if self.config.coupling:
+            shared, pilots, kept = self._shared_map(images, sigma, scale, owner, slot, n, group)
         outputs, stats, corrections, departures = [], [], [], []
         for first in range(0, images.shape[0], group):
             part = slice(first, first + group)
