@@ -229,40 +229,34 @@ def destripe_sample(
     The sample's residuals (stuck entries imputed from the other bands first, nothing else cleaned: an impulse
     test would take a stripe's largest entries for impulses and hide them) are grouped by column and searched as a
     tile is (:func:`confirmed_stripe_offsets`); bands with fewer than :data:`MIN_SAMPLE_STRIPE_LINES` striped
-    columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone.
+    columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone. The
+    search is repeated on the destriped sample, against the same regression, until it finds nothing new (at most
+    :data:`SAMPLE_DESTRIPE_PASSES` searches): fitted on the striped sample, the regression predicts part of a
+    stripe from the other bands, so one search may take only part of it.
 
     Args:
         spectra: (n, B) pixel sample in data units; positions: where each of its pixels lies.
         regression: the band regression fitted on it; stuck: its stuck values, or None.
         threshold: ``LowRankConfig.stripe_threshold``.
 
-    The search is repeated on the destriped sample, against the same regression, until it finds nothing new (at
-    most :data:`SAMPLE_DESTRIPE_PASSES` searches): fitted on the striped sample, the regression predicts part of a
-    stripe from the other bands, so one search takes only part of it, and what is left in a quiet band stays far
-    above its noise (San Diego mixture seed 1: 0.135 of a 0.227 offset in a band with sigma 0.3/255).
-
     Returns:
         (destriped (n, B) float64, offsets (n, B): what was subtracted from each entry).
     """
-    destriped, subtracted = _destripe_sample_once(spectra, positions, regression, stuck, threshold)
-    for _ in range(SAMPLE_DESTRIPE_PASSES - 1):
-        if not subtracted.any():
+    destriped = np.asarray(spectra, dtype=np.float64)
+    subtracted = np.zeros_like(destriped)
+    for _ in range(SAMPLE_DESTRIPE_PASSES):
+        found = _sample_stripes(destriped, positions, regression, stuck, threshold)
+        if not found.any():
             break
-        again, more = _destripe_sample_once(destriped, positions, regression, stuck, threshold)
-        if not more.any():
-            break
-        destriped, subtracted = again, subtracted + more
+        destriped = destriped - found
+        subtracted += found
     return destriped, subtracted
 
 
-def _destripe_sample_once(
-    spectra: np.ndarray,
-    positions: PixelPositions,
-    regression: BandRegression,
-    stuck: StuckValues | None,
-    threshold: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One search of :func:`destripe_sample`: (destriped (n, B), offsets (n, B))."""
+def _sample_stripes(
+    spectra: np.ndarray, positions: PixelPositions, regression: BandRegression, stuck: StuckValues | None, level: float
+) -> np.ndarray:
+    """One search of :func:`destripe_sample` at threshold ``level``: the offsets (n, B) to subtract from each entry."""
     observed = np.asarray(spectra, dtype=np.float64).T  # (B, n)
     known = stuck.mask(observed) if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
     values = np.where(known, regression.mean[:, None], observed)
@@ -270,7 +264,7 @@ def _destripe_sample_once(
         fill_missing(values, known, regression, FILL_SWEEPS)
     residuals = regression.residuals(values)
     grid, absent = _grouped(residuals, known, positions.cols, positions.width)
-    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold)  # (B, width)
+    offsets = confirmed_stripe_offsets(grid, absent, regression, level)  # (B, width)
     offsets[np.count_nonzero(offsets, axis=1) < MIN_SAMPLE_STRIPE_LINES] = 0.0
     striped = np.flatnonzero(offsets.any(axis=1))
     if striped.size:  # a stripe adds to its band's residuals: taking it out must leave them smaller
@@ -278,5 +272,4 @@ def _destripe_sample_once(
         after = np.where(known[striped], 0.0, before - offsets[striped][:, positions.cols])
         shrunk = (after**2).sum(axis=1) <= MIN_STRIPE_VARIANCE_DROP * (before**2).sum(axis=1)
         offsets[striped[~shrunk]] = 0.0
-    subtracted = offsets[:, positions.cols].T  # (n, B)
-    return np.asarray(spectra, dtype=np.float64) - subtracted, subtracted
+    return offsets[:, positions.cols].T  # (n, B)
