@@ -148,35 +148,3 @@ def test_the_complement_search_finds_noisy_bands_stripes_that_the_regression_mis
         assert not (both & (offsets == 0)).any()
         assert (both & (offsets != 0)).sum() > (alone & (offsets != 0)).sum()
         assert left_both < left_alone
-
-
-def test_the_sample_search_is_repeated_until_it_finds_nothing_new(monkeypatch) -> None:
-    """Three quiet bands striped in the same columns (one in all eight, two in alternate halves): one search leaves
-    stripes that a second finds; destripe_sample repeats it, so its output is a fixed point of the search, closer
-    to the truth (not at it: offsets in the same column still echo into each other's estimates)."""
-    import hsidenoise.subspace.stripes as stripes
-
-    columns = [3, 11, 12, 30, 47, 58, 20, 41]
-    monkeypatch.setattr(__import__(__name__), "STRIPED", {5: columns, 6: columns[::2], 7: columns[1::2]})
-    default = stripes.SAMPLE_DESTRIPE_PASSES
-    _, striped, offsets = cubes(1)  # the striped bands are the quiet ones
-    spectra, positions = sample_pixels_where(striped, 65536, 0)
-    regression = fit_band_regression(spectra, CONFIG)
-
-    def left_after(passes: int) -> tuple[np.ndarray, int]:
-        monkeypatch.setattr(stripes, "SAMPLE_DESTRIPE_PASSES", passes)
-        destriped, subtracted = destripe_sample(spectra, positions, regression, None, CONFIG.stripe_threshold)
-        monkeypatch.setattr(stripes, "SAMPLE_DESTRIPE_PASSES", 1)
-        _, more = destripe_sample(destriped, positions, regression, None, CONFIG.stripe_threshold)
-        return subtracted, int(np.count_nonzero(more))
-
-    def error(subtracted: np.ndarray) -> float:
-        per_column = np.zeros((BANDS, COLS))
-        per_column[:, positions.cols] = subtracted.T
-        return float(sum(((per_column[band] - truth) ** 2).sum() for band, truth in offsets.items()))
-
-    once, left_once = left_after(1)
-    assert left_once > 0  # one search is not enough here
-    repeated, left = left_after(default)
-    assert left == 0
-    assert error(repeated) < 0.8 * error(once)

@@ -134,8 +134,8 @@ class DECSCEigenImageDenoiser:
             trained with, by default).
         device: where the model runs (the pilot runs on the CPU in numpy).
         adaptation: ``--adapt``: self-supervised adaptation to each cube before it is denoised; None: none.
-        band_blend: a model that computes its own front end (DCT-CSC) returns it and its change's divergence too,
-            and the pipeline keeps, per band, the share of the change that SURE chooses
+        band_blend: a model that computes its own front end (DCT-CSC) returns it, its change and the change's
+            response to a probe too, and the pipeline keeps, per band, the share of the change that SURE chooses
             (:mod:`hsidenoise.subspace.band_blend`); False: the model's output as it is. Ignored for other models.
     """
 

@@ -20,11 +20,12 @@ d y_b(p) over the kept entries, the derivative of the band's change with respect
 Monte Carlo in band space (Ramani, Blu and Unser 2008): the kept entries of every band move by h sigma_b probe_b (a
 Rademacher probe, :func:`band_probe`), the model runs again on the eigen-images so moved
 (:func:`probe_perturbation`; its hard thresholds free to move too), and sum_p probe_b(p) (L r)_b(p) / (h sigma_b),
-r the change's response, estimates div_b (without bias, up to the finite step h), every cross-component term of the
-coupling and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches MPSNR, the
-mean of the bands' PSNR: every band's own error is what is minimised. Measured (``bench/README.md``): the shipped
-weights' gain held or raised on the cubes where the change helps, the cases where it hurt turned into gains or
-nothing, and no band far below the front end.
+r the change's response, estimates div_b (without bias up to the finite step h, for the model given the cleaned
+tile: the paths through the tile cleaning, imputed entries and stripe offsets, are left out), every cross-component
+term of the coupling and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches
+MPSNR, the mean of the bands' PSNR: every band's own error is what is minimised. Measured (``bench/README.md``):
+the shipped weights' gain held or raised on the cubes where the change helps, the cases where it hurt turned into
+gains or nothing, and no band far below the front end.
 
 Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,).
 """

@@ -194,9 +194,6 @@ MIN_STRIPE_VARIANCE_DROP = 0.99
 medians of data that are not a continuous signal plus noise (a cube of two values, 0 and 1) stand out as stripes
 that subtracting would only add to (measured: such a cube's output was amplified). At 5 % some real stripe bands
 were left in (CAVE apples mixture: 0.1-0.2 dB less)."""
-SAMPLE_DESTRIPE_PASSES = 4
-"""Most searches of :func:`destripe_sample` (measured, ``bench/mixture.py --seeds 2``: CAVE seed 0 -4.63 -> -4.31
-dB, San Diego seed 1 -2.57 -> -2.52, the rest within 0.02; six passes find nothing more)."""
 
 
 def _grouped(values: np.ndarray, missing: np.ndarray, keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -229,10 +226,7 @@ def destripe_sample(
     The sample's residuals (stuck entries imputed from the other bands first, nothing else cleaned: an impulse
     test would take a stripe's largest entries for impulses and hide them) are grouped by column and searched as a
     tile is (:func:`confirmed_stripe_offsets`); bands with fewer than :data:`MIN_SAMPLE_STRIPE_LINES` striped
-    columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone. The
-    search is repeated on the destriped sample, against the same regression, until it finds nothing new (at most
-    :data:`SAMPLE_DESTRIPE_PASSES` searches): fitted on the striped sample, the regression predicts part of a
-    stripe from the other bands, so one search may take only part of it.
+    columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone.
 
     Args:
         spectra: (n, B) pixel sample in data units; positions: where each of its pixels lies.
@@ -242,21 +236,6 @@ def destripe_sample(
     Returns:
         (destriped (n, B) float64, offsets (n, B): what was subtracted from each entry).
     """
-    destriped = np.asarray(spectra, dtype=np.float64)
-    subtracted = np.zeros_like(destriped)
-    for _ in range(SAMPLE_DESTRIPE_PASSES):
-        found = _sample_stripes(destriped, positions, regression, stuck, threshold)
-        if not found.any():
-            break
-        destriped = destriped - found
-        subtracted += found
-    return destriped, subtracted
-
-
-def _sample_stripes(
-    spectra: np.ndarray, positions: PixelPositions, regression: BandRegression, stuck: StuckValues | None, level: float
-) -> np.ndarray:
-    """One search of :func:`destripe_sample` at threshold ``level``: the offsets (n, B) to subtract from each entry."""
     observed = np.asarray(spectra, dtype=np.float64).T  # (B, n)
     known = stuck.mask(observed) if stuck is not None and stuck.any() else np.zeros(observed.shape, bool)
     values = np.where(known, regression.mean[:, None], observed)
@@ -264,7 +243,7 @@ def _sample_stripes(
         fill_missing(values, known, regression, FILL_SWEEPS)
     residuals = regression.residuals(values)
     grid, absent = _grouped(residuals, known, positions.cols, positions.width)
-    offsets = confirmed_stripe_offsets(grid, absent, regression, level)  # (B, width)
+    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold)  # (B, width)
     offsets[np.count_nonzero(offsets, axis=1) < MIN_SAMPLE_STRIPE_LINES] = 0.0
     striped = np.flatnonzero(offsets.any(axis=1))
     if striped.size:  # a stripe adds to its band's residuals: taking it out must leave them smaller
@@ -272,4 +251,5 @@ def _sample_stripes(
         after = np.where(known[striped], 0.0, before - offsets[striped][:, positions.cols])
         shrunk = (after**2).sum(axis=1) <= MIN_STRIPE_VARIANCE_DROP * (before**2).sum(axis=1)
         offsets[striped[~shrunk]] = 0.0
-    return offsets[:, positions.cols].T  # (n, B)
+    subtracted = offsets[:, positions.cols].T  # (n, B)
+    return np.asarray(spectra, dtype=np.float64) - subtracted, subtracted
