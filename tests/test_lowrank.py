@@ -329,3 +329,29 @@ def test_nonnegative_least_squares_matches_scipy_on_leakage_and_general_systems(
         if matrix.shape[0] == bands and trial % 2:
             np.testing.assert_allclose(leakage_solve(matrix, np.sqrt(target)) ** 2, expected, rtol=1e-7, atol=1e-12)
     assert negatives > 20  # the constrained case is what is tested
+
+
+def test_a_band_mostly_imputed_is_whitened_by_what_its_entries_carry() -> None:
+    """with_imputed_share: the root mean square over a band's entries of its own sigma (measured entries) and the
+    prediction's error (stuck entries, imputed); nothing changes without stuck entries. Through fit_lowrank, a quiet
+    band with 70 % of its entries stuck at 0 or 1 is whitened by more than its Gaussian sigma, the others not."""
+    from hsidenoise.subspace.signal_subspace import with_imputed_share
+
+    sigma, scale = np.array([0.01, 0.02, 0.03]), np.array([0.05, 0.01, 0.03])
+    np.testing.assert_array_equal(with_imputed_share(sigma, np.zeros(3), scale), sigma)
+    np.testing.assert_allclose(
+        with_imputed_share(sigma, np.full(3, 0.7), scale), np.sqrt(0.3 * sigma**2 + 0.7 * np.maximum(scale, sigma) ** 2)
+    )
+    assert with_imputed_share(sigma, np.full(3, 0.7), scale)[1] == sigma[1]  # a prediction better than the noise
+
+    cube = low_rank_cube(31, 48, 50, rank=3)
+    band_sigma = np.full(31, 0.02)
+    band_sigma[5] = 0.002
+    noisy = add_band_noise(cube, band_sigma)
+    clean_fit = fit_lowrank(spectra_of(noisy), FAST)
+    hit = np.random.default_rng(10).random(noisy.shape[1:]) < 0.7
+    noisy[5][hit] = np.random.default_rng(11).integers(0, 2, hit.sum()).astype(float)
+    fitted = fit_lowrank(spectra_of(noisy), FAST)
+    assert fitted.sigma[5] > 1.15 * max(fitted.gaussian_sigma[5], clean_fit.sigma[5])
+    others = np.arange(31) != 5
+    np.testing.assert_allclose(fitted.sigma[others], clean_fit.sigma[others], rtol=0.1)
