@@ -429,11 +429,11 @@ def fit_lowrank(
             effective = np.maximum(refitted_effective, gaussian)
     sigma = whitening_sigma(gaussian, effective)
     if stuck is not None and stuck.any():
-        sigma = with_imputed_share(sigma, stuck.mask(spectra.T).mean(axis=1), regression.residual_scale)
-    if stuck is not None and stuck.any():
+        stuck_entries = stuck.mask(spectra.T)  # (B, n)
+        sigma = with_imputed_share(sigma, stuck_entries.mean(axis=1), regression.residual_scale)
         # first the band regression's imputation, then a refit on the imputation by that subspace
         subspace = fit_subspace(_imputed(spectra, stuck, regression, config), sigma, config)
-        subspace = fit_subspace(impute_in_subspace(spectra, stuck.mask(spectra.T).T, subspace), sigma, config)
+        subspace = fit_subspace(impute_in_subspace(spectra, stuck_entries.T, subspace), sigma, config)
     else:
         subspace = fit_subspace(spectra, sigma, config)
     subspace = dataclasses.replace(subspace, regression=regression, stuck=band_stuck, gaussian_sigma=gaussian)
