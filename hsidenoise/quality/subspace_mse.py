@@ -106,8 +106,7 @@ def estimate_subspace_mse(
         CubeShapeError: the window does not have the front end's bands.
     """
     from hsidenoise.subspace.noise_estimate import band_noise, sigma_bounds
-    from hsidenoise.subspace.outliers import remove_outliers
-    from hsidenoise.subspace.projection import back_project
+    from hsidenoise.subspace.projection import back_project, clean_and_project
 
     config = config or MseEstimateConfig()
     subspace = front_end.subspace
@@ -118,9 +117,9 @@ def estimate_subspace_mse(
     if bands != subspace.band_count:
         raise CubeShapeError(f"the window has {bands} bands, the front end was fitted on {subspace.band_count}")
     facts: dict = {}
-    cleaned = remove_outliers(tile, subspace, front_end.config, facts=facts)[0].reshape(bands, -1)
-    weights = subspace.basis.T / subspace.sigma[None, :]  # (k, B): eigen-images = W (y - mean)
-    eigen = (weights @ (cleaned - subspace.mean[:, None])).reshape(subspace.rank, height, width)
+    eigen, cleaned_tile, _ = clean_and_project(tile, subspace, front_end.config, facts=facts)
+    cleaned = cleaned_tile.values.reshape(bands, -1)
+    weights = subspace.basis.T / subspace.sigma[None, :]  # (k, B): eigen-images = W (y - mean) where nothing is imputed
     # entries treated as outliers, and every entry of a band whose stripes were subtracted
     cleaned_entries = int(np.sum(facts.get("outlier_entries", 0))) + int(
         np.count_nonzero(np.asarray(facts.get("stripe_square_sum", 0.0)) > 0) * height * width

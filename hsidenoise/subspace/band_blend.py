@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hsidenoise.subspace.projection import synthesis
+from hsidenoise.subspace.projection import reweight, synthesis
 from hsidenoise.subspace.signal_subspace import Subspace
 
 DIVERGENCE_STEP = 1e-2
@@ -54,13 +54,20 @@ def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
     return np.where(kept, signs, 0.0)
 
 
-def probe_perturbation(probe: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP) -> np.ndarray:
+def probe_perturbation(
+    probe: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP, weights: np.ndarray | None = None
+) -> np.ndarray:
     """How the eigen-images move (k, h, w) when each band b of the tile moves by step sigma_b probe_b.
 
-    Whitening divides band b by sigma_b, so they move by step basis^T probe: ``step`` noise sigmas per component.
+    Whitening divides band b by sigma_b, so they move by step basis^T probe (``step`` noise sigmas per
+    component), or, where the projection weighted the pixel's imputed entries (``weights``, :func:`entry_weights
+    <hsidenoise.subspace.projection.entry_weights>`), by the same weighted fit of step probe.
     """
     bands, height, width = probe.shape
-    return step * (subspace.basis.T @ probe.reshape(bands, -1)).reshape(subspace.rank, height, width)
+    moved = step * (subspace.basis.T @ probe.reshape(bands, -1))
+    if weights is not None:
+        reweight(moved, step * probe.reshape(bands, -1), weights.reshape(bands, -1), subspace.basis)
+    return moved.reshape(subspace.rank, height, width)
 
 
 def band_divergence(

@@ -12,6 +12,7 @@ Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -158,9 +159,35 @@ def _subtract_complement_stripes(
     _stripe_search(filled, residuals, dead | ~usable[:, None, None], predictor, config)
 
 
+@dataclass(frozen=True)
+class CleanedTile:
+    """A tile after :func:`clean_tile`.
+
+    Attributes:
+        values: (B, h, w) float64, destriped, missing entries imputed.
+        missing: (B, h, w) bool, the entries replaced by their imputation.
+        known: (B, h, w) bool, the part of ``missing`` known before any residual test (dead lines, stuck values):
+            their imputation errs by about the band regression's residual scale; the rest of ``missing`` was
+            detected by its residual, so its imputation errs by more where the detection was false
+            (:func:`~hsidenoise.subspace.projection.entry_weights`).
+    """
+
+    values: np.ndarray
+    missing: np.ndarray
+    known: np.ndarray
+
+
 def remove_outliers(
     tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`clean_tile`'s (values, missing)."""
+    cleaned = clean_tile(tile, subspace, config, facts=facts)
+    return cleaned.values, cleaned.missing
+
+
+def clean_tile(
+    tile: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None, *, facts: dict | None = None
+) -> CleanedTile:
     """Undo dead-line, stripe and impulse corruption of a tile with the help of the other bands.
 
     Dead lines: a column (or a row) whose standard deviation is below ``dead_line_fraction`` of the band's
@@ -184,7 +211,7 @@ def remove_outliers(
             squared stripe offsets subtracted, and ``entries`` (h * w, entries per band).
 
     Returns:
-        (cleaned (B, h, w) float64, missing (B, h, w) bool: the entries replaced by their prediction).
+        The :class:`CleanedTile`.
     """
     config = config or LowRankConfig()
     bands, height, width = tile.shape
@@ -192,7 +219,8 @@ def remove_outliers(
     if regression is None or config.robust_passes == 0 or bands < 2:
         if facts is not None:
             facts.update(outlier_entries=np.zeros(bands, np.int64), stripe_square_sum=np.zeros(bands), entries=height * width)
-        return tile.astype(np.float64), np.zeros(tile.shape, bool)
+        nothing = np.zeros(tile.shape, bool)
+        return CleanedTile(tile.astype(np.float64), nothing, nothing)
     dead = np.zeros(tile.shape, bool)
     if height > 2:
         column_spread = tile.std(axis=1, dtype=np.float64)  # (B, w)
@@ -220,4 +248,4 @@ def remove_outliers(
             stripe_square_sum=(offsets.reshape(bands, -1) ** 2).sum(axis=1),
             entries=height * width,
         )
-    return cleaned.reshape(tile.shape), missing.reshape(tile.shape)
+    return CleanedTile(cleaned.reshape(tile.shape), missing.reshape(tile.shape), dead)

@@ -134,11 +134,11 @@ def _denoise_blended(
     facts: dict | None,
 ) -> np.ndarray:
     """Steps 3-6 with the band-space SURE blend (:mod:`~hsidenoise.subspace.band_blend`): (B, h, w) float64."""
-    eigen_images, cleaned, missing = clean_and_project(tile, subspace, config, facts=facts)
-    kept = ~missing & (cleaned == tile)  # neither replaced nor destriped: Gaussian noise only
+    eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
+    kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
     probe = band_probe(kept)
     front, difference, response = eigen_denoiser.denoise_parts(
-        eigen_images, 1.0, probe_perturbation(probe, subspace)
+        eigen_images, 1.0, probe_perturbation(probe, subspace, weights=weights)
     )
     front_bands = back_project(front, subspace)
     change = (synthesis(subspace)[1] @ difference.reshape(difference.shape[0], -1)).reshape(front_bands.shape)
