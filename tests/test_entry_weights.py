@@ -94,3 +94,21 @@ def test_the_blend_probe_moves_the_eigen_images_as_the_weighted_projection_does(
     np.testing.assert_allclose(probe_perturbation(probe, subspace, step, weights), expected, atol=1e-12)
     plain = probe_perturbation(probe, subspace, step)
     assert np.abs(plain - expected).max() > 1e-4  # the weights matter where a pixel has an imputed entry
+
+
+def test_imputations_far_worse_than_the_noise_keep_the_fit_finite() -> None:
+    """A square basis (rank = bands) fits every pixel exactly whatever the weights, so the weighted fit must equal
+    the plain projection; with a regression scale 10^12 times the band sigma the weights would reach 10^-24 and the
+    normal matrices be singular in float64 (a fuzzed cube gave non-finite output before the weight floor)."""
+    rng = np.random.default_rng(4)
+    bands = 3
+    basis, _ = np.linalg.qr(rng.standard_normal((bands, bands)))
+    sigma = np.full(bands, 1e-3)
+    regression = BandRegression(mean=np.zeros(bands), coefficients=np.eye(bands), residual_scale=np.full(bands, 1e9))
+    subspace = Subspace(sigma=sigma, mean=np.zeros(bands), basis=basis, eigenvalues=np.ones(bands), edge=1.0,
+                        regression=regression)
+    tile = rng.standard_normal((bands, 4, 5))
+    missing = rng.random(tile.shape) < 0.5
+    weighted = whiten_and_project(tile, subspace, entry_weights(missing, missing, subspace))
+    assert np.isfinite(weighted).all()
+    np.testing.assert_allclose(weighted, whiten_and_project(tile, subspace), rtol=1e-6, atol=1e-6)

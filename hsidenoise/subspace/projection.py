@@ -97,6 +97,12 @@ unusual feature of the scene) is off by at least the test's threshold. Measured 
 +0.76 and +0.53 dB and the mixture cases by +0.00 to +0.26 dB; 2.4 and 6.3 did no better (bench/README.md)."""
 
 
+WEIGHT_FLOOR = 1e-6
+"""The least weight of an imputed entry: each pixel's normal matrix (basis^T W basis, between the floor and 1 in its
+eigenvalues) stays solvable in float64 (measured: a fuzzed 3-band cube whose regression scale was about 10^10 its sigma gave
+weights of 10^-22 and non-finite eigen-images)."""
+
+
 def entry_weights(missing: np.ndarray, known: np.ndarray, subspace: Subspace) -> np.ndarray | None:
     """Each entry's weight in its pixel's projection: 1 where measured, less where imputed.
 
@@ -113,7 +119,7 @@ def entry_weights(missing: np.ndarray, known: np.ndarray, subspace: Subspace) ->
         subspace: the fitted model.
 
     Returns:
-        (B, h, w) float64 in (0, 1], or None when no entry is missing or the model has no regression (then every
+        (B, h, w) float64 in [:data:`WEIGHT_FLOOR`, 1], or None when no entry is missing or the model has no regression (then every
         weight is 1).
     """
     if subspace.regression is None or not missing.any():
@@ -121,7 +127,8 @@ def entry_weights(missing: np.ndarray, known: np.ndarray, subspace: Subspace) ->
     sigma, scale = subspace.sigma, subspace.regression.residual_scale  # (B,) each, sigma > 0
     known_weight = ((sigma / np.maximum(scale, sigma)) ** 2)[:, None, None]
     detected_weight = ((sigma / np.maximum(DETECTED_ERROR_FACTOR * scale, sigma)) ** 2)[:, None, None]
-    return np.where(missing, np.where(known, known_weight, detected_weight), 1.0)
+    weights = np.where(missing, np.where(known, known_weight, detected_weight), 1.0)
+    return np.maximum(weights, WEIGHT_FLOOR)
 
 
 def whiten_and_project(cleaned: np.ndarray, subspace: Subspace, weights: np.ndarray | None = None) -> np.ndarray:
