@@ -64,9 +64,10 @@ def probe_perturbation(
     <hsidenoise.subspace.projection.entry_weights>`), by the same weighted fit of step probe.
     """
     bands, height, width = probe.shape
-    moved = step * (subspace.basis.T @ probe.reshape(bands, -1))
+    flat = probe.reshape(bands, -1)
+    moved = step * (subspace.basis.T @ flat)
     if weights is not None:
-        reweight(moved, step * probe.reshape(bands, -1), weights.reshape(bands, -1), subspace.basis)
+        reweight(moved, lambda pixels: step * flat[:, pixels], weights.reshape(bands, -1), subspace.basis)
     return moved.reshape(subspace.rank, height, width)
 
 

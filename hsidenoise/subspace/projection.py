@@ -12,6 +12,8 @@ Shapes: tiles are (B, h, w); eigen-images are (k, h, w) in whitened units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from hsidenoise.errors import CubeShapeError
@@ -147,7 +149,11 @@ def whiten_and_project(cleaned: np.ndarray, subspace: Subspace, weights: np.ndar
     eigen_images = projector @ cleaned.reshape(bands, -1)
     eigen_images -= (projector @ subspace.mean)[:, None]
     if weights is not None:
-        whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
+        flat = cleaned.reshape(bands, -1)
+
+        def whitened(pixels: np.ndarray) -> np.ndarray:
+            return (flat[:, pixels] - subspace.mean[:, None]) / subspace.sigma[:, None]
+
         reweight(eigen_images, whitened, weights.reshape(bands, -1), subspace.basis)
     return eigen_images.reshape(subspace.rank, height, width)
 
@@ -156,14 +162,20 @@ WEIGHTED_PIXELS = 4096
 """Pixels per batch of :func:`reweight` (its k x k systems take pixels k^2 float64 values)."""
 
 
-def reweight(coefficients: np.ndarray, whitened: np.ndarray, weights: np.ndarray, basis: np.ndarray) -> None:
+def reweight(
+    coefficients: np.ndarray,
+    whitened: Callable[[np.ndarray], np.ndarray],
+    weights: np.ndarray,
+    basis: np.ndarray,
+) -> None:
     """Replace, in place, the plain coefficients basis^T w of the pixels with a weight below 1 by the weighted fit.
 
     With D = I - W, basis^T W basis = I - basis^T D basis and basis^T W w = basis^T w - basis^T D w, so only the
-    (usually few) entries whose weight is below 1 are gathered.
+    pixels with an entry whose weight is below 1 are gathered, and only they are whitened.
 
     Args:
-        coefficients: (k, m) basis^T w, updated; whitened: (B, m) w; weights: (B, m); basis: (B, k) orthonormal.
+        coefficients: (k, m) basis^T w, updated; whitened: pixel indices (m',) -> their whitened entries w,
+            (B, m'); weights: (B, m); basis: (B, k) orthonormal.
     """
     bands, rank = basis.shape
     pixels = np.flatnonzero((weights < 1.0).any(axis=0))
@@ -172,7 +184,7 @@ def reweight(coefficients: np.ndarray, whitened: np.ndarray, weights: np.ndarray
         chosen = pixels[first : first + WEIGHTED_PIXELS]
         drop = 1.0 - weights[:, chosen]  # (B, m')
         normal = np.eye(rank) - (drop.T @ outer).reshape(-1, rank, rank)
-        rhs = coefficients[:, chosen] - basis.T @ (drop * whitened[:, chosen])
+        rhs = coefficients[:, chosen] - basis.T @ (drop * whitened(chosen))
         coefficients[:, chosen] = np.linalg.solve(normal, rhs.T[:, :, None])[:, :, 0].T
 
 
