@@ -295,3 +295,19 @@ def test_cli_run_report_lists_outliers_and_stripes_and_profiles_the_destriped_ba
     assert facts["profile_bands"][0] == 6
     assert "removed stripes" in facts["profile_band_choice"]["bands"][0]["reason"]
     assert all("front_end_cleaning" not in tile for tile in facts.get("tiles", []))
+
+
+def test_no_ratio_to_a_noise_sigma_at_the_estimates_floor() -> None:
+    """A band whose sigma sits at the noise estimate's floor (a thousandth of the median band's: not resolved, as
+    on three Santa Barbara bands, where the ratio read 200) gets no removed/noise ratio; the others keep theirs."""
+    from hsidenoise.subspace.noise_estimate import SIGMA_FLOOR
+
+    clean = smooth_cube(7, 40, 40)
+    sigma = np.full(7, 0.05)
+    noisy = clean + sigma[:, None, None] * np.random.default_rng(3).standard_normal(clean.shape)
+    stated = sigma.copy()
+    stated[2] = SIGMA_FLOOR * np.median(sigma)
+    report = no_reference_quality(noisy, clean, sigma=stated)
+    assert np.isnan(report.removed_ratio[2])
+    others = np.delete(report.removed_ratio, 2)
+    assert np.all(np.abs(others - 1.0) < 0.1)

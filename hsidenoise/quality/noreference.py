@@ -70,7 +70,8 @@ leaves a gap of 0.003-0.004 (median) and 0.012-0.027 (90th percentile) on a 96 x
 RATIO_MEANING = (
     "removed_ratio = std(noisy - denoised) / sigma_before (HySime): about 1, the removed part is the size of "
     "the noise; well above 1, signal or structured artefacts (stripes, impulses) were removed too; well below "
-    "1, noise was left in"
+    "1, noise was left in; null where sigma_before sits at the noise estimate's floor (a thousandth of the "
+    "median band's): that band's noise is not resolved, so no ratio to it is meaningful"
 )
 WHITENESS_RULE = (  # noqa: E501
     f"a band is flagged when the lag-1 correlation (along rows or columns) of noisy - denoised differs from "
@@ -511,8 +512,13 @@ def no_reference_quality(
         before, estimator = band_noise(np.where(sample_valid, noisy_64, np.nan), seed=seed)
     removed_all = np.where(sample_valid, noisy_64 - denoised_64, np.nan)
     removed_std = np.nanstd(removed_all, axis=(1, 2)) if removed_all.size else np.full(chosen.size, np.nan)
+    from hsidenoise.subspace.noise_estimate import SIGMA_FLOOR
+
+    # a sigma at the estimators' floor (SIGMA_FLOOR times the median band's, that median taken over the fit's
+    # bands, which may differ from these by a few: hence 1 %) is not resolved: no ratio to it
+    resolved = (before > 0) & (before > 1.01 * SIGMA_FLOOR * np.median(before))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(before > 0, removed_std / before, np.nan)
+        ratio = np.where(resolved, removed_std / before, np.nan)
 
     crop_valid = sample_valid[:, rows, cols]
     removed = noisy_64[:, rows, cols] - denoised_64[:, rows, cols]
