@@ -9,7 +9,7 @@ import torch
 
 from hsidenoise.model import build_model
 from hsidenoise.model.dct_csc import DCTCSCConfig
-from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, probe_perturbation
+from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, centre_lines, probe_perturbation
 from hsidenoise.subspace.signal_subspace import Subspace
 
 
@@ -23,7 +23,7 @@ def test_a_change_that_repairs_the_front_end_is_kept_and_one_that_harms_it_is_no
     bands, rows, cols, sigma = 5, 40, 37, np.full(5, 0.1)
     clean = smooth(rng, bands, rows, cols)
     noisy = clean + sigma[:, None, None] * rng.standard_normal(clean.shape)
-    front = clean + 0.05 * smooth(rng, bands, rows, cols)  # a biased front end, independent of the noise
+    front = clean + 0.2 * smooth(rng, bands, rows, cols)  # a biased front end, independent of the noise
     kept = np.ones(clean.shape, bool)
     repair, harm = clean - front, front - clean
     beta = blend_weights(noisy, kept, front, repair, np.zeros(bands), sigma)
@@ -34,8 +34,9 @@ def test_a_change_that_repairs_the_front_end_is_kept_and_one_that_harms_it_is_no
 
 @pytest.mark.parametrize("bias", [0.0, 0.5])
 def test_reinjecting_noise_is_weighed_by_its_divergence(bias: float) -> None:
-    """change = c (y - FE): its divergence is c per entry; SURE's beta is the oracle's
-    ||s||^2 / (c (||s||^2 + n sigma^2)) (s the front end's bias), 0 when the front end is unbiased."""
+    """change = c (y - FE): SURE's sums run over the kept entries centred along columns (P), so its divergence is
+    c tr(P) = c (r - 1) q on a complete r x q grid, and SURE's beta is the oracle's
+    ||P s||^2 / (c (||P s||^2 + (r - 1) q sigma^2)) (s the front end's bias), 0 when the front end is unbiased."""
     rng = np.random.default_rng(1)
     bands, rows, cols, c = 4, 200, 190, 0.5
     sigma = np.array([0.05, 0.1, 0.2, 0.4])
@@ -44,11 +45,10 @@ def test_reinjecting_noise_is_weighed_by_its_divergence(bias: float) -> None:
     shift = bias * sigma[:, None, None] * smooth(rng, bands, rows, cols)
     front = clean - shift
     kept = np.ones(clean.shape, bool)
-    kept[:, :5] = False  # entries the front end replaced: left out of the sums and of the divergence
-    entries = kept.reshape(bands, -1).sum(axis=1)
+    kept[:, :5] = False  # rows the front end replaced: left out of the sums and of the divergence
+    entries = np.full(bands, (rows - 5 - 1) * cols)
     beta = blend_weights(noisy, kept, front, c * (noisy - front), c * entries, sigma)
-    energy = np.where(kept, shift, 0.0).reshape(bands, -1)
-    energy = (energy**2).sum(axis=1)
+    energy = (centre_lines(shift, kept).reshape(bands, -1) ** 2).sum(axis=1)
     oracle = np.clip(energy / (c * (energy + entries * sigma**2)), 0, 1)
     np.testing.assert_allclose(beta, oracle, atol=0.03)  # SURE fluctuates with ||n||^2 - n sigma^2
 
@@ -76,17 +76,42 @@ def test_band_divergence_is_each_bands_derivative_by_itself_cross_components_inc
     assert np.abs(mean_field - exact).max() > 0.1 * np.abs(exact).max()
 
 
+def test_band_divergence_of_the_line_centred_change_is_the_trace_sure_needs() -> None:
+    """With ``kept``, the estimate is of tr(P J), P the kept entries centred along columns: for a per-pixel linear
+    map (J = j_b I on band b) j_b sum_p (1 - 1 / n_col(p)), n_col(p) the count of kept entries in p's column."""
+    rng = np.random.default_rng(12)
+    bands, rank, rows, cols = 6, 2, 9, 40
+    basis = np.linalg.qr(rng.standard_normal((bands, rank)))[0]
+    sigma = rng.uniform(0.5, 2.0, bands)
+    subspace = Subspace(sigma=sigma, mean=np.zeros(bands), basis=basis, eigenvalues=np.linspace(9, 1, bands), edge=1.5)
+    mixing = np.array([[0.6, 0.2], [-0.1, 0.4]])
+    kept = rng.random((bands, rows, cols)) > 0.25
+    probe = band_probe(kept, seed=3)
+    response = np.einsum("ij,jhw->ihw", mixing, probe_perturbation(probe, subspace))
+    diagonal = np.diag((sigma[:, None] * basis) @ mixing @ (basis.T / sigma[None, :]))
+    in_col = kept.sum(axis=1, keepdims=True)
+    trace = np.where(kept, 1 - 1 / np.maximum(in_col, 1), 0.0).sum(axis=(1, 2))
+    exact = diagonal * trace
+    estimate = band_divergence(response, subspace, probe, kept=kept)
+    np.testing.assert_allclose(estimate, exact, rtol=0, atol=0.06 * np.abs(exact).max())  # one probe, 285 entries
+    plain = band_divergence(response, subspace, probe)
+    assert np.abs(plain - exact).max() > 0.09 * np.abs(exact).max()  # the centring is what it measures
+
+
 def test_the_models_response_is_its_change_run_again_on_the_moved_input() -> None:
-    """solve_with_response's front end is the gate-shut model's output, its change the model's output minus
-    it, and its response the change on z + perturbation minus the change on z, with stage 1's hard thresholds
-    free to move (a perturbation large enough to cross some)."""
+    """solve_with_response's front end is the untrained model's output (``--method lowrank``'s DCT), its two changes
+    the trained front end's (gate shut) minus it and the model's output minus the trained front end, and their
+    responses the changes on z + perturbation minus the changes on z, with stage 1's hard thresholds free to move
+    (a perturbation large enough to cross some)."""
     torch.manual_seed(0)
     model = build_model(DCTCSCConfig(coupling=True)).double().eval()
     with torch.no_grad():
         model.gate.fill_(0.4)
         model.mix.fill_(0.3)
         model.coupling.fill_(0.5)
+        model.wiener.add_(0.2 * torch.randn_like(model.wiener))
         model.dictionary_rotation.add_(0.05 * torch.randn_like(model.dictionary_rotation))
+    untrained = build_model(DCTCSCConfig(coupling=True)).double().eval()
     rng = np.random.default_rng(3)
     eigen = torch.as_tensor(smooth(rng, 2, 10, 9) * np.array([20.0, 3.0])[:, None, None]
                             + rng.standard_normal((2, 10, 9)))[None]  # fmt: skip
@@ -99,17 +124,19 @@ def test_the_models_response_is_its_change_run_again_on_the_moved_input() -> Non
         model.gate.fill_(-1.0)
         fe, _ = model(z, None, eigenvalues, noise=noise)
         model.gate.copy_(gate)
-        return fe, x - fe
+        fe0, _ = untrained(z, None, eigenvalues, noise=noise)
+        return fe0, torch.stack([fe - fe0, x - fe])
 
     with torch.no_grad():
-        departure, change, response, stats = model.solve_with_response(eigen, eigenvalues, noise, perturbation)
-        front, expected_change = parts(eigen)
-        _, moved_change = parts(eigen + perturbation)
+        departure, changes, responses, stats = model.solve_with_response(eigen, eigenvalues, noise, perturbation)
+        front, expected_changes = parts(eigen)
+        _, moved_changes = parts(eigen + perturbation)
     assert bool(stats.converged.all())
     torch.testing.assert_close(eigen - departure, front, rtol=0, atol=1e-9)
-    torch.testing.assert_close(change, expected_change, rtol=0, atol=1e-9)
-    torch.testing.assert_close(response, moved_change - expected_change, rtol=0, atol=1e-9)
-    assert float(response.abs().max()) > 1e-3  # the change does depend on the input
+    torch.testing.assert_close(changes, expected_changes, rtol=0, atol=1e-9)
+    torch.testing.assert_close(responses, moved_changes - expected_changes, rtol=0, atol=1e-9)
+    assert float(changes[0].abs().max()) > 1e-3  # the trained second stage does change the front end
+    assert float(responses.abs().amax(dim=(1, 2, 3, 4)).min()) > 1e-3  # both changes depend on the input
 
 
 def test_run_blends_by_default_and_no_band_blend_turns_it_off(tmp_path) -> None:
@@ -139,3 +166,80 @@ def test_run_blends_by_default_and_no_band_blend_turns_it_off(tmp_path) -> None:
     weight = documents["blend"]["method_info"]["band_blend_mean_weight"]
     assert 0.0 <= weight <= 1.0
     assert not np.allclose(outputs["raw"], outputs["front"], atol=1e-4)  # the model changes something here
+
+
+def test_the_box_quadratic_minimum_is_the_grids_best() -> None:
+    """Two parts, random convex quadratics (some degenerate: one part zero, or two parts collinear): the exact face
+    search is at least as good as a fine grid over [0, 1]^2 and within the box."""
+    from hsidenoise.subspace.band_blend import box_quadratic_minimum
+
+    rng = np.random.default_rng(5)
+    factors = rng.standard_normal((40, 2, 3))
+    factors[0, 1] = 0.0  # a part that is zero
+    factors[1, 1] = 2 * factors[1, 0]  # collinear parts
+    gram = np.einsum("bip,bjp->bij", factors, factors)
+    linear = rng.standard_normal((40, 2)) * 2
+    beta = box_quadratic_minimum(gram, linear, 1.0)
+    assert np.all((beta >= 0) & (beta <= 1))
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201)), axis=-1).reshape(-1, 2)
+
+    def value(b: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        return np.einsum("ci,ij,cj->c", candidates, gram[b], candidates) + 2 * candidates @ linear[b]
+
+    for b in range(40):
+        assert value(b, beta[b][None])[0] <= value(b, grid).min() + 1e-9
+    assert np.all(beta[0, 1] == 0.0)
+
+
+def test_a_change_whose_gain_is_within_sures_noise_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes that neither help nor hurt (small fields independent of the noise): without the significance guard
+    SURE keeps some of about half of them (its estimate of the gain is noise), with it only where the estimated gain
+    exceeds two standard errors (a few per cent); a change that repairs a large error is kept either way."""
+    import hsidenoise.subspace.band_blend as band_blend
+
+    rng = np.random.default_rng(6)
+    bands, rows, cols = 300, 24, 25
+    sigma = np.full(bands, 1.0)
+    clean = smooth(rng, bands, rows, cols)
+    noisy = clean + rng.standard_normal(clean.shape)
+    front = clean.copy()
+    kept = np.ones(clean.shape, bool)
+    idle = 0.01 * smooth(rng, bands, rows, cols)
+    guarded = blend_weights(noisy, kept, front, idle, np.zeros(bands), sigma)
+    monkeypatch.setattr(band_blend, "SIGNIFICANCE", 0.0)
+    unguarded = blend_weights(noisy, kept, front, idle, np.zeros(bands), sigma)
+    assert 0.35 < np.mean(unguarded > 0) < 0.65
+    assert np.mean(guarded > 0) < 0.08
+    monkeypatch.undo()
+    error = 30.0 * centre_lines(smooth(rng, bands, rows, cols), kept)  # no line means: nothing for P to remove
+    np.testing.assert_allclose(blend_weights(noisy, kept, clean + error, -error, np.zeros(bands), sigma), 1.0, atol=0.1)
+
+
+def test_imputed_entries_follow_the_moved_entries_as_the_cleaning_imputes_them() -> None:
+    """move_cleaned against the cleaning itself: a tile with dead columns and impulses, cleaned, then cleaned again
+    after its kept entries moved a little (every decision the same): the imputed entries moved as move_cleaned
+    says, within the Gauss-Seidel sweeps' convergence."""
+    from hsidenoise.subspace import LowRankConfig, fit_lowrank, sample_pixels
+    from hsidenoise.subspace.outliers import clean_tile, move_cleaned
+
+    rng = np.random.default_rng(7)
+    bands, rows, cols = 19, 41, 43
+    maps = np.abs(smooth(rng, 3, rows, cols))
+    clean = 0.2 + np.einsum("bk,khw->bhw", rng.uniform(0.05, 0.2, (bands, 3)), maps)
+    noisy = clean + rng.uniform(0.002, 0.01, bands)[:, None, None] * rng.standard_normal(clean.shape)
+    noisy[4][:, [5, 6, 30]] = 0.0  # dead columns
+    hits = rng.random((rows, cols)) < 0.3
+    noisy[11][hits] = rng.choice([0.0, 1.0], size=int(hits.sum()))  # impulse
+    config = LowRankConfig(spatial="dct")
+    subspace = fit_lowrank(sample_pixels(noisy, 65536, 0), config)
+    before = clean_tile(noisy, subspace, config)
+    kept = ~before.missing & (before.values == noisy)
+    step = 1e-4 * np.where(kept, rng.choice([-1.0, 1.0], size=noisy.shape), 0.0)
+    after = clean_tile(noisy + step, subspace, config)
+    np.testing.assert_array_equal(after.missing, before.missing)  # the same decisions
+    moved = move_cleaned(step, before, subspace.regression)
+    np.testing.assert_array_equal(moved[kept], step[kept])
+    actual = after.values - before.values
+    assert before.missing.sum() > 500 and np.abs(actual[before.missing]).max() > 1e-6  # imputed entries do move
+    error = np.abs(moved - actual)[before.missing]
+    assert error.max() < 0.05 * np.abs(actual[before.missing]).max()

@@ -1,39 +1,45 @@
 """Step 6, guarded: per band, how much of a learned eigen-image denoiser's change to keep, chosen by SURE.
 
-A learned eigen-image denoiser (the DCT-CSC of ``--method decsc``) returns the front end it starts from (FE,
-inside the model), its change x* - FE, and how that change responds to a small move of its input. Back in bands, the
-change of band b is delta_b = L_b (x* - FE) (L the synthesis rows, :func:`~hsidenoise.subspace.projection.synthesis`)
-and the output is FE_b + beta_b delta_b with the beta_b in [0, :data:`BETA_MAX`] that minimises Stein's unbiased
-risk estimate of the band's mean squared error, over the entries n_b of the tile that the front end did not
-replace or destripe (where the noise is the Gaussian noise of sigma_b):
+A learned eigen-image denoiser (the DCT-CSC of ``--method decsc``) returns the front end FE0 (``--method lowrank``'s
+eigen-images, computed inside the model), its change in parts (for DCT-CSC two: the trained second stage's FE - FE0
+and the equilibrium's x* - FE), and how each part responds to a small move of its input. Back in bands, part i of
+band b is delta_ib = L_b part_i (L the synthesis rows, :func:`~hsidenoise.subspace.projection.synthesis`) and the
+output is FE0_b + sum_i beta_ib delta_ib with the beta_b in [0, :data:`BETA_MAX`]^P that minimise Stein's unbiased
+risk estimate of the band's mean squared error over the entries of the tile that the front end did not replace or
+destripe (where the noise is the Gaussian noise of sigma_b), centred along columns (P, :func:`centre_lines`, so
+that a stripe the cleaning missed does not count as signal):
 
-    SURE_b(beta) = ||FE_b + beta delta_b - y_b||^2 - n_b sigma_b^2 + 2 sigma_b^2 div_b(FE_b + beta delta_b),
+    SURE_b(beta) = ||P (FE0_b + sum_i beta_i delta_ib - y_b)||^2 - tr(P) sigma_b^2
+                   + 2 sigma_b^2 div_b(P (FE0_b + sum_i beta_i delta_ib)),
 
-quadratic in beta, so
+a convex quadratic in beta, minimised over the box exactly (:func:`blend_weights`). So a band that keeps nothing is
+the front end's band bit for bit; a band moves away from its default (the trained second stage kept, the
+equilibrium's part at its best) only where SURE's estimate of what that saves exceeds :data:`SIGNIFICANCE` of its
+standard errors.
 
-    beta_b = clip(-(<delta_b, FE_b - y_b> + sigma_b^2 div_b(delta_b)) / ||delta_b||^2, 0, BETA_MAX).
+The noise energy cancels between the outputs, so unlike an MPSNR estimate (which needs sigma_b to a few hundredths
+of a per cent, ``bench/README.md``) this choice needs sigma_b only in the divergence term, where a sigma_b too high
+(the quiet bands) only makes it keep less of the change. div_b is estimated by Monte Carlo in band space (Ramani,
+Blu and Unser 2008): the kept entries of every band move by h sigma_b probe_b (a Rademacher probe,
+:func:`band_probe`), the entries the cleaning imputed follow them as the imputation makes them
+(:func:`~hsidenoise.subspace.outliers.move_cleaned`), the model runs again on the eigen-images so moved
+(:func:`probe_perturbation`; its hard thresholds free to move too), and sum_p probe_b(p) (P L r)_b(p) /
+(h sigma_b), r a part's response, estimates div_b without bias up to the finite step h, for the cleaning's
+decisions held (which entries are missing, which lines striped): their jumps are left out, which on bands where
+half the entries were replaced leaves SURE biased (bench/README.md), every cross-component term of the coupling
+and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches MPSNR, the mean of the
+bands' PSNR: every band's own error is what is minimised.
 
-The noise energy cancels between the two outputs, so unlike an MPSNR estimate (which needs sigma_b to a few
-hundredths of a per cent, ``bench/README.md``) this choice needs sigma_b only in the divergence term, where a
-sigma_b too high (the quiet bands) only makes it keep less of the change. div_b(delta_b) = sum_p d delta_b(p) /
-d y_b(p) over the kept entries, the derivative of the band's change with respect to its own input, is estimated by
-Monte Carlo in band space (Ramani, Blu and Unser 2008): the kept entries of every band move by h sigma_b probe_b (a
-Rademacher probe, :func:`band_probe`), the model runs again on the eigen-images so moved
-(:func:`probe_perturbation`; its hard thresholds free to move too), and sum_p probe_b(p) (L r)_b(p) / (h sigma_b),
-r the change's response, estimates div_b (without bias up to the finite step h, for the model given the cleaned
-tile: the paths through the tile cleaning, imputed entries and stripe offsets, are left out), every cross-component
-term of the coupling and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches
-MPSNR, the mean of the bands' PSNR: every band's own error is what is minimised. Measured (``bench/README.md``):
-the shipped weights' gain held or raised on the cubes where the change helps, the cases where it hurt turned into
-gains or nothing, and no band far below the front end.
-
-Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,).
+Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); parts (P, ...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from hsidenoise.subspace.outliers import CleanedTile, move_cleaned
 from hsidenoise.subspace.projection import reweight, synthesis
 from hsidenoise.subspace.signal_subspace import Subspace
 
@@ -48,6 +54,10 @@ model's (measured: allowing 2 gains +0.02 to +0.04 dB on average in a whole-cube
 more)."""
 
 
+SIGNIFICANCE = 2.0
+"""A band keeps the change only where SURE's estimate of the MSE it saves exceeds this many of its standard errors."""
+
+
 def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
     """A Rademacher probe of a tile's kept entries: (B, h, w) float64, +-1 where ``kept``, 0 elsewhere."""
     signs = np.random.default_rng(seed).integers(0, 2, kept.shape) * 2.0 - 1.0
@@ -55,24 +65,61 @@ def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
 
 
 def probe_perturbation(
-    probe: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP, weights: np.ndarray | None = None
+    probe: np.ndarray,
+    subspace: Subspace,
+    step: float = DIVERGENCE_STEP,
+    weights: np.ndarray | None = None,
+    cleaned: CleanedTile | None = None,
 ) -> np.ndarray:
     """How the eigen-images move (k, h, w) when each band b of the tile moves by step sigma_b probe_b.
 
     Whitening divides band b by sigma_b, so they move by step basis^T probe (``step`` noise sigmas per
     component), or, where the projection weighted the pixel's imputed entries (``weights``, :func:`entry_weights
-    <hsidenoise.subspace.projection.entry_weights>`), by the same weighted fit of step probe.
+    <hsidenoise.subspace.projection.entry_weights>`), by the same weighted fit of the move. With ``cleaned`` (the
+    tile cleaning's result), the imputed entries move too, as the imputation makes them follow the moved entries
+    (:func:`~hsidenoise.subspace.outliers.move_cleaned`).
     """
     bands, height, width = probe.shape
-    flat = probe.reshape(bands, -1)
-    moved = step * (subspace.basis.T @ flat)
+    move = step * subspace.sigma[:, None, None] * probe
+    if cleaned is not None:
+        move = move_cleaned(move, cleaned, subspace.regression)
+    flat = move.reshape(bands, -1) / subspace.sigma[:, None]  # whitened
+    moved = subspace.basis.T @ flat
     if weights is not None:
-        reweight(moved, lambda pixels: step * flat[:, pixels], weights.reshape(bands, -1), subspace.basis)
+        reweight(moved, lambda pixels: flat[:, pixels], weights.reshape(bands, -1), subspace.basis)
     return moved.reshape(subspace.rank, height, width)
 
 
+def _centre(values: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` (0 off ``kept``) less their mean over the kept entries of each line along ``axis`` (-2: columns,
+    -1: rows); 0 off ``kept``. A symmetric projection on the kept entries."""
+    inside = np.where(kept, values, 0.0)
+    count = kept.sum(axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, inside.sum(axis=axis, keepdims=True) / count, 0.0)
+    return np.where(kept, inside - mean, 0.0)
+
+
+def centre_lines(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """P values: each band's kept entries less their column's mean over the kept entries, 0 off ``kept``.
+
+    P is a symmetric projection, so the divergence SURE needs is that of P delta (:func:`band_divergence`).
+    SURE's sums run over P's output, so a column stripe that the tile cleaning missed (an offset of the kept
+    entries of a column, not Gaussian noise) does not enter them: left in, SURE rewarded a change that follows it
+    back towards the noisy tile (measured, ``bench/quality.py``: CAVE mixture seed 0 went from +0.02 to +0.09 dB
+    over the front end, its worst band from -0.41 to -0.23 dB). Centring the rows too (for stripes across the
+    track) cost 0.07 dB on the CAVE cube with Gaussian noise and helped nowhere, so only columns are centred; the
+    tile cleaning still finds row stripes itself.
+
+    Args:
+        values: (..., B, h, w); kept: (B, h, w) bool.
+    """
+    return _centre(values, kept, -2)
+
+
 def band_divergence(
-    response: np.ndarray, subspace: Subspace, probe: np.ndarray, step: float = DIVERGENCE_STEP
+    response: np.ndarray, subspace: Subspace, probe: np.ndarray, step: float = DIVERGENCE_STEP,
+    kept: np.ndarray | None = None,
 ) -> np.ndarray:
     """div_b(delta_b) (B,): one Monte-Carlo estimate of sum_p d delta_b(p) / d y_b(p) over the probe's entries.
 
@@ -81,14 +128,20 @@ def band_divergence(
     estimates band b's divergence without bias: over the probe, the terms of other bands and other pixels
     average out.
 
+    With ``kept``, the divergence of P delta that SURE's column-centred sums need (:func:`centre_lines`):
+    E[<P delta, P n>] = sigma^2 tr(P J) (P a symmetric projection), so P is applied to the response.
+
     Args:
         response: (k, h, w) the eigen-images' change's response to :func:`probe_perturbation`'s move.
         subspace: the fitted model (its synthesis rows L and band sigma).
         probe: (B, h, w) :func:`band_probe`.
+        kept: (B, h, w) bool, the entries SURE sums over, or None (the plain divergence).
     """
     _, loadings = synthesis(subspace)  # (B, k)
     bands = probe.shape[0]
     moved = loadings @ response.reshape(response.shape[0], -1)  # (B, h w)
+    if kept is not None:
+        moved = centre_lines(moved.reshape(probe.shape), kept).reshape(bands, -1)
     return np.einsum("bp,bp->b", moved, probe.reshape(bands, -1)) / (step * subspace.sigma)
 
 
@@ -96,27 +149,95 @@ def blend_weights(
     noisy: np.ndarray,
     kept: np.ndarray,
     front: np.ndarray,
-    change: np.ndarray,
+    changes: np.ndarray,
     change_divergence: np.ndarray,
     sigma: np.ndarray,
     beta_max: float = BETA_MAX,
+    default: Sequence[float | None] | None = None,
 ) -> np.ndarray:
-    """beta_b (B,) minimising each band's SURE over its kept entries (module docstring).
+    """beta (parts, B) in [0, beta_max] minimising each band's SURE over its kept entries (module docstring).
+
+    With parts delta_1 .. delta_P of the change, SURE_b(beta) = beta^T A beta + 2 g^T beta + const, with
+    A_ij = <delta_i, delta_j> and g_i = <delta_i, FE_b - y_b> + sigma_b^2 div_b(delta_i): a convex quadratic,
+    minimised over the box exactly by :func:`box_quadratic_minimum`; the sums run over the kept entries centred
+    along columns (:func:`centre_lines`; ``change_divergence`` must be of the centred parts). A band leaves its ``default`` (the parts
+    given a value held there, the others at their best; all parts 0 when None) only where SURE's estimate of the
+    MSE that saves exceeds :data:`SIGNIFICANCE` times its standard error, 2 sigma_b ||(beta - default) delta||
+    (the estimate errs by 2 (<(beta - default) delta, n> - sigma_b^2 div)).
 
     Args:
         noisy: (B, h, w) the tile as read; kept: (B, h, w) bool, the entries SURE may use.
-        front: (B, h, w) the front end's output; change: (B, h, w) the model's output minus it.
-        change_divergence: (B,) :func:`band_divergence`. sigma: (B,) Gaussian noise sigma, data units.
+        front: (B, h, w) the front end's output; changes: (P, B, h, w) the parts of the model's output minus it
+            (or (B, h, w), one part).
+        change_divergence: (P, B) (or (B,)) :func:`band_divergence` of each part. sigma: (B,) Gaussian noise sigma,
+            data units.
+        default: per part, the weight a band keeps unless SURE is confident otherwise, or None (free).
 
     Returns:
-        (B,) float64 in [0, beta_max]; 0 where the change is zero on the kept entries.
+        (P, B) float64 (or (B,) for one part given as (B, h, w)).
     """
-    bands = noisy.shape[0]
-    kept = kept.reshape(bands, -1)
-    delta = np.where(kept, change.reshape(bands, -1), 0.0)
-    energy = np.einsum("bp,bp->b", delta, delta)
-    cross = np.einsum("bp,bp->b", delta, front.reshape(bands, -1) - noisy.reshape(bands, -1))
-    numerator = -(cross + np.asarray(sigma, dtype=np.float64) ** 2 * change_divergence)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        beta = np.where(energy > 0, numerator / energy, 0.0)
-    return np.clip(np.nan_to_num(beta, nan=0.0, posinf=beta_max, neginf=0.0), 0.0, beta_max)
+    single = changes.ndim == 3
+    changes = changes[None] if single else changes
+    divergence = np.atleast_2d(np.asarray(change_divergence, dtype=np.float64))
+    parts, bands = changes.shape[:2]
+    delta = centre_lines(changes, kept).reshape(parts, bands, -1)
+    gram = np.einsum("ibp,jbp->bij", delta, delta)  # (B, P, P)
+    linear = np.einsum("ibp,bp->bi", delta, centre_lines(front - noisy, kept).reshape(bands, -1))
+    linear += (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
+    linear = np.nan_to_num(linear, nan=0.0)
+    best = box_quadratic_minimum(gram, linear, beta_max)  # (B, P)
+    held = np.zeros((bands, parts))
+    fixed = [i for i in range(parts) if default is None or default[i] is not None]
+    free = [i for i in range(parts) if i not in fixed]
+    if default is not None:
+        held[:, fixed] = [float(default[i]) for i in fixed]
+    if free:  # the free parts at their best with the others held
+        shifted = linear[:, free] + np.einsum("bij,bj->bi", gram[:, free][:, :, fixed], held[:, fixed])
+        held[:, free] = box_quadratic_minimum(gram[:, free][:, :, free], shifted, beta_max)
+
+    def sure(beta: np.ndarray) -> np.ndarray:
+        return np.einsum("bi,bij,bj->b", beta, gram, beta) + 2 * np.einsum("bi,bi->b", linear, beta)
+
+    step = best - held
+    spread = 2 * np.asarray(sigma, dtype=np.float64) * np.sqrt(np.maximum(np.einsum("bi,bij,bj->b", step, gram, step), 0))
+    confident = sure(held) - sure(best) > SIGNIFICANCE * spread
+    beta = np.where(confident[:, None], best, held).T
+    return beta[0] if single else beta
+
+
+def box_quadratic_minimum(gram: np.ndarray, linear: np.ndarray, high: float) -> np.ndarray:
+    """argmin over [0, high]^P of beta^T A beta + 2 g^T beta, per band, for a few parts P.
+
+    Every face of the box is tried (each part free, at 0 or at ``high``): the free parts solve their linear
+    system, the candidates inside the box are scored, the best kept. Exact for a convex quadratic; 3^P faces.
+
+    Args:
+        gram: (B, P, P) positive semi-definite A; linear: (B, P) g.
+
+    Returns:
+        (B, P) float64; where A is zero the parts stay 0.
+    """
+    import itertools
+
+    bands, parts = linear.shape
+    best = np.zeros((bands, parts))
+    best_value = np.zeros(bands)  # beta = 0
+    for states in itertools.product((0, 1, 2), repeat=parts):  # 0: at 0, 1: at high, 2: free
+        free = [i for i, state in enumerate(states) if state == 2]
+        candidate = np.array([high if state == 1 else 0.0 for state in states])[None].repeat(bands, axis=0)
+        valid = np.ones(bands, bool)
+        if free:
+            fixed = [i for i in range(parts) if i not in free]
+            right = -(linear[:, free] + np.einsum("bij,bj->bi", gram[:, free][:, :, fixed], candidate[:, fixed]))
+            system = gram[:, free][:, :, free]
+            scale = np.abs(system).max(axis=(1, 2))
+            determinant = np.linalg.det(system)
+            valid = np.abs(determinant) > 1e-12 * np.maximum(scale, 1e-300) ** len(free)
+            safe = np.where(valid[:, None, None], system, np.eye(len(free))[None])
+            solution = np.linalg.solve(safe, right[..., None])[..., 0]
+            candidate[:, free] = solution
+            valid &= np.all((solution >= 0.0) & (solution <= high), axis=1) & np.isfinite(solution).all(axis=1)
+        value = np.einsum("bi,bij,bj->b", candidate, gram, candidate) + 2 * np.einsum("bi,bi->b", linear, candidate)
+        better = valid & (value < best_value)
+        best[better], best_value[better] = candidate[better], value[better]
+    return best

@@ -85,12 +85,13 @@ class BlendedEigenImageDenoiser(EigenImageDenoiser, Protocol):
     def denoise_parts(
         self, eigen_images: np.ndarray, noise: float | np.ndarray, perturbation: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(k, h, w) eigen-images -> the front end inside the denoiser, its change (output minus front end) and
-        the change's response to a small (k, h, w) ``perturbation`` of the eigen-images, each (k, h, w)."""
+        """(k, h, w) eigen-images -> the front end (k, h, w), the denoiser's changes to it (parts, k, h, w; they add
+        up to its output minus the front end; the pipeline weighs each part apart) and the changes' responses to a
+        small (k, h, w) ``perturbation`` of the eigen-images (parts, k, h, w)."""
         ...
 
     def record_blend(self, beta: np.ndarray) -> None:
-        """Take note of the blend weights (B,) the pipeline chose for one tile (for the run report)."""
+        """Take note of the blend weights (parts, B) the pipeline chose for one tile (for the run report)."""
         ...
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hsidenoise.subspace.config import LowRankConfig
-from hsidenoise.subspace.noise_estimate import BandRegression, clean_entries, fill_missing
+from hsidenoise.subspace.noise_estimate import FILL_SWEEPS, BandRegression, clean_entries, fill_missing
 from hsidenoise.subspace.signal_subspace import Subspace
-from hsidenoise.subspace.spatial_fill import fill_from_neighbourhood
+from hsidenoise.subspace.spatial_fill import NeighbourhoodFill, fill_from_neighbourhood, move_neighbourhood_fill
 from hsidenoise.subspace.stripes import ROW_STRIPE_FACTOR, confirmed_stripe_offsets, subspace_complement
 
 COHERENT_FRACTION = 0.5
@@ -170,11 +170,45 @@ class CleanedTile:
             their imputation errs by about the band regression's residual scale; the rest of ``missing`` was
             detected by its residual, so its imputation errs by more where the detection was false
             (:func:`~hsidenoise.subspace.projection.entry_weights`).
+        fill: what the neighbourhood fill decided (:func:`move_cleaned`), or None (nothing imputed).
     """
 
     values: np.ndarray
     missing: np.ndarray
     known: np.ndarray
+    fill: NeighbourhoodFill | None = None
+
+
+def move_cleaned(move: np.ndarray, cleaned: CleanedTile, regression: BandRegression | None) -> np.ndarray:
+    """How a cleaned tile moves when the tile's entries that were kept move by ``move``, every decision held.
+
+    The entries found missing are imputed again from the moved ones: the spectral imputation (the conditional mean
+    given the pixel's other bands, by Gauss-Seidel sweeps from zero; exactly linear, without the mean), then the
+    neighbourhood fill with its bands and blends (:func:`~hsidenoise.subspace.spatial_fill.move_neighbourhood_fill`).
+    What the band blend's divergence needs (:func:`~hsidenoise.subspace.band_blend.probe_perturbation`): an entry
+    y_b(p) moves the output of band b at p also through the imputed entries of the pixel's other bands, and of
+    its own band's neighbours. Left out, that path underestimated the divergence on mixed noise (every band, the
+    untouched ones too: SURE then kept changes that hurt; bench/README.md).
+
+    Args:
+        move: (B, h, w) float64, zero at ``cleaned.missing`` (not changed).
+        cleaned: the :class:`CleanedTile` of the tile; regression: the band regression that cleaned it (None: no
+            imputation happened).
+
+    Returns:
+        (B, h, w) float64, the cleaned tile's move.
+    """
+    missing = cleaned.missing
+    if regression is None or not missing.any():
+        return move
+    bands = move.shape[0]
+    moved = np.where(missing, 0.0, move).reshape(bands, -1)
+    centred = BandRegression(np.zeros(bands), regression.coefficients, regression.residual_scale)
+    fill_missing(moved, missing.reshape(bands, -1), centred, FILL_SWEEPS + 1)
+    moved = moved.reshape(move.shape)
+    if cleaned.fill is not None:
+        move_neighbourhood_fill(moved, missing, centred, cleaned.fill)
+    return moved
 
 
 def remove_outliers(
@@ -240,7 +274,7 @@ def clean_tile(
     destriped = filled.observed.reshape(tile.shape)
     protected = _coherent_residuals(filled, dead, regression, config)
     cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
-    cleaned = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)
+    cleaned, fill = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)
     if facts is not None:
         offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
         facts.update(
@@ -248,4 +282,4 @@ def clean_tile(
             stripe_square_sum=(offsets.reshape(bands, -1) ** 2).sum(axis=1),
             entries=height * width,
         )
-    return CleanedTile(cleaned.reshape(tile.shape), missing.reshape(tile.shape), dead)
+    return CleanedTile(cleaned.reshape(tile.shape), missing.reshape(tile.shape), dead, fill)

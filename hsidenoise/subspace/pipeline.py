@@ -137,16 +137,19 @@ def _denoise_blended(
     eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
     kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
     probe = band_probe(kept)
-    front, difference, response = eigen_denoiser.denoise_parts(
-        eigen_images, 1.0, probe_perturbation(probe, subspace, weights=weights)
+    front, differences, responses = eigen_denoiser.denoise_parts(
+        eigen_images, 1.0, probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
     )
     front_bands = back_project(front, subspace)
-    change = (synthesis(subspace)[1] @ difference.reshape(difference.shape[0], -1)).reshape(front_bands.shape)
-    change_divergence = band_divergence(response, subspace, probe)
+    loadings = synthesis(subspace)[1]
+    changes = np.stack([(loadings @ part.reshape(part.shape[0], -1)).reshape(front_bands.shape) for part in differences])
+    change_divergence = np.stack([band_divergence(response, subspace, probe, kept=kept) for response in responses])
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
-    beta = blend_weights(tile, kept, front_bands, change, change_divergence, sigma)
+    beta = blend_weights(
+        tile, kept, front_bands, changes, change_divergence, sigma, default=getattr(eigen_denoiser, "blend_default", None)
+    )
     eigen_denoiser.record_blend(beta)
-    return front_bands + beta[:, None, None] * change
+    return front_bands + np.einsum("pb,pbhw->bhw", beta, changes)
 
 
 def sample_pixels(cube: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -22,6 +22,8 @@ Shapes: tiles are (B, h, w); per-band arrays (B,).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hsidenoise.subspace.noise_estimate import BandRegression
@@ -54,28 +56,33 @@ def _window_sums(values: np.ndarray, radius: int) -> np.ndarray:
     return square - column - row + values
 
 
-def fill_from_neighbourhood(
-    cleaned: np.ndarray, missing: np.ndarray, regression: BandRegression, radius: int = FILL_RADIUS
-) -> np.ndarray:
-    """Re-impute the missing entries of a tile where the band's neighbourhood predicts them better (module doc).
+@dataclass(frozen=True)
+class NeighbourhoodFill:
+    """What :func:`fill_from_neighbourhood` decided for one tile: the bands it re-imputed and each one's blend w.
 
-    Args:
-        cleaned: (B, h, w) float64, observed entries as they are, missing ones imputed by ``regression``
-            (:func:`~hsidenoise.subspace.noise_estimate.clean_entries`); changed in place and returned.
-        missing: (B, h, w) bool.
-        regression: the band regression that imputed them.
+    Attributes:
+        bands: (n,) int, band indices; blends: (n,) float64 in [0, 1], the weight of the local mean B.
         radius: the window's half side.
-
-    Returns:
-        ``cleaned``, its missing entries re-imputed in the bands where the blend checks out.
     """
+
+    bands: np.ndarray
+    blends: np.ndarray
+    radius: int = FILL_RADIUS
+
+
+def _neighbourhood_estimates(
+    cleaned: np.ndarray, missing: np.ndarray, regression: BandRegression, bands: np.ndarray, radius: int, mean: bool = True
+) -> dict[str, np.ndarray]:
+    """The two neighbourhood estimates of ``bands`` of a (B, h, w) tile, each (n, h, w): at every entry with its
+    whole window (``corrected``, A; ``local``, B) and, at observed entries, leaving the entry itself out
+    (``corrected_check``, ``local_check``); with the regression's ``prediction``, ``values`` (0 at missing
+    entries), ``observed`` and ``left_out`` (observed neighbours, the entry's own term removed). ``mean``: False
+    takes the regression without its mean (how a move of the tile moves the estimates: they are affine in it)."""
     total, height, width = cleaned.shape
-    bands = np.flatnonzero(np.count_nonzero(missing, axis=(1, 2)) >= max(1.0, MIN_MISSING_SHARE * height * width))
-    if bands.size == 0:
-        return cleaned
     flat = cleaned.reshape(total, -1)
+    centred = flat - regression.mean[:, None] if mean else flat
     # each entry's prediction from the other bands of its pixel: the value minus its regression residual
-    residual = regression.coefficients[:, bands].T @ (flat - regression.mean[:, None])  # (n, h * w)
+    residual = regression.coefficients[:, bands].T @ centred  # (n, h * w)
     prediction = (flat[bands] - residual).reshape(bands.size, height, width)
     observed = ~missing[bands]
     values = np.where(observed, cleaned[bands], 0.0)
@@ -91,19 +98,85 @@ def fill_from_neighbourhood(
         local_check = np.where(left_out > 0, (value_sum - values) / left_out, prediction)
         corrected = prediction + np.where(neighbours > 0, error_sum / neighbours, 0.0)
         local = np.where(neighbours > 0, value_sum / neighbours, prediction)
+    return {
+        "prediction": prediction, "values": values, "observed": observed, "left_out": left_out,
+        "corrected_check": corrected_check, "local_check": local_check, "corrected": corrected, "local": local,
+    }  # fmt: skip
+
+
+def fill_from_neighbourhood(
+    cleaned: np.ndarray, missing: np.ndarray, regression: BandRegression, radius: int = FILL_RADIUS
+) -> tuple[np.ndarray, NeighbourhoodFill]:
+    """Re-impute the missing entries of a tile where the band's neighbourhood predicts them better (module doc).
+
+    Args:
+        cleaned: (B, h, w) float64, observed entries as they are, missing ones imputed by ``regression``
+            (:func:`~hsidenoise.subspace.noise_estimate.clean_entries`); changed in place and returned.
+        missing: (B, h, w) bool.
+        regression: the band regression that imputed them.
+        radius: the window's half side.
+
+    Returns:
+        ``cleaned``, its missing entries re-imputed in the bands where the blend checks out, and what was decided
+        (for :func:`move_neighbourhood_fill`).
+    """
+    total, height, width = cleaned.shape
+    nothing = NeighbourhoodFill(np.zeros(0, np.int64), np.zeros(0), radius)
+    bands = np.flatnonzero(np.count_nonzero(missing, axis=(1, 2)) >= max(1.0, MIN_MISSING_SHARE * height * width))
+    if bands.size == 0:
+        return cleaned, nothing
+    estimates = _neighbourhood_estimates(cleaned, missing, regression, bands, radius)
+    observed, left_out, values = estimates["observed"], estimates["left_out"], estimates["values"]
+    chosen, blends = [], []
     for index, band in enumerate(bands):
         checked = observed[index] & (left_out[index] > 0)
         if np.count_nonzero(checked) < MIN_CHECKED_ENTRIES:
             continue
         target = values[index][checked]
-        a, b = corrected_check[index][checked], local_check[index][checked]
+        a, b = estimates["corrected_check"][index][checked], estimates["local_check"][index][checked]
         step = b - a
         power = float(step @ step)
         blend = float(np.clip((target - a) @ step / power, 0.0, 1.0)) if power > 0 else 0.0
         blended_error = target - a - blend * step
-        spectral_error = target - prediction[index][checked]
+        spectral_error = target - estimates["prediction"][index][checked]
         if blended_error @ blended_error < spectral_error @ spectral_error:
-            gaps = missing[band]
-            estimate = corrected[index] + blend * (local[index] - corrected[index])
-            cleaned[band][gaps] = estimate[gaps]
-    return cleaned
+            chosen.append(index)
+            blends.append(blend)
+    _apply(cleaned, missing, bands, estimates, chosen, blends)
+    return cleaned, NeighbourhoodFill(bands[chosen].astype(np.int64), np.asarray(blends, np.float64), radius)
+
+
+def _apply(
+    cleaned: np.ndarray,
+    missing: np.ndarray,
+    bands: np.ndarray,
+    estimates: dict[str, np.ndarray],
+    chosen: list[int],
+    blends: list[float],
+) -> None:
+    """Write A + w (B - A) at the missing entries of the chosen ``bands[chosen]`` (in place)."""
+    for index, blend in zip(chosen, blends):
+        band = bands[index]
+        gaps = missing[band]
+        estimate = estimates["corrected"][index] + blend * (estimates["local"][index] - estimates["corrected"][index])
+        cleaned[band][gaps] = estimate[gaps]
+
+
+def move_neighbourhood_fill(
+    move: np.ndarray, missing: np.ndarray, regression: BandRegression, fill: NeighbourhoodFill
+) -> np.ndarray:
+    """How :func:`fill_from_neighbourhood`'s output moves when its input moves by ``move``, its decisions held.
+
+    Given its decisions the fill is affine in the tile, so the move goes through the same estimates with the
+    regression's mean left out.
+
+    Args:
+        move: (B, h, w) float64, the input's move (missing entries included: their spectral imputation's move);
+            changed in place and returned.
+        missing: (B, h, w) bool; regression: as given to the fill; fill: its decisions.
+    """
+    if fill.bands.size == 0:
+        return move
+    estimates = _neighbourhood_estimates(move, missing, regression, fill.bands, fill.radius, mean=False)
+    _apply(move, missing, fill.bands, estimates, list(range(fill.bands.size)), list(fill.blends))
+    return move
