@@ -54,9 +54,9 @@ model's (measured: allowing 2 gains +0.02 to +0.04 dB on average in a whole-cube
 more)."""
 SIGNIFICANCE = 2.0
 """A band leaves its default weights (:func:`blend_weights`) only where SURE's estimate of the MSE that saves
-exceeds this many of its standard errors, 2 sigma_b ||(beta - default) delta||. Measured on four single-tile cases
-(bench/README.md, "The band blend anchored on the front end"): 1 keeps less of the trained stage and loses
-0.01-0.03 dB a case; 3 gains up to 0.01 dB more; 2 is the middle, not tuned further on the validation cubes."""
+exceeds this many of its standard errors, 2 sigma_b ||(beta - default) delta||. Measured on the four single-tile
+cases of bench/README.md ("The band blend anchored on the front end"): 1 keeps less of the trained stage and loses
+0.005-0.03 dB a case; 3 gains up to 0.01 dB more; 2 is the middle, not tuned further on the validation cubes."""
 
 
 def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
