@@ -35,6 +35,7 @@ Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); parts (P
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -218,8 +219,6 @@ def box_quadratic_minimum(gram: np.ndarray, linear: np.ndarray, high: float) -> 
     Returns:
         (B, P) float64; where A is zero the parts stay 0.
     """
-    import itertools
-
     bands, parts = linear.shape
     best = np.zeros((bands, parts))
     best_value = np.zeros(bands)  # beta = 0

@@ -78,6 +78,9 @@ class BlendedEigenImageDenoiser(EigenImageDenoiser, Protocol):
 
     Attributes:
         band_blend: whether the pipeline should blend (False: plain back-projection of :meth:`denoise`).
+
+    Optional: ``blend_default``, per part the weight a band keeps unless SURE is confident otherwise (None: free;
+    :func:`~hsidenoise.subspace.band_blend.blend_weights`); without it every part starts at 0.
     """
 
     band_blend: bool

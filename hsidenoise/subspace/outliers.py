@@ -11,6 +11,7 @@ Shapes: tiles are (B, h, w); band-major pixels are (B, h * w).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -203,7 +204,7 @@ def move_cleaned(move: np.ndarray, cleaned: CleanedTile, regression: BandRegress
         return move
     bands = move.shape[0]
     moved = np.where(missing, 0.0, move).reshape(bands, -1)
-    centred = BandRegression(np.zeros(bands), regression.coefficients, regression.residual_scale)
+    centred = dataclasses.replace(regression, mean=np.zeros(bands))  # a move is linear: no mean to subtract
     fill_missing(moved, missing.reshape(bands, -1), centred, FILL_SWEEPS + 1)
     moved = moved.reshape(move.shape)
     if cleaned.fill is not None:

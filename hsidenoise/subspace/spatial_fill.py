@@ -71,18 +71,16 @@ class NeighbourhoodFill:
 
 
 def _neighbourhood_estimates(
-    cleaned: np.ndarray, missing: np.ndarray, regression: BandRegression, bands: np.ndarray, radius: int, mean: bool = True
+    cleaned: np.ndarray, missing: np.ndarray, regression: BandRegression, bands: np.ndarray, radius: int
 ) -> dict[str, np.ndarray]:
     """The two neighbourhood estimates of ``bands`` of a (B, h, w) tile, each (n, h, w): at every entry with its
     whole window (``corrected``, A; ``local``, B) and, at observed entries, leaving the entry itself out
     (``corrected_check``, ``local_check``); with the regression's ``prediction``, ``values`` (0 at missing
-    entries), ``observed`` and ``left_out`` (observed neighbours, the entry's own term removed). ``mean``: False
-    takes the regression without its mean (how a move of the tile moves the estimates: they are affine in it)."""
+    entries), ``observed`` and ``left_out`` (observed neighbours, the entry's own term removed)."""
     total, height, width = cleaned.shape
     flat = cleaned.reshape(total, -1)
-    centred = flat - regression.mean[:, None] if mean else flat
     # each entry's prediction from the other bands of its pixel: the value minus its regression residual
-    residual = regression.coefficients[:, bands].T @ centred  # (n, h * w)
+    residual = regression.coefficients[:, bands].T @ (flat - regression.mean[:, None])  # (n, h * w)
     prediction = (flat[bands] - residual).reshape(bands.size, height, width)
     observed = ~missing[bands]
     values = np.where(observed, cleaned[bands], 0.0)
@@ -167,16 +165,16 @@ def move_neighbourhood_fill(
 ) -> np.ndarray:
     """How :func:`fill_from_neighbourhood`'s output moves when its input moves by ``move``, its decisions held.
 
-    Given its decisions the fill is affine in the tile, so the move goes through the same estimates with the
-    regression's mean left out.
+    Given its decisions the fill is affine in the tile, so the move goes through the same estimates, with a
+    regression whose mean is zero (a move has no mean to subtract).
 
     Args:
         move: (B, h, w) float64, the input's move (missing entries included: their spectral imputation's move);
             changed in place and returned.
-        missing: (B, h, w) bool; regression: as given to the fill; fill: its decisions.
+        missing: (B, h, w) bool; regression: the fill's, its mean set to zero; fill: its decisions.
     """
     if fill.bands.size == 0:
         return move
-    estimates = _neighbourhood_estimates(move, missing, regression, fill.bands, fill.radius, mean=False)
+    estimates = _neighbourhood_estimates(move, missing, regression, fill.bands, fill.radius)
     _apply(move, missing, fill.bands, estimates, list(range(fill.bands.size)), list(fill.blends))
     return move
