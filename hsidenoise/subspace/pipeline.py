@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +26,7 @@ from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
 from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, probe_perturbation
+from hsidenoise.subspace.fit_divergence import fit_path_divergence
 from hsidenoise.subspace.eigenimages import (
     BlendedEigenImageDenoiser,
     EigenImageDenoiser,
@@ -144,6 +145,7 @@ def _denoise_blended(
     loadings = synthesis(subspace)[1]
     changes = np.stack([(loadings @ part.reshape(part.shape[0], -1)).reshape(front_bands.shape) for part in differences])
     change_divergence = np.stack([band_divergence(response, subspace, probe, kept=kept) for response in responses])
+    change_divergence += fit_path_divergence(cleaned.values, np.asarray(differences), subspace)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(
         tile, kept, front_bands, changes, change_divergence, sigma, default=getattr(eigen_denoiser, "blend_default", None)
@@ -217,6 +219,18 @@ def _valid_spectra(stats: _PixelSample) -> np.ndarray:
     return np.asarray(valid if valid is not None else stats.sample_spectra)
 
 
+def _population(stats: _PixelSample, subspace: Subspace) -> float | None:
+    """How many pixels the fitted sample stands for: its size scaled by the cube's pixels over the sampled ones
+    (a ``CubeStatistics`` samples uniformly; a lighter object without ``shape``: the sample itself)."""
+    if subspace.population is None:
+        return None
+    shape = getattr(stats, "shape", None)
+    sampled = len(stats.sample_spectra)
+    if shape is None or len(shape) != 3 or sampled == 0:
+        return subspace.population
+    return subspace.population * max(1.0, shape[1] * shape[2] / sampled)
+
+
 class LowRankDenoiser(DenoiserBase):
     """The subspace pipeline behind the ``Denoiser`` protocol of ``hsidenoise.denoiser``.
 
@@ -273,6 +287,7 @@ class LowRankDenoiser(DenoiserBase):
         subspace = fit_lowrank(
             spectra, self.config, getattr(stats, "valid_neighbour_pairs", None), getattr(stats, "sample_positions", None)
         )
+        subspace = replace(subspace, population=_population(stats, subspace))
         if is_noise_free(spectra, subspace.sigma):
             raise NothingToDenoise("no noise found (the bands predict each other exactly)")
         self.subspace = subspace

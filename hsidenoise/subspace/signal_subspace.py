@@ -75,6 +75,11 @@ class Subspace:
             tile; None: no entry is.
         gaussian_sigma: (B,) the Gaussian noise sigma per band (what a sensor model would quote; ``sigma``
             is larger where corruption remains); None: not measured (``sigma`` given by the caller).
+        eigenvectors: (B, B) every eigenvector of the whitened sample covariance, in the order of
+            ``eigenvalues`` (the first k are ``basis``, signs included); what the fit's own response to the data
+            needs (:mod:`~hsidenoise.subspace.fit_divergence`). None: not kept.
+        population: how many pixels the fitted sample was drawn from (the sample's size when every pixel was in
+            it): one pixel's share in the covariance is 1 / population in expectation. None: not known.
     """
 
     sigma: np.ndarray
@@ -87,6 +92,8 @@ class Subspace:
     loadings: np.ndarray | None = None
     stuck: StuckValues | None = None
     gaussian_sigma: np.ndarray | None = None
+    eigenvectors: np.ndarray | None = None
+    population: float | None = None
 
     @property
     def rank(self) -> int:
@@ -156,11 +163,15 @@ def fit_subspace(spectra: np.ndarray, sigma: np.ndarray, config: LowRankConfig |
     eigenvalues, eigenvectors = eigenvalues[::-1].copy(), eigenvectors[:, ::-1]
     edge = config.edge_margin * (1.0 + math.sqrt(bands / n)) ** 2
     rank = int(np.clip(np.count_nonzero(eigenvalues > edge), 1, max(1, min(bands, config.max_rank, n - 1))))
-    basis = np.ascontiguousarray(eigenvectors[:, :rank])
+    eigenvectors = np.ascontiguousarray(eigenvectors)
     # a deterministic sign: each component's largest loading is positive
-    signs = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(rank)])
-    basis *= np.where(signs == 0, 1.0, signs)
-    return Subspace(sigma=sigma, mean=mean, basis=basis, eigenvalues=eigenvalues, edge=edge)
+    signs = np.sign(eigenvectors[np.abs(eigenvectors[:, :rank]).argmax(axis=0), np.arange(rank)])
+    eigenvectors[:, :rank] *= np.where(signs == 0, 1.0, signs)
+    basis = np.ascontiguousarray(eigenvectors[:, :rank])
+    return Subspace(
+        sigma=sigma, mean=mean, basis=basis, eigenvalues=eigenvalues, edge=edge, eigenvectors=eigenvectors,
+        population=float(n),
+    )
 
 
 def fit_loadings(spectra: np.ndarray, subspace: Subspace, config: LowRankConfig | None = None) -> Subspace:
