@@ -9,7 +9,13 @@ import torch
 
 from hsidenoise.model import build_model
 from hsidenoise.model.dct_csc import DCTCSCConfig
-from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, centre_lines, probe_perturbation
+from hsidenoise.subspace.band_blend import (
+    band_probe,
+    blend_weights,
+    centre_lines,
+    probe_perturbation,
+    subspace_divergence,
+)
 from hsidenoise.subspace.signal_subspace import Subspace
 
 
@@ -53,49 +59,60 @@ def test_reinjecting_noise_is_weighed_by_its_divergence(bias: float) -> None:
     np.testing.assert_allclose(beta, oracle, atol=0.03)  # SURE fluctuates with ||n||^2 - n sigma^2
 
 
-def test_band_divergence_is_each_bands_derivative_by_itself_cross_components_included() -> None:
-    """A linear eigen-image map that mixes the components (M, as the coupling does): the band-space Monte-Carlo
-    estimate is sum_p d change_b(p) / d y_b(p) over the kept entries, (L M W)_bb times their count, within its
-    sampling error; a mean-field sum over each component alone (M's diagonal) is not."""
-    rng = np.random.default_rng(2)
-    bands, rank, rows, cols = 7, 3, 300, 290
-    basis = np.linalg.qr(rng.standard_normal((bands, rank)))[0]
+def linear_case(seed: int, bands: int, rank: int, rows: int, cols: int, quiet_row: float = 1.0):
+    """A subspace (band 0's basis row scaled by ``quiet_row``: a band with little of its variance in the subspace),
+    and a linear per-pixel eigen-image map that mixes the components (as the coupling does)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.standard_normal((bands, rank))
+    raw[0] *= quiet_row
+    basis = np.linalg.qr(raw)[0]
     sigma = rng.uniform(0.5, 2.0, bands)
     subspace = Subspace(sigma=sigma, mean=rng.standard_normal(bands), basis=basis,
                         eigenvalues=np.linspace(30, 1, bands), edge=1.5)  # fmt: skip
-    mixing = np.array([[0.3, 0.4, 0.0], [-0.5, -0.2, 0.1], [0.2, 0.0, 0.7]])
-    kept = rng.random((bands, rows, cols)) > 0.2
-    probe = band_probe(kept, seed=7)
-    response = np.einsum("ij,jhw->ihw", mixing, probe_perturbation(probe, subspace))
+    mixing = rng.uniform(-0.5, 0.7, (rank, rank))
+    return subspace, mixing
+
+
+def test_subspace_divergence_is_each_bands_derivative_by_itself_cross_components_included() -> None:
+    """For a linear per-pixel map M of the eigen-images, sum_p d (P change)_b(p) / d y_b(p) is (L M W E)_bb times
+    tr(P) = rows cols (1 - 1 / rows) (P: each column less its mean), within the one probe's sampling error; a
+    mean-field sum over each component alone (M's diagonal) is not."""
+    bands, rank, rows, cols = 7, 3, 300, 290
+    subspace, mixing = linear_case(2, bands, rank, rows, cols)
+    kept = np.ones((bands, rows, cols), bool)
+    perturbation = probe_perturbation(band_probe(kept, seed=7), subspace)
+    responses = np.einsum("ij,jhw->ihw", mixing, perturbation)[None]
+    basis, sigma = subspace.basis, subspace.sigma
     jacobian = (sigma[:, None] * basis) @ mixing @ (basis.T / sigma[None, :])  # d change_b / d y_b', per pixel
-    exact = np.diag(jacobian) * kept.reshape(bands, -1).sum(axis=1)
-    estimate = band_divergence(response, subspace, probe)
+    exact = np.diag(jacobian) * rows * cols * (1 - 1 / rows)
+    estimate = subspace_divergence(perturbation, responses, subspace)[0]
     np.testing.assert_allclose(estimate, exact, rtol=0, atol=0.02 * np.abs(exact).max())
-    entries = kept.reshape(bands, -1).sum(axis=1)
-    mean_field = (sigma[:, None] * basis * basis / sigma[:, None]) @ np.diag(mixing) * entries
+    mean_field = (basis * basis) @ np.diag(mixing) * rows * cols * (1 - 1 / rows)
     assert np.abs(mean_field - exact).max() > 0.1 * np.abs(exact).max()
 
 
-def test_band_divergence_of_the_line_centred_change_is_the_trace_sure_needs() -> None:
-    """With ``kept``, the estimate is of tr(P J), P the kept entries centred along columns: for a per-pixel linear
-    map (J = j_b I on band b) j_b sum_p (1 - 1 / n_col(p)), n_col(p) the count of kept entries in p's column."""
-    rng = np.random.default_rng(12)
-    bands, rank, rows, cols = 6, 2, 9, 40
-    basis = np.linalg.qr(rng.standard_normal((bands, rank)))[0]
-    sigma = rng.uniform(0.5, 2.0, bands)
-    subspace = Subspace(sigma=sigma, mean=np.zeros(bands), basis=basis, eigenvalues=np.linspace(9, 1, bands), edge=1.5)
-    mixing = np.array([[0.6, 0.2], [-0.1, 0.4]])
-    kept = rng.random((bands, rows, cols)) > 0.25
-    probe = band_probe(kept, seed=3)
-    response = np.einsum("ij,jhw->ihw", mixing, probe_perturbation(probe, subspace))
-    diagonal = np.diag((sigma[:, None] * basis) @ mixing @ (basis.T / sigma[None, :]))
-    in_col = kept.sum(axis=1, keepdims=True)
-    trace = np.where(kept, 1 - 1 / np.maximum(in_col, 1), 0.0).sum(axis=(1, 2))
-    exact = diagonal * trace
-    estimate = band_divergence(response, subspace, probe, kept=kept)
-    np.testing.assert_allclose(estimate, exact, rtol=0, atol=0.06 * np.abs(exact).max())  # one probe, 285 entries
-    plain = band_divergence(response, subspace, probe)
-    assert np.abs(plain - exact).max() > 0.09 * np.abs(exact).max()  # the centring is what it measures
+def test_subspace_divergence_is_less_noisy_than_a_bands_own_probe_where_the_subspace_holds_little_of_it() -> None:
+    """The k x k traces pool every band's probe: on a band with a small basis row (its own probe moves the
+    eigen-images little, the other bands' probes still move its change), the estimate from its own probe alone,
+    sum_p probe_b (P L r)_b / (h sigma_b), errs several times more over probes than the pooled one."""
+    bands, rank, rows, cols, step = 12, 3, 40, 37, 0.01
+    subspace, mixing = linear_case(5, bands, rank, rows, cols, quiet_row=0.05)
+    assert np.linalg.norm(subspace.basis[0]) < 0.1
+    kept = np.ones((bands, rows, cols), bool)
+    basis, sigma = subspace.basis, subspace.sigma
+    exact = np.diag((sigma[:, None] * basis) @ mixing @ (basis.T / sigma[None, :]))[0] * rows * cols * (1 - 1 / rows)
+    pooled, own = [], []
+    for seed in range(40):
+        probe = band_probe(kept, seed=seed)
+        perturbation = probe_perturbation(probe, subspace, step)
+        response = np.einsum("ij,jhw->ihw", mixing, perturbation)
+        pooled.append(subspace_divergence(perturbation, response[None], subspace, step)[0, 0])
+        moved = centre_lines(((sigma[:, None] * basis) @ response.reshape(rank, -1)).reshape(kept.shape), kept)
+        own.append(float(np.sum(moved[0] * probe[0])) / (step * sigma[0]))
+    pooled_error = np.sqrt(np.mean((np.array(pooled) - exact) ** 2))
+    own_error = np.sqrt(np.mean((np.array(own) - exact) ** 2))
+    assert abs(np.mean(pooled) - exact) < 3 * pooled_error / np.sqrt(40)  # no bias beyond its sampling error
+    assert pooled_error < own_error / 4
 
 
 def test_the_models_response_is_its_change_run_again_on_the_moved_input() -> None:

@@ -19,15 +19,17 @@ standard errors.
 
 The noise energy cancels between the outputs, so unlike an MPSNR estimate (which needs sigma_b to a few hundredths
 of a per cent, ``bench/README.md``) this choice needs sigma_b only in the divergence term, where a sigma_b too high
-(the quiet bands) only makes it keep less of the change. div_b is estimated by Monte Carlo in band space (Ramani,
-Blu and Unser 2008): the kept entries of every band move by h sigma_b probe_b (a Rademacher probe,
+(the quiet bands) only makes it keep less of the change. div_b is estimated by Monte Carlo (Ramani, Blu and Unser
+2008) with one probe: the kept entries of every band move by h sigma_b probe_b (a Rademacher probe,
 :func:`band_probe`), the entries the cleaning imputed follow them as the imputation makes them
 (:func:`~hsidenoise.subspace.outliers.move_cleaned`), the model runs again on the eigen-images so moved
-(:func:`probe_perturbation`; its hard thresholds free to move too), and sum_p probe_b(p) (P L r)_b(p) /
-(h sigma_b), r a part's response, estimates div_b without bias up to the finite step h, for the cleaning's
-decisions held (which entries are missing, which lines striped): their jumps are left out, which on bands where
-half the entries were replaced leaves SURE biased (bench/README.md), every cross-component term of the coupling
-and the hard thresholds' jumps included (:func:`band_divergence`). A per-band blend matches MPSNR, the mean of the
+(:func:`probe_perturbation`; its hard thresholds free to move too), and the responses give the k x k traces of the
+eigen-image map by Hutchinson's trick, from which every band's divergence follows through its rows of the basis
+and the synthesis (:func:`subspace_divergence`), every cross-component term of the coupling and the hard
+thresholds' jumps included. That holds the fitted model; the fit's own response to the data is added
+(:mod:`~hsidenoise.subspace.fit_divergence`). The cleaning's decisions (which entries are missing, which lines
+striped) are held: their jumps are left out, which on bands where half the entries were replaced leaves SURE
+biased (bench/README.md). A per-band blend matches MPSNR, the mean of the
 bands' PSNR: every band's own error is what is minimised.
 
 Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); parts (P, ...).
@@ -105,7 +107,7 @@ def _centre(values: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
 def centre_lines(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """P values: each band's kept entries less their column's mean over the kept entries, 0 off ``kept``.
 
-    P is a symmetric projection, so the divergence SURE needs is that of P delta (:func:`band_divergence`).
+    P is a symmetric projection, so the divergence SURE needs is that of P delta (:func:`subspace_divergence`).
     SURE's sums run over P's output, so a column stripe that the tile cleaning missed (an offset of the kept
     entries of a column, not Gaussian noise) does not enter them: left in, SURE rewarded a change that follows it
     back towards the noisy tile (measured, ``bench/quality.py``: CAVE mixture seed 0 went from +0.02 to +0.09 dB
@@ -119,32 +121,39 @@ def centre_lines(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return _centre(values, kept, -2)
 
 
-def band_divergence(
-    response: np.ndarray, subspace: Subspace, probe: np.ndarray, step: float = DIVERGENCE_STEP,
-    kept: np.ndarray | None = None,
+def subspace_divergence(
+    perturbation: np.ndarray, responses: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP
 ) -> np.ndarray:
-    """div_b(delta_b) (B,): one Monte-Carlo estimate of sum_p d delta_b(p) / d y_b(p) over the probe's entries.
+    """div_b of each part's column-centred change (P, B), from the k x k traces of the eigen-image map.
 
-    With the tile moved by step sigma_b probe_b in each band (:func:`probe_perturbation`) and the eigen-images'
-    change responding by r, the bands' change moves by L r, and sum_p probe_b(p) (L r)_b(p) / (step sigma_b)
-    estimates band b's divergence without bias: over the probe, the terms of other bands and other pixels
-    average out.
+    Band b's change is delta_b = L_b d(z) with z = E^T W (y - mean) (W = diag(1 / sigma)), so for the fitted model
+    held, sum_p d delta_b(p) / d y_b(p) = sum_ij L_bi T_ij E_bj / sigma_b with T_ij = tr(J_ij), J_ij the
+    derivative of component i's change by component j's input, every pixel's by its own (column-centred: tr(P J),
+    :func:`centre_lines`). T is estimated by Hutchinson's trick from the one probe: the eigen-images moved by
+    ``perturbation`` (each component by step E^T probe: uncorrelated, of variance step^2) and the change
+    responding by r, T_ij ~ sum_p perturbation_j(p) (P r_i)(p) / step^2, cross-component terms (the coupling) and
+    the hard thresholds' jumps included. Every band's divergence then comes from the same k^2 traces, which all
+    bands' probes inform: estimated from band b's own probe alone (sum_p probe_b (P L r)_b / (step sigma_b), the
+    previous estimator) the other bands' probes add noise in proportion to 1 / ||E_b||, which on the noisiest bands
+    (a small share of their whitened variance in the subspace) was as large as SURE's own error (measured on the
+    12 cases of ``bench/quality.py``: 17 bands below -0.2 dB against 10, bench/README.md).
 
-    With ``kept``, the divergence of P delta that SURE's column-centred sums need (:func:`centre_lines`):
-    E[<P delta, P n>] = sigma^2 tr(P J) (P a symmetric projection), so P is applied to the response.
+    The traces are sums over every pixel of the tile: on a band whose entries the cleaning replaced (not in SURE's
+    sums) that overstates the kept entries' divergence by the replaced share, which errs on the side the cleaning's
+    own noise-driven decisions push SURE (their jumps are not in any probe; measured: scaling the term to the kept
+    entries gave 12 bands below -0.2 dB, the worst -1.44).
 
     Args:
-        response: (k, h, w) the eigen-images' change's response to :func:`probe_perturbation`'s move.
-        subspace: the fitted model (its synthesis rows L and band sigma).
-        probe: (B, h, w) :func:`band_probe`.
-        kept: (B, h, w) bool, the entries SURE sums over, or None (the plain divergence).
+        perturbation: (k, h, w) the eigen-images' move (:func:`probe_perturbation`).
+        responses: (P, k, h, w) each part's response to it.
+        subspace: the fitted model (its basis E, synthesis rows L and band sigma).
+        step: the probe's step, in noise sigmas.
     """
+    parts, rank = responses.shape[:2]
+    centred = responses - responses.mean(axis=-2, keepdims=True)  # P r: each column less its mean
+    traces = np.einsum("jp,aip->aij", perturbation.reshape(rank, -1), centred.reshape(parts, rank, -1)) / step**2
     _, loadings = synthesis(subspace)  # (B, k)
-    bands = probe.shape[0]
-    moved = loadings @ response.reshape(response.shape[0], -1)  # (B, h w)
-    if kept is not None:
-        moved = centre_lines(moved.reshape(probe.shape), kept).reshape(bands, -1)
-    return np.einsum("bp,bp->b", moved, probe.reshape(bands, -1)) / (step * subspace.sigma)
+    return np.einsum("bi,aij,bj->ab", loadings, traces, subspace.basis) / subspace.sigma
 
 
 def blend_weights(
@@ -171,7 +180,7 @@ def blend_weights(
         noisy: (B, h, w) the tile as read; kept: (B, h, w) bool, the entries SURE may use.
         front: (B, h, w) the front end's output; changes: (P, B, h, w) the parts of the model's output minus it
             (or (B, h, w), one part).
-        change_divergence: (P, B) (or (B,)) :func:`band_divergence` of each part. sigma: (B,) Gaussian noise sigma,
+        change_divergence: (P, B) (or (B,)) :func:`subspace_divergence` of each part. sigma: (B,) Gaussian noise sigma,
             data units.
         default: per part, the weight a band keeps unless SURE is confident otherwise, or None (free).
 

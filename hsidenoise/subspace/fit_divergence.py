@@ -1,8 +1,8 @@
 """The fit's share of the band blend's divergence: how the subspace, fitted on the very pixels it denoises, follows
 their noise.
 
-The band blend's Monte-Carlo divergence (:mod:`~hsidenoise.subspace.band_blend`) moves a tile's entries with the
-fitted model held: its basis E, fitted on a sample of the same cube, does not move. But a pixel in that sample
+The band blend's Monte-Carlo divergence (:func:`~hsidenoise.subspace.band_blend.subspace_divergence`) moves a
+tile's entries with the fitted model held: its basis E, fitted on a sample of the same cube, does not move. But a pixel in that sample
 moves E too, and with it the synthesis rows L_b = sigma_b E_b that carry the learned change d (k eigen-images)
 back to band b: delta_b = L_b d. Left out, SURE's divergence read too high on the equilibrium's change
 (``bench/README.md``: +0.18 +- 0.04 of its standard error over 12 noise draws, gone when the fit came from an
@@ -50,7 +50,7 @@ defined (only possible where the rank was clipped inside a cluster of equal eige
 
 def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subspace) -> np.ndarray:
     """T (P, B): each part's divergence through the fitted basis (module docstring), to add to the band blend's
-    Monte-Carlo divergence (:func:`~hsidenoise.subspace.band_blend.band_divergence`).
+    Monte-Carlo divergence (:func:`~hsidenoise.subspace.band_blend.subspace_divergence`).
 
     Args:
         cleaned: (B, h, w) the tile after the cleaning, data units (what the projection whitened).

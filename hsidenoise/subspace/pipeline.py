@@ -25,7 +25,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
-from hsidenoise.subspace.band_blend import band_divergence, band_probe, blend_weights, probe_perturbation
+from hsidenoise.subspace.band_blend import band_probe, blend_weights, probe_perturbation, subspace_divergence
 from hsidenoise.subspace.fit_divergence import fit_path_divergence
 from hsidenoise.subspace.eigenimages import (
     BlendedEigenImageDenoiser,
@@ -138,13 +138,12 @@ def _denoise_blended(
     eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
     kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
     probe = band_probe(kept)
-    front, differences, responses = eigen_denoiser.denoise_parts(
-        eigen_images, 1.0, probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
-    )
+    perturbation = probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
+    front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, perturbation)
     front_bands = back_project(front, subspace)
     loadings = synthesis(subspace)[1]
     changes = np.stack([(loadings @ part.reshape(part.shape[0], -1)).reshape(front_bands.shape) for part in differences])
-    change_divergence = np.stack([band_divergence(response, subspace, probe, kept=kept) for response in responses])
+    change_divergence = subspace_divergence(perturbation, np.asarray(responses), subspace)
     change_divergence += fit_path_divergence(cleaned.values, np.asarray(differences), subspace)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(
