@@ -29,8 +29,8 @@ and the synthesis (:func:`subspace_divergence`), every cross-component term of t
 thresholds' jumps included. That holds the fitted model; the fit's own response to the data is added
 (:mod:`~hsidenoise.subspace.fit_divergence`). The cleaning's decisions (which entries are missing, which lines
 striped) are held: their jumps are left out, which on bands where half the entries were replaced leaves SURE
-biased (bench/README.md). A per-band blend matches MPSNR, the mean of the
-bands' PSNR: every band's own error is what is minimised.
+biased (bench/README.md). A per-band blend matches MPSNR, the mean of the bands' PSNR: every band's own error is
+what is minimised.
 
 Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); parts (P, ...).
 """
@@ -136,7 +136,7 @@ def subspace_divergence(
     bands' probes inform: estimated from band b's own probe alone (sum_p probe_b (P L r)_b / (step sigma_b), the
     previous estimator) the other bands' probes add noise in proportion to 1 / ||E_b||, which on the noisiest bands
     (a small share of their whitened variance in the subspace) was as large as SURE's own error (measured on the
-    12 cases of ``bench/quality.py``: 17 bands below -0.2 dB against 10, bench/README.md).
+    12 cases of ``bench/quality.py``: 17 bands below -0.2 dB against 12, bench/README.md).
 
     The traces are sums over every pixel of the tile: on a band whose entries the cleaning replaced (not in SURE's
     sums) that overstates the kept entries' divergence by the replaced share, which errs on the side the cleaning's
@@ -180,8 +180,8 @@ def blend_weights(
         noisy: (B, h, w) the tile as read; kept: (B, h, w) bool, the entries SURE may use.
         front: (B, h, w) the front end's output; changes: (P, B, h, w) the parts of the model's output minus it
             (or (B, h, w), one part).
-        change_divergence: (P, B) (or (B,)) :func:`subspace_divergence` of each part. sigma: (B,) Gaussian noise sigma,
-            data units.
+        change_divergence: (P, B) (or (B,)) :func:`subspace_divergence` of each part (plus the fit's share).
+        sigma: (B,) Gaussian noise sigma, data units.
         default: per part, the weight a band keeps unless SURE is confident otherwise, or None (free).
 
     Returns:

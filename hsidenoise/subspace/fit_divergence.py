@@ -2,9 +2,9 @@
 their noise.
 
 The band blend's Monte-Carlo divergence (:func:`~hsidenoise.subspace.band_blend.subspace_divergence`) moves a
-tile's entries with the fitted model held: its basis E, fitted on a sample of the same cube, does not move. But a pixel in that sample
-moves E too, and with it the synthesis rows L_b = sigma_b E_b that carry the learned change d (k eigen-images)
-back to band b: delta_b = L_b d. Left out, SURE's divergence read too high on the equilibrium's change
+tile's entries with the fitted model held: its basis E, fitted on a sample of the same cube, does not move. But a
+pixel in that sample moves E too, and with it the synthesis rows L_b = sigma_b E_b that carry the learned change d
+(k eigen-images) back to band b: delta_b = L_b d. Left out, SURE's divergence read too high on the equilibrium's change
 (``bench/README.md``: +0.18 +- 0.04 of its standard error over 12 noise draws, gone when the fit came from an
 independent draw), so the blend kept too little of it.
 
