@@ -560,7 +560,10 @@ class DCTCSC(nn.Module):
         update = F.conv2d((1 - mu) * delta + mu * departure, analysis, padding=BLOCK - 1)
         theta = threshold.abs()
         # Soft(c) = c - clamp(c, -theta, theta), so Soft(C0 + u) - C0 = u - clamp(C0 + u, -theta, theta)
-        shrunk_minus_front = update - torch.clamp(front_codes + update, -theta, theta)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (update, front_codes, theta)):
+            shrunk_minus_front = update - torch.clamp(front_codes + update, -theta, theta)
+        else:  # the same operations, two code-sized temporaries fewer (the solve runs without autograd)
+            shrunk_minus_front = update.sub_(torch.add(front_codes, update).clamp_(-theta, theta))
         return alpha * synthesise(shrunk_minus_front, synthesis, padding=BLOCK - 1)
 
     def _equilibrium(self, fe: Tensor, departure: Tensor, sigma: Tensor, level: Tensor) -> tuple[Tensor, SolverStats, Tensor]:
