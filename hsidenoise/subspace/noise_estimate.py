@@ -44,6 +44,10 @@ UNEXPLAINED_FRACTION = 0.1
 spectra, duplicated bands): noise-free data, whose tiny scale must stay tiny."""
 FILL_CHUNK_PIXELS = 2048
 """Pixels whose imputation :func:`fill_missing` runs together (a few MiB of spectra, so they stay in cache)."""
+DENSE_GAP_SHARE = 0.3
+"""In :func:`fill_missing`, a band missing in more than this share of a chunk's pixels is updated from one product
+over the whole chunk instead of a gather of those pixels' rows (measured, 189 bands, 2048 pixels: 0.05 ms against
+0.1 ms at half the pixels; a gather is cheaper below about a quarter)."""
 SIGMA_FLOOR = 1e-3
 """Sigma is at least this fraction of the median sigma, so a noise-free band stays finite when whitened."""
 MAD_RELATIVE_ERROR = 1.1664
@@ -277,9 +281,13 @@ def fill_missing(values: np.ndarray, missing: np.ndarray, regression: BandRegres
         chunk_gaps = gaps[:, first : first + FILL_CHUNK_PIXELS]
         bands = np.flatnonzero(chunk_gaps.any(axis=1))
         rows = [np.flatnonzero(chunk_gaps[band]) for band in bands]
+        dense = [pixels.size > DENSE_GAP_SHARE * chunk.shape[0] for pixels in rows]
         for _ in range(sweeps):
-            for band, pixels in zip(bands, rows):
-                chunk[pixels, band] -= chunk[pixels] @ regression.coefficients[:, band]
+            for band, pixels, whole in zip(bands, rows, dense):
+                column = regression.coefficients[:, band]
+                # where most of the chunk's pixels miss the band, one product over the whole (contiguous) chunk is
+                # cheaper than gathering their rows first
+                chunk[pixels, band] -= (chunk @ column)[pixels] if whole else chunk[pixels] @ column
     values[:, touched] = (centred + regression.mean).T
 
 
