@@ -138,6 +138,11 @@ def box_sum(weights: Tensor) -> Tensor:
     return total
 
 
+def _tracks_gradient(*tensors: Tensor) -> bool:
+    """Whether autograd records an operation on ``tensors`` (else the solve's arithmetic may work in place)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _wiener_removed(noisy: Tensor, power: Tensor, noise_power: Tensor) -> tuple[Tensor, Tensor]:
     """What the Wiener factors F = P / (P + N) take away, weighted for aggregation: ((1 - F) Y w, w), with the
     blocks' weights w = 1 / sum F^2.
@@ -147,7 +152,7 @@ def _wiener_removed(noisy: Tensor, power: Tensor, noise_power: Tensor) -> tuple[
 
     Shapes: noisy Y, power P (n, 64, h, w); noise_power N broadcastable to them -> (n, 64, h, w), (n, 1, h, w).
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (noisy, power, noise_power)):
+    if _tracks_gradient(noisy, power, noise_power):
         factor = power / (power + noise_power)
         weights = 1.0 / factor.square().sum(dim=1, keepdim=True).clamp_min(1e-12)
         return noise_power / (power + noise_power) * noisy * weights, weights
@@ -560,7 +565,7 @@ class DCTCSC(nn.Module):
         update = F.conv2d((1 - mu) * delta + mu * departure, analysis, padding=BLOCK - 1)
         theta = threshold.abs()
         # Soft(c) = c - clamp(c, -theta, theta), so Soft(C0 + u) - C0 = u - clamp(C0 + u, -theta, theta)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (update, front_codes, theta)):
+        if _tracks_gradient(update, front_codes, theta):
             shrunk_minus_front = update - torch.clamp(front_codes + update, -theta, theta)
         else:  # the same operations, two code-sized temporaries fewer (the solve runs without autograd)
             shrunk_minus_front = update.sub_(torch.add(front_codes, update).clamp_(-theta, theta))

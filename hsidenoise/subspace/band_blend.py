@@ -94,12 +94,18 @@ def probe_perturbation(
     return moved.reshape(subspace.rank, height, width)
 
 
+def centre_columns(values: np.ndarray) -> np.ndarray:
+    """``values`` (..., h, w) less each column's mean: :func:`centre_lines` where every entry is kept (also what the
+    eigen-images' side of the divergence applies, :func:`subspace_divergence`)."""
+    return values - values.sum(axis=-2, keepdims=True) / values.shape[-2]
+
+
 def _centre(values: np.ndarray, kept: np.ndarray, axis: int) -> np.ndarray:
     """``values`` (0 off ``kept``) less their mean over the kept entries of each line along ``axis`` (-2: columns,
     -1: rows); 0 off ``kept``. A symmetric projection on the kept entries."""
+    if axis == -2 and kept.all():  # nothing left out (Gaussian noise only): the same sums, without the masks' copies
+        return centre_columns(values)
     count = kept.sum(axis=axis, keepdims=True)
-    if kept.all():  # nothing left out (Gaussian noise only): the same sums, without the masks' copies
-        return values - values.sum(axis=axis, keepdims=True) / count
     inside = np.where(kept, values, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, inside.sum(axis=axis, keepdims=True) / count, 0.0)
@@ -152,7 +158,7 @@ def subspace_divergence(
         step: the probe's step, in noise sigmas.
     """
     parts, rank = responses.shape[:2]
-    centred = responses - responses.mean(axis=-2, keepdims=True)  # P r: each column less its mean
+    centred = centre_columns(responses)  # P r
     traces = np.einsum("jp,aip->aij", perturbation.reshape(rank, -1), centred.reshape(parts, rank, -1)) / step**2
     _, loadings = synthesis(subspace)  # (B, k)
     return np.einsum("bi,aij,bj->ab", loadings, traces, subspace.basis) / subspace.sigma

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hsidenoise.subspace.band_blend import centre_columns
 from hsidenoise.subspace.signal_subspace import Subspace
 
 GAP_FLOOR = 1e-9
@@ -66,7 +67,7 @@ def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subs
         return np.zeros((parts, bands))
     vectors, eigenvalues = subspace.eigenvectors, np.asarray(subspace.eigenvalues, dtype=np.float64)
     whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]  # (B, pixels)
-    centred = changes - changes.mean(axis=-2, keepdims=True)  # P: each column less its mean
+    centred = centre_columns(changes)  # P d
     flat = centred.reshape(parts, rank, -1)
     # gap[i, j] = 1 / (lambda_i - lambda_j) for i < k <= j, 0 where degenerate
     gap = eigenvalues[:rank, None] - eigenvalues[None, rank:]

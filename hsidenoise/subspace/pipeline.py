@@ -142,9 +142,9 @@ def _denoise_blended(
     front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, perturbation)
     front_bands = back_project(front, subspace)
     loadings = synthesis(subspace)[1]
-    changes = np.stack([(loadings @ part.reshape(part.shape[0], -1)).reshape(front_bands.shape) for part in differences])
-    change_divergence = subspace_divergence(perturbation, np.asarray(responses), subspace)
-    change_divergence += fit_path_divergence(cleaned.values, np.asarray(differences), subspace)
+    changes = np.einsum("bk,pkhw->pbhw", loadings, differences)  # (P, B, h, w)
+    change_divergence = subspace_divergence(perturbation, responses, subspace)
+    change_divergence += fit_path_divergence(cleaned.values, differences, subspace)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(
         tile, kept, front_bands, changes, change_divergence, sigma, default=getattr(eigen_denoiser, "blend_default", None)
