@@ -132,6 +132,42 @@ def test_texture_shared_by_neighbouring_bands_removed_is_flagged_by_the_spectral
     assert report.to_dict()["whiteness"]["flagged_band_pairs"] == [[4, 5], [5, 6], [6, 7], [7, 8]]
 
 
+def test_a_removed_part_without_the_noises_coarse_part_is_flagged_by_the_coarse_scale_check() -> None:
+    """What a low-pass filter removes lacks the noise's coarse part. A 1.5-pixel blur of a smooth cube, and a
+    "denoiser" that removed the noise but kept each 4 x 4 block's mean of it (its removed part is nearly white at
+    lag 1: correlation -1/15 within blocks): every band flagged by the coarse-scale check."""
+    rng = np.random.default_rng(12)
+    clean = smooth_cube(13, 96, 96, seed=4)
+    noise = 0.03 * rng.standard_normal(clean.shape)
+    noisy = clean + noise
+    blurred = no_reference_quality(noisy, ndimage.gaussian_filter(noisy, sigma=(0, 1.5, 1.5)), crop=96)
+    assert np.nanmax(blurred.coarse_energy) < 0.7 and np.nanmin(blurred.noise_coarse_energy) > 0.8
+    assert sum("coarse part" in blurred.flag_reasons.get(band, "") for band in range(13)) >= 12
+    assert blurred.to_dict()["whiteness"]["coarse_energy"].shape == (13,)
+    block_means = noise.reshape(13, 24, 4, 24, 4).mean(axis=(2, 4), keepdims=True)
+    kept_means = np.broadcast_to(block_means, (13, 24, 4, 24, 4)).reshape(13, 96, 96)
+    fine_only = no_reference_quality(noisy, clean + kept_means, crop=96)
+    assert np.nanmax(fine_only.coarse_energy) < 0.05
+    assert all("coarse part" in fine_only.flag_reasons.get(band, "") for band in range(13))
+    exact = no_reference_quality(noisy, clean, crop=96)  # the noise itself removed: coarse energy about 1
+    np.testing.assert_allclose(exact.coarse_energy, 1.0, atol=0.3)
+    assert not any("coarse part" in reason for reason in exact.flag_reasons.values())
+
+
+def test_coarse_scale_check_is_capped_at_white_noise_where_the_residual_carries_signal() -> None:
+    """A band with a smooth pattern that no other band explains: its regression residual (the noise reference) has
+    coarse-scale energy far above 1. A denoiser that removed exactly the (white) noise is not flagged for it."""
+    rng = np.random.default_rng(13)
+    clean = smooth_cube(13, 96, 96, seed=6)
+    y, x = np.mgrid[0:96, 0:96] / 96.0
+    clean[6] += 0.05 * np.sin(9 * x) * np.cos(7 * y)  # band 6 only: unexplained by the others
+    noisy = clean + 0.03 * rng.standard_normal(clean.shape)
+    report = no_reference_quality(noisy, clean, crop=96)
+    assert report.noise_coarse_energy[6] > 2.0  # the reference reads the pattern ...
+    assert report.coarse_energy[6] - report.noise_coarse_energy[6] < -report.coarse_threshold[6]  # ... a gap
+    assert not any("coarse part" in reason for reason in report.flag_reasons.values())  # capped at 1: no flag
+
+
 def test_marginal_from_partial_inverts_the_ar1_partial_correlation() -> None:
     rho = np.array([-0.6, 0.0, 0.2, 0.5, 0.8, np.nan])
     found, slope = marginal_from_partial(rho / (1 + rho**2))

@@ -14,6 +14,13 @@ With a noisy cube y and its denoised version f(y) but no clean reference, per ba
    residual E on the crop (:func:`regression_residual`):
 
    * spatial: R's lag-1 autocorrelation along the rows and the columns against E's;
+   * coarse scale: R's energy at the scale of 4 x 4 blocks (the variance of the block means times 16, over the
+     variance: 1 for white noise) against E's, one-sided: flagged only when R has less coarse-scale energy than the
+     noise *and* than white noise. What a blur removes is high-passed noise plus edges; the lag-1 check misses it
+     where the two cancel (the noise part is negatively correlated, the edges positively), but the high-passed
+     noise has almost no coarse part (0.4-0.6 at 1.5 px), whatever the edges do. The white-noise cap keeps a band
+     whose regression residual carries unexplained smooth signal (E's energy well above 1) from being flagged for
+     R's being noise-like;
    * spectral: R's correlation between neighbouring bands b, b + 1 against the input noise's. The residuals give
      the noise's *partial* correlation of the two bands given the others, pi = -corr(E_b, E_{b+1}) (E =
      diag(P)^-1 P y with P the inverse band covariance, so corr(E_b, E_c) = P_bc / sqrt(P_bb P_cc) = -pi); the
@@ -67,6 +74,14 @@ CORRELATION_MARGIN = 0.02
 regression residual is not exactly the noise. Chosen with bench/noreference.py: lowrank on non-i.i.d. noise
 leaves a gap of 0.003-0.004 (median) and 0.012-0.027 (90th percentile) on a 96 x 96 crop; a 1.5-pixel blur
 0.08-0.10 (median; its removed part is high-passed noise, negatively correlated)."""
+BLOCK_SIDE = 4
+"""Side m of the blocks of the coarse-scale check: the variance of the removed part's m x m block means, times m^2,
+over its variance (1 for white noise; near 0 for the high-passed noise that a blur removes, 0.4-0.6 at 1.5 px)."""
+MIN_BLOCKS = 16
+"""Fewest complete blocks for the coarse-scale check (else NaN, no flag)."""
+BLOCK_MARGIN = 0.05
+"""Absolute tolerance of the coarse-scale check: lowrank keeps a little low-frequency noise in the bands that lean
+on its subspace. Chosen with bench/noreference.py (the removed part of lowrank reads 0.98-1.03, median band)."""
 RATIO_MEANING = (
     "removed_ratio = std(noisy - denoised) / sigma_before (HySime): about 1, the removed part is the size of "
     "the noise; well above 1, signal or structured artefacts (stripes, impulses) were removed too; well below "
@@ -79,7 +94,10 @@ WHITENESS_RULE = (  # noqa: E501
     f"{WHITENESS_SIGMAS:g} sqrt(2 / pixel pairs) + {CORRELATION_MARGIN:g}, or when its correlation with a "
     f"neighbouring band's exceeds the input noise's (from the two bands' partial correlation given the others, "
     f"read as AR(1) noise along the spectrum) by more than as much (flagged_band_pairs; both bands of a pair are "
-    f"flagged)"
+    f"flagged), or when its coarse-scale energy (variance of {BLOCK_SIDE} x {BLOCK_SIDE} block means times "
+    f"{BLOCK_SIDE * BLOCK_SIDE}, over its variance) is below the input noise's, and below white noise's 1, by more "
+    f"than {WHITENESS_SIGMAS:g} sqrt(2 / blocks) times the two values' root-sum-square + {BLOCK_MARGIN:g}: the "
+    f"removed part lacks the noise's coarse part, as what a blur or another low-pass filter removes does"
 )
 FRONT_END_CLEANED = "front end cleaned the window"
 """``mse_estimate`` of :func:`no_reference_quality` when the estimate stopped early because the front end replaced
@@ -114,6 +132,8 @@ class NoReferenceReport:
         noise_autocorr_rows, noise_autocorr_cols: (B,) the same of the input noise (the input's band-regression
             residual): the reference the removed part is judged against.
         whiteness_threshold: (B,) the flag threshold of each band on |removed - noise| correlation.
+        coarse_energy, noise_coarse_energy: (B,) the coarse-scale energy (:func:`coarse_energy`) of the removed part
+            and of the input noise; coarse_threshold: (B,) the flag threshold on min(noise's, 1) - removed's.
         spectral_corr: (B - 1,) correlation of the removed part between bands b and b + 1.
         noise_spectral_corr: (B - 1,) the input noise's correlation between bands b and b + 1 (from their partial
             correlation given the other bands, :func:`marginal_from_partial`): the reference of ``spectral_corr``.
@@ -140,6 +160,9 @@ class NoReferenceReport:
     noise_autocorr_rows: np.ndarray
     noise_autocorr_cols: np.ndarray
     whiteness_threshold: np.ndarray
+    coarse_energy: np.ndarray
+    noise_coarse_energy: np.ndarray
+    coarse_threshold: np.ndarray
     spectral_corr: np.ndarray
     noise_spectral_corr: np.ndarray
     spectral_threshold: np.ndarray
@@ -168,6 +191,9 @@ class NoReferenceReport:
             "noise_autocorr_rows": self.noise_autocorr_rows,
             "noise_autocorr_cols": self.noise_autocorr_cols,
             "whiteness_threshold": self.whiteness_threshold,
+            "coarse_energy": self.coarse_energy,
+            "noise_coarse_energy": self.noise_coarse_energy,
+            "coarse_threshold": self.coarse_threshold,
             "spectral_corr_next": np.append(self.spectral_corr, np.nan),
             "noise_spectral_corr_next": np.append(self.noise_spectral_corr, np.nan),
             "flagged": flagged,
@@ -197,6 +223,9 @@ class NoReferenceReport:
                 "noise_autocorr_rows": self.noise_autocorr_rows,
                 "noise_autocorr_cols": self.noise_autocorr_cols,
                 "threshold": self.whiteness_threshold,
+                "coarse_energy": self.coarse_energy,
+                "noise_coarse_energy": self.noise_coarse_energy,
+                "coarse_threshold": self.coarse_threshold,
                 "spectral_corr": self.spectral_corr,
                 "noise_spectral_corr": self.noise_spectral_corr,
                 "spectral_threshold": self.spectral_threshold,
@@ -300,7 +329,8 @@ def whiteness(removed: np.ndarray, valid: np.ndarray | None = None) -> dict[str,
 
     Returns:
         ``rows``, ``cols``, ``threshold`` (B,) and ``spectral``, ``spectral_threshold`` (B - 1,); NaN where a
-        band (or pair) is constant or has fewer than 3 usable pairs. Thresholds follow the module's rule.
+        band (or pair) is constant or has fewer than 3 usable pairs. Thresholds follow the module's rule. Also
+        ``block`` and ``block_count`` (B,): :func:`coarse_energy`.
     """
     removed = np.asarray(removed, dtype=np.float64)
     valid = np.isfinite(removed) if valid is None else (valid & np.isfinite(removed))
@@ -319,8 +349,42 @@ def whiteness(removed: np.ndarray, valid: np.ndarray | None = None) -> dict[str,
         spectral[band], count = _correlation(removed[band], removed[band + 1], valid[band] & valid[band + 1])
         if count >= 3:
             spectral_threshold[band] = WHITENESS_SIGMAS / math.sqrt(count)
+    block, block_count = coarse_energy(removed, valid)
     return {"rows": rows, "cols": cols, "threshold": threshold, "spectral": spectral,
-            "spectral_threshold": spectral_threshold}
+            "spectral_threshold": spectral_threshold, "block": block, "block_count": block_count}
+
+
+def coarse_energy(removed: np.ndarray, valid: np.ndarray, side: int = BLOCK_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """Each band's coarse-scale energy: the variance of its ``side`` x ``side`` block means times side^2, over the
+    variance of the same entries (1 for white noise, above 1 for noise correlated in space, near 0 for high-passed
+    noise). Only complete blocks of valid entries count (the window's last rows and columns that do not fill a
+    block are left out).
+
+    Args:
+        removed: (B, h, w); valid: (B, h, w) bool.
+
+    Returns:
+        energy (B,) (NaN with fewer than :data:`MIN_BLOCKS` complete blocks or a constant band) and the number of
+        blocks used (B,).
+    """
+    bands, height, width = removed.shape
+    rows, cols = height // side, width // side
+    energy, count = np.full(bands, np.nan), np.zeros(bands, dtype=np.int64)
+    if rows == 0 or cols == 0:
+        return energy, count
+    shape = (bands, rows, side, cols, side)
+    blocks = removed[:, : rows * side, : cols * side].reshape(shape)
+    complete = valid[:, : rows * side, : cols * side].reshape(shape).all(axis=(2, 4))  # (B, rows, cols)
+    for band in range(bands):
+        kept = blocks[band].transpose(0, 2, 1, 3)[complete[band]]  # (n, side, side)
+        count[band] = kept.shape[0]
+        if kept.shape[0] < MIN_BLOCKS:
+            continue
+        centred = kept - kept.mean()
+        variance = float(np.mean(centred**2))
+        if variance > 0:
+            energy[band] = float(np.mean(centred.mean(axis=(1, 2)) ** 2)) * side * side / variance
+    return energy, count
 
 
 def _front_end_changes(method: Denoiser, tile: np.ndarray) -> np.ndarray | None:
@@ -543,6 +607,21 @@ def no_reference_quality(
             f"{noise_white[along][index]:+.3f} (tolerance {threshold[index]:.3f}): {meaning}; removed/noise std "
             f"ratio {ratio[index]:.2f}"
         )
+    coarse_reference = np.fmin(noise_white["block"], 1.0)  # below the noise's and below white noise's
+    coarse_threshold = (
+        WHITENESS_SIGMAS * np.sqrt(2.0 / np.maximum(white["block_count"], 1))
+        * np.hypot(white["block"], coarse_reference) + BLOCK_MARGIN
+    )
+    coarse_gap = coarse_reference - white["block"]
+    for index in np.flatnonzero(np.nan_to_num(coarse_gap, nan=0.0) > np.nan_to_num(coarse_threshold, nan=np.inf)):
+        band = int(chosen[index])
+        why = (
+            f"removed part's {BLOCK_SIDE} x {BLOCK_SIDE}-block energy is {white['block'][index]:.2f}, the input "
+            f"noise's {noise_white['block'][index]:.2f} (white noise 1; tolerance {coarse_threshold[index]:.2f}): "
+            f"the removed part lacks the noise's coarse part, as a blur or another low-pass filter leaves it: fine "
+            f"detail, signal and noise alike, was taken; removed/noise std ratio {ratio[index]:.2f}"
+        )
+        reasons[band] = f"{reasons[band]}; also {why}" if band in reasons else why
     spectral, noise_spectral, spectral_threshold, pairs = _spectral_flags(white, noise_white, chosen, band_count)
     spectral_reason: set[int] = set()  # one spectral reason per band, from its first flagged pair
     for pair in pairs:
@@ -569,6 +648,9 @@ def no_reference_quality(
         noise_autocorr_rows=per_band(noise_white["rows"]),
         noise_autocorr_cols=per_band(noise_white["cols"]),
         whiteness_threshold=per_band(threshold),
+        coarse_energy=per_band(white["block"]),
+        noise_coarse_energy=per_band(noise_white["block"]),
+        coarse_threshold=per_band(coarse_threshold),
         spectral_corr=spectral,
         noise_spectral_corr=noise_spectral,
         spectral_threshold=spectral_threshold,

@@ -56,7 +56,8 @@ def plot_no_reference(
 
     Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
     removed part along rows and columns minus that of the input noise (the band-regression residual), with the
-    flag tolerance; the removed part's correlation with the next band minus the input noise's (their partial
+    flag tolerance; the coarse-scale (4 x 4-block) energy of the removed part and of the input noise (1: white),
+    with the level below which a band is flagged; the removed part's correlation with the next band minus the input noise's (their partial
     correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). The title gives the MPSNR
     estimate when the report has one (``report.estimated_mpsnr_db``; why not: ``report.estimated_mpsnr_reason``).
 
@@ -65,8 +66,9 @@ def plot_no_reference(
     """
     labels = labels or PlotLabels()
     x_values, x_label = _band_axis(report.band_count, wavelengths, labels.wavelength_units)
-    figure = _new_figure(8.0, 8.4)
-    ratio_axes, white, spectral = figure.subplots(3, 1, sharex=True, gridspec_kw=_margins(8.0, 8.4, hspace=0.2))
+    figure = _new_figure(8.0, 10.8)
+    ratio_axes, white, coarse, spectral = figure.subplots(4, 1, sharex=True,
+                                                         gridspec_kw=_margins(8.0, 10.8, hspace=0.2))
     ratio_axes.plot(x_values, report.removed_ratio, color="C0", marker=".", lw=1.0,
                     label="std(input - output) / input noise sigma")
     ratio_axes.axhline(1.0, color="k", ls="--", lw=1.0, label="1: removed the size of the noise")
@@ -87,13 +89,20 @@ def plot_no_reference(
     white.plot(x_values, -report.whiteness_threshold, color="k", ls="--", lw=1.0)
     white.set_ylabel("lag-1 corr: removed - noise")
     white.set_title("Is the removed part spatially correlated unlike the input noise?", fontsize="medium")
+    coarse.plot(x_values, report.coarse_energy, color="C4", marker=".", lw=1.0, label="removed part")
+    coarse.plot(x_values, report.noise_coarse_energy, color="C7", marker=".", lw=1.0, label="input noise")
+    coarse.plot(x_values, np.fmin(report.noise_coarse_energy, 1.0) - report.coarse_threshold, color="k", ls="--",
+                lw=1.0, label="flagged below")
+    coarse.axhline(1.0, color="k", ls=":", lw=1.0, label="1: white noise")
+    coarse.set_ylabel("4 x 4-block energy")
+    coarse.set_title("Does the removed part lack the noise's coarse part (as a blur's does)?", fontsize="medium")
     pairs = x_values[:-1]
     spectral.plot(pairs, report.spectral_corr - report.noise_spectral_corr, color="C2", marker=".", lw=1.0,
                   label="with the next band")
     spectral.plot(pairs, report.spectral_threshold, color="k", ls="--", lw=1.0, label="flag tolerance")
     spectral.set_ylabel("band-pair corr: removed - noise")
     spectral.set_title("Does the removed part share more with the next band than the noise does?", fontsize="medium")
-    for panel in (ratio_axes, white, spectral):
+    for panel in (ratio_axes, white, coarse, spectral):
         panel.grid(alpha=0.3, which="both")
         panel.legend(loc="best", fontsize="small")
     spectral.set_xlabel(x_label)
