@@ -451,6 +451,15 @@ def fit_band_regression(
             cleaned_next, missing_next = clean_entries(
                 observed_bands, known_bands, regression, config, residuals=observed_residuals
             )
+        if previous_scale is not None and logger.isEnabledFor(logging.DEBUG):
+            moved = np.abs(scale / previous_scale - 1.0)
+            top = np.argsort(-moved)[:4]
+            logger.debug(
+                "band regression pass %d: %.5f %% of entries changed their flag; scale moved most in bands %s by %s; "
+                "flagged share there %s",
+                iteration, 100.0 * np.count_nonzero(missing_next != missing_bands) / missing_bands.size,
+                top.tolist(), np.round(moved[top], 3).tolist(), np.round(missing_next[top].mean(axis=1), 3).tolist(),
+            )
         repeated = (
             iteration > 1
             and np.array_equal(missing_next, missing_bands)
