@@ -157,6 +157,31 @@ def test_a_column_offset_on_half_the_column_is_not_taken_for_a_stripe() -> None:
     assert np.count_nonzero(offsets) == 1
 
 
+def test_a_block_of_lines_mispredicted_alike_is_not_taken_for_stripes_but_a_stripe_beside_it_is() -> None:
+    """Lines measured against their neighbours (the ``window`` that ``LowRankConfig.row_stripe_window`` gives the
+    row search): a band the regression mispredicts over a region (31 consecutive lines shifted alike) is no stripe,
+    and an isolated stripe inside that region is found with its own offset, not the region's plus its own; against
+    the band's typical line the whole region is taken."""
+    from hsidenoise.subspace.config import ROW_STRIPE_WINDOW as STRIPE_WINDOW
+    from hsidenoise.subspace.noise_estimate import BandRegression
+    from hsidenoise.subspace.stripes import confirmed_stripe_offsets as _confirmed_stripe_offsets
+
+    bands, height, width = 4, 60, 83
+    residuals = 0.01 * np.random.default_rng(12).standard_normal((bands, height, width))
+    residuals[0, :, 20:51] += 0.2  # a region: wider than the window
+    residuals[0, :, [5, 70]] += 0.15  # two stripes outside it ...
+    residuals[0, :, 35] += 0.15  # ... and one inside it
+    regression = BandRegression(mean=np.zeros(bands), coefficients=np.eye(bands), residual_scale=np.full(bands, 0.01))
+    missing = np.zeros(residuals.shape, bool)
+    typical = _confirmed_stripe_offsets(residuals, missing, regression, 5.0)
+    assert np.count_nonzero(typical[0, 20:51]) == 31  # the band-wide reference takes the region for 31 stripes
+    assert 3 <= STRIPE_WINDOW <= 31
+    offsets = _confirmed_stripe_offsets(residuals, missing, regression, 5.0, STRIPE_WINDOW)
+    assert set(np.flatnonzero(offsets[0])) == {5, 35, 70}
+    np.testing.assert_allclose(offsets[0, [5, 35, 70]], 0.15, atol=0.01)
+    assert not offsets[1:].any()
+
+
 def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """(noisy, corrupted, impulse mask, striped columns) of a 37 x 131 x 45 cube: impulse at 0.6 in bands 3 and 17,
     then column stripes in band 3 (the mixture protocol's order, so band 3's impulses in those columns sit at
