@@ -158,11 +158,12 @@ def test_a_column_offset_on_half_the_column_is_not_taken_for_a_stripe() -> None:
 
 
 def test_a_block_of_lines_mispredicted_alike_is_not_taken_for_stripes_but_a_stripe_beside_it_is() -> None:
-    """Lines measured against their neighbours (the ``window`` that ``LowRankConfig.row_stripe_window`` gives the
-    row search): a band the regression mispredicts over a region (31 consecutive lines shifted alike) is no stripe,
-    and an isolated stripe inside that region is found with its own offset, not the region's plus its own; against
-    the band's typical line the whole region is taken."""
-    from hsidenoise.subspace.config import ROW_STRIPE_WINDOW as STRIPE_WINDOW
+    """Lines measured against their neighbours (``window``, what ``LowRankConfig.stripe_window`` gives the row search):
+    a band the regression mispredicts over a region (31 consecutive lines shifted alike) is no stripe, and an
+    isolated stripe inside that region is found with its own offset, not the region's plus its own; against the
+    band's typical line the whole region is taken. With the neighbours as a veto only (``veto``, the column
+    search's), the region goes too, and the stripes keep their offsets against the typical line."""
+    from hsidenoise.subspace.config import STRIPE_WINDOW
     from hsidenoise.subspace.noise_estimate import BandRegression
     from hsidenoise.subspace.stripes import confirmed_stripe_offsets as _confirmed_stripe_offsets
 
@@ -180,6 +181,10 @@ def test_a_block_of_lines_mispredicted_alike_is_not_taken_for_stripes_but_a_stri
     assert set(np.flatnonzero(offsets[0])) == {5, 35, 70}
     np.testing.assert_allclose(offsets[0, [5, 35, 70]], 0.15, atol=0.01)
     assert not offsets[1:].any()
+    vetoed = _confirmed_stripe_offsets(residuals, missing, regression, 5.0, 0, STRIPE_WINDOW)
+    assert set(np.flatnonzero(vetoed[0])) == {5, 35, 70}
+    np.testing.assert_allclose(vetoed[0, [5, 70]], 0.15, atol=0.01)
+    np.testing.assert_allclose(vetoed[0, 35], 0.35, atol=0.01)  # against the typical column: region plus stripe
 
 
 def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:

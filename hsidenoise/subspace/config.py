@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from hsidenoise.errors import ConfigError
 
 SPATIAL_DENOISERS = ("auto", "bm3d", "dct", "none")
-ROW_STRIPE_WINDOW = 15
-"""Default ``LowRankConfig.row_stripe_window`` (bench/README.md, "False row stripes from a region the regression
+STRIPE_WINDOW = 15
+"""Default ``LowRankConfig.stripe_window`` (bench/README.md, "False stripes from a region the regression
 mispredicts")."""
 """Choices of :attr:`LowRankConfig.spatial`; ``auto`` is ``bm3d`` when the package imports, else ``dct``."""
 
@@ -38,12 +38,12 @@ class LowRankConfig:
             included).
         stripe_threshold: a column offset is a stripe beyond this many spreads of the band's column medians (a
             row offset beyond twice as many: ``outliers.ROW_STRIPE_FACTOR``).
-        row_stripe_window: a tile's row offset is measured against the median of the rows within this window
-            around it, not against the band's typical row (0: the typical row, as columns are), so that a block of
-            rows that the band regression mispredicts alike (a quiet band's unexplained signal over a region of the
-            scene) is not taken for stripes (``stripes.stripe_offsets``). Rows only: rows are the second
-            orientation searched, at twice the threshold, and their false offsets are what was measured to wreck
-            an output; with columns measured the same way the recipe's real column stripes came out slightly worse.
+        stripe_window: a tile's stripe must also stand out from the median of the lines within this window around
+            it (0: no such test), so that a block of lines that the band regression mispredicts alike (a quiet
+            band's unexplained signal over a region of the scene) is not taken for stripes
+            (``stripes.stripe_offsets``). A row's offset is measured against those neighbours too; a column's
+            against the band's typical column (measured: the recipe's real column stripes came out slightly worse
+            against their neighbours).
         dead_line_fraction: a column whose standard deviation along its rows is below this fraction of the
             band's sigma is a dead line.
         coherence_window: side of the window in which an outlying residual shared by its neighbours is
@@ -63,7 +63,7 @@ class LowRankConfig:
     max_rank: int = 32
     robust_passes: int = 2
     stripe_threshold: float = 5.0
-    row_stripe_window: int = ROW_STRIPE_WINDOW
+    stripe_window: int = STRIPE_WINDOW
     dead_line_fraction: float = 0.2
     coherence_window: int = 5
     loading_iterations: int = 20
@@ -76,7 +76,7 @@ class LowRankConfig:
         for name in ("sample_size", "regression_sample", "regression_iterations", "max_rank"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
-        for name in ("robust_passes", "row_stripe_window", "coherence_window", "loading_iterations"):
+        for name in ("robust_passes", "stripe_window", "coherence_window", "loading_iterations"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
         for name in ("ridge", "outlier_threshold", "edge_margin", "stripe_threshold", "dct_threshold"):

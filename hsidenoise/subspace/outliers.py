@@ -132,8 +132,9 @@ def _stripe_search(
         if axis == 2:
             lines, absent = lines.transpose(0, 2, 1), absent.transpose(0, 2, 1)
         threshold = config.stripe_threshold * (1.0 if axis == 1 else ROW_STRIPE_FACTOR)
-        window = config.row_stripe_window if axis == 2 else 0  # rows against their neighbours (config)
-        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window)
+        # every stripe must stand out from its neighbouring lines; a row's offset is measured against them too
+        window = config.stripe_window
+        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window if axis == 2 else 0, window)
         if offsets.any():
             found = True
             filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], shape)

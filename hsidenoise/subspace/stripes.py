@@ -65,20 +65,22 @@ def line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.nd
 
 
 def stripe_offsets(
-    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0,
+    veto: int = 0,
 ) -> np.ndarray:
     """Per-band column offsets (stripes) that explain the column structure of a tile's residuals.
 
     Each band's column medians (over rows not missing) are compared with the median of the columns within
     ``window`` around each (its neighbours: a stripe is a line that stands out from the lines beside it), or, with
-    ``window`` below 3 or above the tile's width, with the band's typical column (median over columns). The spread
-    they must stand out from is band-wide either way: the larger of the MAD over columns of the deviations from the
-    typical column and the noise of a column median. The neighbours' reference matters where the regression
-    mispredicts a band alike over a block of lines (a quiet band's unexplained signal in one region of the scene):
-    measured against the typical line, every line of the block stands out, and subtracting those "stripes" from a
-    quiet band that a component leans on wrecks every band (bench/README.md: a CAVE crop with mixed noise, 33
-    consecutive rows of 13 bands, 26.1 dB instead of 36.9). The tile step gives rows a window
-    (``LowRankConfig.row_stripe_window``) and columns none. As with entries, an offset in band j echoes, weaker in units of the residual scale, into the
+    ``window`` below 3 or above the tile's width, with the band's typical column (median over columns). With
+    ``veto`` (3 or more), an offset measured against the typical column is also kept only where the column stands
+    out from the median of the ``veto`` columns around it. The spread they must stand out from is band-wide either
+    way: the larger of the MAD over columns of the deviations from the typical column and the noise of a column
+    median. The neighbours matter where the regression mispredicts a band alike over a block of lines (a quiet
+    band's unexplained signal in one region of the scene): measured against the typical line, every line of the
+    block stands out, and subtracting those "stripes" from a quiet band that a component leans on wrecks every band
+    (bench/README.md: a CAVE crop with mixed noise, 33 consecutive rows of 13 bands, 26.1 dB instead of 36.9). The
+    tile step gives rows a ``window`` and columns a ``veto`` (``LowRankConfig.stripe_window``). As with entries, an offset in band j echoes, weaker in units of the residual scale, into the
     bands predicted from j; so per column the band with the largest deviation in those units is taken, its
     offset is removed from every band's deviation (rank-one update), and so on while the band taken stands
     out by more than ``threshold`` spreads.
@@ -102,6 +104,11 @@ def stripe_offsets(
         half = window // 2  # the median of the 2 half + 1 lines centred on each, mirrored at the tile's edges
         padded = np.pad(medians, ((0, 0), (half, half)), mode="reflect")
         deviation = medians - np.median(sliding_window_view(padded, 2 * half + 1, axis=1), axis=-1)
+    local = None
+    if 3 <= veto <= width:
+        half = veto // 2
+        padded = np.pad(medians, ((0, 0), (half, half)), mode="reflect")
+        local = medians - np.median(sliding_window_view(padded, 2 * half + 1, axis=1), axis=-1)
     spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
     inverse_scale = 1.0 / regression.residual_scale[:, None]
     offsets = np.zeros((bands, width))
@@ -112,6 +119,8 @@ def stripe_offsets(
             score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
         worst = score.argmax(axis=0)
         stands_out = np.abs(deviation[worst, columns]) > threshold * spread[worst, columns]
+        if local is not None:
+            stands_out &= np.abs(local[worst, columns]) > threshold * spread[worst, columns]
         striped = (score[worst, columns] > 0) & stands_out
         if not striped.any():
             break
@@ -120,11 +129,14 @@ def stripe_offsets(
         offsets[band, column] += offset
         found[band, column] = True
         deviation[:, column] -= regression.coefficients[band, :].T * offset
+        if local is not None:
+            local[:, column] -= regression.coefficients[band, :].T * offset
     return offsets
 
 
 def confirmed_stripe_offsets(
-    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0,
+    veto: int = 0,
 ) -> np.ndarray:
     """:func:`stripe_offsets` of whole columns, kept where both halves of the column agree.
 
@@ -138,14 +150,14 @@ def confirmed_stripe_offsets(
     Returns:
         (B, w) offsets, zero where there is no confirmed stripe.
     """
-    offsets = stripe_offsets(residuals, missing, regression, threshold, window)
+    offsets = stripe_offsets(residuals, missing, regression, threshold, window, veto)
     height = residuals.shape[1]
     if not offsets.any() or height < 2 * MIN_HALF_LINE:
         return offsets
     half = height // 2
     sign = np.sign(offsets)
     for rows in (slice(0, half), slice(half, height)):
-        part = stripe_offsets(residuals[:, rows], missing[:, rows], regression, HALF_COLUMN_FACTOR * threshold, window)
+        part = stripe_offsets(residuals[:, rows], missing[:, rows], regression, HALF_COLUMN_FACTOR * threshold, window, veto)
         sign = np.where(np.sign(part) == sign, sign, 0.0)
     return np.where(sign != 0, offsets, 0.0)
 
