@@ -607,21 +607,7 @@ def no_reference_quality(
             f"{noise_white[along][index]:+.3f} (tolerance {threshold[index]:.3f}): {meaning}; removed/noise std "
             f"ratio {ratio[index]:.2f}"
         )
-    coarse_reference = np.fmin(noise_white["block"], 1.0)  # below the noise's and below white noise's
-    coarse_threshold = (
-        WHITENESS_SIGMAS * np.sqrt(2.0 / np.maximum(white["block_count"], 1))
-        * np.hypot(white["block"], coarse_reference) + BLOCK_MARGIN
-    )
-    coarse_gap = coarse_reference - white["block"]
-    for index in np.flatnonzero(np.nan_to_num(coarse_gap, nan=0.0) > np.nan_to_num(coarse_threshold, nan=np.inf)):
-        band = int(chosen[index])
-        why = (
-            f"removed part's {BLOCK_SIDE} x {BLOCK_SIDE}-block energy is {white['block'][index]:.2f}, the input "
-            f"noise's {noise_white['block'][index]:.2f} (white noise 1; tolerance {coarse_threshold[index]:.2f}): "
-            f"the removed part lacks the noise's coarse part, as a blur or another low-pass filter leaves it: fine "
-            f"detail, signal and noise alike, was taken; removed/noise std ratio {ratio[index]:.2f}"
-        )
-        reasons[band] = f"{reasons[band]}; also {why}" if band in reasons else why
+    coarse_threshold = _coarse_flags(white, noise_white, chosen, ratio, reasons)
     spectral, noise_spectral, spectral_threshold, pairs = _spectral_flags(white, noise_white, chosen, band_count)
     spectral_reason: set[int] = set()  # one spectral reason per band, from its first flagged pair
     for pair in pairs:
@@ -634,7 +620,7 @@ def no_reference_quality(
                 f"{spectral_threshold[pair]:.3f}): the two removed parts share more than their noise does, as "
                 f"signal removed from both (edges, texture) would; removed/noise std ratio {ratio[index]:.2f}"
             )
-            reasons[band] = f"{reasons[band]}; also {why}" if band in reasons else why
+            _add_reason(reasons, band, why)
     return NoReferenceReport(
         band_count=band_count,
         bands=tuple(int(b) for b in chosen),
@@ -660,6 +646,37 @@ def no_reference_quality(
         peak=peak,
         **mpsnr_estimate(mse_estimate, peak, method, outliers_removed),
     )
+
+
+def _add_reason(reasons: dict[int, str], band: int, why: str) -> None:
+    """Record why ``band`` is flagged, after any reason it already has."""
+    reasons[band] = f"{reasons[band]}; also {why}" if band in reasons else why
+
+
+def _coarse_flags(
+    white: dict[str, np.ndarray],
+    noise_white: dict[str, np.ndarray],
+    chosen: np.ndarray,
+    ratio: np.ndarray,
+    reasons: dict[int, str],
+) -> np.ndarray:
+    """The coarse-scale check (module docstring): flags, into ``reasons``, the measured bands whose removed part has
+    less 4 x 4-block energy than min(the input noise's, 1) by more than the tolerance; returns that tolerance (over
+    the measured bands, like ``white``)."""
+    reference = np.fmin(noise_white["block"], 1.0)  # below the noise's and below white noise's
+    threshold = (
+        WHITENESS_SIGMAS * np.sqrt(2.0 / np.maximum(white["block_count"], 1)) * np.hypot(white["block"], reference)
+        + BLOCK_MARGIN
+    )
+    gap = np.nan_to_num(reference - white["block"], nan=0.0)
+    for index in np.flatnonzero(gap > np.nan_to_num(threshold, nan=np.inf)):
+        _add_reason(reasons, int(chosen[index]), (
+            f"removed part's {BLOCK_SIDE} x {BLOCK_SIDE}-block energy is {white['block'][index]:.2f}, the input "
+            f"noise's {noise_white['block'][index]:.2f} (white noise 1; tolerance {threshold[index]:.2f}): "
+            f"the removed part lacks the noise's coarse part, as a blur or another low-pass filter leaves it: fine "
+            f"detail, signal and noise alike, was taken; removed/noise std ratio {ratio[index]:.2f}"
+        ))
+    return threshold
 
 
 def mpsnr_estimate(
