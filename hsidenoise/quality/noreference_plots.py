@@ -57,8 +57,8 @@ def plot_no_reference(
     Panels: the removed/noise std ratio (1 marked; flagged bands as red crosses); the lag-1 correlation of the
     removed part along rows and columns minus that of the input noise (the band-regression residual), with the
     flag tolerance; the coarse-scale (4 x 4-block) energy of the removed part and of the input noise (1: white),
-    with the level below which a band is flagged; the removed part's correlation with the next band minus the input noise's (their partial
-    correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). The title gives the MPSNR
+    with the level below which a band is flagged; the removed part's correlation with the next band minus the input
+    noise's (their partial correlation), with its one-sided tolerance (a point at band b is the pair b, b + 1). The title gives the MPSNR
     estimate when the report has one (``report.estimated_mpsnr_db``; why not: ``report.estimated_mpsnr_reason``).
 
     Returns:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from hsidenoise.errors import ConfigError
 
 SPATIAL_DENOISERS = ("auto", "bm3d", "dct", "none")
+"""Choices of :attr:`LowRankConfig.spatial`; ``auto`` is ``bm3d`` when the package imports, else ``dct``."""
 STRIPE_WINDOW = 15
 """Default ``LowRankConfig.stripe_window`` (bench/README.md, "False stripes from a region the regression
 mispredicts")."""
-"""Choices of :attr:`LowRankConfig.spatial`; ``auto`` is ``bm3d`` when the package imports, else ``dct``."""
 
 
 @dataclass(frozen=True)

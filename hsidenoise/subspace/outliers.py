@@ -132,9 +132,10 @@ def _stripe_search(
         if axis == 2:
             lines, absent = lines.transpose(0, 2, 1), absent.transpose(0, 2, 1)
         threshold = config.stripe_threshold * (1.0 if axis == 1 else ROW_STRIPE_FACTOR)
-        # every stripe must stand out from its neighbouring lines; a row's offset is measured against them too
-        window = config.stripe_window
-        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window if axis == 2 else 0, window)
+        # every stripe must stand out from its neighbouring lines: a row's offset is measured against them, a
+        # column's against the band's typical column and vetoed by them
+        window, veto = (config.stripe_window, 0) if axis == 2 else (0, config.stripe_window)
+        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window, veto)
         if offsets.any():
             found = True
             filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], shape)

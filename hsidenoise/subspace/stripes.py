@@ -64,6 +64,13 @@ def line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.nd
         return np.where(count > 0, 0.5 * (low + high), np.nan)
 
 
+def _neighbour_deviation(medians: np.ndarray, window: int) -> np.ndarray:
+    """(B, w) line medians minus the median of the 2 (window // 2) + 1 lines centred on each (mirrored at the edges)."""
+    half = window // 2
+    padded = np.pad(medians, ((0, 0), (half, half)), mode="reflect")
+    return medians - np.median(sliding_window_view(padded, 2 * half + 1, axis=1), axis=-1)
+
+
 def stripe_offsets(
     residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0,
     veto: int = 0,
@@ -80,8 +87,10 @@ def stripe_offsets(
     band's unexplained signal in one region of the scene): measured against the typical line, every line of the
     block stands out, and subtracting those "stripes" from a quiet band that a component leans on wrecks every band
     (bench/README.md: a CAVE crop with mixed noise, 33 consecutive rows of 13 bands, 26.1 dB instead of 36.9). The
-    tile step gives rows a ``window`` and columns a ``veto`` (``LowRankConfig.stripe_window``). As with entries, an offset in band j echoes, weaker in units of the residual scale, into the
-    bands predicted from j; so per column the band with the largest deviation in those units is taken, its
+    tile step gives rows a ``window`` and columns a ``veto`` (``LowRankConfig.stripe_window``).
+
+    As with entries, an offset in band j echoes, weaker in units of the residual scale, into the bands predicted
+    from j; so per column the band with the largest deviation in those units is taken, its
     offset is removed from every band's deviation (rank-one update), and so on while the band taken stands
     out by more than ``threshold`` spreads.
 
@@ -101,14 +110,8 @@ def stripe_offsets(
     deviation = medians - np.median(medians, axis=1, keepdims=True)
     spread = 1.4826 * np.median(np.abs(deviation), axis=1, keepdims=True)
     if 3 <= window <= width:  # against the neighbouring lines; the spread stays the band-wide one
-        half = window // 2  # the median of the 2 half + 1 lines centred on each, mirrored at the tile's edges
-        padded = np.pad(medians, ((0, 0), (half, half)), mode="reflect")
-        deviation = medians - np.median(sliding_window_view(padded, 2 * half + 1, axis=1), axis=-1)
-    local = None
-    if 3 <= veto <= width:
-        half = veto // 2
-        padded = np.pad(medians, ((0, 0), (half, half)), mode="reflect")
-        local = medians - np.median(sliding_window_view(padded, 2 * half + 1, axis=1), axis=-1)
+        deviation = _neighbour_deviation(medians, window)
+    local = _neighbour_deviation(medians, veto) if 3 <= veto <= width else None
     spread = np.maximum(spread, 1.2533 * regression.residual_scale[:, None] / np.sqrt(np.maximum(counts, 1)))
     inverse_scale = 1.0 / regression.residual_scale[:, None]
     offsets = np.zeros((bands, width))
