@@ -15,8 +15,13 @@ Oracle rows show where the rest of the loss is:
 * ``stripes known``: the mixture cube with its stripes subtracted exactly (and its impulses, which the stripes
   shifted, at their exact values again), run as a user would: what the stripes cost, in the fit and the tiles.
 
+``--heldout`` runs the same split on 17 cubes that no setting of the front end was tuned on (the other shared
+cubes with a clean reference: the ABU airport, beach and urban scenes, San Diego, Pavia, Samson, MUUFL, the CAVE
+chart; each its first 150 x 150 pixels at most, seeds 9000 + 10 i + s): what a user's cube meets.
+
 Usage::
 
+    .venv/bin/python bench/mixture.py --heldout --seeds 2   # 17 held-out cubes, two seeds each
     .venv/bin/python bench/mixture.py                  # three cubes, seed 0
     .venv/bin/python bench/mixture.py --seeds 2 --oracles
 """
@@ -50,6 +55,21 @@ CUBES = (
 )
 SEED = 2026
 """Seed of cube i and seed index s: SEED + 100 * i + 1 + 1000 * s (the quality bench's mixture seeds)."""
+HELDOUT = (
+    *(f"abu_airport_beach_urban/abu-airport-{i}.mat" for i in (1, 2, 3, 4)),
+    *(f"abu_airport_beach_urban/abu-beach-{i}.mat" for i in (1, 2, 3)),
+    *(f"abu_airport_beach_urban/abu-urban-{i}.mat" for i in (1, 2, 3, 4, 5)),
+    "aviris_san_diego/sandiego.mat",
+    "pavia_centre_rosis_abu_beach4/abu-beach-4.mat",
+    "samson/samson_1.mat",
+    "muufl_gulfport_sub/an_hsi_image_sub_for_demo.mat",
+    "cave_256/chart_and_stuffed_toy_ms_256.mat",
+)
+"""``--heldout``'s cubes: every shared cube with a clean reference that is neither a validation cube nor real noise."""
+HELDOUT_SEED = 9000
+"""Seed of held-out cube i and seed index s: HELDOUT_SEED + 10 * i + s."""
+HELDOUT_CROP = 150
+"""Held-out cubes are cut to their first HELDOUT_CROP rows and columns (after normalising the whole cube)."""
 CONFIG = LowRankConfig(spatial="dct")
 
 
@@ -88,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--oracles", action="store_true", help="add the oracle rows")
     parser.add_argument("--cubes", nargs="+", default=list(CUBES))
+    parser.add_argument("--heldout", action="store_true", help="the 17 held-out cubes instead of --cubes")
     args = parser.parse_args(argv)
+    if args.heldout:
+        args.cubes = list(HELDOUT)
     spec = NoiseSpec("mixture", sigma_max=95.0)
     lines = ["| cube | seed | Gaussian part | mixture | loss | " + "group losses (dB) | time G / mix (s) |", "|---|---|---|---|---|---|---|"]
     losses = []
     for index, path in enumerate(args.cubes):
         resolved = Path(path) if Path(path).is_absolute() else DATA / path
         clean = normalise_cube(np.asarray(read_cube(resolved).data, dtype=np.float64))[0].astype(np.float64)
+        if args.heldout:
+            clean = clean[:, :HELDOUT_CROP, :HELDOUT_CROP]
         for seed_index in range(args.seeds):
-            seed = SEED + 100 * index + 1 + 1000 * seed_index
+            seed = (HELDOUT_SEED + 10 * index + seed_index) if args.heldout else SEED + 100 * index + 1 + 1000 * seed_index
             truth = add_noise(clean, spec, np.random.default_rng(seed))
             gaussian = get_noise("noniid")(clean.astype(np.float32), spec, np.random.default_rng(seed)).noisy
             started = time.perf_counter()

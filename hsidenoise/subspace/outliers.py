@@ -123,19 +123,21 @@ def _stripe_search(
     """Column, then row stripes of the (B, h, w) ``residuals()`` against ``predictor``, subtracted from ``filled``.
 
     ``residuals`` is called before each orientation (the column offsets change the residuals the rows are searched
-    in); ``missing``: (B, h, w) entries left out of the line medians. Returns whether any offset was subtracted.
+    in); ``missing``: (B, h, w) entries left out of the line medians. The tile's values so far decide between bands
+    that predict each other (:func:`~hsidenoise.subspace.stripes.stripe_offsets`'s own-line test). Returns whether
+    any offset was subtracted.
     """
     shape = missing.shape
     found = False
     for axis in (1, 2):  # column stripes (constant along the rows), then row stripes
-        lines, absent = residuals(), missing
+        lines, absent, values = residuals(), missing, filled.observed.reshape(shape)
         if axis == 2:
-            lines, absent = lines.transpose(0, 2, 1), absent.transpose(0, 2, 1)
+            lines, absent, values = lines.transpose(0, 2, 1), absent.transpose(0, 2, 1), values.transpose(0, 2, 1)
         threshold = config.stripe_threshold * (1.0 if axis == 1 else ROW_STRIPE_FACTOR)
         # every stripe must stand out from its neighbouring lines: a row's offset is measured against them, a
         # column's against the band's typical column and vetoed by them
         window, veto = (config.stripe_window, 0) if axis == 2 else (0, config.stripe_window)
-        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window, veto)
+        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window, veto, values)
         if offsets.any():
             found = True
             filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], shape)
