@@ -149,8 +149,7 @@ def stripe_offsets(
     offsets = np.zeros((bands, width))
     found = counts == 0
     columns = np.arange(width)
-    accepted = np.zeros(width, bool)  # the own-line test: lines where an offset was kept
-    refused_band, refused_offset = np.zeros(width, np.int64), np.full(width, np.nan)  # each line's first refusal
+    refused_band, refused_offset = np.zeros(width, np.int64), np.full(width, np.nan)  # own-line test: first refusals
     for _ in range(bands):
         with np.errstate(over="ignore"):  # against a near-zero scale an offset stands out, also as inf
             score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
@@ -176,14 +175,13 @@ def stripe_offsets(
             found[band[~closer], column[~closer]] = True
             band, column, offset = band[closer], column[closer], offset[closer]
             own[band, column] -= offset
-            accepted[column] = True
         offsets[band, column] += offset
         found[band, column] = True
         deviation[:, column] -= regression.coefficients[band, :].T * offset
         if local is not None:
             local[:, column] -= regression.coefficients[band, :].T * offset
     if own_test:  # a line where every band was refused keeps the first choice, as without the test
-        fallback = ~accepted & ~np.isnan(refused_offset)
+        fallback = ~offsets.any(axis=0) & ~np.isnan(refused_offset)
         offsets[refused_band[fallback], columns[fallback]] += refused_offset[fallback]
     return offsets
 
