@@ -19,11 +19,17 @@ Oracle rows show where the rest of the loss is:
 cubes with a clean reference: the ABU airport, beach and urban scenes, San Diego, Pavia, Samson, MUUFL, the CAVE
 chart; each its first 150 x 150 pixels at most, seeds 9000 + 10 i + s): what a user's cube meets.
 
+``--mosaic SIZE ...`` runs each cube as a SIZE x SIZE mosaic of mirrored copies of itself (fresh noise everywhere,
+seeds 4000 + SIZE + 1000 s) at each size in turn: how the mixture's cost grows with the scene. The model's fit
+works on a bounded pixel sample (``LowRankConfig.sample_size``, ``regression_sample``), so its cost stops growing
+once the sample is full, while the tiles' grows with the pixels.
+
 Usage::
 
     .venv/bin/python bench/mixture.py --heldout --seeds 2   # 17 held-out cubes, two seeds each
     .venv/bin/python bench/mixture.py                  # three cubes, seed 0
     .venv/bin/python bench/mixture.py --seeds 2 --oracles
+    OMP_NUM_THREADS=1 .venv/bin/python bench/mixture.py --cubes aviris_san_diego/sandiego_plane.mat --mosaic 100 200 300 512
 """
 
 from __future__ import annotations
@@ -70,7 +76,20 @@ HELDOUT_SEED = 9000
 """Seed of held-out cube i and seed index s: HELDOUT_SEED + 10 * i + s."""
 HELDOUT_CROP = 150
 """Held-out cubes are cut to their first HELDOUT_CROP rows and columns (after normalising the whole cube)."""
+MOSAIC_SEED = 4000
+"""Seed of a mosaic of side SIZE and seed index s: MOSAIC_SEED + SIZE + 1000 * s."""
 CONFIG = LowRankConfig(spatial="dct")
+
+
+def mosaic(cube: np.ndarray, size: int) -> np.ndarray:
+    """(B, size, size) tiling of (B, h, w) ``cube`` by copies of itself mirrored at every edge (no seams)."""
+    _, height, width = cube.shape
+
+    def mirrored(length: int) -> np.ndarray:
+        index = np.arange(size) % (2 * length)
+        return np.where(index < length, index, 2 * length - 1 - index)
+
+    return np.ascontiguousarray(cube[:, mirrored(height)][:, :, mirrored(width)])
 
 
 def psnr_per_band(estimate: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -109,10 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracles", action="store_true", help="add the oracle rows")
     parser.add_argument("--cubes", nargs="+", default=list(CUBES))
     parser.add_argument("--heldout", action="store_true", help="the 17 held-out cubes instead of --cubes")
+    parser.add_argument("--mosaic", type=int, nargs="+", metavar="SIZE",
+                        help="each cube as SIZE x SIZE mosaics of mirrored copies, one run per size")
     args = parser.parse_args(argv)
+    if args.heldout and args.mosaic:
+        parser.error("--heldout and --mosaic are separate runs")
     if args.heldout:
         args.cubes = list(HELDOUT)
     spec = NoiseSpec("mixture", sigma_max=95.0)
+    sizes = args.mosaic or [None]
     lines = ["| cube | seed | Gaussian part | mixture | loss | " + "group losses (dB) | time G / mix (s) |", "|---|---|---|---|---|---|---|"]
     losses = []
     for index, path in enumerate(args.cubes):
@@ -120,8 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         clean = normalise_cube(np.asarray(read_cube(resolved).data, dtype=np.float64))[0].astype(np.float64)
         if args.heldout:
             clean = clean[:, :HELDOUT_CROP, :HELDOUT_CROP]
-        for seed_index in range(args.seeds):
-            seed = (HELDOUT_SEED + 10 * index + seed_index) if args.heldout else SEED + 100 * index + 1 + 1000 * seed_index
+        runs = [(size, seed_index) for size in sizes for seed_index in range(args.seeds)]
+        base = clean
+        for size, seed_index in runs:
+            if size is not None:
+                clean = mosaic(base, size)
+                seed = MOSAIC_SEED + size + 1000 * seed_index
+            elif args.heldout:
+                seed = HELDOUT_SEED + 10 * index + seed_index
+            else:
+                seed = SEED + 100 * index + 1 + 1000 * seed_index
+            label = Path(path).stem if size is None else f"{Path(path).stem} {size}x{size}"
             truth = add_noise(clean, spec, np.random.default_rng(seed))
             gaussian = get_noise("noniid")(clean.astype(np.float32), spec, np.random.default_rng(seed)).noisy
             started = time.perf_counter()
@@ -134,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             detail = ", ".join(f"{name} {np.mean(mixture[b] - reference[b]):+.2f} ({len(b)})" for name, b in groups.items())
             loss = mixture.mean() - reference.mean()
             losses.append(loss)
-            lines.append(f"| {Path(path).stem} | {seed_index} | {reference.mean():.2f} | {mixture.mean():.2f} | {loss:+.2f} | "
+            lines.append(f"| {label} | {seed_index} | {reference.mean():.2f} | {mixture.mean():.2f} | {loss:+.2f} | "
                          f"{detail} | {gaussian_seconds:.1f} / {mixture_seconds:.1f} |")
             if args.oracles:
                 denoiser = spatial_denoiser(CONFIG)
@@ -145,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                         sample_pixels(fitted_on, CONFIG.sample_size, CONFIG.seed), CONFIG).regression)
                     cleaned = oracle_cleaning(truth.noisy, gaussian, truth, subspace)
                     score = psnr_per_band(denoise_with_subspace(cleaned, subspace, plain, denoiser), clean)
-                    lines.append(f"| {Path(path).stem} | {seed_index} | | {score.mean():.2f} | {score.mean() - reference.mean():+.2f} | {name} | |")
+                    lines.append(f"| {label} | {seed_index} | | {score.mean():.2f} | {score.mean() - reference.mean():+.2f} | {name} | |")
                 pairs = neighbour_pairs(gaussian, seed=CONFIG.seed + 1)
                 fitted = fit_lowrank(sample_pixels(gaussian, CONFIG.sample_size, CONFIG.seed), CONFIG, pairs)
                 score = psnr_per_band(denoise_with_subspace(truth.noisy, fitted, CONFIG, denoiser), clean)
@@ -155,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(("stripes known", psnr_per_band(lowrank_denoise(exact, CONFIG)[0], clean)))
                 for name, score in rows:
                     detail = ", ".join(f"{group} {np.mean(score[b] - reference[b]):+.2f}" for group, b in groups.items())
-                    lines.append(f"| {Path(path).stem} | {seed_index} | | {score.mean():.2f} | {score.mean() - reference.mean():+.2f} | {name}: {detail} | |")
+                    lines.append(f"| {label} | {seed_index} | | {score.mean():.2f} | {score.mean() - reference.mean():+.2f} | {name}: {detail} | |")
             print(lines[-1], flush=True)
     print()
     print("\n".join(lines))
