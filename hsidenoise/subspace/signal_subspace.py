@@ -112,7 +112,7 @@ class Subspace:
         sigma. The truth differs where the band sigmas do; the typical band's sigma is unbiased (0.994 to 1.000 of
         the truth on the validation cubes), a quiet band's is an upper bound (:meth:`component_noise_range`).
         Measured on the validation cubes with non-i.i.d. noise (``bench/eigen_noise.py``, bench/README.md): the
-        true level is 0.58 to 1.30 per component, within 5 % of this estimate for about half the components; the
+        true level is 0.58 to 1.01 per component, within 5 % of this estimate for 9 of 33 components; the
         misses lean on quiet bands (sigma resolved by neither estimator) or on bands whose false stripes the tile
         cleaning removed.
         """
