@@ -31,6 +31,17 @@ def test_models_json(runner):
     assert "paper" in invoke(runner, "models").stdout
 
 
+def test_models_states_what_the_shipped_weights_gain_on_validation_and_on_cubes_the_network_never_saw(runner):
+    card = json.loads((Path(__file__).resolve().parents[1] / "weights" / "decsc-dctcsc-coupled.json").read_text())
+    measured = card["measured"]
+    more, unseen = measured["front_end_heldout_cubes"], measured["front_end_heldout_cubes"]["unseen_by_network"]
+    assert more["training_cubes_among_them"] + len(unseen["cubes"]) == more["cubes"]
+    text = " ".join(invoke(runner, "models").stdout.split())  # rich wraps long lines
+    assert f"{measured['mean_gain_db']:+.3f} dB MPSNR on average" in text
+    assert f"{more['training_cubes_among_them']} of them in its training data" in text
+    assert f"cubes it never saw: {unseen['mean_gain_db']:+.3f} dB on average" in text
+
+
 TRAIN_ARGS = (
     "--steps-per-epoch",
     2,

@@ -63,3 +63,16 @@ def models(json_output: JsonOpt = False) -> None:
                     ),
                     soft_wrap=True,
                 )
+            more = measured.get("front_end_heldout_cubes") or {}
+            if more:
+                unseen = more.get("unseen_by_network") or {}
+                Console().print(
+                    escape(
+                        f"  on {more['cases']} cases of {more['cubes']} more cubes (fresh noise; "
+                        f"{more['training_cubes_among_them']} of them in its training data): {more['mean_gain_db']:+.3f} dB "
+                        f"on average, {more['min_gain_db']:+.3f} dB at worst, higher on {more['cases_higher']}; on the "
+                        f"{unseen.get('cases', 0)} cases of the cubes it never saw: {unseen.get('mean_gain_db', 0.0):+.3f} dB "
+                        f"on average, {unseen.get('min_gain_db', 0.0):+.3f} dB at worst ({more['command']})"
+                    ),
+                    soft_wrap=True,
+                )
