@@ -134,7 +134,13 @@ def _training_command(finetuning: bool):
         lr_step_epochs: Annotated[int, typer.Option("--lr-step-epochs", min=1, help="Halve the rate every N.")] = 10,
         epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default 30).")] = None,
         time_budget: Annotated[
-            float | None, typer.Option("--time-budget", min=1, help="Stop after this many seconds of training.")
+            float | None,
+            typer.Option(
+                "--time-budget",
+                min=1,
+                help="Stop after this many seconds of training, checked after each step (a step that starts a new "
+                "round of front-end runs can take a minute on a 200-band cube, so a short budget can run past).",
+            ),
         ] = None,
         steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", min=1)] = 250,
         seed: Annotated[int, typer.Option("--seed")] = 0,
