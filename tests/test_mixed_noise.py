@@ -224,10 +224,12 @@ def test_a_stripe_in_one_of_two_bands_that_predict_each_other_is_given_to_its_ow
     assert not offsets[1:].any()
 
 
-def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """(noisy, corrupted, impulse mask, striped columns) of a 37 x 131 x 45 cube: impulse at 0.6 in bands 3 and 17,
-    then column stripes in band 3 (the mixture protocol's order, so band 3's impulses in those columns sit at
-    0 + offset and 1 + offset, about 39 of each per column: a pile-up needs 20 times the median count)."""
+def _impulses_then_stripes(
+    seed: int = 11, density: float = 0.6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(noisy, corrupted, impulse mask, striped columns) of a 37 x 131 x 45 cube: impulse at ``density`` in bands 3
+    and 17, then column stripes in band 3 (the mixture protocol's order, so band 3's impulses in those columns sit at
+    0 + offset and 1 + offset, about 39 of each per column at 0.6)."""
     rows = 131
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:rows, 0:COLS] / 40.0
@@ -236,7 +238,7 @@ def _impulses_then_stripes(seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.n
     noisy = clean + rng.uniform(0.005, 0.04, BANDS)[:, None, None] * rng.standard_normal(clean.shape)
     corrupted, hit = noisy.copy(), np.zeros(noisy.shape, bool)
     for band in (3, 17):
-        hit[band] = rng.random((rows, COLS)) < 0.6
+        hit[band] = rng.random((rows, COLS)) < density
         corrupted[band][hit[band]] = (rng.random(hit[band].sum()) < 0.5).astype(float)
     striped = [2, 9, 10, 23, 31, 40]
     corrupted[3][:, striped] += rng.choice([-1.0, 1.0], len(striped)) * rng.uniform(0.1, 0.25, len(striped))
@@ -265,6 +267,28 @@ def test_impulses_shifted_by_a_stripe_pile_up_in_their_line_and_are_marked_in_th
     band_wide = stuck.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)
     assert (hit[3] & ~band_wide[3]).sum() > 100  # the band-wide values miss the shifted impulses (6 lines' worth)
     np.testing.assert_array_equal(marked[3], hit[3])  # every impulse of band 3, shifted or not, and nothing else
+
+
+def test_sparse_impulses_shifted_by_a_stripe_are_marked_too_in_a_band_of_continuous_values() -> None:
+    from hsidenoise.subspace.pipeline import sample_pixels_where
+    from hsidenoise.subspace.stuck_values import STUCK_MIN_COUNT, _line_pileups, with_line_pileups
+
+    _, corrupted, hit, striped = _impulses_then_stripes(seed=5, density=0.08)  # about 5 of each value per column
+    spectra, positions = sample_pixels_where(corrupted, 65536, 0)
+    stuck = find_stuck_values(spectra)
+    assert stuck.values[3].tolist() == [0.0, 1.0]
+    column = positions.cols == striped[0]
+    shifted = np.unique(corrupted[3][hit[3][:, striped[0]], striped[0]])
+    counts = [int(np.count_nonzero(spectra[column, 3] == value)) for value in shifted]
+    assert max(counts) < STUCK_MIN_COUNT  # too few for the settings of the band-wide search
+    per_line = np.bincount(positions.cols)
+    assert not _line_pileups(spectra[:, 3], positions.cols, per_line).size  # which miss them
+    extended = with_line_pileups(stuck, spectra, positions.rows, positions.cols)
+    marked = extended.mask(corrupted.reshape(BANDS, -1)).reshape(corrupted.shape)
+    shifted_hits = hit[3][:, striped]
+    # most shifted impulses are marked (a value with fewer than 3 % of its column, 4 of 131, stays unmarked) ...
+    assert marked[3][:, striped][shifted_hits].mean() > 0.6
+    assert not (marked[3] & ~hit[3]).any()  # ... and nothing but impulses
 
 
 def test_column_pileups_need_a_band_with_stuck_values_and_ignore_integer_repeats() -> None:

@@ -102,6 +102,17 @@ LINE_PILEUP_SHARE = 0.1
 """In a band that has stuck values, a value is stuck in one column (or row) of the pixel sample when it holds at
 least this share of the line's sampled entries (and :data:`STUCK_MIN_COUNT`, and :data:`STUCK_MULTIPLICITY` times
 the median count of the line's values: integer data repeats every value)."""
+CONTINUOUS_LINE_PILEUP = (0.03, 3, 3.0)
+"""(share, fewest entries, multiplicity) of a line pile-up in a band whose values are continuous
+(:data:`CONTINUOUS_DISTINCT_SHARE`): there three exact repeats of one value in one line are no noise. An impulse
+band hit at density p has about p / 2 of a striped column at each of its two shifted values (5 of the 100 sampled
+entries of a column of a 100 x 100 cube at p = 0.1), which the settings above (10 %, 8 entries, 20 times the median
+count) miss: those impulses stayed in the fit's sample, 65 sigma off on a San Diego validation band, and the
+subspace kept components for them. Measured (bench/README.md, "Impulses that a stripe shifted in sparsely hit
+columns")."""
+CONTINUOUS_DISTINCT_SHARE = 0.5
+"""A band's values are continuous when at least this share of its sampled entries off its stuck values are distinct
+(integer or otherwise quantised data repeat most of their values; the test's integer band: 4 %)."""
 MIN_LINE_SAMPLE = 16
 """Lines with fewer sampled pixels are not searched for pile-ups."""
 
@@ -118,7 +129,10 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     0.08 more on San Diego seed 1. Only the fit uses these values: in the tiles as well, San Diego seed 0 lost
     4.9 dB (not understood), so :attr:`Subspace.stuck <hsidenoise.subspace.signal_subspace.Subspace>` keeps the
     band-wide values. Rows are searched the same way (a stripe along the rows shifts a row's impulses); the
-    mixture protocol stripes columns only, so the rows change nothing there (tested on a synthetic cube).
+    mixture protocol stripes columns only, so the rows change nothing there (tested on a synthetic cube). A band
+    whose values are continuous (:func:`_is_continuous`) is searched with :data:`CONTINUOUS_LINE_PILEUP`, which also
+    finds a sparsely hit band's shifted impulses; integer data with :data:`LINE_PILEUP_SHARE` and the band-wide
+    search's count and multiplicity.
 
     Args:
         stuck: the band-wide stuck values (:func:`find_stuck_values`) of ``spectra``.
@@ -133,7 +147,8 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     for band, known in enumerate(stuck.values):
         if not known.size:
             continue
-        found = [_line_pileups(spectra[:, band], index, per_line) for index, per_line in lines]
+        settings = CONTINUOUS_LINE_PILEUP if _is_continuous(spectra[:, band], known) else ()
+        found = [_line_pileups(spectra[:, band], index, per_line, *settings) for index, per_line in lines]
         extra = np.setdiff1d(np.concatenate(found), known)
         if extra.size:
             merged = np.concatenate([known, extra])
@@ -143,8 +158,23 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     return StuckValues(values=tuple(values), shares=tuple(shares))
 
 
-def _line_pileups(band: np.ndarray, lines: np.ndarray, per_line: np.ndarray) -> np.ndarray:
-    """The values of one band's (n,) sample that pile up within a line (:data:`LINE_PILEUP_SHARE`), float64.
+def _is_continuous(band: np.ndarray, known: np.ndarray) -> bool:
+    """Whether at least :data:`CONTINUOUS_DISTINCT_SHARE` of a band's (n,) entries off its ``known`` stuck values are
+    distinct (continuous data; integer data repeat most of their values)."""
+    kept = band[~np.isin(band, known)]
+    return kept.size > 0 and np.unique(kept).size >= CONTINUOUS_DISTINCT_SHARE * kept.size
+
+
+def _line_pileups(
+    band: np.ndarray,
+    lines: np.ndarray,
+    per_line: np.ndarray,
+    share: float = LINE_PILEUP_SHARE,
+    min_count: int = STUCK_MIN_COUNT,
+    multiplicity: float = STUCK_MULTIPLICITY,
+) -> np.ndarray:
+    """The values of one band's (n,) sample that pile up within a line (``share`` of its entries, at least
+    ``min_count`` of them and ``multiplicity`` times the line's median count of a value), float64.
 
     ``lines``: (n,) the line (column or row) of each entry; ``per_line``: entries per line. Vectorised over the
     lines: the entries sorted by (line, value), each run of one value in one line counted, and each line's median
@@ -164,7 +194,7 @@ def _line_pileups(band: np.ndarray, lines: np.ndarray, per_line: np.ndarray) -> 
     samples = per_line[run_lines]
     pile = (
         (samples >= MIN_LINE_SAMPLE)
-        & (lengths >= np.maximum(STUCK_MIN_COUNT, LINE_PILEUP_SHARE * samples))
-        & (lengths >= STUCK_MULTIPLICITY * middle[run_lines])
+        & (lengths >= np.maximum(min_count, share * samples))
+        & (lengths >= multiplicity * middle[run_lines])
     )
     return np.unique(ordered[starts[pile]]).astype(np.float64)
