@@ -173,6 +173,17 @@ class DECSCEigenImageDenoiser:
         self._evaluations = 0.0
 
     @property
+    def corrected_pilot(self) -> EigenImageDenoiser | None:
+        """The per-image denoiser whose output the model corrects (a subspace DECSC that takes a pilot), else None.
+
+        The pipeline's component blend (:mod:`hsidenoise.subspace.component_blend`) runs it again on the components
+        it weighs, so that a model whose correction is zero is the front end exactly. A DCT-CSC computes the front
+        end itself and gets the blend inside its band blend, or not at all with ``band_blend`` off (its output as it
+        is).
+        """
+        return None if getattr(self.model, "owns_front_end", False) else self.pilot
+
+    @property
     def wants_samples(self) -> bool:
         """Whether :meth:`adapt_to` should be given crops of the cube after ``prepare`` (``--adapt``)."""
         return self.adaptation is not None and self.adaptation.seconds > 0

@@ -18,7 +18,8 @@ too. One module per step:
 5. :mod:`~hsidenoise.subspace.eigenimages`: the eigen-images denoised by an :class:`EigenImageDenoiser`
    (:class:`DCTDenoiser`, :class:`BM3DDenoiser`, :class:`ProjectionOnly`, or the subspace DECSC of
    :mod:`hsidenoise.methods.decsc`).
-6. :mod:`~hsidenoise.subspace.projection`: back to bands (:func:`back_project`).
+6. :mod:`~hsidenoise.subspace.projection`: back to bands (:func:`back_project`), the components nearest the
+   Marchenko-Pastur edge weighed per band by SURE (:mod:`~hsidenoise.subspace.component_blend`).
 
 :mod:`~hsidenoise.subspace.pipeline` runs steps 1-6 as one method (:class:`LowRankDenoiser`); the settings
 are one :class:`LowRankConfig` (:mod:`~hsidenoise.subspace.config`).

@@ -74,6 +74,7 @@ def probe_perturbation(
     step: float = DIVERGENCE_STEP,
     weights: np.ndarray | None = None,
     cleaned: CleanedTile | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """How the eigen-images move (k, h, w) when each band b of the tile moves by step sigma_b probe_b.
 
@@ -81,7 +82,8 @@ def probe_perturbation(
     component), or, where the projection weighted the pixel's imputed entries (``weights``, :func:`entry_weights
     <hsidenoise.subspace.projection.entry_weights>`), by the same weighted fit of the move. With ``cleaned`` (the
     tile cleaning's result), the imputed entries move too, as the imputation makes them follow the moved entries
-    (:func:`~hsidenoise.subspace.outliers.move_cleaned`).
+    (:func:`~hsidenoise.subspace.outliers.move_cleaned`). With ``extra`` (B, e) directions (eigenvectors below the
+    edge, :mod:`~hsidenoise.subspace.component_blend`), their plain projections of the move follow: (k + e, h, w).
     """
     bands, height, width = probe.shape
     move = step * subspace.sigma[:, None, None] * probe
@@ -91,7 +93,9 @@ def probe_perturbation(
     moved = subspace.basis.T @ flat
     if weights is not None:
         reweight(moved, lambda pixels: flat[:, pixels], weights.reshape(bands, -1), subspace.basis)
-    return moved.reshape(subspace.rank, height, width)
+    if extra is not None:
+        moved = np.concatenate([moved, extra.T @ flat])
+    return moved.reshape(moved.shape[0], height, width)
 
 
 def centre_columns(values: np.ndarray) -> np.ndarray:
@@ -173,6 +177,7 @@ def blend_weights(
     sigma: np.ndarray,
     beta_max: float = BETA_MAX,
     default: Sequence[float | None] | None = None,
+    centre: bool = True,
 ) -> np.ndarray:
     """beta (parts, B) in [0, beta_max] minimising each band's SURE over its kept entries (module docstring).
 
@@ -191,6 +196,8 @@ def blend_weights(
         change_divergence: (P, B) (or (B,)) :func:`subspace_divergence` of each part (plus the fit's share).
         sigma: (B,) Gaussian noise sigma, data units.
         default: per part, the weight a band keeps unless SURE is confident otherwise, or None (free).
+        centre: the sums over the kept entries centred along columns (:func:`centre_lines`); False: as they are
+            (``change_divergence`` then of the parts themselves).
 
     Returns:
         (P, B) float64 (or (B,) for one part given as (B, h, w)).
@@ -199,9 +206,14 @@ def blend_weights(
     changes = changes[None] if single else changes
     divergence = np.atleast_2d(np.asarray(change_divergence, dtype=np.float64))
     parts, bands = changes.shape[:2]
-    delta = centre_lines(changes, kept).reshape(parts, bands, -1)
+    if centre:
+        delta = centre_lines(changes, kept).reshape(parts, bands, -1)
+        residual = centre_lines(front - noisy, kept).reshape(bands, -1)
+    else:
+        delta = np.where(kept, changes, 0.0).reshape(parts, bands, -1)
+        residual = np.where(kept, front - noisy, 0.0).reshape(bands, -1)
     gram = np.einsum("ibp,jbp->bij", delta, delta)  # (B, P, P)
-    linear = np.einsum("ibp,bp->bi", delta, centre_lines(front - noisy, kept).reshape(bands, -1))
+    linear = np.einsum("ibp,bp->bi", delta, residual)
     linear += (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
     linear = np.nan_to_num(linear, nan=0.0)
     best = box_quadratic_minimum(gram, linear, beta_max)  # (B, P)

@@ -50,6 +50,8 @@ class LowRankConfig:
             taken as genuine signal (0 or 1 disables the check).
         loading_iterations: IRLS iterations of the L1 refit of the synthesis rows (0 disables it).
         dct_threshold: hard threshold of the DCT fallback's first stage, in noise sigmas.
+        component_blend: weigh the components nearest the Marchenko-Pastur edge per band by SURE
+            (:mod:`~hsidenoise.subspace.component_blend`); False: every band keeps exactly the kept components.
         seed: seed of every pixel sample the pipeline draws.
     """
 
@@ -68,6 +70,7 @@ class LowRankConfig:
     coherence_window: int = 5
     loading_iterations: int = 20
     dct_threshold: float = 2.7
+    component_blend: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -65,10 +65,43 @@ def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subs
     bands = cleaned.shape[0]
     if subspace.eigenvectors is None or not subspace.population or rank >= bands:
         return np.zeros((parts, bands))
-    vectors, eigenvalues = subspace.eigenvectors, np.asarray(subspace.eigenvalues, dtype=np.float64)
     whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]  # (B, pixels)
-    centred = centre_columns(changes)  # P d
-    flat = centred.reshape(parts, rank, -1)
+    flat = centre_columns(changes).reshape(parts, rank, -1)  # P d
+    # a[j, i] = <z_j, P d_i> for every eigenvector j: V^T (w (P d)^T), (B, k)
+    inner = np.stack([subspace.eigenvectors.T @ (whitened @ flat[part].T) for part in range(parts)])
+    return _through_basis(inner, subspace)
+
+
+def component_fit_divergence(
+    cleaned: np.ndarray, images: np.ndarray, components: list[int], subspace: Subspace, *, centre: bool = True
+) -> np.ndarray:
+    """:func:`fit_path_divergence` for parts that each hold one component's image alone: part a is ``images[a]`` in
+    component ``components[a]`` and zero in the others (the terms of :mod:`~hsidenoise.subspace.component_blend`),
+    without building the (P, k, h, w) array.
+
+    Args:
+        cleaned: (B, h, w) data units; images: (P, h, w) whitened units; components: P indices below the rank.
+        subspace: the fitted model. centre: the images centred along columns first (as the band blend's sums).
+
+    Returns:
+        (P, B) float64.
+    """
+    parts, rank = len(components), subspace.rank
+    bands = cleaned.shape[0]
+    if subspace.eigenvectors is None or not subspace.population or rank >= bands:
+        return np.zeros((parts, bands))
+    whitened = (cleaned.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
+    centred = (centre_columns(images) if centre else images).reshape(parts, -1)
+    inner = np.zeros((parts, bands, rank))
+    for part, component in enumerate(components):
+        inner[part, :, component] = subspace.eigenvectors.T @ (whitened @ centred[part])
+    return _through_basis(inner, subspace)
+
+
+def _through_basis(inner: np.ndarray, subspace: Subspace) -> np.ndarray:
+    """T (P, B) from a[j, i] = <z_j, P d_i> (P, B, k): the module docstring's sum over i < k <= j."""
+    parts, bands, rank = inner.shape
+    vectors, eigenvalues = subspace.eigenvectors, np.asarray(subspace.eigenvalues, dtype=np.float64)
     # gap[i, j] = 1 / (lambda_i - lambda_j) for i < k <= j, 0 where degenerate
     gap = eigenvalues[:rank, None] - eigenvalues[None, rank:]
     usable = np.abs(gap) > GAP_FLOOR * np.abs(eigenvalues[:rank, None])
@@ -77,10 +110,8 @@ def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subs
     inside = vectors[:, :rank]  # (B, k)
     total = np.zeros((parts, bands))
     for part in range(parts):
-        # a[j, i] = <z_j, P d_i> for every eigenvector j: V^T (w (P d)^T), (B, k)
-        inner = vectors.T @ (whitened @ flat[part].T)
-        own = np.diagonal(inner[:rank])  # <z_i, P d_i>, (k,)
-        cross = inner[rank:]  # <z_j, P d_i>, j outside, (B - k, k)
+        own = np.diagonal(inner[part, :rank])  # <z_i, P d_i>, (k,)
+        cross = inner[part, rank:]  # <z_j, P d_i>, j outside, (B - k, k)
         total[part] = (outside**2 @ (inverse * own[:, None]).T).sum(axis=1)
         total[part] += np.einsum("bi,bj,ij->b", inside, outside, inverse * cross.T)
     if subspace.loadings is not None:  # rows refitted by least absolute deviations do not follow E

@@ -25,6 +25,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
+from hsidenoise.subspace.component_blend import blend_components
 from hsidenoise.subspace.band_blend import band_probe, blend_weights, probe_perturbation, subspace_divergence
 from hsidenoise.subspace.fit_divergence import fit_path_divergence
 from hsidenoise.subspace.eigenimages import (
@@ -38,6 +39,12 @@ from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_fre
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
 
 logger = logging.getLogger(__name__)
+
+PER_IMAGE_DENOISERS = ("dct", "bm3d")
+"""The eigen-image denoisers that the component blend (:mod:`~hsidenoise.subspace.component_blend`) runs again on
+the components it offers: each denoises each eigen-image alone. ``none`` is the projection alone, as asked; the
+DCT-CSC gets the blend inside its band blend (:func:`_denoise_blended`), a subspace DECSC that corrects a pilot
+through that pilot."""
 
 @dataclass(frozen=True)
 class LowRankInfo:
@@ -107,14 +114,16 @@ def denoise_with_subspace(
     *,
     facts: dict | None = None,
 ) -> np.ndarray:
-    """Steps 3-6 on one tile: robust projection, eigen-image denoising, back-projection.
+    """Steps 3-6 on one tile: robust projection, eigen-image denoising, back-projection (with the components near
+    the edge weighed per band, :mod:`~hsidenoise.subspace.component_blend`, unless ``config.component_blend`` is off).
 
     Args:
         tile: (B, h, w) in data units.
         subspace: the fitted model.
         config: pipeline settings; the defaults when None.
         eigen_denoiser: the eigen-image denoiser; None takes the one ``config.spatial`` selects.
-        facts: filled with the tile's outlier and stripe facts (:func:`remove_outliers`), or None.
+        facts: filled with the tile's outlier and stripe facts (:func:`remove_outliers`) and, where the component
+            blend ran, ``component_blend`` (its ``offered`` components and per-band ``beta``, (P, B)), or None.
 
     Returns:
         (B, h, w) float32 in data units.
@@ -123,8 +132,19 @@ def denoise_with_subspace(
     eigen_denoiser = eigen_denoiser if eigen_denoiser is not None else spatial_denoiser(config)
     if isinstance(eigen_denoiser, BlendedEigenImageDenoiser) and eigen_denoiser.band_blend:
         return _denoise_blended(tile, subspace, config, eigen_denoiser, facts).astype(np.float32)
-    eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
-    return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
+    # the per-image denoiser the component blend runs again: the eigen-image denoiser itself, or the pilot that a
+    # subspace DECSC corrects
+    per_image = eigen_denoiser if eigen_denoiser.name in PER_IMAGE_DENOISERS else None
+    per_image = per_image or getattr(eigen_denoiser, "corrected_pilot", None)
+    if not (config.component_blend and per_image is not None and per_image.name in PER_IMAGE_DENOISERS):
+        eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
+        return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
+    eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
+    denoised = eigen_denoiser.denoise(eigen_images, 1.0)
+    output, blend = blend_components(tile, eigen_images, denoised, cleaned, weights, subspace, config, per_image)
+    if facts is not None and blend:
+        facts["component_blend"] = blend
+    return output.astype(np.float32)
 
 
 def _denoise_blended(
@@ -140,7 +160,15 @@ def _denoise_blended(
     probe = band_probe(kept)
     perturbation = probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
     front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, perturbation)
-    front_bands = back_project(front, subspace)
+    pilot = getattr(eigen_denoiser, "pilot", None)  # the front end's own eigen-image denoiser
+    if config.component_blend and pilot is not None and pilot.name in PER_IMAGE_DENOISERS:
+        # the front end as --method lowrank makes it (its components near the edge weighed per band), then the
+        # model's change on top
+        front_bands, blend = blend_components(tile, eigen_images, front, cleaned, weights, subspace, config, pilot)
+        if facts is not None and blend:
+            facts["component_blend"] = blend
+    else:
+        front_bands = back_project(front, subspace)
     loadings = synthesis(subspace)[1]
     changes = np.einsum("bk,pkhw->pbhw", loadings, differences)  # (P, B, h, w)
     change_divergence = subspace_divergence(perturbation, responses, subspace)
