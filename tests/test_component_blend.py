@@ -72,6 +72,7 @@ def test_offered_components_are_the_last_kept_and_the_reliable_ones_below_the_ed
     kept, extra = offered_components(subspace, config)
     assert kept == [2, 3, 4]  # the last three kept; never the first
     assert extra == [5]
+    assert offered_components(subspace, replace(config, max_rank=5)) == ([2, 3, 4], [])  # never past max_rank
     # at 100 pixels per band no component below the edge is reliable: the edge is the stricter test there
     assert offered_components(_subspace([900.0, 40.0, 1.3, 1.29], rank=2, pixels=4000), config) == ([1], [])
     assert offered_components(_subspace([900.0, 1.09], rank=1, pixels=40_000), config) == ([], [])
@@ -143,3 +144,20 @@ def test_the_untrained_decsc_gets_the_same_blend_as_lowrank() -> None:
     # the blend's weights are continuous in the front end's eigen-images, which the float64 model and the pipeline's
     # float32 DCT give to about 1e-7 of their size
     assert np.abs(ours.astype(np.float64) - front_end).max() < 2e-5 * np.abs(front_end).max()
+
+
+def test_the_run_report_says_which_components_the_bands_took() -> None:
+    from hsidenoise.denoise import denoise_array
+    from hsidenoise.subspace import LowRankDenoiser
+    from hsidenoise.tiling import TileConfig
+
+    _, noisy = cube_with_weak_component()
+    denoiser = LowRankDenoiser(LowRankConfig(spatial="dct"))
+    denoise_array(noisy, denoiser, TileConfig(tile=96, overlap=16))
+    blend = denoiser.info()["component_blend"]
+    assert blend["tiles"] == 4 and blend["components"][-1] == denoiser.subspace.rank  # one below the edge offered
+    assert blend["bands_using"][-1] >= len(WEAK_BANDS) and 0 < blend["mean_weight"][-1] < 0.5
+    assert all(weight > 0.9 for weight in blend["mean_weight"][:-1])  # the kept ones stay in nearly every band
+    off = LowRankDenoiser(LowRankConfig(spatial="dct", component_blend=False))
+    denoise_array(noisy, off, TileConfig(tile=96, overlap=16))
+    assert "component_blend" not in off.info()

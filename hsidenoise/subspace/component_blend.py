@@ -54,7 +54,8 @@ from hsidenoise.subspace.signal_subspace import Subspace
 WEAK_COMPONENTS = 3
 """The last kept components offered to the blend (the first component never is)."""
 EXTRA_COMPONENTS = 2
-"""At most this many components below the edge are offered (the largest first), where reliable."""
+"""At most this many components below the edge are offered (the largest first), where reliable; never more than
+``LowRankConfig.max_rank`` components in all."""
 RELIABILITY = 0.9
 """Least squared cosine between a component's sample eigenvector and the true one (:func:`eigenvector_reliability`)
 for a component below the edge to be offered. Measured on the twelve validation cases (whole cube as one tile,
@@ -88,7 +89,7 @@ def offered_components(subspace: Subspace, config: LowRankConfig) -> tuple[list[
     if subspace.eigenvectors is None:
         return kept, []
     gamma = sample_ratio(subspace, config)
-    available = min(subspace.eigenvectors.shape[1], len(subspace.eigenvalues), config.max_rank + EXTRA_COMPONENTS)
+    available = min(subspace.eigenvectors.shape[1], len(subspace.eigenvalues), config.max_rank)  # max_rank holds
     extra = []
     for index in range(rank, min(rank + EXTRA_COMPONENTS, available)):
         if eigenvector_reliability(float(subspace.eigenvalues[index]), gamma) < RELIABILITY:

@@ -285,6 +285,9 @@ class LowRankDenoiser(DenoiserBase):
         self.name = name
         self.subspace: Subspace | None = None
         self.adapt_progress: Callable[[float, float], None] | None = None
+        self._blend_offered: list[int] = []
+        self._blend_sum = np.zeros((0, 0))
+        self._blend_tiles = 0
 
     def prepare(self, stats: _PixelSample) -> None:
         """Fit the model on the cube's pixel sample.
@@ -300,6 +303,7 @@ class LowRankDenoiser(DenoiserBase):
                 pipeline then writes the cube unchanged.
         """
         self.subspace = None
+        self._blend_offered, self._blend_tiles = [], 0
         spectra = _valid_spectra(stats)
         if spectra.ndim == 2 and spectra.shape[1] == 1:
             raise NothingToDenoise("one band: nothing to regress against")
@@ -347,6 +351,7 @@ class LowRankDenoiser(DenoiserBase):
             denoised = denoise_with_subspace(tile, subspace, self.config, self.eigen_denoiser, facts=cleaning)
             facts = getattr(self.eigen_denoiser, "last_facts", None)
             info = dict(facts) if facts else {}
+            self._record_blend(cleaning.pop("component_blend", None))
             if cleaning:  # per band (B_valid,): summed over the tiles by the report (front_end_cleaning)
                 info["front_end_cleaning"] = {
                     "outlier_entries": [int(v) for v in cleaning["outlier_entries"]],
@@ -355,6 +360,31 @@ class LowRankDenoiser(DenoiserBase):
                 }
             results.append(TileResult(denoised, info))
         return results
+
+    def _record_blend(self, blend: dict | None) -> None:
+        """Add one tile's component blend (offered components, per-band weights (P, B)) to the run's totals."""
+        if not blend:
+            return
+        offered, beta = list(blend["offered"]), np.asarray(blend["beta"], dtype=np.float64)
+        if self._blend_offered != offered:  # the offered components depend on the subspace only: once per cube
+            self._blend_offered, self._blend_sum, self._blend_tiles = offered, np.zeros_like(beta), 0
+        self._blend_sum += beta
+        self._blend_tiles += 1
+
+    def blend_facts(self) -> dict[str, Any] | None:
+        """The component blend over the tiles so far, for the run report: ``components`` (indices, 0-based: those
+        from ``rank`` on are below the edge), each one's ``mean_weight`` over the bands and tiles (1 for a kept
+        component that every band kept, 0 for one below the edge that no band took) and ``bands_using`` (bands whose
+        mean weight over the tiles is above 0); None when the blend did not run."""
+        if not self._blend_tiles:
+            return None
+        mean = self._blend_sum / self._blend_tiles  # (P, B)
+        return {
+            "components": list(self._blend_offered),
+            "mean_weight": [round(float(v), 4) for v in mean.mean(axis=1)],
+            "bands_using": [int(v) for v in np.count_nonzero(mean > 0, axis=1)],
+            "tiles": self._blend_tiles,
+        }
 
     @property
     def front_end(self) -> LowRankDenoiser:
@@ -396,6 +426,9 @@ class LowRankDenoiser(DenoiserBase):
             facts: dict[str, Any] = {"spatial": self.spatial}
         else:
             facts = LowRankInfo.from_subspace(self.subspace, self.spatial).as_dict()
+            blend = self.blend_facts()
+            if blend is not None:
+                facts["component_blend"] = blend
         if isinstance(self.eigen_denoiser, TorchDCTDenoiser):  # the GPU path
             facts["device"] = self.eigen_denoiser.device
         eigen_denoiser_info = getattr(self.eigen_denoiser, "info", None)
