@@ -70,11 +70,12 @@ def test_offered_components_are_the_last_kept_and_the_reliable_ones_below_the_ed
     assert sample_ratio(subspace, config) == pytest.approx(40 / 40_000)
     assert eigenvector_reliability(1.15, 0.001) >= RELIABILITY > eigenvector_reliability(1.10, 0.001)
     kept, extra = offered_components(subspace, config)
-    assert kept == [2, 3, 4]  # the last three kept; never the first
+    assert kept == [3, 4]  # of the last three kept, those within NEAR_EDGE times the edge (9.0 is not); never the first
     assert extra == [5]
-    assert offered_components(subspace, replace(config, max_rank=5)) == ([2, 3, 4], [])  # never past max_rank
+    assert offered_components(subspace, replace(config, max_rank=5)) == ([3, 4], [])  # never past max_rank
+    assert offered_components(_subspace([900.0, 4.0, 3.0, 1.3], rank=3, pixels=40_000), config)[0] == [1, 2]
     # at 100 pixels per band no component below the edge is reliable: the edge is the stricter test there
-    assert offered_components(_subspace([900.0, 40.0, 1.3, 1.29], rank=2, pixels=4000), config) == ([1], [])
+    assert offered_components(_subspace([900.0, 4.5, 1.3, 1.29], rank=2, pixels=4000), config) == ([1], [])
     assert offered_components(_subspace([900.0, 1.09], rank=1, pixels=40_000), config) == ([], [])
 
 

@@ -134,7 +134,11 @@ def centre_lines(values: np.ndarray, kept: np.ndarray) -> np.ndarray:
 
 
 def subspace_divergence(
-    perturbation: np.ndarray, responses: np.ndarray, subspace: Subspace, step: float = DIVERGENCE_STEP
+    perturbation: np.ndarray,
+    responses: np.ndarray,
+    subspace: Subspace,
+    step: float = DIVERGENCE_STEP,
+    loadings: np.ndarray | None = None,
 ) -> np.ndarray:
     """div_b of each part's column-centred change (P, B), from the k x k traces of the eigen-image map.
 
@@ -160,11 +164,13 @@ def subspace_divergence(
         responses: (P, k, h, w) each part's response to it.
         subspace: the fitted model (its basis E, synthesis rows L and band sigma).
         step: the probe's step, in noise sigmas.
+        loadings: (B, k) the rows that carry the change to the bands, when not the synthesis rows (the synthesis
+            rows weighted by the component blend, :mod:`~hsidenoise.subspace.component_blend`).
     """
     parts, rank = responses.shape[:2]
     centred = centre_columns(responses)  # P r
     traces = np.einsum("jp,aip->aij", perturbation.reshape(rank, -1), centred.reshape(parts, rank, -1)) / step**2
-    _, loadings = synthesis(subspace)  # (B, k)
+    loadings = synthesis(subspace)[1] if loadings is None else loadings  # (B, k)
     return np.einsum("bi,aij,bj->ab", loadings, traces, subspace.basis) / subspace.sigma
 
 

@@ -49,7 +49,9 @@ GAP_FLOOR = 1e-9
 defined (only possible where the rank was clipped inside a cluster of equal eigenvalues)."""
 
 
-def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subspace) -> np.ndarray:
+def fit_path_divergence(
+    cleaned: np.ndarray, changes: np.ndarray, subspace: Subspace, component_weights: np.ndarray | None = None
+) -> np.ndarray:
     """T (P, B): each part's divergence through the fitted basis (module docstring), to add to the band blend's
     Monte-Carlo divergence (:func:`~hsidenoise.subspace.band_blend.subspace_divergence`).
 
@@ -57,6 +59,8 @@ def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subs
         cleaned: (B, h, w) the tile after the cleaning, data units (what the projection whitened).
         changes: (P, k, h, w) the parts of the eigen-image denoiser's change, whitened units.
         subspace: the fitted model; without its ``eigenvectors`` and ``population`` the term is 0.
+        component_weights: (B, k) the share of each component's change that each band keeps (the component blend's
+            weights, :mod:`~hsidenoise.subspace.component_blend`), or None (all 1).
 
     Returns:
         (P, B) float64.
@@ -69,7 +73,7 @@ def fit_path_divergence(cleaned: np.ndarray, changes: np.ndarray, subspace: Subs
     flat = centre_columns(changes).reshape(parts, rank, -1)  # P d
     # a[j, i] = <z_j, P d_i> for every eigenvector j: V^T (w (P d)^T), (B, k)
     inner = np.stack([subspace.eigenvectors.T @ (whitened @ flat[part].T) for part in range(parts)])
-    return _through_basis(inner, subspace)
+    return _through_basis(inner, subspace, component_weights)
 
 
 def component_fit_divergence(
@@ -98,8 +102,9 @@ def component_fit_divergence(
     return _through_basis(inner, subspace)
 
 
-def _through_basis(inner: np.ndarray, subspace: Subspace) -> np.ndarray:
-    """T (P, B) from a[j, i] = <z_j, P d_i> (P, B, k): the module docstring's sum over i < k <= j."""
+def _through_basis(inner: np.ndarray, subspace: Subspace, component_weights: np.ndarray | None = None) -> np.ndarray:
+    """T (P, B) from a[j, i] = <z_j, P d_i> (P, B, k): the module docstring's sum over i < k <= j, each band's
+    term of component i weighted by ``component_weights[b, i]`` (B, k) when given."""
     parts, bands, rank = inner.shape
     vectors, eigenvalues = subspace.eigenvectors, np.asarray(subspace.eigenvalues, dtype=np.float64)
     # gap[i, j] = 1 / (lambda_i - lambda_j) for i < k <= j, 0 where degenerate
@@ -112,8 +117,12 @@ def _through_basis(inner: np.ndarray, subspace: Subspace) -> np.ndarray:
     for part in range(parts):
         own = np.diagonal(inner[part, :rank])  # <z_i, P d_i>, (k,)
         cross = inner[part, rank:]  # <z_j, P d_i>, j outside, (B - k, k)
-        total[part] = (outside**2 @ (inverse * own[:, None]).T).sum(axis=1)
-        total[part] += np.einsum("bi,bj,ij->b", inside, outside, inverse * cross.T)
+        if component_weights is None:
+            total[part] = (outside**2 @ (inverse * own[:, None]).T).sum(axis=1)
+            total[part] += np.einsum("bi,bj,ij->b", inside, outside, inverse * cross.T)
+        else:
+            total[part] = ((outside**2 @ (inverse * own[:, None]).T) * component_weights).sum(axis=1)
+            total[part] += np.einsum("bi,bj,ij,bi->b", inside, outside, inverse * cross.T, component_weights)
     if subspace.loadings is not None:  # rows refitted by least absolute deviations do not follow E
         plain = np.isclose(subspace.loadings, subspace.sigma[:, None] * subspace.basis, rtol=1e-9, atol=0).all(axis=1)
         total[:, ~plain] = 0.0

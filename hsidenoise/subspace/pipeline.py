@@ -161,18 +161,26 @@ def _denoise_blended(
     perturbation = probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
     front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, perturbation)
     pilot = getattr(eigen_denoiser, "pilot", None)  # the front end's own eigen-image denoiser
+    loadings = synthesis(subspace)[1]  # (B, k)
+    component_weights = None
     if config.component_blend and pilot is not None and pilot.name in PER_IMAGE_DENOISERS:
         # the front end as --method lowrank makes it (its components near the edge weighed per band), then the
-        # model's change on top
+        # model's change on top, carried to each band through the same weights (a band that left a component out
+        # takes none of the model's change to it)
         front_bands, blend = blend_components(tile, eigen_images, front, cleaned, weights, subspace, config, pilot)
-        if facts is not None and blend:
-            facts["component_blend"] = blend
+        if blend:
+            if facts is not None:
+                facts["component_blend"] = blend
+            component_weights = np.ones_like(loadings)
+            for part, component in enumerate(blend["offered"]):
+                if component < subspace.rank:
+                    component_weights[:, component] = blend["beta"][part]
+            loadings = loadings * component_weights
     else:
         front_bands = back_project(front, subspace)
-    loadings = synthesis(subspace)[1]
     changes = np.einsum("bk,pkhw->pbhw", loadings, differences)  # (P, B, h, w)
-    change_divergence = subspace_divergence(perturbation, responses, subspace)
-    change_divergence += fit_path_divergence(cleaned.values, differences, subspace)
+    change_divergence = subspace_divergence(perturbation, responses, subspace, loadings=loadings)
+    change_divergence += fit_path_divergence(cleaned.values, differences, subspace, component_weights)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(
         tile, kept, front_bands, changes, change_divergence, sigma, default=getattr(eigen_denoiser, "blend_default", None)
