@@ -232,6 +232,38 @@ def test_a_change_whose_gain_is_within_sures_noise_is_not_kept(monkeypatch: pyte
     np.testing.assert_allclose(blend_weights(noisy, kept, clean + error, -error, np.zeros(bands), sigma), 1.0, atol=0.1)
 
 
+def test_the_ramp_shrinks_toward_the_default_in_proportion_to_sures_confidence() -> None:
+    """``ramp=R``: a band moves from its default toward SURE's minimum by min(1, z / R), z the saving in standard
+    errors. Idle changes (neither help nor hurt) stay near the default; a change that repairs a large error is
+    taken whole; between them the share falls as R grows, and SURE never rises above the default's."""
+    rng = np.random.default_rng(7)
+    bands, rows, cols = 300, 24, 25
+    sigma = np.full(bands, 1.0)
+    clean = smooth(rng, bands, rows, cols)
+    noisy = clean + rng.standard_normal(clean.shape)
+    kept = np.ones(clean.shape, bool)
+    idle = 0.01 * smooth(rng, bands, rows, cols)
+    free = blend_weights(noisy, kept, clean, idle, np.zeros(bands), sigma, ramp=1e-12)  # the minimum itself
+    ramped = {r: blend_weights(noisy, kept, clean, idle, np.zeros(bands), sigma, ramp=r) for r in (2.0, 6.0)}
+    assert 0.35 < np.mean(free > 0) < 0.65
+    assert np.all(ramped[6.0] <= ramped[2.0] + 1e-12) and np.all(ramped[2.0] <= free + 1e-12)
+    assert np.mean(ramped[6.0]) < 0.25 * np.mean(free)
+    default = np.full(bands, 0.5)  # a default inside the box: shares move toward the minimum from either side
+    halfway = blend_weights(noisy, kept, clean, idle, np.zeros(bands), sigma, default=[0.5], ramp=6.0)
+    assert np.all(np.abs(halfway - default) <= np.abs(free - default) + 1e-12)
+    delta = centre_lines(idle, kept).reshape(bands, -1)
+    residual = centre_lines(clean - noisy, kept).reshape(bands, -1)
+
+    def sure(beta: np.ndarray) -> np.ndarray:
+        return beta**2 * (delta**2).sum(1) + 2 * beta * (delta * residual).sum(1)
+
+    assert np.all(sure(halfway) <= sure(default) + 1e-9)
+    error = 30.0 * centre_lines(smooth(rng, bands, rows, cols), kept)
+    np.testing.assert_allclose(
+        blend_weights(noisy, kept, clean + error, -error, np.zeros(bands), sigma, ramp=6.0), 1.0, atol=0.1
+    )
+
+
 def test_imputed_entries_follow_the_moved_entries_as_the_cleaning_imputes_them() -> None:
     """move_cleaned against the cleaning itself: a tile with dead columns and impulses, cleaned, then cleaned again
     after its kept entries moved a little (every decision the same): the imputed entries moved as move_cleaned

@@ -110,7 +110,8 @@ def test_a_component_below_the_edge_goes_to_the_bands_that_carry_it_and_hurts_no
     below = offered.index(3)
     assert np.all(beta[below, list(WEAK_BANDS)] == 1.0)
     others = [b for b in range(clean.shape[0]) if b not in WEAK_BANDS]
-    assert np.mean(beta[below, others] == 0.0) > 0.5  # most bands leave it out (a few take it where it helps them)
+    # most bands leave it out or keep a small share (SURE's confidence ramps a band away from its default, 0 here)
+    assert np.median(beta[below, others]) < 0.1 and np.mean(beta[below, others] > 0.5) < 0.2
     error_blended = ((blended - clean) ** 2).mean(axis=(1, 2))
     error_plain = ((plain - clean) ** 2).mean(axis=(1, 2))
     assert np.all(error_blended[list(WEAK_BANDS)] < 0.5 * error_plain[list(WEAK_BANDS)])

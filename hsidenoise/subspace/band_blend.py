@@ -184,6 +184,7 @@ def blend_weights(
     beta_max: float = BETA_MAX,
     default: Sequence[float | None] | None = None,
     centre: bool = True,
+    ramp: float | None = None,
 ) -> np.ndarray:
     """beta (parts, B) in [0, beta_max] minimising each band's SURE over its kept entries (module docstring).
 
@@ -204,6 +205,10 @@ def blend_weights(
         default: per part, the weight a band keeps unless SURE is confident otherwise, or None (free).
         centre: the sums over the kept entries centred along columns (:func:`centre_lines`); False: as they are
             (``change_divergence`` then of the parts themselves).
+        ramp: None: the guard above (all or nothing at :data:`SIGNIFICANCE` standard errors). A number R: the
+            band moves from its default toward SURE's minimum by the share min(1, z / R), z the saving in standard
+            errors (SURE decreases all along that segment: a shrinkage toward the default, in proportion to
+            SURE's confidence).
 
     Returns:
         (P, B) float64 (or (B,) for one part given as (B, h, w)).
@@ -237,8 +242,12 @@ def blend_weights(
 
     step = best - held
     spread = 2 * np.asarray(sigma, dtype=np.float64) * np.sqrt(np.maximum(np.einsum("bi,bij,bj->b", step, gram, step), 0))
-    confident = sure(held) - sure(best) > SIGNIFICANCE * spread
-    beta = np.where(confident[:, None], best, held).T
+    saving = sure(held) - sure(best)
+    if ramp is None:
+        beta = np.where((saving > SIGNIFICANCE * spread)[:, None], best, held).T
+    else:
+        share = np.clip(np.divide(saving, ramp * spread, out=np.zeros(bands), where=spread > 0), 0.0, 1.0)
+        beta = (held + share[:, None] * step).T
     return beta[0] if single else beta
 
 
