@@ -163,3 +163,37 @@ def test_the_run_report_says_which_components_the_bands_took() -> None:
     off = LowRankDenoiser(LowRankConfig(spatial="dct", component_blend=False))
     denoise_array(noisy, off, TileConfig(tile=96, overlap=16))
     assert "component_blend" not in off.info()
+
+
+@pytest.mark.parametrize("method", ["lowrank", "decsc"])
+def test_no_component_blend_from_the_cli_gives_the_edges_rank_for_every_band(tmp_path, method: str) -> None:
+    """As a user runs it: the default run reports the components it weighed; ``--no-component-blend`` runs the
+    pipeline without the blend (``LowRankConfig(component_blend=False)``), bit for bit, for both methods."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hsidenoise.cli import app
+    from hsidenoise.cube import Cube, CubeMeta
+    from hsidenoise.denoise import denoise_array
+    from hsidenoise.io import read_cube, write_cube
+    from hsidenoise.subspace import LowRankDenoiser
+    from hsidenoise.tiling import TileConfig
+
+    _, noisy = cube_with_weak_component()  # one tile; the weak component below the edge is offered
+    write_cube(tmp_path / "c.hdr", Cube(noisy, CubeMeta()))
+    runner, documents, outputs = CliRunner(), {}, {}
+    for name, flags in (("blend", []), ("plain", ["--no-component-blend"])):
+        extra = ["--method", method] + (["--spatial", "dct"] if method == "lowrank" else [])
+        result = runner.invoke(app, ["run", str(tmp_path / "c.hdr"), "-o", str(tmp_path / f"{name}.hdr"), *extra, *flags, "--json"])  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        documents[name] = json.loads(result.stdout)["method_info"]
+        outputs[name] = read_cube(tmp_path / f"{name}.hdr").data
+    info = documents["blend"] if method == "lowrank" else documents["blend"]["front_end"]
+    assert info["component_blend"]["components"]
+    plain = documents["plain"] if method == "lowrank" else documents["plain"]["front_end"]
+    assert "component_blend" not in plain
+    assert not np.array_equal(outputs["blend"], outputs["plain"])
+    if method == "lowrank":
+        expected = denoise_array(noisy, LowRankDenoiser(LowRankConfig(spatial="dct", component_blend=False)), TileConfig())
+        np.testing.assert_array_equal(outputs["plain"], expected)

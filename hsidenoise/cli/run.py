@@ -93,6 +93,14 @@ def run(
             "SURE chooses (default); --no-band-blend: the model's output as it is.",
         ),
     ] = True,
+    component_blend: Annotated[
+        bool,
+        typer.Option(
+            "--component-blend/--no-component-blend",
+            help="lowrank and decsc: per band, keep the components nearest the subspace's edge in the share SURE "
+            "chooses (default); --no-component-blend: the edge's rank for every band (faster, lower MPSNR).",
+        ),
+    ] = True,
     dtype: DtypeOpt = OutputDtype.float32,
     report: ReportOpt = None,
     profile_bands: ProfileBandsOpt = None,
@@ -148,7 +156,7 @@ def run(
             provenance.update(method_provenance(method.value, weights, random_weights=random_weights))
             denoiser = build_method(
                 method.value, model=weights, device=device_choice, config=config, solver=solver, spatial=spatial.value,
-                adapt_seconds=adapt_seconds if adapt else 0.0, band_blend=band_blend,
+                adapt_seconds=adapt_seconds if adapt else 0.0, band_blend=band_blend, component_blend=component_blend,
             )  # fmt: skip
             if adapt:
                 tick = bars.callback("adapting")

@@ -39,12 +39,12 @@ def _identity(**_: Any) -> Denoiser:
     return IdentityDenoiser()
 
 
-def _lowrank(*, spatial: str, device: str, **_: Any) -> Denoiser:
+def _lowrank(*, spatial: str, device: str, component_blend: bool = True, **_: Any) -> Denoiser:
     from hsidenoise.device import lowrank_device
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser
     from hsidenoise.subspace.eigenimages import resolve_spatial
 
-    config = LowRankConfig(spatial=spatial)
+    config = LowRankConfig(spatial=spatial, component_blend=component_blend)
     gpu = lowrank_device(device) if resolve_spatial(spatial) == "dct" else None
     if gpu is None:
         return LowRankDenoiser(config)
@@ -62,11 +62,12 @@ def _decsc(**options: Any) -> Denoiser:
 METHODS: dict[str, MethodSpec] = {
     "decsc": MethodSpec(
         "the DECSC network (shipped subspace weights by default, or --model PRESET|PATH)",
-        ("model", "device", "window_batch", "solver", "adapt_seconds", "band_blend"),
+        ("model", "device", "window_batch", "solver", "adapt_seconds", "band_blend", "component_blend"),
         _decsc,
     ),
     "lowrank": MethodSpec(
-        "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)", ("spatial", "device"),
+        "weight-free: noise estimate, whitened signal subspace, denoised eigen-images (fast)",
+        ("spatial", "device", "component_blend"),
         _lowrank,
     ),
     "identity": MethodSpec("returns the input unchanged (measures the pipeline alone)", (), _identity),
@@ -85,6 +86,7 @@ def build_method(
     spatial: str = "auto",
     adapt_seconds: float = 0.0,
     band_blend: bool = True,
+    component_blend: bool = True,
 ) -> Denoiser:
     """The denoiser behind ``--method name``.
 
@@ -104,6 +106,9 @@ def build_method(
             front end always uses the one its weights were trained with.
         band_blend: ``decsc`` with DCT-CSC weights: keep per band the share of the model's change that SURE
             chooses (:mod:`hsidenoise.subspace.band_blend`; ``--no-band-blend``: the model's output as it is).
+        component_blend: ``lowrank`` and the subspace ``decsc``: each band keeps the components nearest the edge in
+            the share SURE chooses (:mod:`hsidenoise.subspace.component_blend`; ``--no-component-blend``: the
+            edge's rank for every band, faster).
 
     Raises:
         ConfigError: an unknown method or preset, a band window that is not the model's, or no weights.
@@ -123,5 +128,6 @@ def build_method(
         "spatial": spatial,
         "adapt_seconds": adapt_seconds,
         "band_blend": band_blend,
+        "component_blend": component_blend,
     }
     return spec.build(config=config, **{option: given[option] for option in spec.options})

@@ -310,6 +310,7 @@ def build_subspace_decsc(
     device: str | torch.device = "cpu",
     adaptation: AdaptConfig | None = None,
     band_blend: bool = True,
+    component_blend: bool = True,
 ) -> LowRankDenoiser:
     """``--method decsc`` with subspace weights: the subspace pipeline with the model as its eigen-image denoiser.
 
@@ -319,10 +320,14 @@ def build_subspace_decsc(
         device: where the model runs.
         adaptation: ``--adapt`` settings; None: no adaptation.
         band_blend: the per-band SURE blend of a DCT-CSC's change (:class:`DECSCEigenImageDenoiser`).
+        component_blend: the components nearest the edge weighed per band in its front end
+            (:mod:`~hsidenoise.subspace.component_blend`).
     """
+    from dataclasses import replace
+
     from hsidenoise.subspace import LowRankConfig, LowRankDenoiser, spatial_denoiser
 
-    config = front_end or LowRankConfig(spatial="dct")
+    config = replace(front_end or LowRankConfig(spatial="dct"), component_blend=component_blend)
     decsc = DECSCEigenImageDenoiser(
         model, pilot=spatial_denoiser(config), device=device, adaptation=adaptation, band_blend=band_blend
     )
@@ -338,6 +343,7 @@ def build_decsc(
     solver: dict[str, float | int] | None = None,
     adapt_seconds: float = 0.0,
     band_blend: bool = True,
+    component_blend: bool = True,
 ) -> Denoiser:
     """``--method decsc``: the network named by ``model`` (a preset, untrained, or a weights path; None: the
     shipped weights) as the method its family makes: the subspace DECSC through :func:`build_subspace_decsc`,
@@ -378,8 +384,9 @@ def build_decsc(
 
         adaptation = AdaptConfig(seconds=adapt_seconds) if adapt_seconds > 0 else None
         return build_subspace_decsc(
-            network, front_end=front_end, device=torch_device, adaptation=adaptation, band_blend=band_blend
-        )
+            network, front_end=front_end, device=torch_device, adaptation=adaptation, band_blend=band_blend,
+            component_blend=component_blend,
+        )  # fmt: skip
     if adapt_seconds > 0:
         raise ConfigError(
             "--adapt needs subspace DECSC weights (preset subspace); the band-window model cannot adapt; drop --adapt"
@@ -393,7 +400,7 @@ def build_decsc(
 
     return DECSCDenoiser(
         network,
-        front_end=front_end,
+        front_end=replace(front_end or LowRankConfig(spatial="dct"), component_blend=component_blend),
         device=torch_device,
         config=InferenceConfig(window_batch=window_batch or (16 if torch_device.type == "cuda" else 1)),
         band_stride=config.band_stride,

@@ -37,6 +37,7 @@ Shapes: tiles (B, h, w); eigen-images (k, h, w); per-band vectors (B,); parts (P
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -64,8 +65,16 @@ cases of bench/README.md ("The band blend anchored on the front end"): 1 keeps l
 
 def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:
     """A Rademacher probe of a tile's kept entries: (B, h, w) float64, +-1 where ``kept``, 0 elsewhere."""
-    signs = np.random.default_rng(seed).integers(0, 2, kept.shape) * 2.0 - 1.0
-    return np.where(kept, signs, 0.0)
+    return np.where(kept, _probe_signs(kept.shape, seed), 0).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_signs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The probe's signs for a tile shape: the same for every tile of that shape (a grid has at most four), drawn
+    once; int8, read-only."""
+    signs = (np.random.default_rng(seed).integers(0, 2, shape) * 2 - 1).astype(np.int8)
+    signs.flags.writeable = False
+    return signs
 
 
 def probe_perturbation(
@@ -226,6 +235,28 @@ def blend_weights(
     gram = np.einsum("ibp,jbp->bij", delta, delta)  # (B, P, P)
     linear = np.einsum("ibp,bp->bi", delta, residual)
     linear += (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
+    beta = sure_weights(gram, linear, sigma, beta_max, default, ramp)
+    return beta[0] if single else beta
+
+
+def sure_weights(
+    gram: np.ndarray,
+    linear: np.ndarray,
+    sigma: np.ndarray,
+    beta_max: float = BETA_MAX,
+    default: Sequence[float | None] | None = None,
+    ramp: float | None = None,
+) -> np.ndarray:
+    """:func:`blend_weights` from its sums: SURE_b(beta) = beta^T A_b beta + 2 g_b^T beta + const.
+
+    Args:
+        gram: (B, P, P) A_b; linear: (B, P) g_b (the divergence term included); sigma: (B,) noise sigma, data units.
+        beta_max, default, ramp: as :func:`blend_weights`.
+
+    Returns:
+        (P, B) float64.
+    """
+    bands, parts = linear.shape
     linear = np.nan_to_num(linear, nan=0.0)
     best = box_quadratic_minimum(gram, linear, beta_max)  # (B, P)
     held = np.zeros((bands, parts))
@@ -248,7 +279,7 @@ def blend_weights(
     else:
         share = np.clip(np.divide(saving, ramp * spread, out=np.zeros(bands), where=spread > 0), 0.0, 1.0)
         beta = (held + share[:, None] * step).T
-    return beta[0] if single else beta
+    return beta
 
 
 def box_quadratic_minimum(gram: np.ndarray, linear: np.ndarray, high: float) -> np.ndarray:

@@ -44,7 +44,7 @@ import math
 
 import numpy as np
 
-from hsidenoise.subspace.band_blend import DIVERGENCE_STEP, band_probe, blend_weights, probe_perturbation
+from hsidenoise.subspace.band_blend import DIVERGENCE_STEP, band_probe, probe_perturbation, sure_weights
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser
 from hsidenoise.subspace.fit_divergence import component_fit_divergence
@@ -161,8 +161,9 @@ def blend_components(
     bands, height, width = tile.shape
     model = extended(subspace, extra)
     offered = kept_components + list(range(subspace.rank, subspace.rank + len(extra)))
-    whitened = (cleaned.values.reshape(bands, -1) - subspace.mean[:, None]) / subspace.sigma[:, None]
-    below = (model.basis[:, subspace.rank :].T @ whitened).reshape(len(extra), height, width)  # plain projection
+    directions = model.basis[:, subspace.rank :] / subspace.sigma[:, None]  # (B, e): whitening folded in
+    below = directions.T @ cleaned.values.reshape(bands, -1) - (directions.T @ subspace.mean)[:, None]
+    below = below.reshape(len(extra), height, width)  # the plain projection of the cleaned tile
     kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
     perturbation = probe_perturbation(
         band_probe(kept), subspace, weights=weights, cleaned=cleaned, extra=model.basis[:, subspace.rank :]
@@ -183,13 +184,20 @@ def blend_components(
     front_images = np.array(denoised, dtype=np.float64)
     front_images[kept_components] = 0.0
     front = back_project(front_images, subspace)
-    changes = np.einsum("bp,phw->pbhw", loadings[:, offered], outputs)
+    # band b's part p is L_bp f_p: SURE's sums over the kept entries from the eigen-images' own (blend_weights' sums
+    # without materialising the (P, B, h, w) parts)
+    images_flat = outputs.reshape(len(offered), -1)  # (P, h w)
+    rows = loadings[:, offered]  # (B, P)
+    kept_flat = kept.reshape(bands, -1).astype(np.float64)
+    products = (images_flat[:, None, :] * images_flat[None, :, :]).reshape(len(offered) ** 2, -1)
+    gram = (kept_flat @ products.T).reshape(bands, len(offered), len(offered)) * rows[:, :, None] * rows[:, None, :]
+    residual = np.where(kept, front - tile, 0.0).reshape(bands, -1)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
+    linear = (residual @ images_flat.T) * rows + (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
     default = [1.0] * len(kept_components) + [0.0] * len(extra)
-    beta = blend_weights(
-        tile, kept, front, changes, divergence, sigma, default=default, centre=False, ramp=CONFIDENCE_RAMP
-    )  # (P, B)
+    beta = sure_weights(gram, linear, sigma, default=default, ramp=CONFIDENCE_RAMP)  # (P, B)
     if subspace.loadings is not None:  # rows refitted by least absolute deviations: impulses SURE cannot model
         refitted = ~np.isclose(subspace.loadings, subspace.sigma[:, None] * subspace.basis, rtol=1e-9, atol=0).all(axis=1)
         beta[:, refitted] = np.asarray(default)[:, None]
-    return front + np.einsum("pb,pbhw->bhw", beta, changes), {"offered": offered, "beta": beta}
+    output = front + ((beta.T * rows) @ images_flat).reshape(bands, height, width)
+    return output, {"offered": offered, "beta": beta}
