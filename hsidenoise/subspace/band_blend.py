@@ -14,8 +14,9 @@ that a stripe the cleaning missed does not count as signal):
 
 a convex quadratic in beta, minimised over the box exactly (:func:`blend_weights`). So a band that keeps nothing is
 the front end's band bit for bit; a band moves away from its default (the trained second stage kept, the
-equilibrium's part at its best) only where SURE's estimate of what that saves exceeds :data:`SIGNIFICANCE` of its
-standard errors.
+equilibrium's part at its best) toward SURE's choice by the share min(1, z / :data:`CONFIDENCE_RAMP`), z SURE's
+estimate of what that saves in its standard errors (``ramp=None``: all the way where z exceeds :data:`SIGNIFICANCE`,
+else not at all).
 
 The noise energy cancels between the outputs, so unlike an MPSNR estimate (which needs sigma_b to a few hundredths
 of a per cent, ``bench/README.md``) this choice needs sigma_b only in the divergence term, where a sigma_b too high
@@ -60,7 +61,19 @@ SIGNIFICANCE = 2.0
 """A band leaves its default weights (:func:`blend_weights`) only where SURE's estimate of the MSE that saves
 exceeds this many of its standard errors, 2 sigma_b ||(beta - default) delta||. Measured on the four single-tile
 cases of bench/README.md ("The band blend anchored on the front end"): 1 keeps less of the trained stage and loses
-0.005-0.03 dB a case; 3 gains up to 0.01 dB more; 2 is the middle, not tuned further on the validation cubes."""
+0.005-0.03 dB a case; 3 gains up to 0.01 dB more; 2 is the middle, not tuned further on the validation cubes. Both
+blends now use :data:`CONFIDENCE_RAMP` instead; this all-or-nothing guard is ``ramp=None``."""
+CONFIDENCE_RAMP = 6.0
+"""Both blends (this module's, in ``run --method decsc``, and :mod:`~hsidenoise.subspace.component_blend`'s): each band
+moves from its default toward SURE's choice by the share min(1, z / CONFIDENCE_RAMP), z SURE's saving in its standard
+errors (:func:`blend_weights`' ``ramp``). Measured (bench/README.md, "The guard made a ramp"), the component blend's
+mean change against the front end without it and bands more than 0.2 dB below that: on the twelve validation cases
+the all-or-nothing guard at 2 standard errors +0.302 dB and 21 of 1,528 bands (worst -0.88); no guard +0.492 and
+115 (-1.58); the ramp at 2, 3, 4, 6: +0.466 / 56, +0.428 / 33, +0.392 / 14, +0.338 / 7 (worst -1.28, -0.79, -0.57,
+-0.48); on the 68 held-out cases of ``bench/quality.py --heldout`` (11,748 bands) the guard +0.113 non-i.i.d. /
++0.064 mixture and 207 bands, the ramp at 4 +0.313 / +0.131 and 226, at 6 +0.223 / +0.097 and 108. DECSC's band
+blend, DECSC - front end: validation +0.1995 and 7 bands below -0.2 dB with the guard, +0.1998 and 4 with the ramp at
+6 (+0.1983 and 3 at 3); held-out +0.194, 65 of 68 cases above, 372 bands with the guard, +0.196, 67, 335 with it."""
 
 
 def band_probe(kept: np.ndarray, seed: int = PROBE_SEED) -> np.ndarray:

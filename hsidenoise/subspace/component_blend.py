@@ -17,7 +17,7 @@ output is
 front_b the back-projection of the other components, beta_b in [0, 1]^P chosen by Stein's unbiased risk estimate
 of band b's error (:func:`~hsidenoise.subspace.band_blend.blend_weights`: a band moves from its default, 1 for a
 kept component and 0 for one below the edge, toward SURE's minimum in proportion to SURE's confidence,
-:data:`CONFIDENCE_RAMP`; the noise energy cancels, so sigma_b enters only the divergence term). The divergence of
+:data:`~hsidenoise.subspace.band_blend.CONFIDENCE_RAMP`; the noise energy cancels, so sigma_b enters only the divergence term). The divergence of
 each term follows the band blend's: a Monte-Carlo probe of the tile's kept entries through the cleaning's
 imputation and the eigen-image denoiser (one more call, on the offered components only), and the fit's own
 response to the data (:mod:`~hsidenoise.subspace.fit_divergence`).
@@ -44,7 +44,13 @@ import math
 
 import numpy as np
 
-from hsidenoise.subspace.band_blend import DIVERGENCE_STEP, band_probe, probe_perturbation, sure_weights
+from hsidenoise.subspace.band_blend import (
+    CONFIDENCE_RAMP,
+    DIVERGENCE_STEP,
+    band_probe,
+    probe_perturbation,
+    sure_weights,
+)
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.eigenimages import EigenImageDenoiser
 from hsidenoise.subspace.fit_divergence import component_fit_divergence
@@ -63,15 +69,6 @@ hit ``LowRankConfig.max_rank`` the last kept components are far above the edge: 
 (eigenvalues 6.3-7.8 against an edge of 1.45, real spatially correlated noise, which SURE's white-noise model does
 not describe) SURE dropped them from 13 bands and the report then flagged one of them for losing 3.3 times its
 noise. On the validation cases 4 changed MPSNR by -0.024 to 0.000 dB against no limit, 2 by -0.083 to +0.020."""
-CONFIDENCE_RAMP = 6.0
-"""Each band moves from its default toward SURE's choice by the share min(1, z / CONFIDENCE_RAMP), z SURE's saving
-in its standard errors (:func:`~hsidenoise.subspace.band_blend.blend_weights`' ``ramp``). Measured (bench/README.md,
-"The components near the edge, per band"), mean change against the front end without the blend and bands more than
-0.2 dB below it: on the twelve validation cases the band blend's all-or-nothing guard at 2 standard errors +0.302 dB
-and 21 of 1,528 bands (worst -0.88); no guard +0.492 and 115 (-1.58); the ramp at 2, 3, 4, 6: +0.466 / 56,
-+0.428 / 33, +0.392 / 14, +0.338 / 7 (worst -1.28, -0.79, -0.57, -0.48). On the 68 held-out cases of
-``bench/quality.py --heldout`` (11,748 bands): the guard +0.113 non-i.i.d. / +0.064 mixture and 207 bands, the ramp
-at 4 +0.313 / +0.131 and 226, at 6 +0.223 / +0.097 and 108: 6 is better than the guard on every count."""
 RELIABILITY = 0.9
 """Least squared cosine between a component's sample eigenvector and the true one (:func:`eigenvector_reliability`)
 for a component below the edge to be offered. Measured on the twelve validation cases (whole cube as one tile,

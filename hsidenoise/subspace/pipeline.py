@@ -26,7 +26,13 @@ from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
 from hsidenoise.subspace.component_blend import blend_components
-from hsidenoise.subspace.band_blend import band_probe, blend_weights, probe_perturbation, subspace_divergence
+from hsidenoise.subspace.band_blend import (
+    CONFIDENCE_RAMP,
+    band_probe,
+    blend_weights,
+    probe_perturbation,
+    subspace_divergence,
+)
 from hsidenoise.subspace.fit_divergence import fit_path_divergence
 from hsidenoise.subspace.eigenimages import (
     BlendedEigenImageDenoiser,
@@ -183,8 +189,9 @@ def _denoise_blended(
     change_divergence += fit_path_divergence(cleaned.values, differences, subspace, component_weights)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(
-        tile, kept, front_bands, changes, change_divergence, sigma, default=getattr(eigen_denoiser, "blend_default", None)
-    )
+        tile, kept, front_bands, changes, change_divergence, sigma,
+        default=getattr(eigen_denoiser, "blend_default", None), ramp=CONFIDENCE_RAMP,
+    )  # fmt: skip
     eigen_denoiser.record_blend(beta)
     return front_bands + np.einsum("pb,pbhw->bhw", beta, changes)
 
