@@ -17,10 +17,10 @@ output is
 front_b the back-projection of the other components, beta_b in [0, 1]^P chosen by Stein's unbiased risk estimate
 of band b's error (:func:`~hsidenoise.subspace.band_blend.blend_weights`: a band moves from its default, 1 for a
 kept component and 0 for one below the edge, toward SURE's minimum in proportion to SURE's confidence,
-:data:`~hsidenoise.subspace.band_blend.CONFIDENCE_RAMP`; the noise energy cancels, so sigma_b enters only the divergence term). The divergence of
-each term follows the band blend's: a Monte-Carlo probe of the tile's kept entries through the cleaning's
-imputation and the eigen-image denoiser (one more call, on the offered components only), and the fit's own
-response to the data (:mod:`~hsidenoise.subspace.fit_divergence`).
+:data:`~hsidenoise.subspace.band_blend.CONFIDENCE_RAMP`; the noise energy cancels, so sigma_b enters only the
+divergence term). The divergence of each term follows the band blend's: a Monte-Carlo probe of the tile's kept
+entries through the cleaning's imputation and the eigen-image denoiser (one more call, on the offered components
+only), and the fit's own response to the data (:mod:`~hsidenoise.subspace.fit_divergence`).
 
 A component below the edge is offered only where its sample eigenvector is reliable: in the spiked covariance
 model (Baik, Ben Arous and Peche 2005; Paul 2007; Benaych-Georges and Nadakuditi 2011), a whitened sample
@@ -140,6 +140,8 @@ def blend_components(
     subspace: Subspace,
     config: LowRankConfig,
     eigen_denoiser: EigenImageDenoiser,
+    *,
+    perturbation: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The tile back in bands with the components near the edge weighted per band (module docstring).
 
@@ -148,6 +150,9 @@ def blend_components(
             denoiser's output for them; cleaned, weights: :func:`~hsidenoise.subspace.projection.clean_and_project`'s.
         subspace: the fitted model; config: the pipeline's settings; eigen_denoiser: what denoised the eigen-images
             (run again on the offered components: the probe, and the eigen-images below the edge).
+        perturbation: (k + e, h, w) the band probe's move of the eigen-images and of the plain projections on the
+            offered directions below the edge (:func:`~hsidenoise.subspace.band_blend.probe_perturbation` with
+            ``extra`` the :func:`extended` basis's columns from the rank on), when the caller has it; None: made here.
 
     Returns:
         (B, h, w) float64 in data units, and facts: ``offered`` (component indices, P), ``beta`` (P, B).
@@ -161,10 +166,11 @@ def blend_components(
     directions = model.basis[:, subspace.rank :] / subspace.sigma[:, None]  # (B, e): whitening folded in
     below = directions.T @ cleaned.values.reshape(bands, -1) - (directions.T @ subspace.mean)[:, None]
     below = below.reshape(len(extra), height, width)  # the plain projection of the cleaned tile
-    kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
-    perturbation = probe_perturbation(
-        band_probe(kept), subspace, weights=weights, cleaned=cleaned, extra=model.basis[:, subspace.rank :]
-    )  # (k + e, h, w)
+    kept = cleaned.untouched(tile)
+    if perturbation is None:
+        perturbation = probe_perturbation(
+            band_probe(kept), subspace, weights=weights, cleaned=cleaned, extra=model.basis[:, subspace.rank :]
+        )  # (k + e, h, w)
     images = np.concatenate([eigen_images[kept_components], below])  # (P, h, w)
     if extra:
         below_denoised = np.asarray(eigen_denoiser.denoise(below, 1.0), dtype=np.float64)
@@ -193,8 +199,6 @@ def blend_components(
     linear = (residual @ images_flat.T) * rows + (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
     default = [1.0] * len(kept_components) + [0.0] * len(extra)
     beta = sure_weights(gram, linear, sigma, default=default, ramp=CONFIDENCE_RAMP)  # (P, B)
-    if subspace.loadings is not None:  # rows refitted by least absolute deviations: impulses SURE cannot model
-        refitted = ~np.isclose(subspace.loadings, subspace.sigma[:, None] * subspace.basis, rtol=1e-9, atol=0).all(axis=1)
-        beta[:, refitted] = np.asarray(default)[:, None]
+    beta[:, subspace.refitted_rows] = np.asarray(default)[:, None]  # dense impulses: outside SURE's model
     output = front + ((beta.T * rows) @ images_flat).reshape(bands, height, width)
     return output, {"offered": offered, "beta": beta}

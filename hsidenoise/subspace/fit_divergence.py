@@ -113,17 +113,15 @@ def _through_basis(inner: np.ndarray, subspace: Subspace, component_weights: np.
     inverse = np.where(usable, 1.0 / np.where(usable, gap, 1.0), 0.0)  # (k, B - k)
     outside = vectors[:, rank:]  # (B, B - k)
     inside = vectors[:, :rank]  # (B, k)
+    weighted_inside = inside if component_weights is None else inside * component_weights
     total = np.zeros((parts, bands))
     for part in range(parts):
         own = np.diagonal(inner[part, :rank])  # <z_i, P d_i>, (k,)
         cross = inner[part, rank:]  # <z_j, P d_i>, j outside, (B - k, k)
-        if component_weights is None:
-            total[part] = (outside**2 @ (inverse * own[:, None]).T).sum(axis=1)
-            total[part] += np.einsum("bi,bj,ij->b", inside, outside, inverse * cross.T)
-        else:
-            total[part] = ((outside**2 @ (inverse * own[:, None]).T) * component_weights).sum(axis=1)
-            total[part] += np.einsum("bi,bj,ij,bi->b", inside, outside, inverse * cross.T, component_weights)
-    if subspace.loadings is not None:  # rows refitted by least absolute deviations do not follow E
-        plain = np.isclose(subspace.loadings, subspace.sigma[:, None] * subspace.basis, rtol=1e-9, atol=0).all(axis=1)
-        total[:, ~plain] = 0.0
+        own_terms = outside**2 @ (inverse * own[:, None]).T  # (B, k)
+        if component_weights is not None:
+            own_terms = own_terms * component_weights
+        total[part] = own_terms.sum(axis=1)
+        total[part] += np.einsum("bi,bj,ij->b", weighted_inside, outside, inverse * cross.T)
+    total[:, subspace.refitted_rows] = 0.0  # rows refitted by least absolute deviations do not follow E
     return total / float(subspace.population)

@@ -184,6 +184,11 @@ class CleanedTile:
     known: np.ndarray
     fill: NeighbourhoodFill | None = None
 
+    def untouched(self, tile: np.ndarray) -> np.ndarray:
+        """(B, h, w) bool: the entries of ``tile`` (as read) neither replaced nor destriped, where the noise is the
+        Gaussian noise alone (what the SURE blends sum over)."""
+        return ~self.missing & (self.values == tile)
+
 
 def move_cleaned(move: np.ndarray, cleaned: CleanedTile, regression: BandRegression | None) -> np.ndarray:
     """How a cleaned tile moves when the tile's entries that were kept move by ``move``, every decision held.

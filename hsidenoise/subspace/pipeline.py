@@ -25,7 +25,7 @@ from hsidenoise.errors import ConfigError, CubeShapeError, NothingToDenoise
 from hsidenoise.statistics import PixelPositions, neighbour_pairs
 from hsidenoise.subspace.config import LowRankConfig
 from hsidenoise.subspace.dct_torch import TorchDCTDenoiser
-from hsidenoise.subspace.component_blend import blend_components
+from hsidenoise.subspace.component_blend import blend_components, extended, offered_components
 from hsidenoise.subspace.band_blend import (
     CONFIDENCE_RAMP,
     band_probe,
@@ -162,18 +162,23 @@ def _denoise_blended(
 ) -> np.ndarray:
     """Steps 3-6 with the band-space SURE blend (:mod:`~hsidenoise.subspace.band_blend`): (B, h, w) float64."""
     eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
-    kept = ~cleaned.missing & (cleaned.values == tile)  # neither replaced nor destriped: Gaussian noise only
-    probe = band_probe(kept)
-    perturbation = probe_perturbation(probe, subspace, weights=weights, cleaned=cleaned)
-    front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, perturbation)
+    kept = cleaned.untouched(tile)
     pilot = getattr(eigen_denoiser, "pilot", None)  # the front end's own eigen-image denoiser
+    blending = config.component_blend and pilot is not None and pilot.name in PER_IMAGE_DENOISERS
+    # one probe for both blends: the component blend's directions below the edge follow it too
+    below = extended(subspace, offered_components(subspace, config)[1]).basis[:, subspace.rank :] if blending else None
+    perturbation = probe_perturbation(band_probe(kept), subspace, weights=weights, cleaned=cleaned, extra=below)
+    moved = perturbation[: subspace.rank]  # (k, h, w): the kept components' move, what the model is probed with
+    front, differences, responses = eigen_denoiser.denoise_parts(eigen_images, 1.0, moved)
     loadings = synthesis(subspace)[1]  # (B, k)
     component_weights = None
-    if config.component_blend and pilot is not None and pilot.name in PER_IMAGE_DENOISERS:
+    if blending:
         # the front end as --method lowrank makes it (its components near the edge weighed per band), then the
         # model's change on top, carried to each band through the same weights (a band that left a component out
         # takes none of the model's change to it)
-        front_bands, blend = blend_components(tile, eigen_images, front, cleaned, weights, subspace, config, pilot)
+        front_bands, blend = blend_components(
+            tile, eigen_images, front, cleaned, weights, subspace, config, pilot, perturbation=perturbation
+        )
         if blend:
             if facts is not None:
                 facts["component_blend"] = blend
@@ -185,7 +190,7 @@ def _denoise_blended(
     else:
         front_bands = back_project(front, subspace)
     changes = np.einsum("bk,pkhw->pbhw", loadings, differences)  # (P, B, h, w)
-    change_divergence = subspace_divergence(perturbation, responses, subspace, loadings=loadings)
+    change_divergence = subspace_divergence(moved, responses, subspace, loadings=loadings)
     change_divergence += fit_path_divergence(cleaned.values, differences, subspace, component_weights)
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     beta = blend_weights(

@@ -104,6 +104,15 @@ class Subspace:
         return self.basis.shape[0]
 
     @property
+    def refitted_rows(self) -> np.ndarray:
+        """(B,) bool: the bands whose synthesis row was refitted by least absolute deviations (``loadings`` off
+        sigma_b E_b: dense impulses), which SURE's Gaussian model and the fit's divergence do not describe."""
+        if self.loadings is None:
+            return np.zeros(self.band_count, dtype=bool)
+        plain = np.isclose(self.loadings, self.sigma[:, None] * self.basis, rtol=1e-9, atol=0).all(axis=1)
+        return ~plain
+
+    @property
     def component_noise(self) -> np.ndarray:
         """(k,) the Gaussian noise std of each eigen-image implied by the noise estimate.
 
