@@ -94,6 +94,16 @@ def default_threads() -> int:
     return min(usable_cores(), DEFAULT_MAX_THREADS)
 
 
+def threads_in_effect() -> int:
+    """The CPU threads a run uses now: torch's intra-op count once torch is loaded (:func:`configure_threads` set
+    it), else ``OMP_NUM_THREADS`` as :func:`configure_threads` leaves it, else :func:`default_threads`. What the
+    numpy stages that split their own work (:func:`~hsidenoise.subspace.stripes.line_medians`) divide it into."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    return default_threads()
+
+
 def autocast(device: torch.device) -> Any:
     """bf16 autocast on CUDA; a no-op context elsewhere."""
     import torch

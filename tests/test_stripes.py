@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from hsidenoise.cube import CubeMeta
 from hsidenoise.io.memory import ArrayReader
@@ -10,7 +11,7 @@ from hsidenoise.statistics import PixelPositions, compute_statistics, neighbour_
 from hsidenoise.subspace import LowRankConfig, fit_lowrank
 from hsidenoise.subspace.noise_estimate import fit_band_regression
 from hsidenoise.subspace.pipeline import sample_pixels_where
-from hsidenoise.subspace import outliers
+from hsidenoise.subspace import outliers, stripes
 from hsidenoise.subspace.stripes import MIN_SAMPLE_STRIPE_LINES, destripe_sample, subspace_complement
 
 CONFIG = LowRankConfig(spatial="dct")
@@ -148,3 +149,25 @@ def test_the_complement_search_finds_noisy_bands_stripes_that_the_regression_mis
         assert not (both & (offsets == 0)).any()
         assert (both & (offsets != 0)).sum() > (alone & (offsets != 0)).sum()
         assert left_both < left_alone
+
+
+@pytest.mark.parametrize("height", [37, 38])
+@pytest.mark.parametrize("with_missing", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_line_medians_are_numpys_medians_on_one_thread_or_several(
+    height: int, with_missing: bool, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stripes, "threads_in_effect", lambda: threads)
+    monkeypatch.setattr(stripes, "PARALLEL_MIN_ENTRIES", 1)  # split even this small grid
+    rng = np.random.default_rng(height)
+    values = rng.standard_normal((7, height, 11))
+    missing = rng.random(values.shape) < 0.3 if with_missing else None
+    if missing is not None:
+        missing[2, :, 4] = True  # a line without an entry: NaN
+        with pytest.warns(RuntimeWarning, match="All-NaN slice"):
+            expected = np.nanmedian(np.where(missing, np.nan, values), axis=1)
+    else:
+        expected = np.median(values, axis=1)
+    with np.errstate(all="ignore"):
+        medians = stripes.line_medians(values, missing)
+    np.testing.assert_array_equal(medians, expected)

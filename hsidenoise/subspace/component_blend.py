@@ -194,11 +194,12 @@ def blend_components(
     kept_flat = kept.reshape(bands, -1).astype(np.float64)
     products = (images_flat[:, None, :] * images_flat[None, :, :]).reshape(len(offered) ** 2, -1)
     gram = (kept_flat @ products.T).reshape(bands, len(offered), len(offered)) * rows[:, :, None] * rows[:, None, :]
-    residual = np.where(kept, front - tile, 0.0).reshape(bands, -1)
+    residual = np.subtract(front, tile).reshape(bands, -1)
+    residual *= kept_flat  # only the kept entries
     sigma = subspace.gaussian_sigma if subspace.gaussian_sigma is not None else subspace.sigma
     linear = (residual @ images_flat.T) * rows + (np.asarray(sigma, dtype=np.float64) ** 2)[:, None] * divergence.T
     default = [1.0] * len(kept_components) + [0.0] * len(extra)
     beta = sure_weights(gram, linear, sigma, default=default, ramp=CONFIDENCE_RAMP)  # (P, B)
     beta[:, subspace.refitted_rows] = np.asarray(default)[:, None]  # dense impulses: outside SURE's model
-    output = front + ((beta.T * rows) @ images_flat).reshape(bands, height, width)
-    return output, {"offered": offered, "beta": beta}
+    front += ((beta.T * rows) @ images_flat).reshape(bands, height, width)
+    return front, {"offered": offered, "beta": beta}

@@ -287,7 +287,7 @@ def clean_tile(
     cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
     cleaned, fill = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)
     if facts is not None:
-        offsets = tile.astype(np.float64) - destriped  # (B, h, w) the stripe offsets subtracted, summed over passes
+        offsets = np.subtract(tile, destriped, dtype=np.float64)  # (B, h, w) the stripe offsets subtracted, summed
         facts.update(
             outlier_entries=missing.reshape(bands, -1).sum(axis=1),
             stripe_square_sum=(offsets.reshape(bands, -1) ** 2).sum(axis=1),
