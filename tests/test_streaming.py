@@ -86,7 +86,14 @@ def test_a_data_file_that_shrinks_after_opening_is_reported(tmp_path: Path, tiny
 
 
 @pytest.mark.parametrize("interleave", INTERLEAVES)
-def test_envi_blocks_written_in_any_order_give_the_same_file(tmp_path: Path, tiny_cube, interleave: str) -> None:
+@pytest.mark.parametrize("strategy", ["span", "rows", "short-spans"])
+def test_envi_blocks_written_in_any_order_give_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_cube, interleave: str, strategy: str
+) -> None:
+    if strategy == "rows":  # every row of a window written on its own
+        monkeypatch.setattr(envi_module, "GAP_BYTES", 0)
+    elif strategy == "short-spans":  # writes over gaps (read, filled in, written back) cut into spans of 2 file rows
+        monkeypatch.setattr(envi_module, "SPAN_BYTES", 2 * 14 * 6 * 4)
     data = tiny_cube(bands=6, rows=17, cols=14, dtype="float64", seed=4)
     meta = CubeMeta(wavelengths=np.linspace(400, 900, 6), description="blocks")
     (tmp_path / "whole").mkdir()

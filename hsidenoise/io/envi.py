@@ -10,7 +10,9 @@ Pixels move with positioned reads and writes (``os.preadv`` / ``os.pwritev``, se
 counts in the process's resident memory, so reading and writing a scene of any size keeps
 memory at the size of the blocks asked for. A window whose file rows are at most
 `GAP_BYTES` apart is read in calls spanning the gaps (up to `SPAN_BYTES` each); otherwise
-each row is read on its own.
+each row is read on its own. Writes of such a window span the gaps too: each span is read,
+the window's rows are put in, and it is written back (the file holds zeros where nothing was
+written yet), one read and one write per span instead of one write per row.
 
 Supported ``data type`` codes: 1 uint8, 2 int16, 3 int32, 4 float32, 5 float64, 12 uint16,
 13 uint32, 14 int64, 15 uint64 (complex 6 and 9 are refused). A missing ``byte order`` is
@@ -220,7 +222,9 @@ def write_box(
     """Write the (l0, l1, l2) `block` at `starts` of a raw C-order array of `layout` in `file`.
 
     `block` may be any view (e.g. a transpose): only the pieces that go to one contiguous run of the file are
-    copied, one at a time, when they are not contiguous in memory already.
+    copied, one at a time, when they are not contiguous in memory already. Rows at most `GAP_BYTES` apart go
+    through spans of up to `SPAN_BYTES` read from the file, filled in and written back (read-modify-write: the
+    file must be open for reading too, and no one else may write it meanwhile).
     """
     n0, n1, n2 = layout
     item = block.dtype.itemsize
@@ -229,10 +233,22 @@ def write_box(
     if l2 == n2 and l1 == n1 and block.flags.c_contiguous:
         _pwrite_from(file, block, s0 * n1 * n2 * item)
         return
+    gap = (n2 - l2) * item
+    rows_per_span = max(1, SPAN_BYTES // max(1, n2 * item)) if 0 < gap <= GAP_BYTES and l1 > 1 else 0
+    span = np.empty((min(rows_per_span, l1) * n2,), dtype=block.dtype) if rows_per_span else None
     for k in range(l0):
         base = ((s0 + k) * n1 + s1) * n2 * item + s2 * item
         if l2 == n2:
             _pwrite_from(file, np.ascontiguousarray(block[k]), base)
+        elif span is not None:
+            for first in range(0, l1, rows_per_span):
+                count = min(rows_per_span, l1 - first)
+                part = span[: (count - 1) * n2 + l2]
+                start = base + first * n2 * item
+                _pread_into(file, part, start)  # the gaps: what the file holds there
+                rows = np.lib.stride_tricks.as_strided(part, shape=(count, l2), strides=(n2 * item, item))
+                rows[...] = block[k, first : first + count]
+                _pwrite_from(file, part, start)
         else:
             for j in range(l1):
                 _pwrite_from(file, np.ascontiguousarray(block[k, j]), base + j * n2 * item)
