@@ -89,7 +89,7 @@ def default_threads() -> int:
     """The CPU threads of a run when none is asked for: ``OMP_NUM_THREADS`` when it is set to a whole number
     >= 1 (as torch itself reads it), else the usable cores up to :data:`DEFAULT_MAX_THREADS`."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if value.isdigit() and int(value) >= 1:
+    if value.isascii() and value.isdigit() and int(value) >= 1:  # "²" is a digit to str.isdigit
         return int(value)
     return min(usable_cores(), DEFAULT_MAX_THREADS)
 

@@ -93,7 +93,7 @@ def test_envi_blocks_written_in_any_order_give_the_same_file(
     if strategy == "rows":  # every row of a window written on its own
         monkeypatch.setattr(envi_module, "GAP_BYTES", 0)
     elif strategy == "short-spans":  # writes over gaps (read, filled in, written back) cut into spans of 2 file rows
-        monkeypatch.setattr(envi_module, "SPAN_BYTES", 2 * 14 * 6 * 4)
+        monkeypatch.setattr(envi_module, "SPAN_BYTES", 2 * 14 * 4)  # a file row: 14 float32 samples (BSQ, BIL)
     data = tiny_cube(bands=6, rows=17, cols=14, dtype="float64", seed=4)
     meta = CubeMeta(wavelengths=np.linspace(400, 900, 6), description="blocks")
     (tmp_path / "whole").mkdir()

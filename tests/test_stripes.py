@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -164,10 +166,33 @@ def test_line_medians_are_numpys_medians_on_one_thread_or_several(
     missing = rng.random(values.shape) < 0.3 if with_missing else None
     if missing is not None:
         missing[2, :, 4] = True  # a line without an entry: NaN
+        missing[3] = False  # a band without a missing entry (partitioned)
+        missing[5] = True  # a band without any entry (NaN throughout)
         with pytest.warns(RuntimeWarning, match="All-NaN slice"):
             expected = np.nanmedian(np.where(missing, np.nan, values), axis=1)
     else:
         expected = np.median(values, axis=1)
     with np.errstate(all="ignore"):
         medians = stripes.line_medians(values, missing)
+        single = stripes.line_medians(values.astype(np.float32), missing)
     np.testing.assert_array_equal(medians, expected)
+    assert single.dtype == np.float32  # the values' own type, as numpy's medians keep it
+
+
+def test_line_medians_of_no_band_are_empty() -> None:
+    for missing in (None, np.zeros((0, 4, 3), bool)):
+        assert stripes.line_medians(np.zeros((0, 4, 3)), missing).shape == (0, 3)
+
+
+def test_line_medians_keep_the_callers_error_state_in_their_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stripes, "threads_in_effect", lambda: 2)
+    monkeypatch.setattr(stripes, "PARALLEL_MIN_ENTRIES", 1)
+    values = np.zeros((4, 2, 3))
+    values[:, 0], values[:, 1] = np.inf, -np.inf  # each even line's middle pair sums to NaN: "invalid"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(invalid="ignore"):
+            medians = stripes.line_medians(values)
+        with pytest.raises(RuntimeWarning), np.errstate(invalid="warn"):
+            stripes.line_medians(values)
+    assert np.isnan(medians).all()

@@ -72,19 +72,25 @@ def line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.nd
         return _line_medians(values, missing)
     bounds = np.linspace(0, values.shape[0], threads + 1).round().astype(int)
     parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    settings = np.geterr()  # numpy's error state is per thread: the workers take the caller's
+
+    def medians_of(part: slice) -> np.ndarray:
+        with np.errstate(**settings):
+            return _line_medians(values[part], None if missing is None else missing[part])
+
     with ThreadPoolExecutor(threads) as pool:
-        medians = pool.map(lambda part: _line_medians(values[part], None if missing is None else missing[part]), parts)
-        return np.concatenate(list(medians))
+        return np.concatenate(list(pool.map(medians_of, parts)))
 
 
 def _line_medians(values: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
     """:func:`line_medians` on one thread; bands without a missing entry take the partition, bands without any
     entry are NaN, only the others are sorted."""
-    if missing is not None:
-        absent = missing.reshape(missing.shape[0], -1)
+    bands, height, width = values.shape
+    if missing is not None and bands:
+        absent = missing.reshape(bands, height * width)
         partial = absent.any(axis=1)
         if not partial.all():
-            medians = np.full((values.shape[0], values.shape[2]), np.nan)
+            medians = np.full((bands, width), np.nan, dtype=values.dtype if values.dtype.kind == "f" else np.float64)
             complete = ~partial
             medians[complete] = _line_medians(values[complete], None)
             partial &= ~absent.all(axis=1)
