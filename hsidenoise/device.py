@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hsidenoise.errors import ConfigError
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+T = TypeVar("T")
 
 
 def select_device(choice: str = "auto") -> torch.device:
@@ -102,6 +105,30 @@ def threads_in_effect() -> int:
     if torch is not None:
         return max(1, int(torch.get_num_threads()))
     return default_threads()
+
+
+def across_threads(function: Callable[[slice], T], count: int, threads: int | None = None) -> list[T]:
+    """``function`` on consecutive slices of ``range(count)``, one slice per thread, results in order.
+
+    For numpy work whose calls release the GIL (partitions, sorts) and that splits by rows (bands) without changing
+    a number. ``threads``: at most this many (default :func:`threads_in_effect`), never more than ``count``; one
+    runs in the calling thread. numpy's error state is per thread, so each worker takes the caller's.
+    """
+    import numpy as np
+
+    threads = max(1, min(threads_in_effect() if threads is None else threads, count))
+    if threads == 1:
+        return [function(slice(0, count))]
+    bounds = [round(count * index / threads) for index in range(threads + 1)]
+    parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    settings = np.geterr()
+
+    def call(part: slice) -> T:
+        with np.errstate(**settings):
+            return function(part)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(call, parts))
 
 
 def autocast(device: torch.device) -> Any:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hsidenoise.device import across_threads
 from hsidenoise.errors import ConfigError, CubeShapeError
 
 if TYPE_CHECKING:
@@ -394,8 +395,14 @@ def gross_limits(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if count < 2 * trim + 2:
         return lower, upper
     middle = count // 2
-    ordered = np.partition(sample, [trim, middle, count - 1 - trim], axis=0)
-    low, median, high = (ordered[index].astype(np.float64) for index in (trim, middle, count - 1 - trim))
+    kth = [trim, middle, count - 1 - trim]
+    ordered = np.array(sample.T, order="C")  # (B, n) copy: each band's values contiguous, partitioned in place
+
+    def partition(part: slice) -> None:
+        ordered[part].partition(kth, axis=1)
+
+    across_threads(partition, bands)
+    low, median, high = (ordered[:, index].astype(np.float64) for index in kth)
     spread = high - low
     limited = spread > 0
     lower[limited] = (median - GROSS_FACTOR * spread)[limited]

@@ -237,8 +237,14 @@ def test_the_value_scale_ignores_a_gross_outlier_and_the_run_reports_it(tmp_path
     assert written[5, 5, 5] == cube[5, 5, 5] and np.abs(np.delete(written.ravel(), 5 * 13 * 15 + 5 * 15 + 5)).max() < 2
 
 
-def test_no_gross_outlier_is_found_in_an_ordinary_cube_or_a_sparse_band() -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_no_gross_outlier_is_found_in_an_ordinary_cube_or_a_sparse_band(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hsidenoise import device
     from hsidenoise.statistics import gross_limits
+
+    monkeypatch.setattr(device, "threads_in_effect", lambda: threads)
 
     cube = noisy_low_rank()
     sparse = np.zeros((1, *cube.shape[1:]))
@@ -247,6 +253,16 @@ def test_no_gross_outlier_is_found_in_an_ordinary_cube_or_a_sparse_band() -> Non
     lower, upper = gross_limits(spectra)
     assert ((spectra >= lower) & (spectra <= upper)).all()
     assert np.isinf(lower[-1]) and np.isinf(upper[-1])
+    # the limits are order statistics of each band: numpy's quantiles of the same ranks, on any number of threads
+    from hsidenoise import statistics
+
+    count = spectra.shape[0]
+    trim = max(1, int(np.ceil(statistics.GROSS_QUANTILE * count)))
+    ordered = np.sort(spectra, axis=0)
+    low, median, high = ordered[trim], ordered[count // 2], ordered[count - 1 - trim]
+    spread = high - low
+    expected = np.where(spread > 0, median - statistics.GROSS_FACTOR * spread, -np.inf)
+    np.testing.assert_array_equal(lower, expected)
 
 
 @pytest.mark.parametrize("spatial", ["dct", "none"])

@@ -277,9 +277,14 @@ def test_single_band_is_refused_and_constant_data_pass_through() -> None:
     np.testing.assert_allclose(denoised, constant, rtol=1e-6)
 
 
-def test_column_median_over_kept_entries_matches_numpy() -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_column_median_over_kept_entries_matches_numpy(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hsidenoise import device
+    from hsidenoise.subspace import noise_estimate
     from hsidenoise.subspace.noise_estimate import column_median
 
+    monkeypatch.setattr(device, "threads_in_effect", lambda: threads)
+    monkeypatch.setattr(noise_estimate, "PARALLEL_MEDIAN_ENTRIES", 1)  # split even these small samples
     rng = np.random.default_rng(0)
     for _ in range(200):
         rows, columns = int(rng.integers(1, 40)), int(rng.integers(1, 6))

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from hsidenoise import device
 from hsidenoise.cube import CubeMeta
 from hsidenoise.io.memory import ArrayReader
 from hsidenoise.statistics import PixelPositions, compute_statistics, neighbour_pairs
@@ -159,7 +160,7 @@ def test_the_complement_search_finds_noisy_bands_stripes_that_the_regression_mis
 def test_line_medians_are_numpys_medians_on_one_thread_or_several(
     height: int, with_missing: bool, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stripes, "threads_in_effect", lambda: threads)
+    monkeypatch.setattr(device, "threads_in_effect", lambda: threads)
     monkeypatch.setattr(stripes, "PARALLEL_MIN_ENTRIES", 1)  # split even this small grid
     rng = np.random.default_rng(height)
     values = rng.standard_normal((7, height, 11))
@@ -185,7 +186,7 @@ def test_line_medians_of_no_band_are_empty() -> None:
 
 
 def test_line_medians_keep_the_callers_error_state_in_their_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stripes, "threads_in_effect", lambda: 2)
+    monkeypatch.setattr(device, "threads_in_effect", lambda: 2)
     monkeypatch.setattr(stripes, "PARALLEL_MIN_ENTRIES", 1)
     values = np.zeros((4, 2, 3))
     values[:, 0], values[:, 1] = np.inf, -np.inf  # each even line's middle pair sums to NaN: "invalid"

@@ -14,12 +14,11 @@ Shapes: residual grids are (B, h, w) (offsets along axis 2, medians over axis 1)
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hsidenoise.device import threads_in_effect
+from hsidenoise.device import across_threads
 from hsidenoise.statistics import PixelPositions
 from hsidenoise.subspace.noise_estimate import FILL_SWEEPS, BandRegression, fill_missing
 from hsidenoise.subspace.stuck_values import StuckValues
@@ -49,7 +48,7 @@ chosen band's deviation as its echo kept most of the failures."""
 
 
 PARALLEL_MIN_ENTRIES = 1 << 20
-""":func:`line_medians` splits its bands among :func:`~hsidenoise.device.threads_in_effect` threads from this many
+""":func:`line_medians` splits its bands among threads (:func:`~hsidenoise.device.across_threads`) from this many
 entries on (numpy's partition and sort run on one core; measured on a 224-band 192 x 192 tile: 2-4x faster on
 two cores, the same numbers)."""
 
@@ -67,19 +66,12 @@ def line_medians(values: np.ndarray, missing: np.ndarray | None = None) -> np.nd
     Returns:
         (B, w) medians.
     """
-    threads = min(threads_in_effect(), values.shape[0])
-    if threads < 2 or values.size < PARALLEL_MIN_ENTRIES:
+    if values.size < PARALLEL_MIN_ENTRIES:
         return _line_medians(values, missing)
-    bounds = np.linspace(0, values.shape[0], threads + 1).round().astype(int)
-    parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
-    settings = np.geterr()  # numpy's error state is per thread: the workers take the caller's
-
-    def medians_of(part: slice) -> np.ndarray:
-        with np.errstate(**settings):
-            return _line_medians(values[part], None if missing is None else missing[part])
-
-    with ThreadPoolExecutor(threads) as pool:
-        return np.concatenate(list(pool.map(medians_of, parts)))
+    parts = across_threads(
+        lambda part: _line_medians(values[part], None if missing is None else missing[part]), values.shape[0]
+    )
+    return np.concatenate(parts)
 
 
 def _line_medians(values: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
