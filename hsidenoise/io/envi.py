@@ -234,8 +234,9 @@ def write_box(
         _pwrite_from(file, block, s0 * n1 * n2 * item)
         return
     gap = (n2 - l2) * item
-    rows_per_span = max(1, SPAN_BYTES // max(1, n2 * item)) if 0 < gap <= GAP_BYTES and l1 > 1 else 0
-    span = np.empty((min(rows_per_span, l1) * n2,), dtype=block.dtype) if rows_per_span else None
+    rows_per_span = SPAN_BYTES // max(1, n2 * item) if 0 < gap <= GAP_BYTES and l1 > 1 else 0
+    # a span of one row would read that row only to write it back: rows that long go one write each
+    span = np.empty((min(rows_per_span, l1) * n2,), dtype=block.dtype) if rows_per_span >= 2 else None
     for k in range(l0):
         base = ((s0 + k) * n1 + s1) * n2 * item + s2 * item
         if l2 == n2:
