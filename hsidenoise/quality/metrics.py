@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
-from scipy import ndimage
 
 from hsidenoise.errors import ConfigError, CubeShapeError
 
@@ -121,6 +120,8 @@ def _ssim_map(x: np.ndarray, ref: np.ndarray, mode: str) -> np.ndarray:
     if mode == "wang":
         scale, data_range = 1.0, 1.0
 
+        from scipy import ndimage  # a third of a second to import: only SSIM needs it, not the run report
+
         def local_mean(image: np.ndarray) -> np.ndarray:
             filtered = ndimage.gaussian_filter(
                 image, sigma=(0.0, SSIM_SIGMA, SSIM_SIGMA), truncate=SSIM_TRUNCATE, mode="reflect"
@@ -172,6 +173,8 @@ def ssim_per_band(x: np.ndarray, ref: np.ndarray, mode: SsimMode = "wang") -> np
     if not invalid.any():
         return _ssim_map(x, ref, mode).mean(axis=(1, 2))
     ssim_map = _ssim_map(np.where(invalid, 0.0, x), np.where(invalid, 0.0, ref), mode)
+    from scipy import ndimage
+
     box = np.ones((1, SSIM_WINDOW, SSIM_WINDOW))
     touched = ndimage.correlate(invalid.astype(np.float64), box, mode="constant")
     pad = SSIM_WINDOW // 2
