@@ -169,7 +169,8 @@ def run(
         def done(job, summary) -> None:
             if talk:
                 seconds = summary["timings_s"].get("total", 0.0)
-                say(f"wrote {job.output} ({seconds:.1f} s, {summary['tiling']['tiles']} tiles)")
+                tiles = summary["tiling"]["tiles"]
+                say(f"wrote {job.output} ({seconds:.1f} s, {tiles} tile{'' if tiles == 1 else 's'})")
             warning = convergence_warning(summary.get("solver", {}))
             for line in [*summary.get("warnings", []), *([warning] if warning else [])]:
                 if not quiet:  # on stderr, so also with --json
