@@ -99,8 +99,8 @@ def default_threads() -> int:
 
 def threads_in_effect() -> int:
     """The CPU threads a run uses now: torch's intra-op count once torch is loaded (:func:`configure_threads` set
-    it), else ``OMP_NUM_THREADS`` as :func:`configure_threads` leaves it, else :func:`default_threads`. What the
-    numpy stages that split their own work (:func:`~hsidenoise.subspace.stripes.line_medians`) divide it into."""
+    it), else ``OMP_NUM_THREADS`` as :func:`configure_threads` leaves it, else :func:`default_threads`. What
+    :func:`across_threads` divides numpy work into by default."""
     torch = sys.modules.get("torch")
     if torch is not None:
         return max(1, int(torch.get_num_threads()))
