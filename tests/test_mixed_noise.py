@@ -331,3 +331,23 @@ def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_v
     assert not in_tiles.any()  # the tiles find them as outliers and stripes, as before
     without_positions = fit_lowrank(spectra, CONFIG, neighbour_pairs(corrupted, seed=1))
     assert [v.tolist() for v in without_positions.stuck.values] == [v.tolist() for v in subspace.stuck.values]
+
+
+
+def test_the_bands_predicted_from_a_protected_region_keep_their_entries() -> None:
+    """A quiet band (sigma 0.003) sees a patch that no other band does: the patch is protected as genuine signal,
+    and its echo in the bands predicted from it is not taken for outliers there (without the echo's removal 1 to
+    29 of their entries in the patch were flagged on each of these six draws, 44 in all)."""
+    echoes, kept = [], []
+    for seed in range(6):
+        clean = clean_cube()
+        band = 17
+        clean[band, 12:24, 20:33] += 0.35
+        noisy, _ = gaussian(clean, seed + 1)
+        noisy[band] = clean[band] + 0.003 * np.random.default_rng(seed + 3).standard_normal((ROWS, COLS))
+        subspace = fit_lowrank(sample_pixels(noisy, 65536, 0), CONFIG)
+        _, missing = remove_outliers(noisy, subspace, CONFIG)
+        kept.append(1.0 - missing[band, 12:24, 20:33].mean())
+        echoes.append(int(np.delete(missing, band, axis=0)[:, 12:24, 20:33].sum()))
+    assert min(kept) > 0.9  # the patch itself is protected (its rim, where the window straddles it, is not)
+    assert sum(echoes) == 0

@@ -323,7 +323,8 @@ def clean_entries(
         known_missing: (B, m) bool, entries known to be missing beforehand (dead lines).
         regression: the band predictor.
         config: pipeline settings; the defaults when None.
-        protected: (B, m) bool, entries never flagged (see :func:`remove_outliers`), or None.
+        protected: (B, m) bool, entries never flagged (see :func:`remove_outliers`), or None; their echoes in
+            the other bands are taken out of the residuals first (:func:`_remove_protected_echoes`).
         residuals: when given, ``observed`` already has its known missing entries imputed by one sweep
             (:func:`fill_missing`) and these are its residuals, (B, m) float64 (overwritten): neither is
             computed again.
@@ -343,6 +344,8 @@ def clean_entries(
         fill_missing(cleaned, missing, regression, 1)
         residuals = regression.residuals(cleaned)
     inverse_scale = 1.0 / regression.residual_scale[:, None]
+    if protected is not None:
+        _remove_protected_echoes(residuals, protected, missing, regression, inverse_scale, config.outlier_threshold)
     active = np.arange(count)
     for step in range(int(MAX_OUTLIER_FRACTION * bands)):
         columns = slice(None) if step == 0 else active  # the first step sees every pixel: views, not copies
@@ -364,6 +367,43 @@ def clean_entries(
         missing[worst, active] = True
     fill_missing(cleaned, missing, regression, FILL_SWEEPS)
     return cleaned, missing
+
+
+def _remove_protected_echoes(
+    residuals: np.ndarray,
+    protected: np.ndarray,
+    missing: np.ndarray,
+    regression: BandRegression,
+    inverse_scale: np.ndarray,
+    threshold: float,
+) -> None:
+    """Take the echo of each protected outlying entry out of its pixel's other residuals, in place.
+
+    A protected entry (genuine signal that the other bands mispredict) keeps its value, but the bands predicted from
+    it carry its unexplained part as an echo, and the outlier test would flag their entries in its place (the
+    imputation that replaces them then carries the misprediction: ``bench/README.md``, "The echoes of protected
+    entries"). So, largest first in each pixel, as :func:`clean_entries` does for the entries it
+    flags, the residuals are corrected as if the protected entry stood at its prediction; the entry itself is not moved.
+    The entries corrected are those beyond the threshold before any correction.
+
+    Args:
+        residuals: (B, m) the pixels' residuals, corrected in place; protected, missing: (B, m) bool;
+        inverse_scale: (B, 1) one over each band's residual scale; threshold: the outlier test's, in scales.
+    """
+    pixels = np.flatnonzero(protected.any(axis=0))
+    if pixels.size == 0:
+        return
+    with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
+        standardised = np.abs(residuals[:, pixels]) * inverse_scale
+    standardised[~protected[:, pixels] | missing[:, pixels]] = 0.0
+    for _ in range(residuals.shape[0]):
+        outlying = standardised.max(axis=0) > threshold
+        if not outlying.any():
+            return
+        chosen, worst = pixels[outlying], standardised[:, outlying].argmax(axis=0)
+        correction = residuals[worst, chosen].copy()
+        residuals[:, chosen] -= regression.coefficients[worst, :].T * correction
+        standardised[worst, outlying] = 0.0
 
 
 def fit_band_regression(
