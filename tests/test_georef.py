@@ -71,9 +71,9 @@ def test_map_info_reference_pixel_off_the_corner_is_rotated_with_the_grid() -> N
     info = ["Arbitrary", "3", "2", "1000", "2000", "10", "10", "rotation=90"]
     a, b, c, d, e, f = transform_from_map_info(info)
     corner = Affine(a, b, c, d, e, f)
-    assert corner * (2, 1) == pytest.approx((1000, 2000))  # the reference pixel's outer corner
-    assert corner * (3, 1) == pytest.approx((1000, 2010))
-    assert corner * (2, 2) == pytest.approx((1010, 2000))
+    assert corner @ (2, 1) == pytest.approx((1000, 2000))  # the reference pixel's outer corner
+    assert corner @ (3, 1) == pytest.approx((1000, 2010))
+    assert corner @ (2, 2) == pytest.approx((1010, 2000))
 
 
 def test_salton_sea_rotation_survives_envi_geotiff_envi(tmp_path: Path) -> None:
