@@ -333,7 +333,6 @@ def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_v
     assert [v.tolist() for v in without_positions.stuck.values] == [v.tolist() for v in subspace.stuck.values]
 
 
-
 def test_the_bands_predicted_from_a_protected_region_keep_their_entries() -> None:
     """A quiet band (sigma 0.003) sees a patch that no other band does: the patch is protected as genuine signal,
     and its echo in the bands predicted from it is not taken for outliers there (without the echo's removal 1 to

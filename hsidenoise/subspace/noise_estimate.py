@@ -382,9 +382,9 @@ def _remove_protected_echoes(
     A protected entry (genuine signal that the other bands mispredict) keeps its value, but the bands predicted from
     it carry its unexplained part as an echo, and the outlier test would flag their entries in its place (the
     imputation that replaces them then carries the misprediction: ``bench/README.md``, "The echoes of protected
-    entries"). So, largest first in each pixel, as :func:`clean_entries` does for the entries it
-    flags, the residuals are corrected as if the protected entry stood at its prediction; the entry itself is not moved.
-    The entries corrected are those beyond the threshold before any correction.
+    entries"). So, largest first in each pixel, as :func:`clean_entries` does for the entries it flags, the residuals
+    are corrected as if the protected entry stood at its prediction; the entry itself is not moved. The entries
+    corrected are those beyond the threshold before any correction.
 
     Args:
         residuals: (B, m) the pixels' residuals, corrected in place; protected, missing: (B, m) bool;
