@@ -350,3 +350,31 @@ def test_the_bands_predicted_from_a_protected_region_keep_their_entries() -> Non
         echoes.append(int(np.delete(missing, band, axis=0)[:, 12:24, 20:33].sum()))
     assert min(kept) > 0.9  # the patch itself is protected (its rim, where the window straddles it, is not)
     assert sum(echoes) == 0
+
+
+@pytest.mark.parametrize("method", ["lowrank", "decsc"])
+def test_a_no_data_region_comes_back_as_read_and_is_not_counted_as_outliers(tmp_path, method: str) -> None:
+    """A block of pixels holding one fill value per band (a no-data region, as outside a flight line) is stuck in
+    every band: `run` gives it back as read, with either method, and the report's outlier counts leave it out (it
+    came back as the mean spectrum, counted as 1 outlier entry per band and pixel)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hsidenoise.cli import app
+    from hsidenoise.cube import Cube, CubeMeta
+    from hsidenoise.io import read_cube, write_cube
+
+    noisy, _ = gaussian(clean_cube())
+    fill = np.linspace(-0.2, -0.05, BANDS)
+    noisy[:, 30:, 33:] = fill[:, None, None]  # 11 x 12 pixels of no data
+    write_cube(tmp_path / "c.hdr", Cube(noisy.astype(np.float32), CubeMeta()))
+    report = tmp_path / "report"
+    args = ["run", str(tmp_path / "c.hdr"), "-o", str(tmp_path / "out.hdr"), "--method", method, "--report", str(report)]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    out = read_cube(tmp_path / "out.hdr").data
+    np.testing.assert_array_equal(out[:, 30:, 33:], noisy.astype(np.float32)[:, 30:, 33:])
+    assert not np.allclose(out[:, :30], noisy.astype(np.float32)[:, :30], atol=1e-3)  # the rest is denoised
+    counts = json.loads((report / "report.json").read_text())["front_end_cleaning"]["outlier_entries"]
+    assert max(counts) < 11 * 12

@@ -22,6 +22,7 @@ from hsidenoise.subspace.noise_estimate import FILL_SWEEPS, BandRegression, clea
 from hsidenoise.subspace.signal_subspace import Subspace
 from hsidenoise.subspace.spatial_fill import NeighbourhoodFill, fill_from_neighbourhood, move_neighbourhood_fill
 from hsidenoise.subspace.stripes import ROW_STRIPE_FACTOR, confirmed_stripe_offsets, subspace_complement
+from hsidenoise.subspace.stuck_values import empty_pixels
 
 COHERENT_FRACTION = 0.5
 """An outlying entry is protected when its neighbourhood's median residual reaches this share of the threshold."""
@@ -177,12 +178,16 @@ class CleanedTile:
             detected by its residual, so its imputation errs by more where the detection was false
             (:func:`~hsidenoise.subspace.projection.entry_weights`).
         fill: what the neighbourhood fill decided (:func:`move_cleaned`), or None (nothing imputed).
+        empty: (h, w) bool, the pixels stuck in every band (no-data fills,
+            :func:`~hsidenoise.subspace.stuck_values.empty_pixels`): imputed here like any missing entry, but the
+            pipeline gives them back as read; None: no pixel is.
     """
 
     values: np.ndarray
     missing: np.ndarray
     known: np.ndarray
     fill: NeighbourhoodFill | None = None
+    empty: np.ndarray | None = None
 
     def untouched(self, tile: np.ndarray) -> np.ndarray:
         """(B, h, w) bool: the entries of ``tile`` (as read) neither replaced nor destriped, where the noise is the
@@ -273,8 +278,11 @@ def clean_tile(
     if width > 2:
         row_spread = tile.std(axis=2, dtype=np.float64)  # (B, h)
         dead |= (row_spread < config.dead_line_fraction * subspace.sigma[:, None])[:, :, None]
+    empty = None
     if subspace.stuck is not None and subspace.stuck.any():
         dead |= subspace.stuck.mask(tile.reshape(bands, -1)).reshape(tile.shape)
+        empty = empty_pixels(subspace.stuck, tile.reshape(bands, -1)).reshape(height, width)
+        empty = empty if empty.any() else None
     known = dead.reshape(bands, -1)
     filled = _FilledResiduals(tile.astype(np.float64).reshape(bands, -1), known, regression)
     for _ in range(config.robust_passes if height >= 4 and width >= 4 else 0):
@@ -288,9 +296,10 @@ def clean_tile(
     cleaned, fill = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)
     if facts is not None:
         offsets = np.subtract(tile, destriped, dtype=np.float64)  # (B, h, w) the stripe offsets subtracted, summed
+        treated = missing.reshape(tile.shape) & ~empty if empty is not None else missing  # no-data pixels: as read
         facts.update(
-            outlier_entries=missing.reshape(bands, -1).sum(axis=1),
+            outlier_entries=treated.reshape(bands, -1).sum(axis=1),
             stripe_square_sum=(offsets.reshape(bands, -1) ** 2).sum(axis=1),
             entries=height * width,
         )
-    return CleanedTile(cleaned.reshape(tile.shape), missing.reshape(tile.shape), dead, fill)
+    return CleanedTile(cleaned.reshape(tile.shape), missing.reshape(tile.shape), dead, fill, empty)

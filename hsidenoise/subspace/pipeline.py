@@ -40,6 +40,7 @@ from hsidenoise.subspace.eigenimages import (
     resolve_spatial,
     spatial_denoiser,
 )
+from hsidenoise.subspace.outliers import CleanedTile
 from hsidenoise.subspace.projection import back_project, clean_and_project, project_eigen_images, synthesis
 from hsidenoise.subspace.noise_estimate import NOISE_FREE_FRACTION, is_noise_free
 from hsidenoise.subspace.signal_subspace import Subspace, fit_lowrank
@@ -142,15 +143,25 @@ def denoise_with_subspace(
     # subspace DECSC corrects
     per_image = eigen_denoiser if eigen_denoiser.name in PER_IMAGE_DENOISERS else None
     per_image = per_image or getattr(eigen_denoiser, "corrected_pilot", None)
-    if not (config.component_blend and per_image is not None and per_image.name in PER_IMAGE_DENOISERS):
-        eigen_images = project_eigen_images(tile, subspace, config, facts=facts)
-        return back_project(eigen_denoiser.denoise(eigen_images, 1.0), subspace).astype(np.float32)
     eigen_images, cleaned, weights = clean_and_project(tile, subspace, config, facts=facts)
     denoised = eigen_denoiser.denoise(eigen_images, 1.0)
+    if not (config.component_blend and per_image is not None and per_image.name in PER_IMAGE_DENOISERS):
+        return _as_read_where_empty(back_project(denoised, subspace), tile, cleaned).astype(np.float32)
     output, blend = blend_components(tile, eigen_images, denoised, cleaned, weights, subspace, config, per_image)
     if facts is not None and blend:
         facts["component_blend"] = blend
-    return output.astype(np.float32)
+    return _as_read_where_empty(output, tile, cleaned).astype(np.float32)
+
+
+def _as_read_where_empty(output: np.ndarray, tile: np.ndarray, cleaned: CleanedTile) -> np.ndarray:
+    """``output`` (B, h, w) with the tile's no-data pixels (stuck in every band: ``cleaned.empty``) as read.
+
+    They measured nothing, so whatever the pipeline put there (the mean spectrum, imputed from nothing) would be
+    invented; given back, a user's own mask of them still holds and the report's removed part is zero there.
+    """
+    if cleaned.empty is not None:
+        output[:, cleaned.empty] = tile[:, cleaned.empty]
+    return output
 
 
 def _denoise_blended(
@@ -198,7 +209,7 @@ def _denoise_blended(
         default=getattr(eigen_denoiser, "blend_default", None), ramp=CONFIDENCE_RAMP,
     )  # fmt: skip
     eigen_denoiser.record_blend(beta)
-    return front_bands + np.einsum("pb,pbhw->bhw", beta, changes)
+    return _as_read_where_empty(front_bands + np.einsum("pb,pbhw->bhw", beta, changes), tile, cleaned)
 
 
 def sample_pixels(cube: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -69,6 +69,23 @@ class StuckValues:
         return found
 
 
+def empty_pixels(stuck: StuckValues | None, pixels: np.ndarray) -> np.ndarray:
+    """(m,) bool: the pixels whose every band holds one of its stuck values.
+
+    Such a pixel measured nothing: a region filled with a no-data spectrum (the MUUFL Gulfport cube's triangle
+    outside its flight line holds one constant per band), or saturated in every band. Imputing it from its other
+    bands imputes it from nothing (the mean spectrum), so the tiles give it back as read. The fit keeps it (as
+    stuck entries, imputed): left out of the sample it raised the rank on mixed noise and lost up to 0.26 dB on the
+    valid pixels (bench/README.md, "No-data pixels").
+
+    Args:
+        stuck: the band-wide stuck values, or None (no pixel is empty); pixels: (B, m) band-major, data units.
+    """
+    if stuck is None or not all(values.size for values in stuck.values):
+        return np.zeros(pixels.shape[1], bool)
+    return stuck.mask(pixels).all(axis=0)
+
+
 def find_stuck_values(spectra: np.ndarray) -> StuckValues:
     """The values on which entries pile up, per band, in a pixel sample.
 
