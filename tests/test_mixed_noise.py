@@ -123,6 +123,21 @@ def test_integer_data_repeats_values_without_being_stuck() -> None:
     assert [values.tolist() for values in stuck.values] == [[], [], [4095.0], [], [], []]
 
 
+def test_a_dark_region_piled_on_a_few_adjacent_counts_is_not_stuck_but_a_spike_beside_it_is() -> None:
+    """Integer data whose dark region (water) holds 40 % of a band on three adjacent counts: a peak, not stuck
+    values (they were, and half of such a cube's entries were imputed); a dead element's 0 and a saturated 4095
+    beside such a region, held by far more entries than their neighbouring counts, still are."""
+    rng = np.random.default_rng(3)
+    counts = np.round(500 + 80 * rng.standard_normal((5000, 4)))
+    dark = rng.random(5000) < 0.4
+    counts[dark] = np.round(3 + 0.7 * rng.standard_normal((int(dark.sum()), 4)))
+    assert not find_stuck_values(counts).any()
+    counts[:600, 1] = 0.0  # a dead element (12 % of the pixels) beside the dark region's tail (1: 23 entries)
+    counts[600:1200, 2] = 4095.0  # saturated
+    stuck = find_stuck_values(counts)
+    assert [values.tolist() for values in stuck.values] == [[], [0.0], [4095.0], []]
+
+
 def test_subspace_imputation_recovers_missing_entries_of_low_rank_spectra() -> None:
     from hsidenoise.subspace import fit_subspace
     from hsidenoise.subspace.signal_subspace import impute_in_subspace

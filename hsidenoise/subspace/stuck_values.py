@@ -10,7 +10,8 @@ that continuous noise never produces.
 
 :func:`find_stuck_values` finds, in the cube's pixel sample, each band's values that occur at least
 :data:`STUCK_SHARE` of the time *and* :data:`STUCK_MULTIPLICITY` times more often than its values do on average
-(integer data repeats every value; a saturated one repeats far more). :meth:`StuckValues.mask` marks those entries in any pixels; the band regression leaves them out (:func:`hsidenoise.subspace.noise_estimate.
+(integer data repeats every value; a saturated one repeats far more) *and*, in quantised data, than the values
+beside them (a dark region piles its entries on a few adjacent counts: a peak, not a spike). :meth:`StuckValues.mask` marks those entries in any pixels; the band regression leaves them out (:func:`hsidenoise.subspace.noise_estimate.
 fit_band_regression`) and every tile treats them as missing, imputed from the pixel's other bands
 (:func:`hsidenoise.subspace.outliers.remove_outliers`).
 
@@ -29,8 +30,10 @@ STUCK_MIN_COUNT = 8
 """... and at least this many of them, so a small sample never declares a chance repeat stuck."""
 STUCK_MULTIPLICITY = 20.0
 """... and occurs this many times more often than the band's distinct values do on average (integer data repeats
-every value). Measured against the median count of the neighbouring values instead, more pile-ups are found (an
-impulse shifted by a stripe) and a HYDICE cube with mixture noise lost 2 dB, so the plain mean stays."""
+every value), and, in quantised data, than either neighbouring value on the band's lattice
+(:func:`_above_lattice_neighbours`). Measured against the median count of the neighbouring values instead of the
+mean, more pile-ups are found (an impulse shifted by a stripe) and a HYDICE cube with mixture noise lost 2 dB, so
+the plain mean stays."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +97,9 @@ def find_stuck_values(spectra: np.ndarray) -> StuckValues:
 
     Returns:
         The :class:`StuckValues` of each band: values held by at least ``max(STUCK_MIN_COUNT, STUCK_SHARE * n)``
-        entries and :data:`STUCK_MULTIPLICITY` times the band's mean multiplicity (n / distinct values).
+        entries and :data:`STUCK_MULTIPLICITY` times the band's mean multiplicity (n / distinct values) and, where
+        fewer than :data:`CONTINUOUS_DISTINCT_SHARE` of the entries are distinct, that times the count of either
+        neighbouring value on the band's lattice.
     """
     spectra = np.asarray(spectra)
     n, bands = spectra.shape
@@ -110,9 +115,35 @@ def find_stuck_values(spectra: np.ndarray) -> StuckValues:
             continue
         distinct, counts = np.unique(ordered[:, band], return_counts=True)
         stuck = (counts >= least) & (counts >= STUCK_MULTIPLICITY * n / max(distinct.size, 1))
+        if stuck.any() and distinct.size < CONTINUOUS_DISTINCT_SHARE * n:  # quantised data: a spike, not a peak
+            stuck &= _above_lattice_neighbours(distinct, counts)
         values.append(distinct[stuck].astype(np.float64))
         shares.append(counts[stuck] / n)
     return StuckValues(values=tuple(values), shares=tuple(shares))
+
+
+def _above_lattice_neighbours(distinct: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(k,) bool: the values of a quantised band held :data:`STUCK_MULTIPLICITY` times more often than either
+    neighbour on the band's lattice (its smallest step between distinct values; an absent neighbour counts 0).
+
+    In integer data the band-wide mean multiplicity is no yardstick where a large dark region piles its entries on a
+    few values: the ABU beach cubes' water holds 30 to 60 % of a band on two or three adjacent counts, which were
+    all taken for stuck values, so that half of every band's entries were imputed from the other bands. A
+    saturated or dead element stands alone above its neighbouring counts; the peak of a narrow distribution does not.
+
+    Args:
+        distinct: (k,) sorted distinct values of one band; counts: (k,) how often each occurs.
+    """
+    if distinct.size < 2:
+        return np.ones(distinct.size, bool)
+    step = float(np.diff(distinct).min())
+    neighbours = np.zeros(distinct.size)
+    for shift in (-step, step):
+        target = distinct + shift
+        index = np.minimum(np.searchsorted(distinct, target - 0.5 * step), distinct.size - 1)
+        found = np.abs(distinct[index] - target) <= 0.5 * step
+        neighbours = np.maximum(neighbours, np.where(found, counts[index], 0))
+    return counts >= STUCK_MULTIPLICITY * neighbours
 
 
 LINE_PILEUP_SHARE = 0.1
