@@ -361,9 +361,7 @@ def clean_entries(
         active, worst = active[outlying], standardised[:, outlying].argmax(axis=0)
         if active.size == 0:
             break
-        correction = residuals[worst, active]
-        cleaned[worst, active] -= correction
-        residuals[:, active] -= regression.coefficients[worst, :].T * correction
+        cleaned[worst, active] -= _move_to_prediction(residuals, regression, worst, active)
         missing[worst, active] = True
     fill_missing(cleaned, missing, regression, FILL_SWEEPS)
     return cleaned, missing
@@ -383,7 +381,8 @@ def _remove_protected_echoes(
     it carry its unexplained part as an echo, and the outlier test would flag their entries in its place (the
     imputation that replaces them then carries the misprediction: ``bench/README.md``, "The echoes of protected
     entries"). So, largest first in each pixel, as :func:`clean_entries` does for the entries it flags, the residuals
-    are corrected as if the protected entry stood at its prediction; the entry itself is not moved. The entries
+    are corrected as if the protected entry stood at its prediction (:func:`_move_to_prediction`); the entry itself
+    is not moved. The entries
     corrected are those beyond the threshold before any correction.
 
     Args:
@@ -400,10 +399,26 @@ def _remove_protected_echoes(
         outlying = standardised.max(axis=0) > threshold
         if not outlying.any():
             return
-        chosen, worst = pixels[outlying], standardised[:, outlying].argmax(axis=0)
-        correction = residuals[worst, chosen].copy()
-        residuals[:, chosen] -= regression.coefficients[worst, :].T * correction
+        worst = standardised[:, outlying].argmax(axis=0)
+        _move_to_prediction(residuals, regression, worst, pixels[outlying])
         standardised[worst, outlying] = 0.0
+
+
+def _move_to_prediction(
+    residuals: np.ndarray, regression: BandRegression, worst: np.ndarray, pixels: np.ndarray
+) -> np.ndarray:
+    """The pixels' residuals, in place, as if entry ``worst`` of each stood at its prediction (a rank-one update
+    per pixel: the entry's own residual becomes 0, the bands predicted from it lose its echo).
+
+    Args:
+        residuals: (B, m), corrected in place; worst, pixels: (p,) band and pixel of each entry.
+
+    Returns:
+        (p,) what each entry had to move by (its residual before).
+    """
+    correction = residuals[worst, pixels]
+    residuals[:, pixels] -= regression.coefficients[worst, :].T * correction
+    return correction
 
 
 def fit_band_regression(

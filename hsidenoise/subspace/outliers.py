@@ -280,8 +280,9 @@ def clean_tile(
         dead |= (row_spread < config.dead_line_fraction * subspace.sigma[:, None])[:, :, None]
     empty = None
     if subspace.stuck is not None and subspace.stuck.any():
-        dead |= subspace.stuck.mask(tile.reshape(bands, -1)).reshape(tile.shape)
-        empty = empty_pixels(subspace.stuck, tile.reshape(bands, -1)).reshape(height, width)
+        stuck_entries = subspace.stuck.mask(tile.reshape(bands, -1))
+        dead |= stuck_entries.reshape(tile.shape)
+        empty = empty_pixels(subspace.stuck, stuck_entries).reshape(height, width)
         empty = empty if empty.any() else None
     known = dead.reshape(bands, -1)
     filled = _FilledResiduals(tile.astype(np.float64).reshape(bands, -1), known, regression)

@@ -72,7 +72,7 @@ class StuckValues:
         return found
 
 
-def empty_pixels(stuck: StuckValues | None, pixels: np.ndarray) -> np.ndarray:
+def empty_pixels(stuck: StuckValues | None, stuck_entries: np.ndarray) -> np.ndarray:
     """(m,) bool: the pixels whose every band holds one of its stuck values.
 
     Such a pixel measured nothing: a region filled with a no-data spectrum (the MUUFL Gulfport cube's triangle
@@ -82,11 +82,12 @@ def empty_pixels(stuck: StuckValues | None, pixels: np.ndarray) -> np.ndarray:
     valid pixels (bench/README.md, "No-data pixels").
 
     Args:
-        stuck: the band-wide stuck values, or None (no pixel is empty); pixels: (B, m) band-major, data units.
+        stuck: the band-wide stuck values, or None (no pixel is empty); stuck_entries: (B, m) bool, their
+            :meth:`StuckValues.mask` on band-major pixels.
     """
     if stuck is None or not all(values.size for values in stuck.values):
-        return np.zeros(pixels.shape[1], bool)
-    return stuck.mask(pixels).all(axis=0)
+        return np.zeros(stuck_entries.shape[1], bool)
+    return stuck_entries.all(axis=0)
 
 
 def find_stuck_values(spectra: np.ndarray) -> StuckValues:
