@@ -348,6 +348,30 @@ def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_v
     assert [v.tolist() for v in without_positions.stuck.values] == [v.tolist() for v in subspace.stuck.values]
 
 
+@pytest.mark.parametrize("seed", [11, 12])
+def test_the_fit_samples_destriping_keeps_the_shifted_impulses_marked(seed: int) -> None:
+    from hsidenoise.subspace.noise_estimate import fit_band_regression
+    from hsidenoise.subspace.pipeline import sample_pixels_where
+    from hsidenoise.subspace.stripes import destripe_sample
+    from hsidenoise.subspace.stuck_values import with_line_pileups
+
+    noisy, corrupted, _, striped = _impulses_then_stripes(seed=seed)
+    spectra, positions = sample_pixels_where(corrupted, 65536, 0)
+    stuck = with_line_pileups(find_stuck_values(spectra), spectra, positions.rows, positions.cols)
+    regression = fit_band_regression(spectra, CONFIG, stuck=stuck)
+    destriped, subtracted = destripe_sample(spectra, positions, regression, stuck, CONFIG.stripe_threshold)
+    assert set(positions.cols[subtracted[:, 3] != 0].tolist()) == set(striped)  # band 3's stripes found
+    marked = stuck.mask(spectra.T)
+    # the marked entries are imputed, not destriped: they keep the value they are marked by (subtracting the offset
+    # moved about 480 shifted impulses off it, and the subspace kept a component for them: rank 5 against 4)
+    np.testing.assert_array_equal(stuck.mask(destriped.T), marked)
+    assert not subtracted.T[marked].any()
+    without_corruption = sample_pixels_where(noisy, 65536, 0)
+    assert fit_lowrank(spectra, CONFIG, positions=positions).rank == fit_lowrank(
+        without_corruption[0], CONFIG, positions=without_corruption[1]
+    ).rank
+
+
 def test_the_bands_predicted_from_a_protected_region_keep_their_entries() -> None:
     """A quiet band (sigma 0.003) sees a patch that no other band does: the patch is protected as genuine signal,
     and its echo in the bands predicted from it is not taken for outliers there (without the echo's removal 1 to

@@ -340,6 +340,12 @@ def destripe_sample(
     tile is (:func:`confirmed_stripe_offsets`); bands with fewer than :data:`MIN_SAMPLE_STRIPE_LINES` striped
     columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone.
 
+    The entries at a stuck value keep their value (offset 0): they are imputed later, and found by that value
+    (:meth:`~hsidenoise.subspace.stuck_values.StuckValues.mask`). Destriped with their column, the impulses that a
+    stripe shifted (marked by :func:`~hsidenoise.subspace.stuck_values.with_line_pileups`) would leave their value,
+    stay in the subspace's sample and take components of their own (bench/README.md, "Marked entries kept out of
+    the sample's destriping").
+
     Args:
         spectra: (n, B) pixel sample in data units; positions: where each of its pixels lies.
         regression: the band regression fitted on it; stuck: its stuck values, or None.
@@ -363,5 +369,7 @@ def destripe_sample(
         after = np.where(known[striped], 0.0, before - offsets[striped][:, positions.cols])
         shrunk = (after**2).sum(axis=1) <= MIN_STRIPE_VARIANCE_DROP * (before**2).sum(axis=1)
         offsets[striped[~shrunk]] = 0.0
-    subtracted = offsets[:, positions.cols].T  # (n, B)
+    # the stuck entries stay as read: they are imputed, not destriped, and the fit finds them again by their value
+    # (shifted to 0 + offset - estimate, a column's impulses would be marked no more and take a component)
+    subtracted = np.where(known, 0.0, offsets[:, positions.cols]).T  # (n, B)
     return np.asarray(spectra, dtype=np.float64) - subtracted, subtracted
