@@ -348,6 +348,51 @@ def test_the_fit_marks_shifted_impulses_but_the_tiles_keep_the_band_wide_stuck_v
     assert [v.tolist() for v in without_positions.stuck.values] == [v.tolist() for v in subspace.stuck.values]
 
 
+def _dark_band_with_impulses_then_stripes(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """(clean, corrupted, impulse mask, striped columns) of a 37 x 131 x 45 cube whose band 3 is dark (about 0.01),
+    nearly noise-free and has a texture no other band predicts (so its residual scale, about 0.003, is 30 times its
+    noise): impulse at 0.5 in bands 3 and 17, then column stripes in band 3. Band 3's pepper then lies about 3
+    residual scales from its clean values, under the outlier threshold."""
+    rng = np.random.default_rng(seed)
+    rows = 131
+    yy, xx = np.mgrid[0:rows, 0:COLS] / 40.0
+    maps = np.stack([np.sin(5 * yy + 1) ** 2, np.cos(4 * xx) ** 2, (xx > 0.5) * 0.6, np.sin(9 * xx * yy) ** 2])
+    clean = 0.1 + np.einsum("bk,khw->bhw", rng.uniform(0.05, 0.25, (BANDS, 4)), maps)
+    clean[3] = 0.01 + 0.02 * (clean[3] - 0.1) + 0.003 * np.sin(23 * xx + 17 * yy)
+    sigma = rng.uniform(0.005, 0.04, BANDS)
+    sigma[3] = 1e-4
+    corrupted = clean + sigma[:, None, None] * rng.standard_normal(clean.shape)
+    hit = np.zeros(clean.shape, bool)
+    for band in (3, 17):
+        hit[band] = rng.random((rows, COLS)) < 0.5
+        corrupted[band][hit[band]] = (rng.random(hit[band].sum()) < 0.5).astype(float)
+    striped = [2, 9, 10, 23, 31, 40]
+    corrupted[3][:, striped] += rng.choice([-1.0, 1.0], len(striped)) * rng.uniform(0.1, 0.25, len(striped))
+    return clean, corrupted, hit, striped
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_tiles_mark_the_impulses_a_stripe_shifted_once_the_stripes_are_out(seed: int) -> None:
+    from hsidenoise.statistics import neighbour_pairs
+    from hsidenoise.subspace.outliers import clean_tile
+    from hsidenoise.subspace.pipeline import sample_pixels_where
+
+    clean, corrupted, hit, striped = _dark_band_with_impulses_then_stripes(seed)
+    spectra, positions = sample_pixels_where(corrupted, 65536, 0)
+    subspace = fit_lowrank(spectra, CONFIG, neighbour_pairs(corrupted, seed=1), positions)
+    assert subspace.line_stuck is not None and subspace.line_stuck.values[3].size > subspace.stuck.values[3].size
+    cleaned = clean_tile(corrupted, subspace, CONFIG)
+    # every impulse of band 3 is imputed (left to the outlier test, 108 to 169 shifted pepper impulses stayed)
+    assert not (hit[3] & ~cleaned.missing[3]).any()
+    assert cleaned.known[3][:, striped][hit[3][:, striped]].all()
+    assert not (cleaned.missing[3] & ~hit[3]).any()
+    error = np.sqrt(np.mean((cleaned.values[3] - clean[3]) ** 2))
+    assert error < 0.5 * subspace.regression.residual_scale[3]  # about 3 times larger with them left in
+    noisy = clean + 0.01 * np.random.default_rng(seed).standard_normal(clean.shape)
+    plain_sample, plain_positions = sample_pixels_where(noisy, 65536, 0)
+    assert fit_lowrank(plain_sample, CONFIG, positions=plain_positions).line_stuck is None  # nothing stuck or piled up
+
+
 @pytest.mark.parametrize("seed", [11, 12])
 def test_the_fit_samples_destriping_keeps_the_shifted_impulses_marked(seed: int) -> None:
     from hsidenoise.subspace.noise_estimate import fit_band_regression

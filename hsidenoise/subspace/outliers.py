@@ -246,8 +246,12 @@ def clean_tile(
     ``robust_passes`` times, along the track and across it): column medians, then row medians, of the residuals,
     which impulses do not move, give the offsets to subtract, where both halves of the line confirm them
     (:func:`~hsidenoise.subspace.stripes.confirmed_stripe_offsets`); then one more search against the subspace's
-    complement instead of the regression (:func:`_subtract_complement_stripes`). Impulses
-    (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
+    complement instead of the regression (:func:`_subtract_complement_stripes`). The impulses that a stripe shifted
+    (at a value of :attr:`Subspace.line_stuck`, as read) are missing from then on: marked before the search, the
+    bands predicted from a striped band would see its stripe only through its measured entries, not in the
+    proportion the regression's echo assumes, and took false stripes (bench/README.md, "Shifted impulses marked in
+    the tiles"); left measured, those near the band's clean values (salt or pepper in a dark or bright band)
+    stayed below the outlier threshold. Impulses (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
     neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed from the other bands,
     then, where a leave-one-out check finds it better, from the band's own neighbourhood
     (:func:`~hsidenoise.subspace.spatial_fill.fill_from_neighbourhood`).
@@ -292,6 +296,13 @@ def clean_tile(
     if height >= 4 and width >= 4 and subspace.rank > 0 and np.all(subspace.sigma > 0):
         _subtract_complement_stripes(filled, dead, subspace, config)
     destriped = filled.observed.reshape(tile.shape)
+    if subspace.line_stuck is not None and subspace.line_stuck.any():
+        # impulses that a stripe shifted, found by their value as read; missing only now that the stripes are out
+        shifted = subspace.line_stuck.mask(tile.reshape(bands, -1)) & ~known
+        if shifted.any():
+            dead = dead | shifted.reshape(tile.shape)
+            known = dead.reshape(bands, -1)
+            filled = _FilledResiduals(filled.observed, known, regression)
     protected = _coherent_residuals(filled, dead, regression, config)
     cleaned, missing = clean_entries(filled.values, known, regression, config, protected, residuals=filled.residuals)
     cleaned, fill = fill_from_neighbourhood(cleaned.reshape(tile.shape), missing.reshape(tile.shape), regression)

@@ -80,6 +80,10 @@ class Subspace:
             needs (:mod:`~hsidenoise.subspace.fit_divergence`). None: not kept.
         population: how many pixels the fitted sample was drawn from (the sample's size when every pixel was in
             it): one pixel's share in the covariance is 1 / population in expectation. None: not known.
+        line_stuck: ``stuck`` plus the values that pile up within one line of the fit's sample
+            (:func:`~hsidenoise.subspace.stuck_values.with_line_pileups`: impulses that a stripe shifted); the
+            tiles mark them missing once their stripes are removed (:func:`~hsidenoise.subspace.outliers.clean_tile`).
+            None: the fit found no such value.
     """
 
     sigma: np.ndarray
@@ -94,6 +98,7 @@ class Subspace:
     gaussian_sigma: np.ndarray | None = None
     eigenvectors: np.ndarray | None = None
     population: float | None = None
+    line_stuck: StuckValues | None = None
 
     @property
     def rank(self) -> int:
@@ -456,7 +461,14 @@ def fit_lowrank(
         subspace = fit_subspace(impute_in_subspace(spectra, stuck_entries.T, subspace), sigma, config)
     else:
         subspace = fit_subspace(spectra, sigma, config)
-    subspace = dataclasses.replace(subspace, regression=regression, stuck=band_stuck, gaussian_sigma=gaussian)
+    line_stuck = None  # the fit's own values, where the line pile-ups added some
+    if stuck is not None and band_stuck is not None and any(
+        line.size > band.size for line, band in zip(stuck.values, band_stuck.values)
+    ):
+        line_stuck = stuck
+    subspace = dataclasses.replace(
+        subspace, regression=regression, stuck=band_stuck, gaussian_sigma=gaussian, line_stuck=line_stuck
+    )
     if config.loading_iterations > 0:
         subspace = fit_loadings(spectra, subspace, config)
     logger.debug("lowrank model: %d bands, rank %d, edge %.3f", subspace.band_count, subspace.rank, subspace.edge)
