@@ -337,8 +337,12 @@ def destripe_sample(
 
     The sample's residuals (stuck entries imputed from the other bands first, nothing else cleaned: an impulse
     test would take a stripe's largest entries for impulses and hide them) are grouped by column and searched as a
-    tile is (:func:`confirmed_stripe_offsets`); bands with fewer than :data:`MIN_SAMPLE_STRIPE_LINES` striped
-    columns, or whose residuals the offsets do not shrink (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone.
+    tile is (:func:`confirmed_stripe_offsets`), the bands' own lines deciding between two bands that predict each
+    other (without them the stripes of a nearly noise-free band went to its partner and echoed into other bands,
+    and the ones left in took the first component: ABU airport-2, mixture, 206 of the band's sigma left;
+    bench/README.md, "The sample's stripes given to their own band"); bands with fewer than
+    :data:`MIN_SAMPLE_STRIPE_LINES` striped columns, or whose residuals the offsets do not shrink
+    (:data:`MIN_STRIPE_VARIANCE_DROP`), are left alone.
 
     The entries at a stuck value keep their value (offset 0): they are imputed later, and found by that value
     (:meth:`~hsidenoise.subspace.stuck_values.StuckValues.mask`). Destriped with their column, the impulses that a
@@ -361,7 +365,8 @@ def destripe_sample(
         fill_missing(values, known, regression, FILL_SWEEPS)
     residuals = regression.residuals(values)
     grid, absent = _grouped(residuals, known, positions.cols, positions.width)
-    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold)  # (B, width)
+    own_lines, _ = _grouped(values, known, positions.cols, positions.width)  # the bands' own lines decide rivals
+    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold, values=own_lines)  # (B, width)
     offsets[np.count_nonzero(offsets, axis=1) < MIN_SAMPLE_STRIPE_LINES] = 0.0
     striped = np.flatnonzero(offsets.any(axis=1))
     if striped.size:  # a stripe adds to its band's residuals: taking it out must leave them smaller
