@@ -251,10 +251,10 @@ def clean_tile(
     bands predicted from a striped band would see its stripe only through its measured entries, not in the
     proportion the regression's echo assumes, and took false stripes (bench/README.md, "Shifted impulses marked in
     the tiles"); left measured, those near the band's clean values (salt or pepper in a dark or bright band)
-    stayed below the outlier threshold. Impulses (:func:`clean_entries`): entries the other bands contradict are missing, except where the whole
-    neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries are imputed from the other bands,
-    then, where a leave-one-out check finds it better, from the band's own neighbourhood
-    (:func:`~hsidenoise.subspace.spatial_fill.fill_from_neighbourhood`).
+    stayed below the outlier threshold. Impulses (:func:`clean_entries`): entries the other bands contradict are
+    missing, except where the whole neighbourhood agrees with them (:func:`_coherent_residuals`). Missing entries
+    are imputed from the other bands, then, where a leave-one-out check finds it better, from the band's own
+    neighbourhood (:func:`~hsidenoise.subspace.spatial_fill.fill_from_neighbourhood`).
 
     Args:
         tile: (B, h, w) in data units.

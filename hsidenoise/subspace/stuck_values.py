@@ -177,10 +177,10 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     p = 0.7 lose 2.1-5.7 dB instead of 4.7-10.5 on five of six cases, the whole mixture 0.24-0.79 dB less on five,
     0.08 more on San Diego seed 1. The tiles mark them only once their stripes are removed
     (:attr:`Subspace.line_stuck <hsidenoise.subspace.signal_subspace.Subspace>`; marked before the stripe search
-    they cost San Diego seed 0 1.0 dB, 4.9 before the fit's sample kept them marked), while
-    :attr:`Subspace.stuck <hsidenoise.subspace.signal_subspace.Subspace>` keeps the band-wide values. Rows are searched the same way (a stripe along the rows shifts a row's impulses); the
-    mixture protocol stripes columns only, so the rows change nothing there (tested on a synthetic cube). A band
-    whose values are continuous (:func:`_is_continuous`) is searched with :data:`CONTINUOUS_LINE_PILEUP`, which also
+    they cost San Diego seed 0 1.0 dB, 4.9 on the thirteenth session's front end), while
+    :attr:`Subspace.stuck <hsidenoise.subspace.signal_subspace.Subspace>` keeps the band-wide values. Rows are
+    searched the same way (a stripe along the rows shifts a row's impulses); the mixture protocol stripes columns
+    only, so the rows change nothing there (tested on a synthetic cube). A band whose values are continuous (:func:`_is_continuous`) is searched with :data:`CONTINUOUS_LINE_PILEUP`, which also
     finds a sparsely hit band's shifted impulses; integer data with :data:`LINE_PILEUP_SHARE` and the band-wide
     search's count and multiplicity.
 
