@@ -382,8 +382,7 @@ def _remove_protected_echoes(
     imputation that replaces them then carries the misprediction: ``bench/README.md``, "The echoes of protected
     entries"). So, largest first in each pixel, as :func:`clean_entries` does for the entries it flags, the residuals
     are corrected as if the protected entry stood at its prediction (:func:`_move_to_prediction`); the entry itself
-    is not moved. The entries
-    corrected are those beyond the threshold before any correction.
+    is not moved. The entries corrected are those beyond the threshold before any correction.
 
     Args:
         residuals: (B, m) the pixels' residuals, corrected in place; protected, missing: (B, m) bool;
