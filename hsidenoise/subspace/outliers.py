@@ -120,13 +120,16 @@ def _stripe_search(
     missing: np.ndarray,
     predictor: BandRegression,
     config: LowRankConfig,
+    *,
+    imputed: bool,
 ) -> bool:
     """Column, then row stripes of the (B, h, w) ``residuals()`` against ``predictor``, subtracted from ``filled``.
 
     ``residuals`` is called before each orientation (the column offsets change the residuals the rows are searched
     in); ``missing``: (B, h, w) entries left out of the line medians. The tile's values so far decide between bands
-    that predict each other (:func:`~hsidenoise.subspace.stripes.stripe_offsets`'s own-line test). Returns whether
-    any offset was subtracted.
+    that predict each other (:func:`~hsidenoise.subspace.stripes.stripe_offsets`'s own-line test). ``imputed``: the
+    residuals are ``predictor``'s, with the missing entries imputed by it (an offset then echoes through them too).
+    Returns whether any offset was subtracted.
     """
     shape = missing.shape
     found = False
@@ -138,7 +141,7 @@ def _stripe_search(
         # every stripe must stand out from its neighbouring lines: a row's offset is measured against them, a
         # column's against the band's typical column and vetoed by them
         window, veto = (config.stripe_window, 0) if axis == 2 else (0, config.stripe_window)
-        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window, veto, values)
+        offsets = confirmed_stripe_offsets(lines, absent, predictor, threshold, window, veto, values, imputed=imputed)
         if offsets.any():
             found = True
             filled.subtract(offsets[:, None, :] if axis == 1 else offsets[:, :, None], shape)
@@ -163,7 +166,7 @@ def _subtract_complement_stripes(
     def residuals() -> np.ndarray:
         return (unused.pop() if unused else predictor.residuals(filled.values)).reshape(dead.shape)
 
-    _stripe_search(filled, residuals, dead | ~usable[:, None, None], predictor, config)
+    _stripe_search(filled, residuals, dead | ~usable[:, None, None], predictor, config, imputed=False)
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,9 @@ def clean_tile(
     known = dead.reshape(bands, -1)
     filled = _FilledResiduals(tile.astype(np.float64).reshape(bands, -1), known, regression)
     for _ in range(config.robust_passes if height >= 4 and width >= 4 else 0):
-        if not _stripe_search(filled, lambda: filled.residuals.reshape(tile.shape), dead, regression, config):
+        if not _stripe_search(
+            filled, lambda: filled.residuals.reshape(tile.shape), dead, regression, config, imputed=True
+        ):
             break
     if height >= 4 and width >= 4 and subspace.rank > 0 and np.all(subspace.sigma > 0):
         _subtract_complement_stripes(filled, dead, subspace, config)

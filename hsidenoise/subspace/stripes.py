@@ -47,6 +47,12 @@ a scene edge and a rival passed it; at 0.8 a non-i.i.d. validation case lost 0.1
 chosen band's deviation as its echo kept most of the failures."""
 
 
+MIN_SELF_ECHO = 0.2
+"""With imputed entries (:func:`stripe_offsets`' ``imputed``), an offset shows in its own band's residual at 1 - the
+share that the pixel's imputed entries explain away (:func:`imputed_shares`); each residual is divided by that
+share, but by no less than this (an entry that the imputed bands predict almost fully: its residual tells little)."""
+
+
 PARALLEL_MIN_ENTRIES = 1 << 20
 """:func:`line_medians` splits its bands among threads (:func:`~hsidenoise.device.across_threads`) from this many
 entries on (numpy's partition and sort run on one core; measured on a 224-band 192 x 192 tile: 2-4x faster on
@@ -121,9 +127,52 @@ def _neighbour_deviation(medians: np.ndarray, window: int) -> np.ndarray:
         return medians - np.nanmedian(windows, axis=-1)
 
 
+def imputed_shares(coefficients: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """The share of an offset that each entry's residual shows, where the pixel's missing entries were imputed.
+
+    Where band m is missing in a pixel and imputed by the regression (x_m = its prediction from the pixel's other
+    bands), an offset o in band k moves x_m by -Q[m, k] o (Q = ``coefficients``.T: Q[j, k] is the echo of a unit
+    offset in band k in band j's residual, Q[j, j] = 1), and band j's residual by Q[j, m] times that: band j's own
+    offset shows at 1 - Q[j, m] Q[m, j] (first order: each imputed band on its own; exact for one, the imputation
+    then being the conditional mean). Two bands that predict each other well (Q[j, m] Q[m, j] near 1: the squared
+    partial correlation) leave little of the offset where the other is imputed.
+
+    Args:
+        coefficients: (B, B) the band regression's; missing: (B, h, w) bool, the imputed entries.
+
+    Returns:
+        (B, h, w) 1 - sum over the pixel's missing bands m != j of Q[j, m] Q[m, j], at least :data:`MIN_SELF_ECHO`.
+    """
+    bands = missing.shape[0]
+    imputed = np.flatnonzero(missing.reshape(bands, -1).any(axis=1))  # only bands with missing entries take part
+    both_ways = coefficients * coefficients.T  # Q[j, m] Q[m, j], symmetric
+    np.fill_diagonal(both_ways, 0.0)
+    explained = both_ways[:, imputed] @ missing[imputed].reshape(imputed.size, -1).astype(np.float64)
+    return np.maximum(1.0 - explained, MIN_SELF_ECHO).reshape(missing.shape)
+
+
+def _imputed_echoes(coefficients: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`imputed_shares` per line, for the echo of one band's offset in the others.
+
+    Over a line, the pixels with band m missing are its share f[m] of the line's pixels (those missing in every
+    band, padding or no-data, left out); an offset in band k echoes in band j's residual at Q[j, k] - sum over m of
+    f[m] Q[j, m] Q[m, k] (m != j: where band j itself is missing, its residual is not in its line's median), and
+    band j's own share there is 1 - sum over m != j of f[m] Q[j, m] Q[m, j].
+
+    Returns:
+        ((B, w) each band's own share in each line, at least :data:`MIN_SELF_ECHO`; (B, w) the shares f).
+    """
+    existing = np.count_nonzero(~missing.all(axis=0), axis=0)  # (w,) pixels with an entry in some band
+    imputed = np.count_nonzero(missing & ~missing.all(axis=0), axis=1)  # (B, w)
+    share = imputed / np.maximum(existing, 1)
+    both_ways = coefficients * coefficients.T
+    np.fill_diagonal(both_ways, 0.0)
+    return np.maximum(1.0 - both_ways @ share, MIN_SELF_ECHO), share
+
+
 def stripe_offsets(
     residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0,
-    veto: int = 0, values: np.ndarray | None = None,
+    veto: int = 0, values: np.ndarray | None = None, *, imputed: bool = False,
 ) -> np.ndarray:
     """Per-band column offsets (stripes) that explain the column structure of a tile's residuals.
 
@@ -156,13 +205,36 @@ def stripe_offsets(
     taken for stripes of band 71 and of bands predicted from both: 37.5 dB against 46.0 for the Gaussian part, 41.1
     with the test.
 
+    With ``imputed`` (the missing entries were imputed from the other bands with this regression, and the residuals
+    computed with them), an offset echoes also through the imputed entries of its pixels: an entry's residual shows
+    only a share of its own band's offset where a band that predicts it well is imputed (:func:`imputed_shares`).
+    Each residual is divided by its share before the line medians, and an offset's echo in the other bands is the
+    one through the imputed entries (:func:`_imputed_echoes`). A share per line instead (the deviation divided by
+    the line's mean share) left the lines where a band that predicts the striped one is imputed in half the pixels
+    undecided: two groups of residuals, one with the offset and one with little of it, and the median between them.
+    Measured (bench/README.md, "Offsets echoed through imputed entries"): on ABU urban-3 with mixture noise, band 92
+    (sigma 0.31 / 255) and band 72, dead in the same column, predict each other; the imputed dead column carried
+    three quarters of band 92's stripe (+0.238) into its prediction; the search took 0.090 of it and false stripes
+    of -0.16 and -0.14 in bands 54 and 40 (43.16 dB instead of 42.12; its Gaussian part 45.74).
+
     Args:
         residuals: (B, h, w); missing: (B, h, w) bool.
         values: (B, h, w) the values whose residuals these are, or None (no own-line test).
+        imputed: whether ``missing`` entries were imputed by ``regression`` before the residuals were taken.
 
     Returns:
         (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
     """
+    if imputed and missing.any():
+        residuals = residuals / imputed_shares(regression.coefficients, missing)
+    return _greedy_offsets(residuals, missing, regression, threshold, window, veto, values, imputed)
+
+
+def _greedy_offsets(
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int,
+    veto: int, values: np.ndarray | None, imputed: bool,
+) -> np.ndarray:
+    """:func:`stripe_offsets` with ``residuals`` already divided by their :func:`imputed_shares` where ``imputed``."""
     bands, height, width = residuals.shape
     if missing.any():
         counts = height - np.count_nonzero(missing, axis=1)  # (B, w) entries not missing
@@ -183,6 +255,10 @@ def stripe_offsets(
     found = counts == 0
     columns = np.arange(width)
     refused_band, refused_offset = np.zeros(width, np.int64), np.full(width, np.nan)  # own-line test: first refusals
+    coefficients = regression.coefficients
+    through_imputed = imputed and missing.any()
+    if through_imputed:
+        self_echo, share = _imputed_echoes(coefficients, missing)
     for _ in range(bands):
         with np.errstate(over="ignore"):  # against a near-zero scale an offset stands out, also as inf
             score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
@@ -208,11 +284,16 @@ def stripe_offsets(
             found[band[~closer], column[~closer]] = True
             band, column, offset = band[closer], column[closer], offset[closer]
             own[band, column] -= offset
+        echo = coefficients[band, :].T  # (B, picks): each pick's echo in every band's residual
+        if through_imputed:  # through the imputed entries too (a band's own ones are out of its line's median)
+            through = coefficients.T @ (share[:, column] * echo) - share[:, column] * echo
+            echo = (echo - through) / self_echo[:, column]
+            echo[band, np.arange(band.size)] = 1.0
         offsets[band, column] += offset
         found[band, column] = True
-        deviation[:, column] -= regression.coefficients[band, :].T * offset
+        deviation[:, column] -= echo * offset
         if local is not None:
-            local[:, column] -= regression.coefficients[band, :].T * offset
+            local[:, column] -= echo * offset
     if own_test:  # a line where every band was refused keeps the first choice, as without the test
         fallback = ~offsets.any(axis=0) & ~np.isnan(refused_offset)
         offsets[refused_band[fallback], columns[fallback]] += refused_offset[fallback]
@@ -221,7 +302,7 @@ def stripe_offsets(
 
 def confirmed_stripe_offsets(
     residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, threshold: float, window: int = 0,
-    veto: int = 0, values: np.ndarray | None = None,
+    veto: int = 0, values: np.ndarray | None = None, *, imputed: bool = False,
 ) -> np.ndarray:
     """:func:`stripe_offsets` of whole columns, kept where both halves of the column agree.
 
@@ -230,21 +311,24 @@ def confirmed_stripe_offsets(
     both halves find one of its sign.
 
     Args:
-        residuals: (B, h, w); missing: (B, h, w) bool; values: (B, h, w) or None, as :func:`stripe_offsets`.
+        residuals: (B, h, w); missing: (B, h, w) bool; values: (B, h, w) or None; imputed: as
+            :func:`stripe_offsets`.
 
     Returns:
         (B, w) offsets, zero where there is no confirmed stripe.
     """
-    offsets = stripe_offsets(residuals, missing, regression, threshold, window, veto, values)
+    if imputed and missing.any():
+        residuals = residuals / imputed_shares(regression.coefficients, missing)
+    offsets = _greedy_offsets(residuals, missing, regression, threshold, window, veto, values, imputed)
     height = residuals.shape[1]
     if not offsets.any() or height < 2 * MIN_HALF_LINE:
         return offsets
     half = height // 2
     sign = np.sign(offsets)
     for rows in (slice(0, half), slice(half, height)):
-        part = stripe_offsets(
+        part = _greedy_offsets(
             residuals[:, rows], missing[:, rows], regression, HALF_COLUMN_FACTOR * threshold, window, veto,
-            None if values is None else values[:, rows],
+            None if values is None else values[:, rows], imputed,
         )
         sign = np.where(np.sign(part) == sign, sign, 0.0)
     return np.where(sign != 0, offsets, 0.0)
@@ -366,7 +450,7 @@ def destripe_sample(
     residuals = regression.residuals(values)
     grid, absent = _grouped(residuals, known, positions.cols, positions.width)
     own_lines, _ = _grouped(values, known, positions.cols, positions.width)  # the bands' own lines decide rivals
-    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold, values=own_lines)  # (B, width)
+    offsets = confirmed_stripe_offsets(grid, absent, regression, threshold, values=own_lines, imputed=True)
     offsets[np.count_nonzero(offsets, axis=1) < MIN_SAMPLE_STRIPE_LINES] = 0.0
     striped = np.flatnonzero(offsets.any(axis=1))
     if striped.size:  # a stripe adds to its band's residuals: taking it out must leave them smaller
