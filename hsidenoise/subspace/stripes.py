@@ -147,7 +147,7 @@ def imputed_shares(coefficients: np.ndarray, missing: np.ndarray) -> np.ndarray:
     imputed = np.flatnonzero(missing.reshape(bands, -1).any(axis=1))  # only bands with missing entries take part
     both_ways = coefficients * coefficients.T  # Q[j, m] Q[m, j], symmetric
     np.fill_diagonal(both_ways, 0.0)
-    explained = both_ways[:, imputed] @ missing[imputed].reshape(imputed.size, -1).astype(np.float64)
+    explained = both_ways[:, imputed] @ missing[imputed].reshape(imputed.size, missing[0].size).astype(np.float64)
     return np.maximum(1.0 - explained, MIN_SELF_ECHO).reshape(missing.shape)
 
 
