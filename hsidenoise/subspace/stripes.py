@@ -47,7 +47,7 @@ a scene edge and a rival passed it; at 0.8 a non-i.i.d. validation case lost 0.1
 chosen band's deviation as its echo kept most of the failures."""
 
 
-MIN_SELF_ECHO = 0.2
+MIN_OWN_SHARE = 0.2
 """With imputed entries (:func:`stripe_offsets`' ``imputed``), an offset shows in its own band's residual at 1 - the
 share that the pixel's imputed entries explain away (:func:`imputed_shares`); each residual is divided by that
 share, but by no less than this (an entry that the imputed bands predict almost fully: its residual tells little)."""
@@ -141,14 +141,14 @@ def imputed_shares(coefficients: np.ndarray, missing: np.ndarray) -> np.ndarray:
         coefficients: (B, B) the band regression's; missing: (B, h, w) bool, the imputed entries.
 
     Returns:
-        (B, h, w) 1 - sum over the pixel's missing bands m != j of Q[j, m] Q[m, j], at least :data:`MIN_SELF_ECHO`.
+        (B, h, w) 1 - sum over the pixel's missing bands m != j of Q[j, m] Q[m, j], at least :data:`MIN_OWN_SHARE`.
     """
     bands = missing.shape[0]
     imputed = np.flatnonzero(missing.reshape(bands, -1).any(axis=1))  # only bands with missing entries take part
     both_ways = coefficients * coefficients.T  # Q[j, m] Q[m, j], symmetric
     np.fill_diagonal(both_ways, 0.0)
     explained = both_ways[:, imputed] @ missing[imputed].reshape(imputed.size, missing[0].size).astype(np.float64)
-    return np.maximum(1.0 - explained, MIN_SELF_ECHO).reshape(missing.shape)
+    return np.maximum(1.0 - explained, MIN_OWN_SHARE).reshape(missing.shape)
 
 
 def _imputed_echoes(coefficients: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,14 +160,14 @@ def _imputed_echoes(coefficients: np.ndarray, missing: np.ndarray) -> tuple[np.n
     band j's own share there is 1 - sum over m != j of f[m] Q[j, m] Q[m, j].
 
     Returns:
-        ((B, w) each band's own share in each line, at least :data:`MIN_SELF_ECHO`; (B, w) the shares f).
+        ((B, w) each band's own share in each line, at least :data:`MIN_OWN_SHARE`; (B, w) the shares f).
     """
     existing = np.count_nonzero(~missing.all(axis=0), axis=0)  # (w,) pixels with an entry in some band
     imputed = np.count_nonzero(missing & ~missing.all(axis=0), axis=1)  # (B, w)
     share = imputed / np.maximum(existing, 1)
     both_ways = coefficients * coefficients.T
     np.fill_diagonal(both_ways, 0.0)
-    return np.maximum(1.0 - both_ways @ share, MIN_SELF_ECHO), share
+    return np.maximum(1.0 - both_ways @ share, MIN_OWN_SHARE), share
 
 
 def stripe_offsets(
@@ -258,7 +258,7 @@ def _greedy_offsets(
     coefficients = regression.coefficients
     through_imputed = imputed and missing.any()
     if through_imputed:
-        self_echo, share = _imputed_echoes(coefficients, missing)
+        own_share, imputed_share = _imputed_echoes(coefficients, missing)
     for _ in range(bands):
         with np.errstate(over="ignore"):  # against a near-zero scale an offset stands out, also as inf
             score = np.where(found, 0.0, np.abs(deviation) * inverse_scale)
@@ -286,8 +286,8 @@ def _greedy_offsets(
             own[band, column] -= offset
         echo = coefficients[band, :].T  # (B, picks): each pick's echo in every band's residual
         if through_imputed:  # through the imputed entries too (a band's own ones are out of its line's median)
-            through = coefficients.T @ (share[:, column] * echo) - share[:, column] * echo
-            echo = (echo - through) / self_echo[:, column]
+            through = coefficients.T @ (imputed_share[:, column] * echo) - imputed_share[:, column] * echo
+            echo = (echo - through) / own_share[:, column]
             echo[band, np.arange(band.size)] = 1.0
         offsets[band, column] += offset
         found[band, column] = True
