@@ -145,10 +145,16 @@ def imputed_shares(coefficients: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """
     bands = missing.shape[0]
     imputed = np.flatnonzero(missing.reshape(bands, -1).any(axis=1))  # only bands with missing entries take part
-    both_ways = coefficients * coefficients.T  # Q[j, m] Q[m, j], symmetric
-    np.fill_diagonal(both_ways, 0.0)
-    explained = both_ways[:, imputed] @ missing[imputed].reshape(imputed.size, missing[0].size).astype(np.float64)
+    flat = missing[imputed].reshape(imputed.size, missing[0].size).astype(np.float64)  # (imputed bands, h * w)
+    explained = _both_ways(coefficients)[:, imputed] @ flat
     return np.maximum(1.0 - explained, MIN_OWN_SHARE).reshape(missing.shape)
+
+
+def _both_ways(coefficients: np.ndarray) -> np.ndarray:
+    """(B, B) Q[j, m] Q[m, j] for m != j, 0 on the diagonal (Q = ``coefficients``.T; symmetric)."""
+    both_ways = coefficients * coefficients.T
+    np.fill_diagonal(both_ways, 0.0)
+    return both_ways
 
 
 def _imputed_echoes(coefficients: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,12 +168,9 @@ def _imputed_echoes(coefficients: np.ndarray, missing: np.ndarray) -> tuple[np.n
     Returns:
         ((B, w) each band's own share in each line, at least :data:`MIN_OWN_SHARE`; (B, w) the shares f).
     """
-    existing = np.count_nonzero(~missing.all(axis=0), axis=0)  # (w,) pixels with an entry in some band
-    imputed = np.count_nonzero(missing & ~missing.all(axis=0), axis=1)  # (B, w)
-    share = imputed / np.maximum(existing, 1)
-    both_ways = coefficients * coefficients.T
-    np.fill_diagonal(both_ways, 0.0)
-    return np.maximum(1.0 - both_ways @ share, MIN_OWN_SHARE), share
+    present = ~missing.all(axis=0)  # (h, w) pixels with an entry in some band
+    share = np.count_nonzero(missing & present, axis=1) / np.maximum(np.count_nonzero(present, axis=0), 1)  # (B, w)
+    return np.maximum(1.0 - _both_ways(coefficients) @ share, MIN_OWN_SHARE), share
 
 
 def stripe_offsets(

@@ -11,8 +11,10 @@ that continuous noise never produces.
 :func:`find_stuck_values` finds, in the cube's pixel sample, each band's values that occur at least
 :data:`STUCK_SHARE` of the time *and* :data:`STUCK_MULTIPLICITY` times more often than its values do on average
 (integer data repeats every value; a saturated one repeats far more) *and*, in quantised data, than the values
-beside them (a dark region piles its entries on a few adjacent counts: a peak, not a spike). :meth:`StuckValues.mask` marks those entries in any pixels; the band regression leaves them out (:func:`hsidenoise.subspace.noise_estimate.
-fit_band_regression`) and every tile treats them as missing, imputed from the pixel's other bands
+beside them (a dark region piles its entries on a few adjacent counts: a peak, not a spike).
+:meth:`StuckValues.mask` marks those entries in any pixels; the band regression leaves them out
+(:func:`hsidenoise.subspace.noise_estimate.fit_band_regression`) and every tile treats them as missing, imputed from
+the pixel's other bands
 (:func:`hsidenoise.subspace.outliers.remove_outliers`).
 
 Shapes: spectra are (n, B) pixel samples; band-major pixels are (B, m).
@@ -180,9 +182,10 @@ def with_line_pileups(stuck: StuckValues, spectra: np.ndarray, rows: np.ndarray,
     they cost San Diego seed 0 1.0 dB, 4.9 on the thirteenth session's front end), while
     :attr:`Subspace.stuck <hsidenoise.subspace.signal_subspace.Subspace>` keeps the band-wide values. Rows are
     searched the same way (a stripe along the rows shifts a row's impulses); the mixture protocol stripes columns
-    only, so the rows change nothing there (tested on a synthetic cube). A band whose values are continuous (:func:`_is_continuous`) is searched with :data:`CONTINUOUS_LINE_PILEUP`, which also
-    finds a sparsely hit band's shifted impulses; integer data with :data:`LINE_PILEUP_SHARE` and the band-wide
-    search's count and multiplicity.
+    only, so the rows change nothing there (tested on a synthetic cube). A band whose values are continuous
+    (:func:`_is_continuous`) is searched with :data:`CONTINUOUS_LINE_PILEUP`, which also finds a sparsely hit
+    band's shifted impulses; integer data with :data:`LINE_PILEUP_SHARE` and the band-wide search's count and
+    multiplicity.
 
     Args:
         stuck: the band-wide stuck values (:func:`find_stuck_values`) of ``spectra``.
