@@ -104,3 +104,20 @@ def test_eval_refuses_cubes_of_different_shapes(runner, work):
     before = snapshot(work)
     result = runner.invoke(app, ["eval", str(work / "clean.hdr"), "--ref", str(work / "clean.tif"), "--json"])
     assert "shape" in assert_refused(result, 1, before, work)
+
+
+def test_eval_warns_when_the_cube_and_the_reference_are_on_different_scales(runner, tmp_path):
+    """A cube that `hsidenoise noise` normalised to 0..1, scored against the raw scene it came from: the scores
+    are meaningless, and one warning line says why and what to use instead; cubes on the same scale get none."""
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(40.0, 35000.0, (5, 11, 13)).astype(np.float32)
+    normalised = (raw - raw.min()) / (raw.max() - raw.min())
+    write_cube(tmp_path / "raw.hdr", Cube(raw, CubeMeta()))
+    write_cube(tmp_path / "unit.tif", Cube(normalised + rng.normal(0, 0.01, raw.shape).astype(np.float32), CubeMeta()))
+    write_cube(tmp_path / "unit_ref.tif", Cube(normalised, CubeMeta()))
+    result = invoke(runner, "eval", tmp_path / "unit.tif", "--ref", tmp_path / "raw.hdr")
+    warning = " ".join(result.stderr.split())
+    assert "different scales" in warning and "--write-clean" in warning
+    assert sum("different scales" in line for line in result.stderr.splitlines()) == 1
+    same = invoke(runner, "eval", tmp_path / "unit.tif", "--ref", tmp_path / "unit_ref.tif")
+    assert "different scales" not in same.stderr

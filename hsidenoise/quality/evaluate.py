@@ -79,6 +79,38 @@ def peak_of(reference: Cube, peak: float | None) -> Peak:
     )
 
 
+SCALE_MISMATCH = 20.0
+"""The denoised cube and the reference are flagged as on different scales when their value spans (0.1 to 99.9th
+percentile) differ by more than this factor either way."""
+
+
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """(low, high): the 0.1 and 99.9th percentiles of the finite values (a strided subset of at most 2**20)."""
+    flat = np.asarray(values).reshape(-1)
+    flat = flat[:: max(1, flat.size // (1 << 20))]
+    flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+    if flat.size == 0:
+        return 0.0, 0.0
+    low, high = np.percentile(flat.astype(np.float64), [0.1, 99.9])
+    return float(low), float(high)
+
+
+def scale_mismatch(denoised: np.ndarray, reference: np.ndarray, name: str) -> str:
+    """One warning line when ``denoised`` and ``reference`` are clearly on different scales (e.g. a cube that
+    ``hsidenoise noise`` normalised to 0..1, scored against the raw scene), else "". Their scores would be
+    meaningless: MPSNR near the reference's own dynamic range, not the denoiser's error."""
+    low, high = _span(denoised)
+    ref_low, ref_high = _span(reference)
+    width, ref_width = high - low, ref_high - ref_low
+    if not (width > 0 and ref_width > 0) or 1 / SCALE_MISMATCH <= width / ref_width <= SCALE_MISMATCH:
+        return ""
+    return (
+        f"warning: {name} spans about {low:.4g}..{high:.4g} but the reference {ref_low:.4g}..{ref_high:.4g}: "
+        "different scales, so these scores say little (hsidenoise noise normalises to 0..1; its --write-clean "
+        "writes the reference that matches)"
+    )
+
+
 def scored(x: np.ndarray, ref: np.ndarray, ssim_mode: str, scale: Peak) -> MetricsReport:
     """:func:`hsidenoise.quality.metrics.evaluate` with ``scale``: a detected peak divides both cubes by it
     (SSIM's constants are for a 0..1 range; PSNR, SAM and ERGAS do not change) and puts RMSE back in data
@@ -159,6 +191,9 @@ def evaluate_with_reference(
 
     scored_cube, clean = _read_pair(denoised, reference, var, "the reference", "score cubes of the same scene")
     scale = peak_of(clean, peak)
+    mismatch = scale_mismatch(scored_cube.data, clean.data, denoised.name)
+    if mismatch:
+        scale = replace(scale, warning="; ".join(w for w in (scale.warning, mismatch) if w))
     report = scored(scored_cube.data, clean.data, ssim, scale)
     noisy_report = None
     if noisy is not None:
