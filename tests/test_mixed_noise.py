@@ -534,22 +534,22 @@ def test_a_no_data_region_comes_back_as_read_and_is_not_counted_as_outliers(tmp_
     assert max(counts) < 11 * 12
 
 
+def _any_subspace(bands: int):
+    """A fitted subspace of ``bands`` bands, for a test to replace its basis."""
+    from hsidenoise.subspace import fit_subspace
+
+    return fit_subspace(np.random.default_rng(0).standard_normal((50, bands)), np.ones(bands), CONFIG)
+
+
 def test_imputed_leverage_is_each_components_weight_on_the_missing_entries() -> None:
     from hsidenoise.subspace.signal_subspace import imputed_leverage
 
     basis = np.zeros((5, 2))
     basis[2, 0] = 1.0  # component 0: band 2 alone
     basis[[0, 1], 1] = np.sqrt(0.5)  # component 1: bands 0 and 1 alike
-    subspace = dataclasses.replace(fit_subspace_stub(5), basis=basis)
+    subspace = dataclasses.replace(_any_subspace(5), basis=basis)
     share = np.array([0.2, 0.4, 0.7, 0.0, 0.0])
     np.testing.assert_allclose(imputed_leverage(subspace, share), [0.7, 0.3])
-
-
-def fit_subspace_stub(bands: int):
-    from hsidenoise.subspace import fit_subspace
-
-    rng = np.random.default_rng(0)
-    return fit_subspace(rng.standard_normal((50, bands)), np.ones(bands), CONFIG)
 
 
 def _low_rank_spectra_with_a_gappy_band(unique: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -597,7 +597,8 @@ def test_the_subspace_is_refitted_on_its_own_imputation_until_a_component_rests_
             second = fit_subspace(impute_in_subspace(noisy, missing, first), sigma, CONFIG)
 
             def moved(a, b) -> float:
-                return float(np.abs(impute_in_subspace(noisy, missing, a) - impute_in_subspace(noisy, missing, b)).max())
+                change = impute_in_subspace(noisy, missing, a) - impute_in_subspace(noisy, missing, b)
+                return float(np.abs(change).max())
 
             assert moved(again, refitted) < 0.5 * moved(second, first)
 

@@ -3,7 +3,8 @@
 :func:`fit_subspace` whitens pixel samples by the per-band noise sigma, eigen-decomposes their covariance and
 keeps the components above the Marchenko-Pastur edge (1 + sqrt(B / n))^2 of unit noise (times a margin).
 :func:`fit_loadings` then refits, by least absolute deviations, the synthesis row of each band whose
-least-squares row is dragged by dense salt-and-pepper noise. :func:`fit_lowrank` is steps 1-2 in one call.
+least-squares row is dragged by dense salt-and-pepper noise. Where entries are stuck, the subspace is refitted on
+its own imputation of them (:func:`refit_on_own_imputation`). :func:`fit_lowrank` is steps 1-2 in one call.
 
 Shapes: spectra are (n, B) pixel samples; per-band vectors are (B,); the basis is (B, k).
 """
@@ -347,10 +348,10 @@ of their loading on the weakest component, -4 to -7 dB against their Gaussian pa
 by 0.4 % of sigma (rms) at the tenth."""
 MAX_IMPUTED_LEVERAGE = 0.25
 """The refits stop before a component rests more than this share on the sample's stuck entries
-(:func:`imputed_leverage`). Measured: 0.08 to 0.2 on the validation mixture draws but CAVE apples seed 0, where it is
-0.49 after the first refit: its band 13 (70 % impulses) alone carries the colour chart, each further refit pulled the
-first component further onto that band (0.66), and the tiles, which can only impute that band from the other
-bands, lost 2.15 dB for it. On the held-out mixture draws the limit stopped the refits on 2 of 34."""
+(:func:`imputed_leverage`). Measured: 0.08 to 0.2 on four other validation mixture draws, but 0.49 on CAVE apples
+seed 0 after the first refit. There band 13 (70 % impulses) alone carries the colour chart, each further refit
+pulled the first component further onto that band (0.66), and the tiles, which can only impute that band from the
+other bands, lost 2.15 dB for it. On the held-out mixture draws the limit stopped the refits on 2 of 34."""
 
 
 def impute_in_subspace(spectra: np.ndarray, missing: np.ndarray, subspace: Subspace) -> np.ndarray:
@@ -409,9 +410,9 @@ def refit_on_own_imputation(
     measured ones, and one refit moves that row only part of the way from where the first imputation put it (by
     about the band's measured share). Measured (``bench/mixture.py --seeds 2``, against one refit): CAVE apples
     mixture seed 1 -1.27 -> -0.45 dB against its Gaussian part, San Diego +0.14 / +0.23, HYDICE -0.01 / -0.11.
-    The first refit is always taken; a later one, and any refit after a first that leans on the imputation, only
-    while no component rests more than :data:`MAX_IMPUTED_LEVERAGE` on the missing entries
-    (:func:`imputed_leverage`): such a component is made by the imputation itself.
+    The first refit is always taken. Each later one is taken only while no component, of the current fit or of the
+    new one, rests more than :data:`MAX_IMPUTED_LEVERAGE` on the missing entries (:func:`imputed_leverage`): such
+    a component is made by the imputation itself.
 
     Args:
         spectra: (n, B) pixel samples in data units; missing: (n, B) bool, at least one entry True.
