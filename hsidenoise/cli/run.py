@@ -47,8 +47,8 @@ def run(
         typer.Option(
             "--method",
             help="lowrank (weight-free, fast; the default) or decsc (the shipped DCT-CSC network on top of it: "
-            "+0.2 dB MPSNR on average, not on every cube, at 1.1-4.2x the time; see weights/README.md; the default "
-            "with --model).",
+            "+0.19 to +0.20 dB MPSNR on average, not on every cube, at 1.1-4.2x the time; see weights/README.md; "
+            "the default with --model).",
         ),
     ] = None,
     model: Annotated[
