@@ -423,12 +423,16 @@ def refit_on_own_imputation(
         The last refit whose components all stay within the leverage limit (at least the first refit).
     """
     share = missing.mean(axis=0)
+
+    def leans(fit: Subspace) -> bool:
+        return bool(imputed_leverage(fit, share).max() > MAX_IMPUTED_LEVERAGE)
+
     subspace = fit_subspace(impute_in_subspace(spectra, missing, subspace), sigma, config)
+    if leans(subspace):
+        return subspace
     for _ in range(EM_REFITS - 1):
-        if imputed_leverage(subspace, share).max() > MAX_IMPUTED_LEVERAGE:
-            break
         candidate = fit_subspace(impute_in_subspace(spectra, missing, subspace), sigma, config)
-        if imputed_leverage(candidate, share).max() > MAX_IMPUTED_LEVERAGE:
+        if leans(candidate):
             break
         subspace = candidate
     return subspace

@@ -228,9 +228,18 @@ def stripe_offsets(
     Returns:
         (B, w) offsets to subtract from each column of each band (zero where there is no stripe).
     """
-    if imputed and missing.any():
-        residuals = residuals / imputed_shares(regression.coefficients, missing)
+    residuals = _divided_by_shares(residuals, missing, regression, imputed)
     return _greedy_offsets(residuals, missing, regression, threshold, window, veto, values, imputed)
+
+
+def _divided_by_shares(
+    residuals: np.ndarray, missing: np.ndarray, regression: BandRegression, imputed: bool
+) -> np.ndarray:
+    """``residuals`` divided by their :func:`imputed_shares` where ``imputed`` and some entry is missing, else as
+    they are."""
+    if imputed and missing.any():
+        return residuals / imputed_shares(regression.coefficients, missing)
+    return residuals
 
 
 def _greedy_offsets(
@@ -320,8 +329,7 @@ def confirmed_stripe_offsets(
     Returns:
         (B, w) offsets, zero where there is no confirmed stripe.
     """
-    if imputed and missing.any():
-        residuals = residuals / imputed_shares(regression.coefficients, missing)
+    residuals = _divided_by_shares(residuals, missing, regression, imputed)
     offsets = _greedy_offsets(residuals, missing, regression, threshold, window, veto, values, imputed)
     height = residuals.shape[1]
     if not offsets.any() or height < 2 * MIN_HALF_LINE:
