@@ -121,3 +121,9 @@ def test_eval_warns_when_the_cube_and_the_reference_are_on_different_scales(runn
     assert sum("different scales" in line for line in result.stderr.splitlines()) == 1
     same = invoke(runner, "eval", tmp_path / "unit.tif", "--ref", tmp_path / "unit_ref.tif")
     assert "different scales" not in same.stderr
+    # a no-data fill far outside the data (5 % of the pixels) is not the reference's scale
+    filled = normalised.copy()
+    filled[:, :3, :] = -9999.0
+    write_cube(tmp_path / "filled_ref.hdr", Cube(filled, CubeMeta(nodata=-9999.0)))
+    nodata = invoke(runner, "eval", tmp_path / "unit.tif", "--ref", tmp_path / "filled_ref.hdr")
+    assert "different scales" not in nodata.stderr

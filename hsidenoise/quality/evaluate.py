@@ -84,21 +84,25 @@ SCALE_MISMATCH = 20.0
 percentile) differ by more than this factor either way."""
 
 
-def _span(values: np.ndarray) -> tuple[float, float]:
-    """(low, high): the 0.1 and 99.9th percentiles of the finite values (a strided subset of at most 2**20)."""
-    flat = np.asarray(values).reshape(-1)
+def _span(cube: Cube) -> tuple[float, float]:
+    """(low, high): the 0.1 and 99.9th percentiles of the cube's finite values other than its no-data value (a
+    strided subset of at most 2**20)."""
+    flat = np.asarray(cube.data).reshape(-1)
     flat = flat[:: max(1, flat.size // (1 << 20))]
     flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
+    if cube.meta.nodata is not None:
+        flat = flat[flat != cube.meta.nodata]
     if flat.size == 0:
         return 0.0, 0.0
     low, high = np.percentile(flat.astype(np.float64), [0.1, 99.9])
     return float(low), float(high)
 
 
-def scale_mismatch(denoised: np.ndarray, reference: np.ndarray, name: str) -> str:
+def scale_mismatch(denoised: Cube, reference: Cube, name: str) -> str:
     """One warning line when ``denoised`` and ``reference`` are clearly on different scales (e.g. a cube that
     ``hsidenoise noise`` normalised to 0..1, scored against the raw scene), else "". Their scores would be
-    meaningless: MPSNR near the reference's own dynamic range, not the denoiser's error."""
+    meaningless: MPSNR near the reference's own dynamic range, not the denoiser's error. No-data values (each
+    cube's own) are left out, as in :func:`peak_of`."""
     low, high = _span(denoised)
     ref_low, ref_high = _span(reference)
     width, ref_width = high - low, ref_high - ref_low
@@ -191,7 +195,7 @@ def evaluate_with_reference(
 
     scored_cube, clean = _read_pair(denoised, reference, var, "the reference", "score cubes of the same scene")
     scale = peak_of(clean, peak)
-    mismatch = scale_mismatch(scored_cube.data, clean.data, denoised.name)
+    mismatch = scale_mismatch(scored_cube, clean, denoised.name)
     if mismatch:
         scale = replace(scale, warning="; ".join(w for w in (scale.warning, mismatch) if w))
     report = scored(scored_cube.data, clean.data, ssim, scale)
