@@ -82,18 +82,18 @@ def _coherent_residuals(
     material seen in few pixels, a chromatic edge) keeps a large median of the same sign; replacing it by
     its prediction would erase real signal.
 
+    The known missing entries count as zero residuals, so in a band whose entries are mostly stuck nothing is
+    protected. The median over the measured entries alone protects such a band's genuine signal, and was measured
+    twice and not adopted: a quiet band that owns a component then moves it by its unexplained signal, which the
+    component's loadings carry into the noisy bands (bench/README.md, "The coherence test over measured entries").
+
     Args:
         filled: the tile's entries (B, h * w), the known missing ones imputed, and their residuals;
         dead: (B, h, w) bool, the known missing entries.
 
-    The median is taken over the window's measured entries: a known missing entry has no residual. (Counted as a
-    zero residual, as before, it won every median in a band with most entries stuck, whose genuine signal was then
-    flagged wherever the other bands do not hold it: CAVE apples mixture seed 0, band 13 with 70 % impulses, 59 % of
-    its measured entries in the colour chart; bench/README.md, "The coherence test over measured entries".)
-
     Returns:
         (B, h * w) bool, True where an entry is beyond ``outlier_threshold`` but the median of its
-        neighbourhood's measured standardised residuals has its sign and at least :data:`COHERENT_FRACTION` of it.
+        neighbourhood's standardised residuals has its sign and at least :data:`COHERENT_FRACTION` of it.
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
@@ -105,29 +105,18 @@ def _coherent_residuals(
     missing = dead.reshape(bands, -1)
     with np.errstate(over="ignore"):  # against a near-zero scale a residual is an outlier, also as inf
         standardised = filled.residuals / regression.residual_scale[:, None]
-    standardised[missing] = np.nan  # no residual: left out of the medians
-    with np.errstate(invalid="ignore"):
-        band, pixel = np.nonzero(np.abs(standardised) > config.outlier_threshold)
+    standardised[missing] = 0.0
+    band, pixel = np.nonzero(np.abs(standardised) > config.outlier_threshold)
     if band.size == 0:
         return protected
     half = window // 2
     padded = np.pad(standardised.reshape(bands, height, width), ((0, 0), (half, half), (half, half)), mode="symmetric")
     windows = sliding_window_view(padded, (window, window), axis=(1, 2))  # (B, h', w', window, window)
-    local = _measured_medians(windows[band, pixel // width, pixel % width].reshape(band.size, -1))
+    local = np.median(windows[band, pixel // width, pixel % width].reshape(band.size, -1), axis=1)
     centre = standardised[band, pixel]
     keep = (np.sign(local) == np.sign(centre)) & (np.abs(local) >= COHERENT_FRACTION * config.outlier_threshold)
     protected[band[keep], pixel[keep]] = True
     return protected
-
-
-def _measured_medians(windows: np.ndarray) -> np.ndarray:
-    """(n,) the median of each row of (n, k) ``windows`` over its measured entries (NaN: not measured); each row
-    holds at least one (the outlying entry itself)."""
-    ordered = np.sort(windows, axis=1)  # NaN sorts last
-    count = np.count_nonzero(~np.isnan(ordered), axis=1)
-    rows = np.arange(ordered.shape[0])
-    low, high = ordered[rows, (count - 1) // 2], ordered[rows, count // 2]
-    return np.where(low == high, low, 0.5 * low + 0.5 * high)
 
 
 def _stripe_search(
