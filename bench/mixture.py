@@ -19,6 +19,9 @@ Oracle rows show where the rest of the loss is:
 cubes with a clean reference: the ABU airport, beach and urban scenes, San Diego, Pavia, Samson, MUUFL, the CAVE
 chart; each its first 150 x 150 pixels at most, seeds 9000 + 10 i + s): what a user's cube meets.
 
+``--heldout --quality-draws`` draws the same cubes' noise with ``bench/quality.py --heldout``'s mixture seeds
+(SEED + 100 i + 1 + 1000 s) instead: 34 more draws, the ones that bench scores.
+
 ``--mosaic SIZE ...`` runs each cube as a SIZE x SIZE mosaic of mirrored copies of itself (fresh noise everywhere,
 seeds 4000 + SIZE + 1000 s) at each size in turn: how the mixture's cost grows with the scene. The model's fit
 works on a bounded pixel sample (``LowRankConfig.sample_size``, ``regression_sample``), so its cost stops growing
@@ -128,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracles", action="store_true", help="add the oracle rows")
     parser.add_argument("--cubes", nargs="+", default=list(CUBES))
     parser.add_argument("--heldout", action="store_true", help="the 17 held-out cubes instead of --cubes")
+    parser.add_argument("--quality-draws", action="store_true",
+                        help="with --heldout: the quality bench's mixture draws of those cubes (other seeds)")
     parser.add_argument("--mosaic", type=int, nargs="+", metavar="SIZE",
                         help="each cube as SIZE x SIZE mosaics of mirrored copies, one run per size")
     args = parser.parse_args(argv)
     if args.heldout and args.mosaic:
         parser.error("--heldout and --mosaic are separate runs")
+    if args.quality_draws and not args.heldout:
+        parser.error("--quality-draws goes with --heldout")
     if args.heldout:
         args.cubes = list(HELDOUT)
     spec = NoiseSpec("mixture", sigma_max=95.0)
@@ -150,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             if size is not None:
                 clean = mosaic(base, size)
                 seed = MOSAIC_SEED + size + 1000 * seed_index
+            elif args.heldout and args.quality_draws:
+                seed = SEED + 100 * index + 1 + 1000 * seed_index  # bench/quality.py --heldout's mixture seeds
             elif args.heldout:
                 seed = HELDOUT_SEED + 10 * index + seed_index
             else:
