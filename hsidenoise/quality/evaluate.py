@@ -44,15 +44,21 @@ class Peak:
     warning: str = ""
 
 
+def _valid_values(cube: Cube, step: int = 1) -> np.ndarray:
+    """The cube's finite values other than its no-data value, flattened (every ``step``-th value before that)."""
+    flat = np.asarray(cube.data).reshape(-1)[::step]
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+    if cube.meta.nodata is not None:
+        flat = flat[flat != cube.meta.nodata]
+    return flat
+
+
 def peak_of(reference: Cube, peak: float | None) -> Peak:
     """The peak for ``reference``: ``peak`` (``--peak``) when given (with a warning if it is 1 on data clearly
     not in 0..1), else 1 for 0..1 data, else the reference's maximum (its max - min when it has negative values),
     so raw sensor units score sensibly."""
-    data = np.asarray(reference.data)
-    valid = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, dtype=bool)
-    if reference.meta.nodata is not None:
-        valid &= data != reference.meta.nodata
-    values = data[valid]
+    values = _valid_values(reference)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     span = f"{low:.6g}..{high:.6g}"
     if peak is not None:
@@ -87,11 +93,7 @@ percentile) differ by more than this factor either way."""
 def _span(cube: Cube) -> tuple[float, float]:
     """(low, high): the 0.1 and 99.9th percentiles of the cube's finite values other than its no-data value (a
     strided subset of at most 2**20)."""
-    flat = np.asarray(cube.data).reshape(-1)
-    flat = flat[:: max(1, flat.size // (1 << 20))]
-    flat = flat[np.isfinite(flat)] if flat.dtype.kind == "f" else flat
-    if cube.meta.nodata is not None:
-        flat = flat[flat != cube.meta.nodata]
+    flat = _valid_values(cube, max(1, np.asarray(cube.data).size // (1 << 20)))
     if flat.size == 0:
         return 0.0, 0.0
     low, high = np.percentile(flat.astype(np.float64), [0.1, 99.9])
