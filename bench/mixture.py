@@ -157,11 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             if size is not None:
                 clean = mosaic(base, size)
                 seed = MOSAIC_SEED + size + 1000 * seed_index
-            elif args.heldout and args.quality_draws:
-                seed = SEED + 100 * index + 1 + 1000 * seed_index  # bench/quality.py --heldout's mixture seeds
-            elif args.heldout:
+            elif args.heldout and not args.quality_draws:
                 seed = HELDOUT_SEED + 10 * index + seed_index
-            else:
+            else:  # bench/quality.py's mixture seeds (its --heldout ones with --quality-draws)
                 seed = SEED + 100 * index + 1 + 1000 * seed_index
             label = Path(path).stem if size is None else f"{Path(path).stem} {size}x{size}"
             truth = add_noise(clean, spec, np.random.default_rng(seed))
